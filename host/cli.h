@@ -1,0 +1,102 @@
+/*
+ * cli: app.bin's command line.
+ *
+ *   app.bin [OPTIONS]               serve the packed ASGI app
+ *   app.bin python [ARGS]           the bundled interpreter, like python3.11 ARGS
+ *   app.bin healthcheck [OPTIONS]   probe the server's health endpoint
+ *   app.bin --version | --help
+ *
+ * Option values come from, lowest precedence first: built-in defaults, the
+ * payload manifest (default.<option>=value, set by appbin-pack --default),
+ * environment variables (APPBIN_<OPTION>, dashes as underscores), the
+ * command line.
+ */
+#ifndef APPBIN_CLI_H
+#define APPBIN_CLI_H
+
+#include "manifest.h"
+
+#include <stdio.h>
+
+typedef enum cli_mode {
+  CLI_SERVE,
+  CLI_PYTHON,
+  CLI_HEALTHCHECK,
+  CLI_VERSION,
+  CLI_HELP,
+} cli_mode;
+
+typedef enum cli_log_level {
+  LOG_TRACE,
+  LOG_DEBUG,
+  LOG_INFO,
+  LOG_WARNING,
+  LOG_ERROR,
+  LOG_CRITICAL,
+} cli_log_level;
+
+typedef enum cli_lifespan { LIFESPAN_AUTO, LIFESPAN_ON, LIFESPAN_OFF } cli_lifespan;
+
+#define CLI_MAX_HEADERS 32
+
+typedef struct cli_options {
+  cli_mode mode;
+  /* application */
+  const char *app; /* MODULE:ATTR */
+  int factory;
+  /* sockets */
+  const char *host;
+  int port;
+  const char *uds;
+  int fd;
+  int backlog;
+  int workers;
+  /* protocol */
+  const char *root_path;
+  int proxy_headers;
+  const char *forwarded_allow_ips;
+  int server_header;
+  int date_header;
+  const char *headers[CLI_MAX_HEADERS]; /* "Name: value" as given */
+  int nheaders;
+  int h11_max_incomplete_event_size;
+  /* limits and timeouts (seconds) */
+  double timeout_keep_alive;
+  double timeout_request_header;
+  double timeout_graceful_shutdown;
+  int limit_concurrency;
+  long limit_max_requests;
+  /* lifecycle and logging */
+  cli_lifespan lifespan;
+  cli_log_level log_level;
+  int access_log;
+  /* websockets */
+  const char *ws; /* "auto" or "none" */
+  long ws_max_size;
+  int ws_max_queue;
+  double ws_ping_interval;
+  double ws_ping_timeout;
+  int ws_per_message_deflate;
+  /* healthcheck */
+  const char *health_path;
+  double health_timeout;
+  /* python mode: arguments after "python" */
+  int python_argc;
+  char **python_argv;
+} cli_options;
+
+/* Whether argv asks for the interpreter (argv[0] named python*, the
+ * "python" subcommand, or a leading single-dash option as multiprocessing
+ * and subprocess users pass to sys.executable). */
+int cli_is_python_mode(int argc, char **argv);
+
+/* Parses everything; `defaults` may be NULL (a host with no payload).
+ * Returns 0, or 2 with a message naming the offending flag in err. */
+int cli_parse(int argc, char **argv, const manifest *defaults, cli_options *out, char *err,
+              size_t errlen);
+
+void cli_print_help(FILE *out, const char *prog);
+
+const char *cli_log_level_name(cli_log_level level);
+
+#endif

@@ -1,0 +1,19 @@
+# appbin_http: the HTTP/1.1 server layer on libuv + llhttp (no Python).
+# Included from the top-level CMakeLists.txt after the llhttp target exists.
+
+# llhttp's strict mode rejects a bare CR ending the head ("\r\n\r" + data,
+# CVE-2023-30589 shape), whitespace before the colon, non-ASCII in the
+# request-target and a missing CRLF after a chunk. Our copy of llhttp is only
+# used by this layer.
+target_compile_definitions(llhttp PRIVATE LLHTTP_STRICT_MODE=1)
+
+add_library(appbin_http STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/http_server.c
+  ${CMAKE_CURRENT_LIST_DIR}/http_conn.c
+  ${CMAKE_CURRENT_LIST_DIR}/http_response.c
+  ${CMAKE_CURRENT_LIST_DIR}/http_date.c)
+target_include_directories(appbin_http PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+target_link_libraries(appbin_http PUBLIC llhttp ${LIBUV_STATIC} pthread dl)
+
+# The ASGI bridge (host/asgi.c...) is added here by the lead.
+set(APPBIN_HTTP_PY_SOURCES "")

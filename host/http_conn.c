@@ -1,0 +1,1045 @@
+/* Per-connection state machine: reading, parsing (llhttp), request
+ * hand-off, pipelining, timeouts, output queue, closing.
+ *
+ * One request is handed to the consumer at a time. Pipelined requests stay
+ * unparsed in the read buffer (parsing is paused at message-complete) until
+ * the current request's terminal call; their responses therefore go out in
+ * order. Output produced while parsing a batch is flushed once at the end of
+ * the batch, so a pipelined burst costs one read and one write.
+ */
+#include "http_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#define CONN_OF_PARSER(p) ((http_conn *)(p)->data)
+#define MAX_CHUNK_EXT 4096 /* chunk-extension bytes allowed per chunk */
+#define LINGER_MS 1000     /* discard input this long after shutdown() */
+#define ZERO_COPY_MIN 4096 /* body writes at least this big skip the copy */
+#define FILE_CHUNK 65536   /* pread() fallback chunk for sendfile */
+
+static const llhttp_settings_t parser_settings;
+static void conn_process(http_conn *c);
+static void conn_update(http_conn *c);
+static void conn_close_graceful(http_conn *c);
+static void conn_maybe_free(http_conn *c);
+
+/* ---- growable buffers -------------------------------------------------- */
+
+int http_buf_reserve(http_buf *b, size_t extra) {
+  if (b->cap - b->len >= extra)
+    return 0;
+  size_t cap = b->cap ? b->cap : 512;
+  while (cap - b->len < extra)
+    cap *= 2;
+  char *p = realloc(b->base, cap);
+  if (p == NULL)
+    return UV_ENOMEM;
+  b->base = p;
+  b->cap = cap;
+  return 0;
+}
+
+int http_buf_append(http_buf *b, const void *data, size_t len) {
+  if (len == 0)
+    return 0;
+  if (http_buf_reserve(b, len))
+    return UV_ENOMEM;
+  memcpy(b->base + b->len, data, len);
+  b->len += len;
+  return 0;
+}
+
+void http_buf_free(http_buf *b) {
+  free(b->base);
+  b->base = NULL;
+  b->len = b->cap = 0;
+}
+
+/* ---- lifetime ------------------------------------------------------------ */
+
+static void conn_ref(http_conn *c) { c->refs++; }
+
+static void conn_unref(http_conn *c) {
+  c->refs--;
+  conn_maybe_free(c);
+}
+
+static http_conn *conn_alloc(http_server *srv) {
+  http_conn *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return NULL;
+  c->srv = srv;
+  c->sf_fd = -1;
+  c->client_port = c->server_port = -1;
+  llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
+  c->parser.data = c;
+  c->next = srv->conns;
+  if (srv->conns)
+    srv->conns->prev = c;
+  srv->conns = c;
+  srv->n_conns++;
+  return c;
+}
+
+http_conn *http_conn_new(http_server *srv, bool pipe) {
+  http_conn *c = conn_alloc(srv);
+  if (c == NULL)
+    return NULL;
+  int r = pipe ? uv_pipe_init(srv->loop, &c->h.pipe, 0) : uv_tcp_init(srv->loop, &c->h.tcp);
+  if (r == 0) {
+    c->handle_open = true;
+    c->h.handle.data = c;
+    r = uv_timer_init(srv->loop, &c->timer);
+  }
+  if (r == 0) {
+    c->timer_open = true;
+    c->timer.data = c;
+  }
+  c->is_pipe = pipe;
+  if (r != 0) {
+    http_conn_close_now(c);
+    return NULL;
+  }
+  return c;
+}
+
+http_conn *http_conn_new_detached(http_server *srv, http_conn_sink sink, void *ud) {
+  http_conn *c = conn_alloc(srv);
+  if (c == NULL)
+    return NULL;
+  c->sink = sink;
+  c->sink_data = ud;
+  conn_ref(c); /* held until http_conn_free_detached() */
+  return c;
+}
+
+static void conn_maybe_free(http_conn *c) {
+  if (!c->closed || c->handle_open || c->timer_open || c->req_active || c->refs > 0)
+    return;
+  http_server *srv = c->srv;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    srv->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  srv->n_conns--;
+  if (c->rbuf)
+    http_server__rbuf_put(srv, c->rbuf);
+  if (c->sf_fd >= 0)
+    close(c->sf_fd);
+  http_buf_free(&c->hbuf);
+  http_buf_free(&c->wbuf);
+  http_buf_free(&c->wfly);
+  free(c->spans);
+  free(c->hdrs);
+  free(c);
+  http_server__conn_gone(srv);
+}
+
+static void on_handle_close(uv_handle_t *h) {
+  http_conn *c = h->data;
+  c->handle_open = false;
+  conn_maybe_free(c);
+}
+
+static void on_timer_close(uv_handle_t *h) {
+  http_conn *c = h->data;
+  c->timer_open = false;
+  conn_maybe_free(c);
+}
+
+void http_conn_close_now(http_conn *c) {
+  if (c->closed)
+    return;
+  conn_ref(c);
+  c->closing = c->closed = true;
+  c->wbuf.len = 0;
+  if (c->sf_fd >= 0) {
+    close(c->sf_fd);
+    c->sf_fd = -1;
+  }
+  if (c->req_active && !c->disconnected) {
+    c->disconnected = true;
+    if (c->srv->cb.on_disconnect && !c->req_internal)
+      c->srv->cb.on_disconnect(&c->req);
+  }
+  if (c->timer_open)
+    uv_close((uv_handle_t *)&c->timer, on_timer_close);
+  if (c->handle_open)
+    uv_close(&c->h.handle, on_handle_close);
+  conn_unref(c);
+}
+
+void http_conn_free_detached(http_conn *c) {
+  http_conn_close_now(c);
+  conn_unref(c);
+}
+
+bool http_conn_is_closed(const http_conn *c) { return c->closed; }
+
+/* ---- output queue ---------------------------------------------------------- */
+
+size_t http_conn_out_pending(const http_conn *c) {
+  return c->wbuf.len + (c->wfly.len - c->wfly_off);
+}
+
+int http_conn_out_append(http_conn *c, const void *data, size_t len) {
+  if (c->closed)
+    return HTTP_ECLOSED;
+  return http_buf_append(&c->wbuf, data, len);
+}
+
+static void on_write(uv_write_t *wr, int status);
+
+/* Hand wbuf[skip..] to uv_write() (nothing in flight). */
+static void conn_submit(http_conn *c, size_t skip) {
+  http_buf tmp = c->wfly;
+  c->wfly = c->wbuf;
+  c->wbuf = tmp;
+  c->wbuf.len = 0;
+  c->wfly_off = skip;
+  uv_buf_t b = uv_buf_init(c->wfly.base + skip, (unsigned)(c->wfly.len - skip));
+  int r = uv_write(&c->write_req, &c->h.stream, &b, 1, on_write);
+  if (r < 0) {
+    c->wfly.len = c->wfly_off = 0;
+    http_conn_close_now(c);
+    return;
+  }
+  c->writing = true;
+}
+
+void http_conn_out_flush(http_conn *c) {
+  if (c->in_process || c->writing || c->wbuf.len == 0 || c->closed)
+    return;
+  if (c->sink) {
+    c->sink(c, c->wbuf.base, c->wbuf.len, c->sink_data);
+    c->wbuf.len = 0;
+    return;
+  }
+  uv_buf_t b = uv_buf_init(c->wbuf.base, (unsigned)c->wbuf.len);
+  int n = uv_try_write(&c->h.stream, &b, 1);
+  if (n == UV_EAGAIN || n == UV_ENOSYS)
+    n = 0;
+  if (n < 0) {
+    http_conn_close_now(c);
+    return;
+  }
+  if ((size_t)n == c->wbuf.len) {
+    c->wbuf.len = 0;
+    return;
+  }
+  conn_submit(c, (size_t)n);
+}
+
+/* Queue data followed by tail (small, e.g. a chunk's CRLF). Large data is
+ * written straight from the caller's memory when nothing is queued; only the
+ * part the kernel did not take is copied. */
+int http_conn_out_write(http_conn *c, const void *data, size_t len, const char *tail,
+                        size_t tail_len) {
+  if (c->closed)
+    return HTTP_ECLOSED;
+  if (len < ZERO_COPY_MIN || c->in_process || c->writing || c->sink) {
+    if (http_buf_append(&c->wbuf, data, len) || http_buf_append(&c->wbuf, tail, tail_len))
+      return UV_ENOMEM;
+    http_conn_out_flush(c);
+    return 0;
+  }
+  uv_buf_t b[3];
+  unsigned nb = 0;
+  if (c->wbuf.len)
+    b[nb++] = uv_buf_init(c->wbuf.base, (unsigned)c->wbuf.len);
+  b[nb++] = uv_buf_init((char *)data, (unsigned)len);
+  if (tail_len)
+    b[nb++] = uv_buf_init((char *)tail, (unsigned)tail_len);
+  int n = uv_try_write(&c->h.stream, b, nb);
+  if (n == UV_EAGAIN || n == UV_ENOSYS)
+    n = 0;
+  if (n < 0) {
+    http_conn_close_now(c);
+    return HTTP_ECLOSED;
+  }
+  size_t done = (size_t)n;
+  /* drop what was written from wbuf, then copy the unwritten rest */
+  size_t from_w = done < c->wbuf.len ? done : c->wbuf.len;
+  memmove(c->wbuf.base, c->wbuf.base + from_w, c->wbuf.len - from_w);
+  c->wbuf.len -= from_w;
+  done -= from_w;
+  size_t from_d = done < len ? done : len;
+  done -= from_d;
+  if (http_buf_append(&c->wbuf, (const char *)data + from_d, len - from_d) ||
+      http_buf_append(&c->wbuf, tail + done, tail_len - done))
+    return UV_ENOMEM;
+  if (c->wbuf.len)
+    conn_submit(c, 0);
+  return 0;
+}
+
+/* Shrink buffers that grew large for one big response. */
+static void conn_trim(http_conn *c) {
+  if (c->wfly.cap > (1u << 20) && c->wfly.len == 0)
+    http_buf_free(&c->wfly);
+}
+
+static void on_write(uv_write_t *wr, int status) {
+  http_conn *c = wr->handle->data;
+  c->writing = false;
+  c->wfly.len = c->wfly_off = 0;
+  if (status < 0 || c->closed) {
+    http_conn_close_now(c);
+    return;
+  }
+  conn_ref(c);
+  conn_trim(c);
+  http_conn_out_flush(c);
+  if (c->sf_fd >= 0)
+    http_conn_pump_file(c);
+  if (c->want_drain && http_conn_out_pending(c) <= c->srv->cfg.write_low_water && c->sf_fd < 0) {
+    c->want_drain = false;
+    if (c->req_active && !c->disconnected && c->srv->cb.on_drain)
+      c->srv->cb.on_drain(&c->req);
+  }
+  http_conn_continue(c);
+  conn_unref(c);
+}
+
+/* ---- sendfile ---------------------------------------------------------------- */
+
+/* Read up to FILE_CHUNK bytes of the file into wbuf. */
+static int pump_pread(http_conn *c) {
+  size_t want = c->sf_left < FILE_CHUNK ? (size_t)c->sf_left : FILE_CHUNK;
+  if (http_buf_reserve(&c->wbuf, want))
+    return -1;
+  ssize_t n;
+  do
+    n = pread(c->sf_fd, c->wbuf.base + c->wbuf.len, want, c->sf_off);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0)
+    return -1;
+  c->wbuf.len += (size_t)n;
+  c->sf_off += n;
+  c->sf_left -= n;
+  return 0;
+}
+
+void http_conn_pump_file(http_conn *c) {
+  while (c->sf_fd >= 0 && !c->closed) {
+    if (c->sf_left == 0) {
+      close(c->sf_fd);
+      c->sf_fd = -1;
+      if (c->sf_chunked)
+        http_conn_out_append(c, c->sf_final ? "\r\n0\r\n\r\n" : "\r\n", c->sf_final ? 7 : 2);
+      http_conn_out_flush(c);
+      return;
+    }
+    if (c->wbuf.len || c->writing) {
+      http_conn_out_flush(c);
+      if (c->wbuf.len || c->writing || c->closed)
+        return; /* on_write() resumes the pump */
+      continue;
+    }
+    if (c->sink || c->sf_pread) {
+      if (pump_pread(c) < 0)
+        goto fail;
+      continue;
+    }
+    uv_os_fd_t sock;
+    if (uv_fileno(&c->h.handle, &sock) < 0)
+      goto fail;
+    off_t off = c->sf_off;
+    size_t want = c->sf_left < (1 << 20) ? (size_t)c->sf_left : (1 << 20);
+    ssize_t n = sendfile(sock, c->sf_fd, &off, want);
+    if (n > 0) {
+      c->sf_off += n;
+      c->sf_left -= n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN) {
+      /* Socket full: queue one chunk through libuv, which tells us (on_write)
+       * when the socket drained. */
+      if (pump_pread(c) < 0)
+        goto fail;
+      conn_submit(c, 0);
+      return;
+    }
+    if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {
+      c->sf_pread = true;
+      continue;
+    }
+    goto fail; /* n == 0: file shorter than announced, or an I/O error */
+  }
+  return;
+fail:
+  http_server__log(c->srv, 2, "sendfile failed: closing the connection");
+  http_conn_close_now(c);
+}
+
+/* ---- closing ------------------------------------------------------------------ */
+
+static void on_shutdown(uv_shutdown_t *r, int status) {
+  http_conn *c = r->handle->data;
+  if (status < 0 || c->closed) {
+    http_conn_close_now(c);
+    return;
+  }
+  /* Lingering close: keep reading (and dropping) what the client still sends
+   * so the kernel does not answer it with a RST that could destroy the
+   * response in flight; stop at EOF or after LINGER_MS. */
+  c->lingering = true;
+  conn_update(c);
+}
+
+static void conn_close_graceful(http_conn *c) {
+  if (c->closing)
+    return;
+  c->closing = true;
+  if (c->sink) {
+    c->closed = true;
+    conn_maybe_free(c);
+    return;
+  }
+  if (uv_shutdown(&c->shutdown_req, &c->h.stream, on_shutdown) < 0)
+    http_conn_close_now(c);
+}
+
+/* ---- timers and read control --------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t) {
+  http_conn *c = t->data;
+  if (c->timer_mode == TIMER_HEAD)
+    http_server__log(c->srv, 1, "request head not received in time: closing the connection");
+  c->timer_mode = TIMER_OFF;
+  http_conn_close_now(c);
+}
+
+static void conn_timer(http_conn *c, uint8_t mode, uint64_t ms) {
+  if (!c->timer_open || c->timer_mode == mode)
+    return;
+  c->timer_mode = mode;
+  if (mode == TIMER_OFF || ms == 0)
+    uv_timer_stop(&c->timer);
+  else
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)hint;
+  http_conn *c = h->data;
+  size_t cap = c->srv->cfg.read_buffer_size;
+  if (c->rbuf == NULL) {
+    c->rbuf = http_server__rbuf_get(c->srv);
+    c->rpos = c->rlen = 0;
+    if (c->rbuf == NULL) {
+      *buf = uv_buf_init(NULL, 0);
+      return;
+    }
+  }
+  if (c->rpos == c->rlen) {
+    c->rpos = c->rlen = 0;
+  } else if (c->rpos > 0) {
+    memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+    c->rlen -= c->rpos;
+    c->rpos = 0;
+  }
+  *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(cap - c->rlen));
+}
+
+static void conn_on_eof(http_conn *c) {
+  c->eof = true;
+  if (c->req_active) {
+    /* Like uvicorn: a client that stops sending has gone away, also when it
+     * only half-closed. The consumer learns it through on_disconnect(). */
+    http_conn_close_now(c);
+    return;
+  }
+  http_conn_continue(c); /* answer what is already buffered, then close */
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  (void)buf;
+  http_conn *c = s->data;
+  if (nread > 0) {
+    if (c->lingering) {
+      c->rpos = c->rlen = 0;
+      return;
+    }
+    c->rlen += (size_t)nread;
+    conn_process(c);
+    return;
+  }
+  if (nread == 0 || nread == UV_ENOBUFS) {
+    conn_update(c);
+    return;
+  }
+  if (nread == UV_EOF && !c->lingering) {
+    uv_read_stop(s);
+    c->reading = false;
+    conn_on_eof(c);
+    return;
+  }
+  http_conn_close_now(c);
+}
+
+static bool conn_can_parse(const http_conn *c) {
+  return !c->closing && !c->parse_dead && c->sf_fd < 0 && !(c->req_active && c->body_done) &&
+         !(c->req_active && c->body_paused);
+}
+
+static bool conn_has_input(const http_conn *c) { return c->rbuf && c->rpos < c->rlen; }
+
+/* Re-evaluate reading, timers and closing after any state change. */
+static void conn_update(http_conn *c) {
+  if (c->closed) {
+    conn_maybe_free(c);
+    return;
+  }
+  if (c->rbuf && c->rpos == c->rlen && !c->sink) {
+    http_server__rbuf_put(c->srv, c->rbuf);
+    c->rbuf = NULL;
+    c->rpos = c->rlen = 0;
+  }
+  bool out_idle = http_conn_out_pending(c) == 0 && !c->writing && c->sf_fd < 0;
+  if (!c->req_active && !c->closing) {
+    if (c->parse_dead)
+      c->close_after = true; /* nothing more will be served */
+    bool input_done = !conn_has_input(c) || c->parse_dead;
+    if (c->eof && input_done) {
+      if (c->in_head && !c->parse_dead) {
+        http_conn_close_now(c); /* incomplete request head */
+        return;
+      }
+      c->close_after = true;
+    }
+    if (c->close_after && out_idle) {
+      conn_close_graceful(c);
+      if (c->closed)
+        return;
+    }
+  }
+  if (c->sink)
+    return;
+  bool want_read;
+  if (c->lingering)
+    want_read = true;
+  else
+    want_read = !c->closing && !c->eof && !c->parse_dead && !(c->req_active && c->body_paused) &&
+                c->sf_fd < 0 && !(c->rbuf && c->rlen == c->srv->cfg.read_buffer_size);
+  if (want_read != c->reading) {
+    if (want_read)
+      want_read = uv_read_start(&c->h.stream, on_alloc, on_read) == 0;
+    else
+      uv_read_stop(&c->h.stream);
+    c->reading = want_read;
+  }
+  const http_config *cfg = &c->srv->cfg;
+  if (c->lingering)
+    conn_timer(c, TIMER_LINGER, LINGER_MS);
+  else if (c->closing)
+    conn_timer(c, TIMER_OFF, 0);
+  else if (c->in_head)
+    conn_timer(c, TIMER_HEAD, cfg->header_timeout_ms);
+  else if (!c->req_active && out_idle && !conn_has_input(c))
+    conn_timer(c, TIMER_IDLE, cfg->keep_alive_timeout_ms);
+  else
+    conn_timer(c, TIMER_OFF, 0);
+}
+
+void http_conn_start(http_conn *c) {
+  conn_ref(c);
+  conn_update(c);
+  conn_unref(c);
+}
+
+void http_conn_continue(http_conn *c) {
+  if (c->in_process)
+    return;
+  conn_ref(c);
+  if (conn_has_input(c) && conn_can_parse(c)) {
+    conn_process(c);
+  } else {
+    http_conn_out_flush(c);
+    conn_update(c);
+  }
+  conn_unref(c);
+}
+
+void http_conn_shutdown(http_conn *c) {
+  c->keep_alive = false;
+  if (c->req_active || c->closing)
+    return;
+  c->parse_dead = true;
+  if (c->in_head || http_conn_out_pending(c) == 0)
+    http_conn_close_now(c);
+  else
+    c->close_after = true;
+}
+
+/* ---- addresses ----------------------------------------------------------------- */
+
+static void sockaddr_to_str(const struct sockaddr_storage *ss, char *host, size_t n, int *port) {
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+    uv_ip4_name(a, host, n);
+    *port = ntohs(a->sin_port);
+  } else if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+    uv_ip6_name(a, host, n);
+    *port = ntohs(a->sin6_port);
+  }
+}
+
+static void conn_addresses(http_conn *c) {
+  if (c->addr_done)
+    return;
+  c->addr_done = true;
+  if (c->sink)
+    return;
+  if (c->is_pipe) {
+    size_t n = sizeof(c->server_host);
+    if (uv_pipe_getsockname(&c->h.pipe, c->server_host, &n) != 0)
+      c->server_host[0] = '\0';
+    return;
+  }
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
+    sockaddr_to_str(&ss, c->client_host, sizeof(c->client_host), &c->client_port);
+  len = sizeof(ss);
+  if (uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
+    sockaddr_to_str(&ss, c->server_host, sizeof(c->server_host), &c->server_port);
+}
+
+/* ---- parsing ---------------------------------------------------------------------- */
+
+#define ABS(c, at) ((c)->abs + (uint64_t)((at) - (c)->exec_base))
+
+static int perr(http_conn *c, int status, const char *msg) {
+  c->perr_status = status;
+  c->perr_msg = msg;
+  return HPE_USER;
+}
+
+static int head_append(http_conn *c, const char *at, size_t n) {
+  if (c->hbuf.len + n > c->srv->cfg.max_head_size)
+    return perr(c, 431, "Request Header Fields Too Large");
+  if (http_buf_append(&c->hbuf, at, n))
+    return perr(c, 503, "Service Unavailable");
+  return 0;
+}
+
+static int on_message_begin(llhttp_t *p) {
+  http_conn *c = CONN_OF_PARSER(p);
+  c->in_head = true;
+  c->in_trailers = false;
+  c->hbuf.len = 0;
+  c->n_spans = 0;
+  c->span_kind = SPAN_NONE;
+  c->trailer_bytes = 0;
+  c->head_start_abs = UINT64_MAX;
+  if (!c->sink)
+    conn_timer(c, TIMER_HEAD, c->srv->cfg.header_timeout_ms);
+  return 0;
+}
+
+static int on_method(llhttp_t *p, const char *at, size_t n) {
+  http_conn *c = CONN_OF_PARSER(p);
+  uint64_t a = ABS(c, at);
+  if (c->span_kind != SPAN_METHOD)
+    c->head_start_abs = a;
+  c->span_kind = SPAN_METHOD;
+  c->method_end_abs = c->span_end_abs = a + n;
+  return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n) {
+  http_conn *c = CONN_OF_PARSER(p);
+  uint64_t a = ABS(c, at);
+  if (c->span_kind == SPAN_METHOD) {
+    if (a != c->method_end_abs + 1) /* exactly one SP after the method */
+      return perr(c, 400, "Invalid HTTP request line");
+  } else if (c->span_kind != SPAN_URL || a != c->span_end_abs) {
+    return perr(c, 400, "Invalid HTTP request line");
+  }
+  c->span_kind = SPAN_URL;
+  c->span_end_abs = a + n;
+  return head_append(c, at, n);
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n) {
+  http_conn *c = CONN_OF_PARSER(p);
+  if (!c->in_head) { /* trailers: counted, dropped */
+    c->trailer_bytes += n;
+    return c->trailer_bytes > c->srv->cfg.max_head_size ? perr(c, 431, "Trailers too large") : 0;
+  }
+  uint64_t a = ABS(c, at);
+  if (c->span_kind == SPAN_FIELD) {
+    if (a != c->span_end_abs)
+      return perr(c, 400, "Invalid header name");
+    c->spans[c->n_spans - 1].name_len += (uint32_t)n;
+  } else {
+    if (c->span_kind == SPAN_URL)
+      c->target_len = c->hbuf.len;
+    if (c->n_spans >= c->srv->cfg.max_headers)
+      return perr(c, 431, "Too many request headers");
+    if (c->n_spans == c->spans_cap) {
+      size_t cap = c->spans_cap ? c->spans_cap * 2 : 16;
+      http_hdr_span *s = realloc(c->spans, cap * sizeof(*s));
+      if (s == NULL)
+        return perr(c, 503, "Service Unavailable");
+      c->spans = s;
+      c->spans_cap = cap;
+    }
+    c->spans[c->n_spans++] = (http_hdr_span){(uint32_t)c->hbuf.len, (uint32_t)n, 0, 0};
+  }
+  c->span_kind = SPAN_FIELD;
+  c->span_end_abs = a + n;
+  return head_append(c, at, n);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n) {
+  http_conn *c = CONN_OF_PARSER(p);
+  if (!c->in_head) {
+    c->trailer_bytes += n;
+    return c->trailer_bytes > c->srv->cfg.max_head_size ? perr(c, 431, "Trailers too large") : 0;
+  }
+  uint64_t a = ABS(c, at);
+  http_hdr_span *s = &c->spans[c->n_spans - 1];
+  if (c->span_kind == SPAN_VALUE) {
+    /* A second piece of the same value is only fine if it continues right
+     * where the previous one stopped (a read boundary); anything else is a
+     * line folded with obs-fold, which RFC 9112 lets us reject. */
+    if (a != c->span_end_abs)
+      return perr(c, 400, "Invalid HTTP request received (obs-fold)");
+    s->value_len += (uint32_t)n;
+  } else if (c->span_kind == SPAN_FIELD) {
+    s->value_off = (uint32_t)c->hbuf.len;
+    s->value_len = (uint32_t)n;
+  } else {
+    return perr(c, 400, "Invalid header");
+  }
+  c->span_kind = SPAN_VALUE;
+  c->span_end_abs = a + n;
+  return head_append(c, at, n);
+}
+
+static bool ieq(const char *a, size_t an, const char *lit) {
+  size_t n = strlen(lit);
+  if (an != n)
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    char ch = a[i];
+    if (ch >= 'A' && ch <= 'Z')
+      ch = (char)(ch + 32);
+    if (ch != lit[i])
+      return false;
+  }
+  return true;
+}
+
+/* Turn the spans into the request's public fields. */
+static int build_request(http_conn *c) {
+  http_request *r = &c->req;
+  char *base = c->hbuf.base;
+  if (c->span_kind == SPAN_URL || c->n_spans == 0)
+    c->target_len = c->hbuf.len;
+  if (c->n_spans > c->hdrs_cap) {
+    size_t cap = c->n_spans < 16 ? 16 : c->n_spans;
+    http_header *h = realloc(c->hdrs, cap * sizeof(*h));
+    if (h == NULL)
+      return perr(c, 503, "Service Unavailable");
+    c->hdrs = h;
+    c->hdrs_cap = cap;
+  }
+  bool expect = false;
+  for (size_t i = 0; i < c->n_spans; i++) {
+    http_hdr_span *s = &c->spans[i];
+    char *name = base + s->name_off;
+    const char *value = base + s->value_off;
+    size_t vlen = s->value_len;
+    if (!http_token_valid(name, s->name_len))
+      return perr(c, 400, "Invalid header name");
+    for (size_t k = 0; k < s->name_len; k++)
+      if (name[k] >= 'A' && name[k] <= 'Z')
+        name[k] = (char)(name[k] + 32);
+    while (vlen && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
+      vlen--;
+    if (!http_value_valid(value, vlen))
+      return perr(c, 400, "Invalid header value");
+    c->hdrs[i] = (http_header){name, s->name_len, value, vlen};
+    if (s->name_len == 6 && memcmp(name, "expect", 6) == 0)
+      expect = ieq(value, vlen, "100-continue");
+  }
+  r->server = c->srv;
+  r->method = llhttp_method_name((llhttp_method_t)c->parser.method);
+  r->method_len = strlen(r->method);
+  r->target = c->target_len ? base : "";
+  r->target_len = c->target_len;
+  const char *q = memchr(r->target, '?', r->target_len);
+  r->path = r->target;
+  r->path_len = q ? (size_t)(q - r->target) : r->target_len;
+  r->query = q ? q + 1 : "";
+  r->query_len = q ? r->target_len - r->path_len - 1 : 0;
+  r->version_major = c->parser.http_major;
+  r->version_minor = c->parser.http_minor;
+  r->headers = c->hdrs;
+  r->n_headers = c->n_spans;
+  r->chunked = (c->parser.flags & F_CHUNKED) != 0;
+  r->content_length =
+      (c->parser.flags & F_CONTENT_LENGTH) && !r->chunked ? (int64_t)c->parser.content_length : -1;
+  r->expect_continue = expect;
+  r->keep_alive = llhttp_should_keep_alive(&c->parser);
+  r->upgrade = c->parser.upgrade;
+  r->unix_socket = c->is_pipe;
+  conn_addresses(c);
+  r->client_host = c->client_host;
+  r->client_port = c->client_port;
+  r->server_host = c->server_host;
+  r->server_port = c->server_port;
+  r->user = NULL;
+  return 0;
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  http_conn *c = CONN_OF_PARSER(p);
+  http_server *srv = c->srv;
+  c->in_head = false;
+  conn_timer(c, TIMER_OFF, 0);
+  if (p->http_major != 1 || p->http_minor > 1)
+    return p->http_major == 0 ? perr(c, 400, "Invalid HTTP version")
+                              : perr(c, 505, "HTTP Version Not Supported");
+  if ((p->flags & F_TRANSFER_ENCODING) && p->http_minor == 0)
+    return perr(c, 400, "Transfer-Encoding is not allowed in HTTP/1.0 requests");
+  if ((p->flags & F_TRANSFER_ENCODING) && !(p->flags & F_CHUNKED))
+    return perr(c, 400, "Transfer-Encoding must end with chunked"); /* llhttp too, later */
+  int err = build_request(c);
+  if (err)
+    return err;
+  bool has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
+
+  /* fresh per-request state */
+  c->keep_alive = c->req.keep_alive && !srv->shutting_down;
+  c->body_done = false;
+  c->body_expected = has_body;
+  c->body_paused = c->req.expect_continue && has_body;
+  c->continue_sent = false;
+  c->disconnected = false;
+  c->resp_started = c->resp_head_open = c->resp_chunked = false;
+  c->resp_no_body = c->resp_close_delimited = c->resp_app_connection = false;
+  c->resp_remaining = -1;
+  c->want_drain = false;
+  c->req_internal = false;
+
+  if (srv->cfg.limit_concurrency &&
+      (srv->n_active >= srv->cfg.limit_concurrency || srv->n_conns > srv->cfg.limit_concurrency)) {
+    http_server__log(srv, 2, "Exceeded concurrency limit.");
+    c->parse_dead = true;
+    c->keep_alive = false;
+    http_response__simple(c, 503, "Service Unavailable", true);
+    http_server__count_request(srv);
+    return HPE_PAUSED;
+  }
+  c->req_active = true;
+  srv->n_active++;
+  http_server__count_request(srv); /* may start a graceful shutdown */
+  srv->cb.on_request(&c->req);
+  if (c->parse_dead || c->closing || (c->req_active && c->body_paused && has_body))
+    return HPE_PAUSED;
+  return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n) {
+  http_conn *c = CONN_OF_PARSER(p);
+  if (c->req_active && !c->disconnected && c->srv->cb.on_body)
+    c->srv->cb.on_body(&c->req, at, n);
+  if (c->parse_dead || c->closing || (c->req_active && c->body_paused))
+    return HPE_PAUSED;
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  http_conn *c = CONN_OF_PARSER(p);
+  c->body_done = true;
+  c->in_head = false;
+  if (c->req_active && !c->disconnected && c->srv->cb.on_body_end)
+    c->srv->cb.on_body_end(&c->req);
+  if (!c->keep_alive)
+    c->parse_dead = true;
+  if (c->parse_dead || c->closing || c->req_active || c->sf_fd >= 0)
+    return HPE_PAUSED;
+  return 0;
+}
+
+static int on_chunk_header(llhttp_t *p) {
+  http_conn *c = CONN_OF_PARSER(p);
+  c->ext_bytes = 0;
+  return c->parse_dead || c->closing ? HPE_PAUSED : 0;
+}
+
+static int on_chunk_ext(llhttp_t *p, const char *at, size_t n) {
+  (void)at;
+  http_conn *c = CONN_OF_PARSER(p);
+  c->ext_bytes += n;
+  c->trailer_bytes += n;
+  if (c->ext_bytes > MAX_CHUNK_EXT || c->trailer_bytes > c->srv->cfg.max_head_size)
+    return perr(c, 400, "Chunk extensions too long");
+  return 0;
+}
+
+static const llhttp_settings_t parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_method = on_method,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+    .on_chunk_header = on_chunk_header,
+    .on_chunk_extension_name = on_chunk_ext,
+    .on_chunk_extension_value = on_chunk_ext,
+};
+
+static void conn_parse_error(http_conn *c, llhttp_errno_t err) {
+  int status = 400;
+  const char *msg = "Invalid HTTP request received.";
+  if (c->perr_status) { /* set by one of our callbacks */
+    status = c->perr_status;
+    msg = c->perr_msg;
+  } else if (err == HPE_CLOSED_CONNECTION) {
+    /* strict mode: bytes after a Connection: close request; just close */
+    c->parse_dead = true;
+    return;
+  }
+  http_server__log(c->srv, 2, "Invalid HTTP request received: %s (%s)",
+                   c->perr_status ? msg : llhttp_get_error_reason(&c->parser),
+                   llhttp_errno_name(err));
+  c->parse_dead = true;
+  c->keep_alive = false;
+  c->in_head = false;
+  if (status == 400)
+    msg = "Invalid HTTP request received."; /* the detail went to the log */
+  if (c->req_active) {
+    if (c->resp_started) {
+      http_conn_close_now(c);
+      return;
+    }
+    /* The body of the current request is broken: the consumer loses the
+     * request and the client gets the error instead. */
+    c->disconnected = true;
+    if (c->srv->cb.on_disconnect)
+      c->srv->cb.on_disconnect(&c->req);
+    if (c->closed)
+      return;
+  }
+  http_response__simple(c, status, msg, true);
+}
+
+static void conn_process(http_conn *c) {
+  if (c->in_process)
+    return;
+  conn_ref(c);
+  c->in_process = true;
+  while (conn_has_input(c) && conn_can_parse(c)) {
+    const char *data = c->rbuf + c->rpos;
+    size_t len = c->rlen - c->rpos;
+    c->exec_base = data;
+    c->perr_status = 0;
+    llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+    size_t used = len;
+    if (err != HPE_OK) {
+      const char *ep = llhttp_get_error_pos(&c->parser);
+      if (ep >= data && ep <= data + len)
+        used = (size_t)(ep - data);
+    }
+    c->rpos += used;
+    c->abs += used;
+    if (err == HPE_OK)
+      break;
+    if (err == HPE_PAUSED) {
+      llhttp_resume(&c->parser);
+      continue;
+    }
+    if (err == HPE_PAUSED_UPGRADE) {
+      /* No protocol switch here (yet): the bytes that follow are not HTTP. */
+      c->parse_dead = true;
+      c->keep_alive = false;
+      break;
+    }
+    conn_parse_error(c, err);
+    break;
+  }
+  /* A head spread over several reads is bounded here (whitespace the parser
+   * skips never reaches the span callbacks). */
+  if (c->in_head && !c->parse_dead && c->head_start_abs != UINT64_MAX &&
+      c->abs - c->head_start_abs > c->srv->cfg.max_head_size) {
+    c->perr_status = 431;
+    c->perr_msg = "Request Header Fields Too Large";
+    conn_parse_error(c, HPE_USER);
+  }
+  c->in_process = false;
+  if (c->sf_fd >= 0)
+    http_conn_pump_file(c);
+  http_conn_out_flush(c);
+  conn_update(c);
+  conn_unref(c);
+}
+
+void http_conn_request_finished(http_conn *c) {
+  http_server *srv = c->srv;
+  conn_ref(c);
+  c->req_active = false;
+  srv->n_active--;
+  if ((!c->body_done && c->body_expected) || !c->keep_alive || srv->shutting_down) {
+    c->keep_alive = false;
+    c->parse_dead = true;
+    c->close_after = true;
+  }
+  if (srv->cb.on_request_done && !c->req_internal)
+    srv->cb.on_request_done(&c->req);
+  c->req.user = NULL;
+  http_conn_continue(c);
+  conn_unref(c);
+}
+
+/* ---- detached connections ---------------------------------------------------------- */
+
+void http_conn_feed(http_conn *c, const char *data, size_t len) {
+  size_t cap = c->srv->cfg.read_buffer_size;
+  while (len > 0 && !c->closed && !c->closing) {
+    if (c->rbuf == NULL) {
+      c->rbuf = http_server__rbuf_get(c->srv);
+      c->rpos = c->rlen = 0;
+      if (c->rbuf == NULL)
+        return;
+    }
+    if (c->rpos == c->rlen) {
+      c->rpos = c->rlen = 0;
+    } else if (c->rpos > 0) {
+      memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+      c->rlen -= c->rpos;
+      c->rpos = 0;
+    }
+    size_t n = cap - c->rlen;
+    if (n == 0)
+      return; /* the connection stopped reading: the rest would wait */
+    if (n > len)
+      n = len;
+    memcpy(c->rbuf + c->rlen, data, n);
+    c->rlen += n;
+    data += n;
+    len -= n;
+    conn_process(c);
+  }
+}
+
+void http_conn_feed_eof(http_conn *c) {
+  if (c->closed || c->eof)
+    return;
+  conn_on_eof(c);
+}

@@ -1,0 +1,779 @@
+#include "importer.h"
+
+#include "extload.h"
+#include "modindex.h"
+#include "version.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <marshal.h>
+#include <stdio.h>
+#include <string.h>
+
+/* One payload per process: the importer's state is global. */
+static struct {
+  char *archive; /* path of the file holding the payload */
+  size_t archive_len;
+  zipindex *zi;
+  const manifest *mf;
+  modindex mi;
+  PyObject *finder;         /* the AppbinImporter instance */
+  PyObject *module_spec;    /* importlib.machinery.ModuleSpec */
+  PyObject *origin_kwnames; /* ("origin",) */
+  PyObject *fix_co_filename;
+  PyObject *create_dynamic;
+  PyObject *exec_dynamic;
+  PyObject *loaded_native; /* dict: member -> path of its in-memory file */
+  long magic;
+} g;
+
+/* ---- archive access ------------------------------------------------------- */
+
+/* Reads a member into a new bytes object. */
+static PyObject *read_member(const zipindex_entry *e) {
+  if (e->size > (uint64_t)PY_SSIZE_T_MAX)
+    return PyErr_Format(PyExc_MemoryError, "archive member %s is too large", e->name);
+  PyObject *bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)e->size);
+  if (!bytes)
+    return NULL;
+  char err[512];
+  int rc;
+  Py_BEGIN_ALLOW_THREADS rc = zipindex_read(g.zi, e, PyBytes_AS_STRING(bytes), err, sizeof(err));
+  Py_END_ALLOW_THREADS if (rc != 0) {
+    Py_DECREF(bytes);
+    return PyErr_Format(PyExc_OSError, "appbin: %s", err);
+  }
+  return bytes;
+}
+
+/* "<archive>/<member>" as a str. */
+static PyObject *archive_path_of(const char *member, size_t len) {
+  char stack[1024];
+  size_t n = g.archive_len + 1 + len;
+  char *buf = n < sizeof(stack) ? stack : PyMem_Malloc(n + 1);
+  if (!buf)
+    return PyErr_NoMemory();
+  memcpy(buf, g.archive, g.archive_len);
+  buf[g.archive_len] = '/';
+  memcpy(buf + g.archive_len + 1, member, len);
+  buf[n] = '\0'; /* decoding before the codecs are up needs a C string */
+  PyObject *s = PyUnicode_DecodeFSDefaultAndSize(buf, (Py_ssize_t)n);
+  if (buf != stack)
+    PyMem_Free(buf);
+  return s;
+}
+
+/* The member named by an absolute path inside the archive, or NULL (without
+ * an exception) when the path is elsewhere. */
+static const char *member_of_path(const char *path, size_t *len) {
+  size_t n = strlen(path);
+  if (n <= g.archive_len + 1 || memcmp(path, g.archive, g.archive_len) != 0 ||
+      path[g.archive_len] != '/')
+    return NULL;
+  *len = n - g.archive_len - 1;
+  return path + g.archive_len + 1;
+}
+
+static const modindex_module *lookup(PyObject *fullname) {
+  Py_ssize_t len;
+  const char *name = PyUnicode_AsUTF8AndSize(fullname, &len);
+  if (!name)
+    return NULL;
+  return modindex_find(&g.mi, name, (size_t)len);
+}
+
+static const zipindex_entry *origin_entry(const modindex_module *m) {
+  if (m->kind == MODINDEX_EXTENSION)
+    return m->ext;
+  return m->source ? m->source : m->code;
+}
+
+/* ModuleSpec(name, loader, origin=origin): origin is keyword-only. */
+static PyObject *make_spec(PyObject *name, PyObject *loader, PyObject *origin) {
+  PyObject *args[3] = {name, loader, origin};
+  return PyObject_Vectorcall(g.module_spec, args, 2, origin ? g.origin_kwnames : NULL);
+}
+
+/* ---- native code ---------------------------------------------------------- */
+
+/* Path of an in-memory copy of a native member, made once per member. */
+static PyObject *native_path(const zipindex_entry *e) {
+  PyObject *key = PyUnicode_FromStringAndSize(e->name, (Py_ssize_t)e->name_len);
+  if (!key)
+    return NULL;
+  PyObject *path = PyDict_GetItemWithError(g.loaded_native, key);
+  if (path || PyErr_Occurred()) {
+    Py_DECREF(key);
+    Py_XINCREF(path);
+    return path;
+  }
+  PyObject *data = read_member(e);
+  if (!data) {
+    Py_DECREF(key);
+    return NULL;
+  }
+  char buf[4096], err[512];
+  int rc = extload_write(e->name, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data),
+                         EXTLOAD_CODE, buf, sizeof(buf), err, sizeof(err));
+  Py_DECREF(data);
+  if (rc != 0) {
+    Py_DECREF(key);
+    return PyErr_Format(PyExc_ImportError, "appbin: %s", err);
+  }
+  path = PyUnicode_DecodeFSDefault(buf);
+  if (!path || PyDict_SetItem(g.loaded_native, key, path) != 0) {
+    Py_DECREF(key);
+    Py_XDECREF(path);
+    return NULL;
+  }
+  Py_DECREF(key);
+  return path;
+}
+
+/* Loads the libraries an extension module needs, dependencies first, so that
+ * the dynamic loader finds them already loaded by soname. */
+static int preload_libraries(const zipindex_entry *ext) {
+  char key[1024];
+  if (snprintf(key, sizeof(key), "preload.%s", ext->name) >= (int)sizeof(key))
+    return 0;
+  const char *libs = manifest_get(g.mf, key);
+  while (libs && *libs) {
+    while (*libs == ' ')
+      libs++;
+    size_t n = strcspn(libs, " ");
+    if (n == 0)
+      break;
+    const zipindex_entry *lib = zipindex_find(g.zi, libs, n);
+    if (!lib) {
+      PyErr_Format(PyExc_ImportError, "appbin: %s needs %.*s, which the archive lacks", ext->name,
+                   (int)n, libs);
+      return -1;
+    }
+    PyObject *key_obj = PyUnicode_FromStringAndSize(lib->name, (Py_ssize_t)lib->name_len);
+    if (!key_obj)
+      return -1;
+    int known = PyDict_Contains(g.loaded_native, key_obj);
+    Py_DECREF(key_obj);
+    if (known < 0)
+      return -1;
+    if (!known) {
+      PyObject *path = native_path(lib);
+      if (!path)
+        return -1;
+      const char *cpath = PyUnicode_AsUTF8(path);
+      /* The handle stays open for the life of the process. */
+      if (!cpath || !dlopen(cpath, RTLD_NOW | RTLD_LOCAL)) {
+        if (cpath)
+          PyErr_Format(PyExc_ImportError, "appbin: cannot load %s: %s", lib->name, dlerror());
+        Py_DECREF(path);
+        return -1;
+      }
+      if (extload_debug)
+        fprintf(stderr, "appbin: debug: preloaded %s for %s\n", lib->name, ext->name);
+      Py_DECREF(path);
+    }
+    libs += n;
+  }
+  return 0;
+}
+
+static PyObject *create_extension(PyObject *spec, PyObject *name, const modindex_module *m) {
+  if (preload_libraries(m->ext) != 0)
+    return NULL;
+  PyObject *path = native_path(m->ext);
+  if (!path)
+    return NULL;
+  PyObject *tmp_spec = make_spec(name, Py_None, path);
+  Py_DECREF(path);
+  if (!tmp_spec)
+    return NULL;
+  PyObject *module = PyObject_CallOneArg(g.create_dynamic, tmp_spec);
+  Py_DECREF(tmp_spec);
+  if (!module)
+    return NULL;
+  if (PyModule_Check(module)) {
+    /* Single-phase modules got the /proc path as __file__: use ours. */
+    PyObject *origin = PyObject_GetAttrString(spec, "origin");
+    if (!origin || PyObject_SetAttrString(module, "__file__", origin) != 0) {
+      Py_XDECREF(origin);
+      Py_DECREF(module);
+      return NULL;
+    }
+    Py_DECREF(origin);
+  }
+  return module;
+}
+
+/* ---- code objects ----------------------------------------------------------- */
+
+static PyObject *compile_source(const modindex_module *m, PyObject *filename) {
+  PyObject *source = read_member(m->source);
+  if (!source)
+    return NULL;
+  PyObject *code =
+      Py_CompileStringObject(PyBytes_AS_STRING(source), filename, Py_file_input, NULL, -1);
+  Py_DECREF(source);
+  return code;
+}
+
+static PyObject *load_pyc(const modindex_module *m, PyObject *filename) {
+  PyObject *data = read_member(m->code);
+  if (!data)
+    return NULL;
+  const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+  Py_ssize_t n = PyBytes_GET_SIZE(data);
+  long magic = n >= 16 ? (long)(p[0] | p[1] << 8 | p[2] << 16 | (unsigned long)p[3] << 24) : -1;
+  if (magic != g.magic) {
+    Py_DECREF(data);
+    if (m->source)
+      return compile_source(m, filename);
+    return PyErr_Format(PyExc_ImportError, "appbin: bad magic number in %s", m->code->name);
+  }
+  PyObject *code = PyMarshal_ReadObjectFromString((const char *)p + 16, n - 16);
+  Py_DECREF(data);
+  if (!code)
+    return NULL;
+  if (!PyCode_Check(code)) {
+    Py_DECREF(code);
+    return PyErr_Format(PyExc_ImportError, "appbin: %s holds no code object", m->code->name);
+  }
+  /* The packer compiled with the member path; tracebacks want ours. */
+  PyObject *r = PyObject_CallFunctionObjArgs(g.fix_co_filename, code, filename, NULL);
+  if (!r) {
+    Py_DECREF(code);
+    return NULL;
+  }
+  Py_DECREF(r);
+  return code;
+}
+
+static PyObject *get_code_for(const modindex_module *m) {
+  if (m->kind == MODINDEX_EXTENSION || m->kind == MODINDEX_NAMESPACE)
+    Py_RETURN_NONE;
+  const zipindex_entry *origin = origin_entry(m);
+  PyObject *filename = archive_path_of(origin->name, origin->name_len);
+  if (!filename)
+    return NULL;
+  PyObject *code = m->code ? load_pyc(m, filename) : compile_source(m, filename);
+  Py_DECREF(filename);
+  return code;
+}
+
+/* ---- the AppbinImporter type ------------------------------------------------ */
+
+typedef struct {
+  PyObject_HEAD
+} ImporterObject;
+
+static PyObject *not_found(PyObject *fullname) {
+  return PyErr_Format(PyExc_ImportError, "appbin: no module named %R in the archive", fullname);
+}
+
+static PyObject *dirs_as_paths(const modindex_module *m) {
+  PyObject *list = PyList_New((Py_ssize_t)m->ndirs);
+  if (!list)
+    return NULL;
+  for (size_t i = 0; i < m->ndirs; i++) {
+    PyObject *p = archive_path_of(m->dirs[i], strlen(m->dirs[i]));
+    if (!p) {
+      Py_DECREF(list);
+      return NULL;
+    }
+    PyList_SET_ITEM(list, (Py_ssize_t)i, p);
+  }
+  return list;
+}
+
+PyDoc_STRVAR(find_spec_doc, "find_spec($self, fullname, path=None, target=None, /)\n--\n\n"
+                            "Return a ModuleSpec for a module in the archive, or None.");
+
+static PyObject *importer_find_spec(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+  if (nargs < 1 || nargs > 3 || !PyUnicode_Check(args[0])) {
+    PyErr_SetString(PyExc_TypeError, "find_spec(fullname, path=None, target=None)");
+    return NULL;
+  }
+  PyObject *fullname = args[0];
+  const modindex_module *m = lookup(fullname);
+  if (!m) {
+    if (PyErr_Occurred())
+      return NULL;
+    Py_RETURN_NONE;
+  }
+  PyObject *spec, *locations = NULL;
+  if (m->kind == MODINDEX_NAMESPACE) {
+    spec = make_spec(fullname, Py_None, NULL);
+  } else {
+    const zipindex_entry *origin = origin_entry(m);
+    PyObject *path = archive_path_of(origin->name, origin->name_len);
+    if (!path)
+      return NULL;
+    spec = make_spec(fullname, self, path);
+    Py_DECREF(path);
+    if (spec && PyObject_SetAttrString(spec, "has_location", Py_True) != 0)
+      Py_CLEAR(spec);
+  }
+  if (!spec)
+    return NULL;
+  if (m->kind == MODINDEX_PACKAGE || m->kind == MODINDEX_NAMESPACE) {
+    locations = dirs_as_paths(m);
+    if (!locations || PyObject_SetAttrString(spec, "submodule_search_locations", locations) != 0) {
+      Py_XDECREF(locations);
+      Py_DECREF(spec);
+      return NULL;
+    }
+    Py_DECREF(locations);
+  }
+  return spec;
+}
+
+static PyObject *importer_create_module(PyObject *self, PyObject *spec) {
+  (void)self;
+  PyObject *name = PyObject_GetAttrString(spec, "name");
+  if (!name)
+    return NULL;
+  PyObject *result = NULL;
+  const modindex_module *m = PyUnicode_Check(name) ? lookup(name) : NULL;
+  if (m && m->kind == MODINDEX_EXTENSION)
+    result = create_extension(spec, name, m);
+  else if (!PyErr_Occurred())
+    result = Py_NewRef(Py_None);
+  Py_DECREF(name);
+  return result;
+}
+
+static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
+  (void)self;
+  PyObject *spec = PyObject_GetAttrString(module, "__spec__");
+  if (!spec)
+    return NULL;
+  PyObject *name = PyObject_GetAttrString(spec, "name");
+  Py_DECREF(spec);
+  if (!name)
+    return NULL;
+  const modindex_module *m = PyUnicode_Check(name) ? lookup(name) : NULL;
+  if (!m) {
+    PyObject *r = PyErr_Occurred() ? NULL : not_found(name);
+    Py_DECREF(name);
+    return r;
+  }
+  Py_DECREF(name);
+  if (m->kind == MODINDEX_EXTENSION)
+    return PyObject_CallOneArg(g.exec_dynamic, module);
+  PyObject *code = get_code_for(m);
+  if (!code)
+    return NULL;
+  PyObject *dict = PyModule_GetDict(module);
+  PyObject *r = dict ? PyEval_EvalCode(code, dict, dict) : NULL;
+  Py_DECREF(code);
+  if (!r)
+    return NULL;
+  Py_DECREF(r);
+  Py_RETURN_NONE;
+}
+
+static const modindex_module *lookup_or_raise(PyObject *fullname) {
+  if (!PyUnicode_Check(fullname)) {
+    PyErr_SetString(PyExc_TypeError, "module name must be str");
+    return NULL;
+  }
+  const modindex_module *m = lookup(fullname);
+  if (!m && !PyErr_Occurred())
+    not_found(fullname);
+  return m;
+}
+
+static PyObject *importer_get_code(PyObject *self, PyObject *fullname) {
+  (void)self;
+  const modindex_module *m = lookup_or_raise(fullname);
+  return m ? get_code_for(m) : NULL;
+}
+
+static PyObject *importer_get_source(PyObject *self, PyObject *fullname) {
+  (void)self;
+  const modindex_module *m = lookup_or_raise(fullname);
+  if (!m)
+    return NULL;
+  if (!m->source)
+    Py_RETURN_NONE;
+  PyObject *data = read_member(m->source);
+  if (!data)
+    return NULL;
+  PyObject *external = PyImport_ImportModule("_frozen_importlib_external");
+  PyObject *text = external ? PyObject_CallMethod(external, "decode_source", "O", data) : NULL;
+  Py_XDECREF(external);
+  Py_DECREF(data);
+  return text;
+}
+
+static PyObject *importer_get_filename(PyObject *self, PyObject *fullname) {
+  (void)self;
+  const modindex_module *m = lookup_or_raise(fullname);
+  if (!m)
+    return NULL;
+  if (m->kind == MODINDEX_NAMESPACE)
+    return not_found(fullname);
+  const zipindex_entry *origin = origin_entry(m);
+  return archive_path_of(origin->name, origin->name_len);
+}
+
+static PyObject *importer_is_package(PyObject *self, PyObject *fullname) {
+  (void)self;
+  const modindex_module *m = lookup_or_raise(fullname);
+  if (!m)
+    return NULL;
+  return PyBool_FromLong(m->kind == MODINDEX_PACKAGE || m->kind == MODINDEX_NAMESPACE);
+}
+
+static PyObject *read_disk_file(PyObject *path) {
+  PyObject *io = PyImport_ImportModule("_io");
+  if (!io)
+    return NULL;
+  PyObject *f = PyObject_CallMethod(io, "open_code", "O", path);
+  Py_DECREF(io);
+  if (!f)
+    return NULL;
+  PyObject *data = PyObject_CallMethod(f, "read", NULL);
+  PyObject *r = PyObject_CallMethod(f, "close", NULL);
+  Py_DECREF(f);
+  if (!r) {
+    Py_XDECREF(data);
+    return NULL;
+  }
+  Py_DECREF(r);
+  return data;
+}
+
+static PyObject *importer_get_data(PyObject *self, PyObject *path) {
+  (void)self;
+  if (!PyUnicode_Check(path)) {
+    PyErr_SetString(PyExc_TypeError, "get_data() argument must be str");
+    return NULL;
+  }
+  const char *cpath = PyUnicode_AsUTF8(path);
+  if (!cpath)
+    return NULL;
+  size_t len;
+  const char *member = member_of_path(cpath, &len);
+  if (!member)
+    return read_disk_file(path);
+  const zipindex_entry *e = zipindex_find(g.zi, member, len);
+  if (!e) {
+    errno = ENOENT;
+    return PyErr_SetFromErrnoWithFilenameObject(PyExc_FileNotFoundError, path);
+  }
+  return read_member(e);
+}
+
+static PyObject *call_runtime(const char *func, PyObject *arg1, PyObject *arg2) {
+  PyObject *rt = PyImport_ImportModule("_appbin_runtime");
+  if (!rt)
+    return NULL;
+  PyObject *r = PyObject_CallMethod(rt, func, "OO", arg1, arg2);
+  Py_DECREF(rt);
+  return r;
+}
+
+static PyObject *importer_get_resource_reader(PyObject *self, PyObject *fullname) {
+  (void)self;
+  const modindex_module *m = lookup_or_raise(fullname);
+  if (!m)
+    return NULL;
+  if (m->kind != MODINDEX_PACKAGE)
+    Py_RETURN_NONE;
+  PyObject *dir = PyUnicode_FromString(m->dirs[0]);
+  if (!dir)
+    return NULL;
+  PyObject *r = call_runtime("resource_reader", fullname, dir);
+  Py_DECREF(dir);
+  return r;
+}
+
+static PyObject *importer_find_distributions(PyObject *self, PyObject *args, PyObject *kwargs) {
+  (void)self;
+  static char *kwlist[] = {"context", NULL};
+  PyObject *context = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:find_distributions", kwlist, &context))
+    return NULL;
+  return call_runtime("find_distributions", context, Py_None);
+}
+
+static PyObject *importer_invalidate_caches(PyObject *self, PyObject *noargs) {
+  (void)self, (void)noargs;
+  Py_RETURN_NONE;
+}
+
+static PyObject *importer_repr(PyObject *self) {
+  (void)self;
+  return PyUnicode_FromFormat("<AppbinImporter %s>", g.archive);
+}
+
+static PyMethodDef importer_methods[] = {
+    {"find_spec", (PyCFunction)(void (*)(void))importer_find_spec, METH_FASTCALL, find_spec_doc},
+    {"create_module", importer_create_module, METH_O,
+     "create_module($self, spec, /)\n--\n\nLoad an extension module; None for Python code."},
+    {"exec_module", importer_exec_module, METH_O,
+     "exec_module($self, module, /)\n--\n\nRun a module's code in its namespace."},
+    {"get_code", importer_get_code, METH_O,
+     "get_code($self, fullname, /)\n--\n\nThe module's code object (None for extensions)."},
+    {"get_source", importer_get_source, METH_O,
+     "get_source($self, fullname, /)\n--\n\nThe module's source text, or None."},
+    {"get_filename", importer_get_filename, METH_O,
+     "get_filename($self, fullname, /)\n--\n\nThe module's __file__."},
+    {"is_package", importer_is_package, METH_O,
+     "is_package($self, fullname, /)\n--\n\nWhether the module is a package."},
+    {"get_data", importer_get_data, METH_O,
+     "get_data($self, path, /)\n--\n\nThe bytes of a file in the archive (or on disk)."},
+    {"get_resource_reader", importer_get_resource_reader, METH_O,
+     "get_resource_reader($self, fullname, /)\n--\n\nA reader for importlib.resources."},
+    {"find_distributions", (PyCFunction)(void (*)(void))importer_find_distributions,
+     METH_VARARGS | METH_KEYWORDS,
+     "find_distributions($self, context=None)\n--\n\nDistributions in the archive, for "
+     "importlib.metadata."},
+    {"invalidate_caches", importer_invalidate_caches, METH_NOARGS,
+     "invalidate_caches($self, /)\n--\n\nNothing to do: the archive never changes."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ImporterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_appbin.AppbinImporter",
+    .tp_basicsize = sizeof(ImporterObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR("Meta-path finder and loader for modules in the appbin archive."),
+    .tp_methods = importer_methods,
+    .tp_repr = importer_repr,
+};
+
+/* ---- module-level functions (used by the runtime helpers) ------------------- */
+
+static const char *member_arg(PyObject *arg, size_t *len) {
+  Py_ssize_t n;
+  const char *s = PyUnicode_AsUTF8AndSize(arg, &n);
+  if (s) {
+    while (n > 0 && s[n - 1] == '/')
+      n--;
+    *len = (size_t)n;
+  }
+  return s;
+}
+
+static PyObject *appbin_read(PyObject *mod, PyObject *arg) {
+  (void)mod;
+  size_t len;
+  const char *member = member_arg(arg, &len);
+  if (!member)
+    return NULL;
+  const zipindex_entry *e = zipindex_find(g.zi, member, len);
+  if (!e) {
+    errno = ENOENT;
+    return PyErr_SetFromErrnoWithFilenameObject(PyExc_FileNotFoundError, arg);
+  }
+  return read_member(e);
+}
+
+static PyObject *appbin_stat(PyObject *mod, PyObject *arg) {
+  (void)mod;
+  size_t len;
+  const char *member = member_arg(arg, &len);
+  if (!member)
+    return NULL;
+  if (zipindex_find(g.zi, member, len))
+    return PyLong_FromLong(1);
+  return PyLong_FromLong(zipindex_is_dir(g.zi, member, len) ? 2 : 0);
+}
+
+static PyObject *appbin_listdir(PyObject *mod, PyObject *arg) {
+  (void)mod;
+  size_t len;
+  const char *dir = member_arg(arg, &len);
+  if (!dir)
+    return NULL;
+  char prefix[4096];
+  if (len + 2 > sizeof(prefix))
+    return PyErr_Format(PyExc_ValueError, "path too long");
+  memcpy(prefix, dir, len);
+  if (len)
+    prefix[len++] = '/';
+  PyObject *names = PyList_New(0);
+  if (!names)
+    return NULL;
+  const char *last = NULL;
+  size_t last_len = 0;
+  for (size_t i = zipindex_lower_bound(g.zi, prefix, len); i < g.zi->count; i++) {
+    const zipindex_entry *e = &g.zi->entries[i];
+    if (e->name_len < len || memcmp(e->name, prefix, len) != 0)
+      break;
+    const char *child = e->name + len;
+    size_t clen = strcspn(child, "/");
+    if (clen == 0 || (last && last_len == clen && memcmp(last, child, clen) == 0))
+      continue;
+    last = child, last_len = clen;
+    PyObject *s = PyUnicode_FromStringAndSize(child, (Py_ssize_t)clen);
+    if (!s || PyList_Append(names, s) != 0) {
+      Py_XDECREF(s);
+      Py_DECREF(names);
+      return NULL;
+    }
+    Py_DECREF(s);
+  }
+  return names;
+}
+
+static PyObject *appbin_add_root(PyObject *mod, PyObject *arg) {
+  (void)mod;
+  size_t len;
+  const char *dir = member_arg(arg, &len);
+  if (!dir)
+    return NULL;
+  char root[4096];
+  if (len + 2 > sizeof(root))
+    return PyErr_Format(PyExc_ValueError, "path too long");
+  memcpy(root, dir, len);
+  root[len] = '/';
+  root[len + 1] = '\0';
+  int rc = modindex_add_root(&g.mi, root);
+  if (rc < 0)
+    return PyErr_NoMemory();
+  return PyBool_FromLong(rc == 0);
+}
+
+static PyObject *appbin_memfile(PyObject *mod, PyObject *args) {
+  (void)mod;
+  const char *name;
+  Py_buffer data;
+  if (!PyArg_ParseTuple(args, "sy*:memfile", &name, &data))
+    return NULL;
+  char path[4096], err[512];
+  int rc = extload_write(name, data.buf, (size_t)data.len, EXTLOAD_DATA, path, sizeof(path), err,
+                         sizeof(err));
+  PyBuffer_Release(&data);
+  if (rc != 0)
+    return PyErr_Format(PyExc_OSError, "appbin: %s", err);
+  return PyUnicode_DecodeFSDefault(path);
+}
+
+static PyObject *appbin_manifest(PyObject *mod, PyObject *noargs) {
+  (void)mod, (void)noargs;
+  PyObject *d = PyDict_New();
+  for (size_t i = 0; d && i < g.mf->count; i++) {
+    PyObject *v = PyUnicode_FromString(g.mf->entries[i].value);
+    if (!v || PyDict_SetItemString(d, g.mf->entries[i].key, v) != 0) {
+      Py_XDECREF(v);
+      Py_CLEAR(d);
+      break;
+    }
+    Py_DECREF(v);
+  }
+  return d;
+}
+
+static PyMethodDef appbin_functions[] = {
+    {"read", appbin_read, METH_O, "read(member, /)\n--\n\nThe bytes of an archive member."},
+    {"stat", appbin_stat, METH_O,
+     "stat(member, /)\n--\n\n0 when missing, 1 for a file, 2 for a directory."},
+    {"listdir", appbin_listdir, METH_O,
+     "listdir(dir, /)\n--\n\nNames directly under an archive directory ('' is the root)."},
+    {"add_root", appbin_add_root, METH_O,
+     "add_root(dir, /)\n--\n\nImport modules from an archive directory too (for .pth)."},
+    {"memfile", appbin_memfile, METH_VARARGS,
+     "memfile(name, data, /)\n--\n\nA path to an in-memory read-only file holding data."},
+    {"manifest", appbin_manifest, METH_NOARGS, "manifest()\n--\n\nThe payload manifest as a dict."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef appbin_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_appbin",
+    .m_doc = PyDoc_STR("The appbin host: archive access and the C importer."),
+    .m_size = -1,
+    .m_methods = appbin_functions,
+};
+
+static PyObject *init_appbin_module(void) {
+  if (PyType_Ready(&ImporterType) < 0)
+    return NULL;
+  PyObject *m = PyModule_Create(&appbin_module);
+  if (!m)
+    return NULL;
+  if (!g.finder)
+    g.finder = PyObject_New(PyObject, &ImporterType);
+  PyObject *archive = PyUnicode_DecodeFSDefault(g.archive ? g.archive : "");
+  if (!g.finder || !archive || PyModule_AddObjectRef(m, "importer", g.finder) < 0 ||
+      PyModule_AddObject(m, "archive_path", archive) < 0 ||
+      PyModule_AddObjectRef(m, "AppbinImporter", (PyObject *)&ImporterType) < 0) {
+    Py_XDECREF(archive);
+    Py_DECREF(m);
+    return NULL;
+  }
+  return m;
+}
+
+/* ---- setup ------------------------------------------------------------------ */
+
+int importer_setup(const char *archive_path, zipindex *zi, const manifest *mf, char *err,
+                   size_t errlen) {
+  g.archive = strdup(archive_path);
+  if (!g.archive)
+    goto oom;
+  g.archive_len = strlen(archive_path);
+  g.zi = zi;
+  g.mf = mf;
+  if (modindex_init(&g.mi, zi) != 0)
+    goto oom;
+  static const char *const roots[] = {"stdlib/lib-dynload/", "stdlib/", "site-packages/"};
+  for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++)
+    if (modindex_add_root(&g.mi, roots[i]) < 0)
+      goto oom;
+  return 0;
+oom:
+  snprintf(err, errlen, "out of memory building the module index");
+  return -1;
+}
+
+int importer_register_builtin(void) {
+  return PyImport_AppendInittab("_appbin", init_appbin_module);
+}
+
+static PyObject *attr_of(const char *module, const char *attr) {
+  PyObject *m = PyImport_ImportModule(module);
+  if (!m)
+    return NULL;
+  PyObject *a = PyObject_GetAttrString(m, attr);
+  Py_DECREF(m);
+  return a;
+}
+
+int importer_install(void) {
+  PyObject *mod = PyImport_ImportModule("_appbin");
+  if (!mod)
+    return -1;
+  Py_DECREF(mod);
+  g.magic = APPBIN_PYC_MAGIC; /* importlib cannot tell it before main init */
+  g.module_spec = attr_of("_frozen_importlib", "ModuleSpec");
+  g.fix_co_filename = attr_of("_imp", "_fix_co_filename");
+  g.create_dynamic = attr_of("_imp", "create_dynamic");
+  g.exec_dynamic = attr_of("_imp", "exec_dynamic");
+  g.loaded_native = PyDict_New();
+  g.origin_kwnames = Py_BuildValue("(s)", "origin");
+  if (!g.origin_kwnames || !g.module_spec || !g.fix_co_filename || !g.create_dynamic ||
+      !g.exec_dynamic || !g.loaded_native)
+    return -1;
+  PyObject *meta_path = PySys_GetObject("meta_path"); /* borrowed */
+  if (!meta_path || !PyList_Check(meta_path)) {
+    PyErr_SetString(PyExc_RuntimeError, "sys.meta_path is missing");
+    return -1;
+  }
+  return PyList_Insert(meta_path, 0, g.finder);
+}
+
+void importer_teardown(void) {
+  modindex_free(&g.mi);
+  free(g.archive);
+  memset(&g, 0, sizeof(g));
+}
+
+size_t importer_module_count(void) { return g.mi.count; }
+
+int importer_module_kind(const char *name) {
+  const modindex_module *m = modindex_find(&g.mi, name, strlen(name));
+  return m ? (int)m->kind : 0;
+}

@@ -1,0 +1,41 @@
+/*
+ * importer: the `_appbin` built-in module, a meta-path finder and loader in C
+ * over the payload archive.
+ *
+ * Modules are found through an index built once from the archive's member
+ * list (roots: stdlib/lib-dynload/, stdlib/, site-packages/, then any
+ * directories that .pth files add), loaded from unchecked hash-based .pyc
+ * without reading sources or calling stat, and extension modules are loaded
+ * from in-memory files (see extload.h). `__file__` follows zipimport's
+ * convention: the archive path joined with the member path.
+ */
+#ifndef APPBIN_IMPORTER_H
+#define APPBIN_IMPORTER_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "manifest.h"
+#include "zipindex.h"
+
+/* Sets up the module index. `archive_path` is the file that holds the
+ * payload (used in __file__ and sys.path entries). The index and manifest
+ * must outlive the interpreter. Returns 0, or -1 with a message in err. */
+int importer_setup(const char *archive_path, zipindex *zi, const manifest *mf, char *err,
+                   size_t errlen);
+
+/* Registers `_appbin` as a built-in module; call before Py_Initialize. */
+int importer_register_builtin(void);
+
+/* Puts the finder first on sys.meta_path. Needs the interpreter's core. */
+int importer_install(void);
+
+/* Releases the index (after Py_Finalize). */
+void importer_teardown(void);
+
+/* For tests and tools: the number of modules and the entry for `name`
+ * (kind: 0 missing, 1 module, 2 package, 3 namespace, 4 extension). */
+size_t importer_module_count(void);
+int importer_module_kind(const char *name);
+
+#endif

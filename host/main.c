@@ -1,0 +1,168 @@
+/*
+ * app.bin: a Python ASGI application and its whole environment in one file.
+ *
+ * main() finds and checks the payload appended to this executable, reads the
+ * command line, and hands over to the interpreter (python mode), the server
+ * (the default) or the health probe.
+ */
+#include "cli.h"
+#include "healthcheck.h"
+#include "interp.h"
+#include "manifest.h"
+#include "payload.h"
+#include "serve.h"
+#include "sha256.h"
+#include "version.h"
+#include "zipindex.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MANIFEST_MEMBER "appbin/manifest"
+
+/* The path of this executable: /proc/self/exe, else argv[0] resolved. */
+static int find_self(const char *argv0, char *out, size_t outlen) {
+  ssize_t n = readlink("/proc/self/exe", out, outlen - 1);
+  if (n > 0) {
+    out[n] = '\0';
+    return 0;
+  }
+  char resolved[PATH_MAX];
+  if (strchr(argv0, '/') && realpath(argv0, resolved)) {
+    snprintf(out, outlen, "%s", resolved);
+    return 0;
+  }
+  const char *path = getenv("PATH");
+  for (const char *p = path; p && *p;) {
+    size_t len = strcspn(p, ":");
+    char candidate[PATH_MAX];
+    snprintf(candidate, sizeof(candidate), "%.*s/%s", (int)len, p, argv0);
+    if (access(candidate, X_OK) == 0 && realpath(candidate, resolved)) {
+      snprintf(out, outlen, "%s", resolved);
+      return 0;
+    }
+    p += len + (p[len] == ':');
+  }
+  return -1;
+}
+
+static int read_manifest(zipindex *zi, manifest *mf, char *err, size_t errlen) {
+  const zipindex_entry *e = zipindex_find(zi, MANIFEST_MEMBER, strlen(MANIFEST_MEMBER));
+  if (!e) {
+    snprintf(err, errlen, "payload has no %s", MANIFEST_MEMBER);
+    return -1;
+  }
+  if (e->size > 16 * 1024 * 1024) {
+    snprintf(err, errlen, "payload manifest is too large");
+    return -1;
+  }
+  char *text = malloc(e->size + 1);
+  if (!text) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  int rc = zipindex_read(zi, e, text, err, errlen);
+  if (rc == 0)
+    rc = manifest_parse(mf, text, e->size, err, errlen);
+  free(text);
+  if (rc != 0)
+    return -1;
+  const char *format = manifest_get(mf, "format");
+  if (!format || strcmp(format, "1") != 0) {
+    snprintf(err, errlen, "payload manifest format '%s' is not supported (this host reads 1)",
+             format ? format : "(missing)");
+    manifest_free(mf);
+    return -1;
+  }
+  return 0;
+}
+
+static void print_version(const payload *p, const manifest *mf) {
+  printf("appbin %s\npython %s\n", APPBIN_VERSION, APPBIN_PYTHON_VERSION);
+  if (!p->map) {
+    printf("payload: none\n");
+    return;
+  }
+  char hex[2 * SHA256_DIGEST_SIZE + 1];
+  sha256_hex(p->trailer.sha256, hex);
+  const char *packed_by = manifest_get(mf, "appbin_version");
+  const char *py = manifest_get(mf, "python_version");
+  const char *app = manifest_get(mf, "app");
+  printf("payload: format %u, %zu bytes, sha256 %s\n", p->trailer.version, p->archive_size, hex);
+  printf("packed by: appbin-pack %s (stdlib %s)\n", packed_by ? packed_by : "?", py ? py : "?");
+  printf("app: %s%s\n", app ? app : "(none)",
+         app && manifest_get(mf, "factory") && strcmp(manifest_get(mf, "factory"), "1") == 0
+             ? " (factory)"
+             : "");
+}
+
+int main(int argc, char **argv) {
+  const char *prog = "app.bin";
+  char exe[PATH_MAX], err[1024];
+  if (find_self(argc > 0 ? argv[0] : "app.bin", exe, sizeof(exe)) != 0) {
+    fprintf(stderr, "%s: error: cannot find my own executable file\n", prog);
+    return 1;
+  }
+
+  payload p;
+  int rc = payload_open(&p, exe, PAYLOAD_VERIFY_HASH, err, sizeof(err));
+  if (rc < 0) {
+    fprintf(stderr, "%s: error: %s\n", prog, err);
+    return 1;
+  }
+  int has_payload = rc == 0;
+  zipindex zi = {0};
+  manifest mf = {0};
+  if (has_payload && (zipindex_open(&zi, p.archive, p.archive_size, err, sizeof(err)) != 0 ||
+                      read_manifest(&zi, &mf, err, sizeof(err)) != 0)) {
+    fprintf(stderr, "%s: error: %s: %s\n", prog, exe, err);
+    return 1;
+  }
+
+  cli_options opts;
+  if (cli_parse(argc, argv, has_payload ? &mf : NULL, &opts, err, sizeof(err)) != 0) {
+    fprintf(stderr, "%s: error: %s\n", prog, err);
+    return 2;
+  }
+  switch (opts.mode) {
+  case CLI_HELP:
+    cli_print_help(stdout, prog);
+    return 0;
+  case CLI_VERSION:
+    print_version(&p, &mf);
+    return 0;
+  case CLI_HEALTHCHECK:
+    return healthcheck_run(&opts);
+  case CLI_PYTHON:
+  case CLI_SERVE:
+    break;
+  }
+  if (!has_payload) {
+    fprintf(stderr, "%s: error: %s has no payload: make an app.bin with appbin-pack\n", prog, exe);
+    return 1;
+  }
+  int debug = opts.log_level <= LOG_DEBUG;
+  if (opts.mode == CLI_PYTHON) {
+    /* Python sees argv[0] followed by what came after "python". */
+    char **pyargv = calloc((size_t)opts.python_argc + 2, sizeof(*pyargv));
+    if (!pyargv) {
+      fprintf(stderr, "%s: error: out of memory\n", prog);
+      return 1;
+    }
+    pyargv[0] = argv[0];
+    memcpy(pyargv + 1, opts.python_argv, (size_t)opts.python_argc * sizeof(*pyargv));
+    rc = interp_start(exe, &zi, &mf, INTERP_PYTHON, opts.python_argc + 1, pyargv, debug);
+    if (rc != 0)
+      return rc;
+    return interp_run_python();
+  }
+  rc = interp_start(exe, &zi, &mf, INTERP_SERVER, argc, argv, debug);
+  if (rc != 0)
+    return rc;
+  rc = serve_run(&opts);
+  int fin = interp_finish();
+  return rc ? rc : fin;
+}

@@ -1,0 +1,114 @@
+#include "payload.h"
+
+#include "sha256.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int payload_error(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+static uint32_t read_le32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t read_le64(const uint8_t *p) {
+  return (uint64_t)read_le32(p) | (uint64_t)read_le32(p + 4) << 32;
+}
+
+int payload_parse_trailer(const uint8_t *tail, uint64_t file_size, payload_trailer *out, char *err,
+                          size_t errlen) {
+  if (memcmp(tail, PAYLOAD_MAGIC, PAYLOAD_MAGIC_LEN) != 0)
+    return payload_error(err, errlen, "no appbin payload (trailer magic not found)");
+  out->version = read_le32(tail + 8);
+  out->flags = read_le32(tail + 12);
+  out->archive_offset = read_le64(tail + 16);
+  out->archive_size = read_le64(tail + 24);
+  memcpy(out->sha256, tail + 32, 32);
+  if (out->version != PAYLOAD_FORMAT_VERSION)
+    return payload_error(err, errlen,
+                         "payload format version %u is not supported (this host reads %u)",
+                         out->version, PAYLOAD_FORMAT_VERSION);
+  if (out->flags != 0)
+    return payload_error(err, errlen, "payload has unknown flags 0x%x", out->flags);
+  /* The archive must end exactly where the trailer starts. */
+  if (file_size < PAYLOAD_TRAILER_SIZE || out->archive_offset > file_size ||
+      out->archive_size > file_size - PAYLOAD_TRAILER_SIZE - out->archive_offset ||
+      out->archive_offset + out->archive_size != file_size - PAYLOAD_TRAILER_SIZE)
+    return payload_error(err, errlen,
+                         "payload is truncated or damaged (archive at %llu+%llu, file size %llu)",
+                         (unsigned long long)out->archive_offset,
+                         (unsigned long long)out->archive_size, (unsigned long long)file_size);
+  if (out->archive_size < 22)
+    return payload_error(err, errlen, "payload archive is too small to be a zip (%llu bytes)",
+                         (unsigned long long)out->archive_size);
+  return 0;
+}
+
+int payload_open(payload *p, const char *path, int checks, char *err, size_t errlen) {
+  memset(p, 0, sizeof(*p));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return payload_error(err, errlen, "cannot open %s: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    payload_error(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  uint64_t size = (uint64_t)st.st_size;
+  uint8_t tail[PAYLOAD_TRAILER_SIZE];
+  if (size < PAYLOAD_TRAILER_SIZE ||
+      pread(fd, tail, sizeof(tail), (off_t)(size - sizeof(tail))) != (ssize_t)sizeof(tail) ||
+      memcmp(tail, PAYLOAD_MAGIC, PAYLOAD_MAGIC_LEN) != 0) {
+    close(fd);
+    snprintf(err, errlen, "%s has no appbin payload", path);
+    return 1;
+  }
+  if (payload_parse_trailer(tail, size, &p->trailer, err, errlen) != 0) {
+    close(fd);
+    return -1;
+  }
+  void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (map == MAP_FAILED)
+    return payload_error(err, errlen, "cannot map %s: %s", path, strerror(errno));
+  p->map = map;
+  p->map_size = (size_t)size;
+  p->archive = p->map + p->trailer.archive_offset;
+  p->archive_size = (size_t)p->trailer.archive_size;
+  if (checks & PAYLOAD_VERIFY_HASH) {
+    uint8_t digest[SHA256_DIGEST_SIZE];
+    sha256_digest(p->archive, p->archive_size, digest);
+    if (memcmp(digest, p->trailer.sha256, SHA256_DIGEST_SIZE) != 0) {
+      payload_close(p);
+      return payload_error(err, errlen, "payload checksum mismatch: %s is damaged or was modified",
+                           path);
+    }
+  }
+  p->path = strdup(path);
+  if (!p->path) {
+    payload_close(p);
+    return payload_error(err, errlen, "out of memory");
+  }
+  return 0;
+}
+
+void payload_close(payload *p) {
+  if (p->map)
+    munmap((void *)p->map, p->map_size);
+  free(p->path);
+  memset(p, 0, sizeof(*p));
+}

@@ -1,0 +1,363 @@
+"""appbin's Python-side runtime, frozen into the host.
+
+The C importer (the _appbin module) finds and loads modules; this module holds
+what is Python by nature: the path-entry finder behind sys.path entries and
+package __path__ inside the archive (pkgutil), importlib.resources'
+Traversable, importlib.metadata's Distribution, .pth processing, the
+exception hook that shows source lines, and loading the ASGI application.
+"""
+
+import sys
+
+import _appbin
+import posixpath
+
+ARCHIVE = _appbin.archive_path
+_PREFIX = ARCHIVE + "/"
+_EXT_SUFFIXES = (".cpython-311-x86_64-linux-gnu.so", ".abi3.so", ".so")
+
+
+class AppLoadError(Exception):
+    """The configured application cannot be found: a message for the user."""
+
+
+def setup():
+    """Finish interpreter setup once the importer is on sys.meta_path."""
+    sys.path_hooks.insert(0, _path_hook)
+    sys.path_importer_cache.clear()
+    sys.excepthook = excepthook
+    _process_pth_files()
+
+
+# ---- sys.path entries inside the archive -----------------------------------
+
+
+def _member_of(path):
+    if isinstance(path, str) and path.startswith(_PREFIX):
+        return path[len(_PREFIX):].rstrip("/")
+    return None
+
+
+def _path_hook(path):
+    """Claims every path inside the archive, existing or not, so that
+    zipimport never parses the archive a second time."""
+    member = _member_of(path)
+    if member is None:
+        raise ImportError("not inside the archive", path=path)
+    return ArchivePathFinder(member)
+
+
+def _module_name(filename):
+    for suffix in (".pyc", ".py") + _EXT_SUFFIXES:
+        if filename.endswith(suffix):
+            name = filename[: -len(suffix)]
+            return name if name.isidentifier() else None
+    return None
+
+
+class ArchivePathFinder:
+    """Path-entry finder for a directory of the archive (what pkgutil and
+    importlib's PathFinder see for sys.path entries and package __path__)."""
+
+    def __init__(self, member_dir):
+        self.dir = member_dir
+        self.path = _PREFIX + member_dir
+
+    def __repr__(self):
+        return f"ArchivePathFinder({self.path!r})"
+
+    def find_spec(self, fullname, target=None):
+        spec = _appbin.importer.find_spec(fullname)
+        if spec is None:
+            return None
+        base = self.path + "/" + fullname.rpartition(".")[2]
+        origin = spec.origin or ""
+        if origin.startswith((base + "/", base + ".")):
+            return spec
+        if any(loc == base for loc in spec.submodule_search_locations or ()):
+            return spec
+        return None
+
+    def invalidate_caches(self):
+        pass
+
+    def iter_modules(self, prefix=""):
+        seen = set()
+        for name in sorted(_appbin.listdir(self.dir)):
+            member = self.dir + "/" + name
+            if _appbin.stat(member) == 2:
+                ispkg = name.isidentifier() and any(
+                    _appbin.stat(member + "/__init__" + s) == 1 for s in (".py", ".pyc"))
+                modname = name if ispkg else None
+            else:
+                ispkg, modname = False, _module_name(name)
+            if not modname or modname == "__init__" or modname in seen:
+                continue
+            seen.add(modname)
+            yield prefix + modname, ispkg
+
+
+# ---- .pth files ----------------------------------------------------------------
+
+
+def _process_pth_files():
+    for name in sorted(_appbin.listdir("site-packages")):
+        if name.endswith(".pth") and _appbin.stat("site-packages/" + name) == 1:
+            _process_pth(name)
+
+
+def _process_pth(name):
+    """Like site.addpackage: path lines add directories, import lines run."""
+    import os
+
+    text = _appbin.read("site-packages/" + name).decode("utf-8", "replace")
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        try:
+            if line.startswith(("import ", "import\t")):
+                exec(line)
+                continue
+            line = line.rstrip()
+            if os.path.isabs(line):
+                if os.path.isdir(line) and line not in sys.path:
+                    sys.path.append(line)
+                continue
+            member = posixpath.normpath("site-packages/" + line)
+            if not member.startswith("..") and _appbin.stat(member) == 2:
+                _appbin.add_root(member)
+                if _PREFIX + member not in sys.path:
+                    sys.path.append(_PREFIX + member)
+        except Exception as exc:
+            print(f"Error processing line {lineno} of {name}:\n", file=sys.stderr)
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+            print("\nRemainder of file ignored", file=sys.stderr)
+            break
+
+
+# ---- tracebacks --------------------------------------------------------------
+
+
+def excepthook(exc_type, exc, tb):
+    """sys.excepthook: the traceback module reads source lines through the
+    loaders (linecache), which 3.11's built-in printer does not."""
+    try:
+        import traceback
+
+        traceback.print_exception(exc_type, exc, tb)
+    except Exception:
+        sys.__excepthook__(exc_type, exc, tb)
+
+
+# ---- importlib.resources --------------------------------------------------------
+
+_as_file_registered = False
+_memfiles = {}
+
+
+class ArchiveTraversable:
+    """importlib.resources.abc.Traversable over an archive member."""
+
+    def __init__(self, member):
+        self._member = member.rstrip("/")
+
+    def __repr__(self):
+        return f"ArchiveTraversable({str(self)!r})"
+
+    def __str__(self):
+        return _PREFIX + self._member
+
+    def __eq__(self, other):
+        return isinstance(other, ArchiveTraversable) and other._member == self._member
+
+    def __hash__(self):
+        return hash(self._member)
+
+    @property
+    def name(self):
+        return posixpath.basename(self._member)
+
+    def iterdir(self):
+        if not self.is_dir():
+            raise NotADirectoryError(str(self))
+        return (ArchiveTraversable(self._member + "/" + n) for n in _appbin.listdir(self._member))
+
+    def is_dir(self):
+        return _appbin.stat(self._member) == 2
+
+    def is_file(self):
+        return _appbin.stat(self._member) == 1
+
+    def exists(self):
+        return _appbin.stat(self._member) != 0
+
+    def joinpath(self, *descendants):
+        path = posixpath.normpath(posixpath.join(self._member, *map(str, descendants)))
+        return ArchiveTraversable(path)
+
+    __truediv__ = joinpath
+
+    def read_bytes(self):
+        if self.is_dir():
+            raise IsADirectoryError(str(self))
+        return _appbin.read(self._member)
+
+    def read_text(self, encoding=None, errors=None):
+        return self.read_bytes().decode(encoding or "utf-8", errors or "strict")
+
+    def open(self, mode="r", *args, **kwargs):
+        import io
+
+        if mode not in ("r", "rb"):
+            raise ValueError(f"archive resources are read-only (mode {mode!r})")
+        stream = io.BytesIO(self.read_bytes())
+        return stream if mode == "rb" else io.TextIOWrapper(stream, *args, **kwargs)
+
+
+def _memfile_for(traversable):
+    """A real, readable path holding a resource's bytes (an in-memory file)."""
+    import pathlib
+
+    member = traversable._member
+    if member not in _memfiles:
+        _memfiles[member] = _appbin.memfile(member, traversable.read_bytes())
+    return pathlib.Path(_memfiles[member])
+
+
+def _register_as_file():
+    """importlib.resources.as_file() gives our resources an in-memory file
+    path instead of writing a temporary file (the root may be read-only)."""
+    global _as_file_registered
+    if _as_file_registered:
+        return
+    import contextlib
+    from importlib.resources import _common
+
+    @_common.as_file.register(ArchiveTraversable)
+    @contextlib.contextmanager
+    def _(path):
+        yield _memfile_for(path)
+
+    _as_file_registered = True
+
+
+class ResourceReader:
+    """What the importer returns from get_resource_reader()."""
+
+    def __init__(self, member_dir):
+        self._dir = member_dir
+
+    def files(self):
+        _register_as_file()
+        return ArchiveTraversable(self._dir)
+
+    # The older ResourceReader protocol, for callers that still use it.
+    def open_resource(self, resource):
+        return self.files().joinpath(resource).open("rb")
+
+    def resource_path(self, resource):
+        return str(_memfile_for(self.files().joinpath(resource)))
+
+    def is_resource(self, name):
+        return self.files().joinpath(name).is_file()
+
+    def contents(self):
+        return _appbin.listdir(self._dir)
+
+
+def resource_reader(fullname, member_dir):
+    return ResourceReader(member_dir)
+
+
+# ---- importlib.metadata ---------------------------------------------------------
+
+_distribution_class = None
+
+
+def _normalize(name):
+    import re
+
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _distribution_type():
+    global _distribution_class
+    if _distribution_class is None:
+        import importlib.metadata as metadata
+
+        class ArchiveDistribution(metadata.Distribution):
+            """A *.dist-info or *.egg-info directory in the archive."""
+
+            def __init__(self, member_dir):
+                self._dir = member_dir
+
+            def __repr__(self):
+                return f"<ArchiveDistribution {self._dir!r}>"
+
+            def read_text(self, filename):
+                try:
+                    return _appbin.read(self._dir + "/" + filename).decode("utf-8")
+                except FileNotFoundError:
+                    return None
+
+            read_text.__doc__ = metadata.Distribution.read_text.__doc__
+
+            def locate_file(self, path):
+                return ArchiveTraversable(posixpath.dirname(self._dir)).joinpath(path)
+
+            @property
+            def _normalized_name(self):
+                stem = posixpath.basename(self._dir).rpartition(".")[0]
+                return _normalize(stem.partition("-")[0])
+
+        _distribution_class = ArchiveDistribution
+    return _distribution_class
+
+
+def find_distributions(context=None, _unused=None):
+    """Distributions in site-packages, for importlib.metadata (the finder's
+    find_distributions). Both dashes and underscores in names resolve."""
+    name = getattr(context, "name", None)
+    wanted = _normalize(name) if name else None
+    found = []
+    for entry in sorted(_appbin.listdir("site-packages")):
+        if not entry.endswith((".dist-info", ".egg-info")):
+            continue
+        stem = entry.rpartition(".")[0].partition("-")[0]
+        if wanted is None or _normalize(stem) == wanted:
+            found.append("site-packages/" + entry)
+    cls = _distribution_type() if found else None
+    return iter([cls(d) for d in found])
+
+
+# ---- the ASGI application -------------------------------------------------------
+
+
+def load_app(spec, factory=False):
+    """Import MODULE:ATTR (ATTR may be dotted); call it when a factory."""
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise AppLoadError(f"app '{spec}' is not MODULE:ATTR")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise AppLoadError(f"cannot import module '{module_name}' for app '{spec}'") from None
+        raise
+    app = module
+    for part in attr.split("."):
+        try:
+            app = getattr(app, part)
+        except AttributeError:
+            raise AppLoadError(f"module '{module_name}' has no attribute '{attr}'") from None
+    if factory:
+        if not callable(app):
+            raise AppLoadError(f"app factory '{spec}' is not callable")
+        app = app()
+    if not callable(app):
+        raise AppLoadError(f"app '{spec}' is not callable (got {type(app).__name__})")
+    return app

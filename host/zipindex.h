@@ -1,0 +1,51 @@
+/*
+ * zipindex: the archive's members, read once from the zip central directory
+ * (through libzip) into a sorted array with a hash index by name.
+ *
+ * Not thread-safe: callers serialise access (the importer holds the GIL).
+ */
+#ifndef APPBIN_ZIPINDEX_H
+#define APPBIN_ZIPINDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct zipindex_entry {
+  const char *name; /* owned by libzip, valid while the index is open */
+  size_t name_len;
+  uint64_t size; /* uncompressed size */
+  uint64_t zip_index;
+} zipindex_entry;
+
+typedef struct zipindex {
+  void *zip;               /* zip_t */
+  void *source;            /* zip_source_t */
+  zipindex_entry *entries; /* sorted by name, bytewise */
+  size_t count;
+  uint32_t *slots; /* open addressing: entry index + 1, 0 = empty */
+  size_t slot_mask;
+} zipindex;
+
+/* Opens the zip archive held in `data` (not copied: must outlive the index).
+ * Rejects member names that are absolute, hold "..", a backslash or a NUL.
+ * Returns 0, or -1 with a message in err. */
+int zipindex_open(zipindex *zi, const void *data, size_t len, char *err, size_t errlen);
+
+void zipindex_close(zipindex *zi);
+
+/* The member named exactly `name` (of `len` bytes), or NULL. */
+const zipindex_entry *zipindex_find(const zipindex *zi, const char *name, size_t len);
+
+/* Reads a whole member into `buf`, which holds at least entry->size bytes.
+ * Returns 0, or -1 with a message in err (e.g. a CRC mismatch). */
+int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen);
+
+/* Index of the first entry whose name is >= the given prefix; iterate from
+ * there while names start with it to list a directory. */
+size_t zipindex_lower_bound(const zipindex *zi, const char *prefix, size_t len);
+
+/* Whether some member's name starts with `dir` followed by '/' (dir given
+ * without the trailing slash; an empty dir is the archive root). */
+int zipindex_is_dir(const zipindex *zi, const char *dir, size_t len);
+
+#endif
