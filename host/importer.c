@@ -1,5 +1,6 @@
 #include "importer.h"
 
+#include "asgi.h"
 #include "extload.h"
 #include "modindex.h"
 #include "version.h"
@@ -20,6 +21,7 @@ static struct {
   PyObject *finder;         /* the AppbinImporter instance */
   PyObject *module_spec;    /* importlib.machinery.ModuleSpec */
   PyObject *origin_kwnames; /* ("origin",) */
+  PyObject *builtins_key;   /* "__builtins__" */
   PyObject *fix_co_filename;
   PyObject *create_dynamic;
   PyObject *exec_dynamic;
@@ -362,8 +364,12 @@ static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   PyObject *code = get_code_for(m);
   if (!code)
     return NULL;
+  /* As exec() does: code that reads globals()["__builtins__"] needs it. */
   PyObject *dict = PyModule_GetDict(module);
-  PyObject *r = dict ? PyEval_EvalCode(code, dict, dict) : NULL;
+  int has_builtins = dict ? PyDict_Contains(dict, g.builtins_key) : -1;
+  if (has_builtins == 0 && PyDict_SetItem(dict, g.builtins_key, PyEval_GetBuiltins()) != 0)
+    has_builtins = -1;
+  PyObject *r = has_builtins >= 0 ? PyEval_EvalCode(code, dict, dict) : NULL;
   Py_DECREF(code);
   if (!r)
     return NULL;
@@ -699,7 +705,8 @@ static PyObject *init_appbin_module(void) {
   PyObject *archive = PyUnicode_DecodeFSDefault(g.archive ? g.archive : "");
   if (!g.finder || !archive || PyModule_AddObjectRef(m, "importer", g.finder) < 0 ||
       PyModule_AddObject(m, "archive_path", archive) < 0 ||
-      PyModule_AddObjectRef(m, "AppbinImporter", (PyObject *)&ImporterType) < 0) {
+      PyModule_AddObjectRef(m, "AppbinImporter", (PyObject *)&ImporterType) < 0 ||
+      asgi_add_types(m) < 0) {
     Py_XDECREF(archive);
     Py_DECREF(m);
     return NULL;
@@ -754,7 +761,8 @@ int importer_install(void) {
   g.exec_dynamic = attr_of("_imp", "exec_dynamic");
   g.loaded_native = PyDict_New();
   g.origin_kwnames = Py_BuildValue("(s)", "origin");
-  if (!g.origin_kwnames || !g.module_spec || !g.fix_co_filename || !g.create_dynamic ||
+  g.builtins_key = PyUnicode_InternFromString("__builtins__");
+  if (!g.origin_kwnames || !g.builtins_key || !g.module_spec || !g.fix_co_filename || !g.create_dynamic ||
       !g.exec_dynamic || !g.loaded_native)
     return -1;
   PyObject *meta_path = PySys_GetObject("meta_path"); /* borrowed */

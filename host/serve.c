@@ -5,45 +5,90 @@
 
 #include <stdio.h>
 
-/* Imports MODULE:ATTR through the runtime; NULL after printing why. */
-static PyObject *load_app(const cli_options *opts) {
-  if (!opts->app) {
-    fprintf(stderr, "app.bin: error: no application: pack with --app MODULE:ATTR or pass --app\n");
+static const char *const lifespan_names[] = {"auto", "on", "off"};
+
+static int put(PyObject *d, const char *key, PyObject *value) {
+  if (!value)
+    return -1;
+  int rc = PyDict_SetItemString(d, key, value);
+  Py_DECREF(value);
+  return rc;
+}
+
+static PyObject *str_or_none(const char *s) {
+  return s ? PyUnicode_FromString(s) : Py_NewRef(Py_None);
+}
+
+/* The options as the runtime's serve() and _appbin.Server read them. */
+static PyObject *options_dict(const cli_options *o) {
+  PyObject *d = PyDict_New();
+  if (!d)
     return NULL;
-  }
-  PyObject *rt = PyImport_ImportModule("_appbin_runtime");
-  if (!rt) {
-    PyErr_Print();
-    return NULL;
-  }
-  PyObject *app = PyObject_CallMethod(rt, "load_app", "si", opts->app, opts->factory);
-  if (!app) {
-    PyObject *load_error = PyObject_GetAttrString(rt, "AppLoadError");
-    if (load_error && PyErr_ExceptionMatches(load_error)) {
-      PyObject *type, *value, *tb;
-      PyErr_Fetch(&type, &value, &tb);
-      PyObject *msg = value ? PyObject_Str(value) : NULL;
-      fprintf(stderr, "app.bin: error: %s\n", msg ? PyUnicode_AsUTF8(msg) : "cannot load the app");
-      Py_XDECREF(msg);
-      Py_XDECREF(type);
-      Py_XDECREF(value);
-      Py_XDECREF(tb);
-      PyErr_Clear();
-    } else {
-      PyErr_Print();
-      fprintf(stderr, "app.bin: error: importing the app '%s' failed\n", opts->app);
+  PyObject *headers = PyList_New(o->nheaders);
+  for (int i = 0; headers && i < o->nheaders; i++) {
+    PyObject *h = PyUnicode_FromString(o->headers[i]);
+    if (!h) {
+      Py_CLEAR(headers);
+      break;
     }
-    Py_XDECREF(load_error);
+    PyList_SET_ITEM(headers, i, h);
   }
-  Py_DECREF(rt);
-  return app;
+  if (put(d, "app", str_or_none(o->app)) || put(d, "factory", PyBool_FromLong(o->factory)) ||
+      put(d, "host", PyUnicode_FromString(o->host)) || put(d, "port", PyLong_FromLong(o->port)) ||
+      put(d, "uds", str_or_none(o->uds)) || put(d, "fd", PyLong_FromLong(o->fd)) ||
+      put(d, "backlog", PyLong_FromLong(o->backlog)) ||
+      put(d, "workers", PyLong_FromLong(o->workers)) ||
+      put(d, "root_path", PyUnicode_FromString(o->root_path)) ||
+      put(d, "proxy_headers", PyLong_FromLong(o->proxy_headers)) ||
+      put(d, "forwarded_allow_ips", PyUnicode_FromString(o->forwarded_allow_ips)) ||
+      put(d, "server_header", PyLong_FromLong(o->server_header)) ||
+      put(d, "date_header", PyLong_FromLong(o->date_header)) || put(d, "headers", headers) ||
+      put(d, "h11_max_incomplete_event_size", PyLong_FromLong(o->h11_max_incomplete_event_size)) ||
+      put(d, "timeout_keep_alive", PyFloat_FromDouble(o->timeout_keep_alive)) ||
+      put(d, "timeout_request_header", PyFloat_FromDouble(o->timeout_request_header)) ||
+      put(d, "timeout_graceful_shutdown", PyFloat_FromDouble(o->timeout_graceful_shutdown)) ||
+      put(d, "limit_concurrency", PyLong_FromLong(o->limit_concurrency)) ||
+      put(d, "limit_max_requests", PyLong_FromLong(o->limit_max_requests)) ||
+      put(d, "lifespan", PyUnicode_FromString(lifespan_names[o->lifespan])) ||
+      put(d, "log_level", PyLong_FromLong(o->log_level)) ||
+      put(d, "access_log", PyLong_FromLong(o->access_log)) ||
+      put(d, "ws", PyUnicode_FromString(o->ws)) ||
+      put(d, "ws_max_size", PyLong_FromLong(o->ws_max_size)) ||
+      put(d, "ws_max_queue", PyLong_FromLong(o->ws_max_queue)) ||
+      put(d, "ws_ping_interval", PyFloat_FromDouble(o->ws_ping_interval)) ||
+      put(d, "ws_ping_timeout", PyFloat_FromDouble(o->ws_ping_timeout)) ||
+      put(d, "ws_per_message_deflate", PyLong_FromLong(o->ws_per_message_deflate))) {
+    Py_DECREF(d);
+    return NULL;
+  }
+  return d;
 }
 
 int serve_run(const cli_options *opts) {
-  PyObject *app = load_app(opts);
-  if (!app)
+  if (!opts->app) {
+    fprintf(stderr, "app.bin: error: no application: pack with --app MODULE:ATTR or pass --app\n");
     return 1;
-  Py_DECREF(app);
-  fprintf(stderr, "app.bin: error: this host has no HTTP server yet\n");
-  return 1;
+  }
+  PyObject *options = options_dict(opts);
+  PyObject *rt = options ? PyImport_ImportModule("_appbin_runtime") : NULL;
+  PyObject *status = rt ? PyObject_CallMethod(rt, "serve", "O", options) : NULL;
+  Py_XDECREF(rt);
+  Py_XDECREF(options);
+  if (!status) {
+    if (PyErr_ExceptionMatches(PyExc_SystemExit)) {
+      /* sys.exit() from the app: the interpreter's own handling exits. */
+      PyErr_Print();
+      return 1;
+    }
+    PyErr_Print();
+    fprintf(stderr, "app.bin: error: the server stopped on an unexpected error\n");
+    return 1;
+  }
+  long rc = PyLong_AsLong(status);
+  Py_DECREF(status);
+  if (rc == -1 && PyErr_Occurred()) {
+    PyErr_Print();
+    return 1;
+  }
+  return (int)rc;
 }

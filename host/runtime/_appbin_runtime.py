@@ -361,3 +361,213 @@ def load_app(spec, factory=False):
     if not callable(app):
         raise AppLoadError(f"app '{spec}' is not callable (got {type(app).__name__})")
     return app
+
+
+# ---- logging (uvicorn's format: "LEVEL:    message" on stderr) -----------------
+
+_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_log_level = 2
+
+
+def log(level, message):
+    if level >= _log_level:
+        name = _LEVELS[level] + ":"
+        sys.stderr.write(f"{name:<10}{message}\n")
+        sys.stderr.flush()
+
+
+def log_exception(message, exc):
+    """Logs an exception with its traceback at ERROR (called from C too)."""
+    if _log_level <= 4:
+        import traceback
+
+        lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        sys.stderr.write(f"{'ERROR:':<10}{message}\n{''.join(lines)}")
+        sys.stderr.flush()
+
+
+# ---- serving -----------------------------------------------------------------------
+
+
+class Lifespan:
+    """The ASGI lifespan protocol, as uvicorn runs it: in "auto" mode an app
+    that raises before startup completes is taken not to support it."""
+
+    def __init__(self, app, mode, state):
+        import asyncio
+
+        self.app, self.mode, self.state = app, mode, state
+        self.queue = asyncio.Queue()
+        self.startup_done = asyncio.Event()
+        self.shutdown_done = asyncio.Event()
+        self.startup_failed = self.shutdown_failed = self.error = False
+        self.task = None
+
+    async def startup(self):
+        import asyncio
+
+        if self.mode == "off":
+            return True
+        log(2, "Waiting for application startup.")
+        self.task = asyncio.get_running_loop().create_task(self._main())
+        await self.queue.put({"type": "lifespan.startup"})
+        await self.startup_done.wait()
+        if self.startup_failed or (self.error and self.mode == "on"):
+            log(4, "Application startup failed. Exiting.")
+            return False
+        log(2, "Application startup complete.")
+        return True
+
+    async def shutdown(self):
+        if self.mode == "off" or self.error or self.task is None:
+            return True
+        log(2, "Waiting for application shutdown.")
+        await self.queue.put({"type": "lifespan.shutdown"})
+        await self.shutdown_done.wait()
+        if self.shutdown_failed or (self.error and self.mode == "on"):
+            log(4, "Application shutdown failed. Exiting.")
+            return False
+        log(2, "Application shutdown complete.")
+        return True
+
+    async def _main(self):
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
+                 "state": self.state}
+        try:
+            await self.app(scope, self._receive, self._send)
+        except BaseException as exc:
+            self.error = True
+            if self.startup_failed or self.shutdown_failed:
+                return
+            if self.mode == "auto":
+                log(2, "ASGI 'lifespan' protocol appears unsupported.")
+            else:
+                log_exception("Exception in 'lifespan' protocol", exc)
+        finally:
+            self.startup_done.set()
+            self.shutdown_done.set()
+
+    async def _receive(self):
+        return await self.queue.get()
+
+    async def _send(self, message):
+        kind = message.get("type")
+        if kind == "lifespan.startup.complete" and not self.startup_done.is_set():
+            self.startup_done.set()
+        elif kind == "lifespan.startup.failed" and not self.startup_done.is_set():
+            self.startup_failed = True
+            self.startup_done.set()
+            if message.get("message"):
+                log(4, message["message"])
+        elif kind == "lifespan.shutdown.complete" and self.startup_done.is_set():
+            self.shutdown_done.set()
+        elif kind == "lifespan.shutdown.failed" and self.startup_done.is_set():
+            self.shutdown_failed = True
+            self.shutdown_done.set()
+            if message.get("message"):
+                log(4, message["message"])
+        else:
+            raise RuntimeError(f"Unexpected ASGI lifespan message {kind!r}")
+
+
+def serve(options):
+    """Server mode: returns the process exit status."""
+    global _log_level
+    import asyncio
+
+    _log_level = options["log_level"]
+    try:
+        app = load_app(options["app"], options["factory"])
+    except AppLoadError as exc:
+        log(4, str(exc))
+        return 1
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(_serve(loop, app, options))
+    finally:
+        try:
+            _cancel_all_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _cancel_all_tasks(loop):
+    import asyncio
+
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+def _listen(server, options):
+    """Binds as configured; returns the URL to announce."""
+    if options.get("fd", -1) >= 0:
+        server.listen_fd(options["fd"])
+        return f"socket fd {options['fd']}"
+    if options.get("uds"):
+        server.listen_unix(options["uds"])
+        return f"unix socket {options['uds']}"
+    host = options["host"]
+    port = server.listen_tcp(host, options["port"])
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+async def _serve(loop, app, options):
+    import asyncio
+    import signal
+
+    from _appbin import Server
+
+    state = {}
+    lifespan = Lifespan(app, options["lifespan"], state)
+    if not await lifespan.startup():
+        return 3
+    server = Server(app, loop, options, state)
+    try:
+        where = _listen(server, options)
+    except OSError as exc:
+        log(4, str(exc))
+        await lifespan.shutdown()
+        server.close()
+        return 1
+    server.start()
+    log(2, f"appbin running on {where} (Press CTRL+C to quit)")
+
+    stop = asyncio.Event()
+    signals = {"count": 0}
+
+    def on_signal():
+        signals["count"] += 1
+        if signals["count"] > 1:
+            server.abort()  # a second signal: stop waiting for requests
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    server.on_max_requests = stop.set
+    await stop.wait()
+
+    log(2, "Shutting down")
+    closed = server.shutdown()
+    try:
+        await asyncio.wait_for(asyncio.shield(closed), options["timeout_graceful_shutdown"])
+    except asyncio.TimeoutError:
+        log(4, "Cancel in-flight requests: the graceful shutdown timeout was exceeded")
+        server.abort()
+        try:
+            await asyncio.wait_for(closed, 5)
+        except asyncio.TimeoutError:
+            pass
+    ok = await lifespan.shutdown()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+    server.close()
+    log(2, "Finished server process")
+    return 0 if ok else 1

@@ -1,0 +1,1 @@
+"""An example FastAPI application for appbin."""

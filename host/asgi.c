@@ -1,0 +1,1403 @@
+#include "asgi.h"
+
+#include "http.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BODY_HIGH_WATER (256 * 1024) /* pause reading a body buffered beyond this */
+#define MAX_RESPONSE_HEADERS 128
+#define ACCESS_LOG_FLUSH 16384
+
+enum { LOG_TRACE, LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR, LOG_CRITICAL };
+static const char *const level_tags[] = {"TRACE:    ", "DEBUG:    ", "INFO:     ",
+                                         "WARNING:  ", "ERROR:    ", "CRITICAL: "};
+
+static PyObject *ClientDisconnected;
+
+/* Interned strings, created once. */
+static struct {
+  PyObject *type, *asgi, *version, *spec_version, *http_version, *server, *client, *scheme,
+      *method, *root_path, *path, *raw_path, *query_string, *headers, *state, *extensions,
+      *body, *more_body, *status, *trailers, *file, *offset, *count, *http, *https,
+      *http_request, *http_disconnect, *response_start, *response_body, *response_pathsend,
+      *response_zerocopysend, *v1_0, *v1_1, *v3_0, *v2_3, *create_future, *create_task,
+      *add_done_callback, *set_result, *set_exception, *done, *cancelled, *exception,
+      *call_soon, *call_later, *cancel, *time, *add_reader, *remove_reader, *empty_bytes,
+      *log_exception, *pathsend_ext, *zerocopysend_ext;
+} S;
+
+static int strings_init(void) {
+#define STR(field, text)                                                                           \
+  if (!S.field && !(S.field = PyUnicode_InternFromString(text)))                                   \
+    return -1;
+  STR(type, "type") STR(asgi, "asgi") STR(version, "version") STR(spec_version, "spec_version")
+  STR(http_version, "http_version") STR(server, "server") STR(client, "client")
+  STR(scheme, "scheme") STR(method, "method") STR(root_path, "root_path") STR(path, "path")
+  STR(raw_path, "raw_path") STR(query_string, "query_string") STR(headers, "headers")
+  STR(state, "state") STR(extensions, "extensions") STR(body, "body") STR(more_body, "more_body")
+  STR(status, "status") STR(trailers, "trailers") STR(file, "file") STR(offset, "offset")
+  STR(count, "count") STR(http, "http") STR(https, "https") STR(http_request, "http.request")
+  STR(http_disconnect, "http.disconnect") STR(response_start, "http.response.start")
+  STR(response_body, "http.response.body") STR(response_pathsend, "http.response.pathsend")
+  STR(response_zerocopysend, "http.response.zerocopysend") STR(v1_0, "1.0") STR(v1_1, "1.1")
+  STR(v3_0, "3.0") STR(v2_3, "2.4") STR(create_future, "create_future")
+  STR(create_task, "create_task") STR(add_done_callback, "add_done_callback")
+  STR(set_result, "set_result") STR(set_exception, "set_exception") STR(done, "done")
+  STR(cancelled, "cancelled") STR(exception, "exception") STR(call_soon, "call_soon")
+  STR(call_later, "call_later") STR(cancel, "cancel") STR(time, "time")
+  STR(add_reader, "add_reader") STR(remove_reader, "remove_reader")
+  STR(log_exception, "log_exception") STR(pathsend_ext, "http.response.pathsend")
+  STR(zerocopysend_ext, "http.response.zerocopysend")
+#undef STR
+  if (!S.empty_bytes && !(S.empty_bytes = PyBytes_FromStringAndSize("", 0)))
+    return -1;
+  return 0;
+}
+
+/* ---- Ready: an awaitable that is already done ------------------------------ */
+
+typedef struct {
+  PyObject_HEAD PyObject *value;
+} ReadyObject;
+
+static PyTypeObject ReadyType;
+
+static PyObject *ready_new(PyObject *value) {
+  ReadyObject *r = PyObject_New(ReadyObject, &ReadyType);
+  if (!r)
+    return NULL;
+  r->value = Py_NewRef(value);
+  return (PyObject *)r;
+}
+
+static void ready_dealloc(ReadyObject *r) {
+  Py_XDECREF(r->value);
+  PyObject_Free(r);
+}
+
+static PyObject *ready_await(PyObject *self) { return Py_NewRef(self); }
+
+static PySendResult ready_send(PyObject *self, PyObject *arg, PyObject **result) {
+  (void)arg;
+  ReadyObject *r = (ReadyObject *)self;
+  *result = Py_NewRef(r->value);
+  return PYGEN_RETURN;
+}
+
+static PyObject *ready_next(PyObject *self) {
+  ReadyObject *r = (ReadyObject *)self;
+  if (r->value == Py_None)
+    return NULL; /* StopIteration(None) */
+  PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, r->value);
+  if (stop) {
+    PyErr_SetObject(PyExc_StopIteration, stop);
+    Py_DECREF(stop);
+  }
+  return NULL;
+}
+
+static PyAsyncMethods ready_async = {.am_await = ready_await, .am_send = ready_send};
+
+static PyTypeObject ReadyType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_appbin.Ready",
+    .tp_basicsize = sizeof(ReadyObject),
+    .tp_dealloc = (destructor)ready_dealloc,
+    .tp_as_async = &ready_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = ready_next,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR("An awaitable whose result is already known."),
+};
+
+/* ---- Server and request objects --------------------------------------------- */
+
+typedef struct ServerObject {
+  PyObject_HEAD uv_loop_t uv;
+  http_server *http;
+  int uv_ready, closed, reader_added;
+  PyObject *app, *loop, *state, *root_path, *root_path_bytes, *runtime;
+  PyObject *create_future, *create_task, *call_soon, *call_later, *loop_time;
+  PyObject *pump; /* bound _pump method */
+  PyObject *timer;
+  double timer_when;
+  int pump_scheduled;
+  PyObject *closed_future;
+  PyObject *on_max_requests;
+  int log_level, access_log, proxy_headers, trust_all_proxies;
+  char **trusted; /* --forwarded-allow-ips */
+  size_t ntrusted;
+  char *access_buf;
+  size_t access_len, access_cap;
+  http_header *default_headers;
+  size_t n_default_headers;
+  PyObject *default_header_refs;
+} ServerObject;
+
+typedef struct {
+  PyObject_HEAD ServerObject *server;
+  http_request *req; /* NULL after the terminal call */
+  PyObject *chunks;  /* list of bytes not yet received by the app */
+  Py_ssize_t buffered;
+  PyObject *receive_waiter, *send_waiter;
+  int status;
+  unsigned started : 1, complete : 1, body_done : 1, body_sent : 1, disconnected : 1,
+      paused : 1, resumed : 1, head : 1;
+  char log_prefix[512]; /* client - "METHOD target HTTP/x.y" */
+} RequestObject;
+
+static PyTypeObject ServerType;
+static PyTypeObject RequestType;
+
+static void server_log(ServerObject *s, int level, const char *fmt, ...) {
+  if (level < s->log_level)
+    return;
+  char msg[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "%s%s\n", level_tags[level], msg);
+}
+
+static void server_schedule_pump(ServerObject *s);
+
+/* Logs the current Python exception with a traceback, through the runtime. */
+static void log_current_exception(ServerObject *s, const char *msg) {
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  PyErr_NormalizeException(&type, &value, &tb);
+  if (tb && value)
+    PyException_SetTraceback(value, tb);
+  PyObject *r = value ? PyObject_CallMethodObjArgs(s->runtime, S.log_exception,
+                                                   PyUnicode_FromString(msg), value, NULL)
+                      : NULL;
+  if (!r) {
+    PyErr_Clear();
+    fprintf(stderr, "%s%s\n", level_tags[LOG_ERROR], msg);
+  }
+  Py_XDECREF(r);
+  Py_XDECREF(type);
+  Py_XDECREF(value);
+  Py_XDECREF(tb);
+}
+
+/* ---- access log ------------------------------------------------------------ */
+
+static void access_log_flush(ServerObject *s) {
+  if (s->access_len) {
+    fwrite(s->access_buf, 1, s->access_len, stderr);
+    fflush(stderr);
+    s->access_len = 0;
+  }
+}
+
+static void access_log_add(ServerObject *s, RequestObject *r) {
+  if (!s->access_log || s->log_level > LOG_INFO)
+    return;
+  char line[800];
+  int n = snprintf(line, sizeof(line), "%s%s %d %s\n", level_tags[LOG_INFO], r->log_prefix,
+                   r->status, http_status_reason(r->status));
+  if (n <= 0)
+    return;
+  if ((size_t)n >= sizeof(line))
+    n = sizeof(line) - 1;
+  if (s->access_len + (size_t)n > s->access_cap) {
+    access_log_flush(s);
+    if ((size_t)n > s->access_cap)
+      return;
+  }
+  memcpy(s->access_buf + s->access_len, line, (size_t)n);
+  s->access_len += (size_t)n;
+}
+
+/* ---- scope --------------------------------------------------------------------- */
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  c |= 0x20;
+  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The percent-decoded path as str (UTF-8, invalid bytes replaced), as
+ * urllib.parse.unquote gives uvicorn. */
+static PyObject *decode_path(const char *p, size_t len) {
+  if (!memchr(p, '%', len))
+    return PyUnicode_DecodeUTF8(p, (Py_ssize_t)len, "replace");
+  char *buf = PyMem_Malloc(len ? len : 1);
+  if (!buf)
+    return PyErr_NoMemory();
+  size_t n = 0;
+  for (size_t i = 0; i < len; i++) {
+    int hi, lo;
+    if (p[i] == '%' && i + 2 < len && (hi = hexval(p[i + 1])) >= 0 &&
+        (lo = hexval(p[i + 2])) >= 0) {
+      buf[n++] = (char)(hi << 4 | lo);
+      i += 2;
+    } else {
+      buf[n++] = p[i];
+    }
+  }
+  PyObject *s = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)n, "replace");
+  PyMem_Free(buf);
+  return s;
+}
+
+static int is_trusted(ServerObject *s, const char *host, size_t len) {
+  if (s->trust_all_proxies)
+    return 1;
+  for (size_t i = 0; i < s->ntrusted; i++)
+    if (strlen(s->trusted[i]) == len && memcmp(s->trusted[i], host, len) == 0)
+      return 1;
+  return 0;
+}
+
+static const http_header *find_header(const http_request *req, const char *name) {
+  size_t len = strlen(name);
+  for (size_t i = 0; i < req->n_headers; i++)
+    if (req->headers[i].name_len == len && memcmp(req->headers[i].name, name, len) == 0)
+      return &req->headers[i];
+  return NULL;
+}
+
+static void trim(const char **p, size_t *len) {
+  while (*len && (**p == ' ' || **p == '\t'))
+    (*p)++, (*len)--;
+  while (*len && ((*p)[*len - 1] == ' ' || (*p)[*len - 1] == '\t'))
+    (*len)--;
+}
+
+/* scheme and client after trusted X-Forwarded-Proto/For (uvicorn's rules:
+ * the client is the right-most address that is not a trusted proxy). */
+static int apply_proxy_headers(ServerObject *s, const http_request *req, PyObject **scheme,
+                               PyObject **client) {
+  const char *peer = req->client_host;
+  if (!s->proxy_headers || !is_trusted(s, peer, strlen(peer)))
+    return 0;
+  const http_header *proto = find_header(req, "x-forwarded-proto");
+  if (proto) {
+    const char *v = proto->value;
+    size_t n = proto->value_len;
+    trim(&v, &n);
+    if (n == 5 && strncasecmp(v, "https", 5) == 0)
+      Py_SETREF(*scheme, Py_NewRef(S.https));
+    else if (n == 4 && strncasecmp(v, "http", 4) == 0)
+      Py_SETREF(*scheme, Py_NewRef(S.http));
+  }
+  const http_header *fwd = find_header(req, "x-forwarded-for");
+  if (fwd && fwd->value_len) {
+    const char *end = fwd->value + fwd->value_len, *start = fwd->value;
+    const char *pick = NULL;
+    size_t pick_len = 0;
+    while (end > start) {
+      const char *comma = end;
+      while (comma > start && comma[-1] != ',')
+        comma--;
+      const char *h = comma;
+      size_t n = (size_t)(end - comma);
+      trim(&h, &n);
+      pick = h, pick_len = n;
+      if (!is_trusted(s, h, n))
+        break;
+      end = comma > start ? comma - 1 : start;
+    }
+    if (pick && pick_len) {
+      PyObject *c = Py_BuildValue("(s#i)", pick, (Py_ssize_t)pick_len, 0);
+      if (!c)
+        return -1;
+      Py_SETREF(*client, c);
+    }
+  }
+  return 0;
+}
+
+static PyObject *build_headers(const http_request *req) {
+  PyObject *list = PyList_New((Py_ssize_t)req->n_headers);
+  if (!list)
+    return NULL;
+  for (size_t i = 0; i < req->n_headers; i++) {
+    const http_header *h = &req->headers[i];
+    PyObject *pair = Py_BuildValue("(y#y#)", h->name, (Py_ssize_t)h->name_len, h->value,
+                                   (Py_ssize_t)h->value_len);
+    if (!pair) {
+      Py_DECREF(list);
+      return NULL;
+    }
+    PyList_SET_ITEM(list, (Py_ssize_t)i, pair);
+  }
+  return list;
+}
+
+static int set_item(PyObject *d, PyObject *key, PyObject *value) {
+  if (!value)
+    return -1;
+  int rc = PyDict_SetItem(d, key, value);
+  Py_DECREF(value);
+  return rc;
+}
+
+static PyObject *build_scope(ServerObject *s, const http_request *req) {
+  PyObject *scope = PyDict_New();
+  if (!scope)
+    return NULL;
+  PyObject *scheme = Py_NewRef(S.http);
+  PyObject *client = req->unix_socket || req->client_port < 0
+                         ? Py_NewRef(Py_None)
+                         : Py_BuildValue("(si)", req->client_host, req->client_port);
+  PyObject *server_addr = req->unix_socket ? Py_BuildValue("(sO)", req->server_host, Py_None)
+                          : req->server_port < 0
+                              ? Py_NewRef(Py_None)
+                              : Py_BuildValue("(si)", req->server_host, req->server_port);
+  PyObject *asgi = Py_BuildValue("{OOOO}", S.version, S.v3_0, S.spec_version, S.v2_3);
+  PyObject *extensions = Py_BuildValue("{O{}O{}}", S.pathsend_ext, S.zerocopysend_ext);
+  if (!client || !server_addr || !asgi || !extensions ||
+      (!req->unix_socket && apply_proxy_headers(s, req, &scheme, &client) != 0))
+    goto fail;
+  PyObject *path = decode_path(req->path, req->path_len);
+  PyObject *full_path = path && PyUnicode_GET_LENGTH(s->root_path)
+                            ? PyUnicode_Concat(s->root_path, path)
+                            : Py_XNewRef(path);
+  Py_XDECREF(path);
+  PyObject *raw_path = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(s->root_path_bytes) +
+                                                           (Py_ssize_t)req->path_len);
+  if (raw_path) {
+    memcpy(PyBytes_AS_STRING(raw_path), PyBytes_AS_STRING(s->root_path_bytes),
+           (size_t)PyBytes_GET_SIZE(s->root_path_bytes));
+    memcpy(PyBytes_AS_STRING(raw_path) + PyBytes_GET_SIZE(s->root_path_bytes), req->path,
+           req->path_len);
+  }
+  PyObject *state = s->state ? PyDict_Copy(s->state) : PyDict_New();
+  if (set_item(scope, S.type, Py_NewRef(S.http)) || set_item(scope, S.asgi, asgi) ||
+      set_item(scope, S.http_version, Py_NewRef(req->version_minor == 0 ? S.v1_0 : S.v1_1)) ||
+      set_item(scope, S.server, server_addr) || set_item(scope, S.client, client) ||
+      set_item(scope, S.scheme, scheme) ||
+      set_item(scope, S.method, PyUnicode_FromStringAndSize(req->method, (Py_ssize_t)req->method_len)) ||
+      set_item(scope, S.root_path, Py_NewRef(s->root_path)) || set_item(scope, S.path, full_path) ||
+      set_item(scope, S.raw_path, raw_path) ||
+      set_item(scope, S.query_string,
+               PyBytes_FromStringAndSize(req->query, (Py_ssize_t)req->query_len)) ||
+      set_item(scope, S.headers, build_headers(req)) || set_item(scope, S.state, state) ||
+      set_item(scope, S.extensions, extensions)) {
+    Py_DECREF(scope);
+    return NULL;
+  }
+  return scope;
+fail:
+  Py_XDECREF(scheme);
+  Py_XDECREF(client);
+  Py_XDECREF(server_addr);
+  Py_XDECREF(asgi);
+  Py_XDECREF(extensions);
+  Py_DECREF(scope);
+  return NULL;
+}
+
+/* ---- waking the application -------------------------------------------------- */
+
+/* Resolves a pending future (if still pending) with a result or exception. */
+static void resolve(PyObject **waiter, PyObject *result, PyObject *exc_type, const char *msg) {
+  PyObject *fut = *waiter;
+  if (!fut)
+    return;
+  *waiter = NULL;
+  PyObject *done = PyObject_CallMethodNoArgs(fut, S.done);
+  if (done == Py_False) {
+    PyObject *r;
+    if (exc_type) {
+      PyObject *exc = PyObject_CallFunction(exc_type, "s", msg);
+      r = exc ? PyObject_CallMethodOneArg(fut, S.set_exception, exc) : NULL;
+      Py_XDECREF(exc);
+    } else {
+      r = PyObject_CallMethodOneArg(fut, S.set_result, result);
+    }
+    if (!r)
+      PyErr_WriteUnraisable(fut);
+    Py_XDECREF(r);
+  } else if (!done) {
+    PyErr_WriteUnraisable(fut);
+  }
+  Py_XDECREF(done);
+  Py_DECREF(fut);
+}
+
+static PyObject *disconnect_message(void) {
+  return Py_BuildValue("{OO}", S.type, S.http_disconnect);
+}
+
+/* The next http.request message from what is buffered. */
+static PyObject *take_body_message(RequestObject *r) {
+  PyObject *body;
+  Py_ssize_t n = PyList_GET_SIZE(r->chunks);
+  if (n == 0)
+    body = Py_NewRef(S.empty_bytes);
+  else if (n == 1)
+    body = Py_NewRef(PyList_GET_ITEM(r->chunks, 0));
+  else
+    body = _PyBytes_Join(S.empty_bytes, r->chunks);
+  if (!body || PyList_SetSlice(r->chunks, 0, n, NULL) != 0) {
+    Py_XDECREF(body);
+    return NULL;
+  }
+  r->buffered = 0;
+  if (r->body_done)
+    r->body_sent = 1;
+  if (r->paused && r->req && !r->body_done) {
+    r->paused = 0;
+    http_request_body_resume(r->req);
+    server_schedule_pump(r->server);
+  }
+  PyObject *msg = Py_BuildValue("{OOOOOO}", S.type, S.http_request, S.body, body, S.more_body,
+                                r->body_done ? Py_False : Py_True);
+  Py_DECREF(body);
+  return msg;
+}
+
+static void wake_receiver(RequestObject *r) {
+  if (!r->receive_waiter)
+    return;
+  PyObject *msg = r->disconnected ? disconnect_message() : take_body_message(r);
+  if (!msg) {
+    PyErr_WriteUnraisable((PyObject *)r);
+    return;
+  }
+  resolve(&r->receive_waiter, msg, NULL, NULL);
+  Py_DECREF(msg);
+}
+
+/* ---- http layer callbacks ---------------------------------------------------- */
+
+static void finish_with_500(RequestObject *r);
+
+static void on_request(http_request *req) {
+  ServerObject *s = http_server_user(req->server);
+  RequestObject *r = PyObject_New(RequestObject, &RequestType);
+  if (!r) {
+    log_current_exception(s, "cannot allocate a request");
+    http_response_abort(req);
+    return;
+  }
+  r->server = (ServerObject *)Py_NewRef(s);
+  r->req = req;
+  r->chunks = PyList_New(0);
+  r->buffered = 0;
+  r->receive_waiter = r->send_waiter = NULL;
+  r->status = 0;
+  r->started = r->complete = r->body_done = r->body_sent = r->disconnected = r->paused = 0;
+  r->resumed = !req->expect_continue;
+  r->head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
+  req->user = r; /* the layer's reference, dropped in on_request_done */
+  snprintf(r->log_prefix, sizeof(r->log_prefix), "%s%s%.*s - \"%.*s %.*s HTTP/%d.%d\"",
+           req->unix_socket ? "unix:" : req->client_host, req->unix_socket ? "" : ":",
+           req->unix_socket ? 0 : 12, "", (int)req->method_len, req->method,
+           (int)(req->target_len > 300 ? 300 : req->target_len), req->target, req->version_major,
+           req->version_minor);
+  if (!req->unix_socket)
+    snprintf(r->log_prefix, sizeof(r->log_prefix), "%s:%d - \"%.*s %.*s HTTP/%d.%d\"",
+             req->client_host, req->client_port, (int)req->method_len, req->method,
+             (int)(req->target_len > 300 ? 300 : req->target_len), req->target,
+             req->version_major, req->version_minor);
+
+  PyObject *scope = r->chunks ? build_scope(s, req) : NULL;
+  PyObject *receive = scope ? PyObject_GetAttrString((PyObject *)r, "receive") : NULL;
+  PyObject *send = receive ? PyObject_GetAttrString((PyObject *)r, "send") : NULL;
+  PyObject *coro = send ? PyObject_CallFunctionObjArgs(s->app, scope, receive, send, NULL) : NULL;
+  Py_XDECREF(scope);
+  Py_XDECREF(receive);
+  Py_XDECREF(send);
+  PyObject *task = coro ? PyObject_CallOneArg(s->create_task, coro) : NULL;
+  Py_XDECREF(coro);
+  PyObject *done_cb = task ? PyObject_GetAttrString((PyObject *)r, "_done") : NULL;
+  PyObject *rc = done_cb ? PyObject_CallMethodOneArg(task, S.add_done_callback, done_cb) : NULL;
+  Py_XDECREF(done_cb);
+  Py_XDECREF(task);
+  if (!rc) {
+    log_current_exception(s, "Exception in ASGI application");
+    finish_with_500(r);
+    return;
+  }
+  Py_DECREF(rc);
+}
+
+static void on_body(http_request *req, const char *data, size_t len) {
+  RequestObject *r = req->user;
+  PyObject *chunk = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
+  if (!chunk || PyList_Append(r->chunks, chunk) != 0) {
+    Py_XDECREF(chunk);
+    log_current_exception(r->server, "cannot buffer a request body");
+    return;
+  }
+  Py_DECREF(chunk);
+  r->buffered += (Py_ssize_t)len;
+  if (r->buffered >= BODY_HIGH_WATER && !r->paused) {
+    r->paused = 1;
+    http_request_body_pause(req);
+  }
+  wake_receiver(r);
+}
+
+static void on_body_end(http_request *req) {
+  RequestObject *r = req->user;
+  r->body_done = 1;
+  wake_receiver(r);
+}
+
+static void on_disconnect(http_request *req) {
+  RequestObject *r = req->user;
+  r->disconnected = 1;
+  wake_receiver(r);
+  resolve(&r->send_waiter, NULL, ClientDisconnected, "client disconnected");
+}
+
+static void on_drain(http_request *req) {
+  RequestObject *r = req->user;
+  resolve(&r->send_waiter, Py_None, NULL, NULL);
+}
+
+static void on_request_done(http_request *req) {
+  RequestObject *r = req->user;
+  req->user = NULL;
+  r->req = NULL;
+  r->complete = 1;
+  wake_receiver(r);
+  resolve(&r->send_waiter, Py_None, NULL, NULL);
+  Py_DECREF(r);
+}
+
+static void on_max_requests(http_server *srv) {
+  ServerObject *s = http_server_user(srv);
+  server_log(s, LOG_INFO, "Maximum request limit reached; shutting down.");
+  if (s->on_max_requests && s->on_max_requests != Py_None) {
+    PyObject *r = PyObject_CallNoArgs(s->on_max_requests);
+    if (!r)
+      log_current_exception(s, "on_max_requests failed");
+    Py_XDECREF(r);
+  }
+}
+
+static void on_log(http_server *srv, int level, const char *msg) {
+  static const int map[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR};
+  server_log(http_server_user(srv), map[level < 0 ? 0 : level > 3 ? 3 : level], "%s", msg);
+}
+
+/* ---- finishing ------------------------------------------------------------------ */
+
+static void finish_with_500(RequestObject *r) {
+  if (!r->req)
+    return;
+  if (r->started) {
+    http_response_abort(r->req);
+  } else {
+    static const char body[] = "Internal Server Error";
+    http_header h[] = {{"content-type", 12, "text/plain; charset=utf-8", 25},
+                       {"connection", 10, "close", 5}};
+    r->status = 500;
+    r->started = 1;
+    access_log_add(r->server, r);
+    if (http_response_start(r->req, 500, h, 2) == 0)
+      http_response_write(r->req, body, sizeof(body) - 1, false);
+    else
+      http_response_abort(r->req);
+  }
+  server_schedule_pump(r->server);
+}
+
+/* The application's task finished: log errors and make sure the request
+ * gets its terminal call. */
+static PyObject *request_done(RequestObject *r, PyObject *task) {
+  PyObject *cancelled = PyObject_CallMethodNoArgs(task, S.cancelled);
+  if (!cancelled)
+    return NULL;
+  int was_cancelled = cancelled == Py_True;
+  Py_DECREF(cancelled);
+  PyObject *exc = was_cancelled ? Py_NewRef(Py_None) : PyObject_CallMethodNoArgs(task, S.exception);
+  if (!exc)
+    return NULL;
+  if (exc != Py_None) {
+    if (!(r->disconnected && PyObject_TypeCheck(exc, (PyTypeObject *)ClientDisconnected))) {
+      PyObject *rr = PyObject_CallMethodObjArgs(r->server->runtime, S.log_exception,
+                                                PyUnicode_FromString("Exception in ASGI application"),
+                                                exc, NULL);
+      if (!rr)
+        PyErr_Clear();
+      Py_XDECREF(rr);
+    }
+    finish_with_500(r);
+  } else if (r->req && !r->complete) {
+    if (!r->disconnected && !was_cancelled)
+      server_log(r->server, r->started ? LOG_ERROR : LOG_ERROR,
+                 "ASGI callable returned without %s response.",
+                 r->started ? "completing" : "starting");
+    finish_with_500(r);
+  }
+  Py_DECREF(exc);
+  Py_RETURN_NONE;
+}
+
+/* ---- receive and send ---------------------------------------------------------- */
+
+static PyObject *request_receive(RequestObject *r, PyObject *noargs) {
+  (void)noargs;
+  if (r->req && !r->resumed) {
+    r->resumed = 1; /* the app wants the body: send 100 Continue */
+    http_request_body_resume(r->req);
+    server_schedule_pump(r->server);
+  }
+  PyObject *msg = NULL;
+  if (r->disconnected || r->complete)
+    msg = disconnect_message();
+  else if (PyList_GET_SIZE(r->chunks) || (r->body_done && !r->body_sent))
+    msg = take_body_message(r);
+  if (msg) {
+    PyObject *ready = ready_new(msg);
+    Py_DECREF(msg);
+    return ready;
+  }
+  if (PyErr_Occurred())
+    return NULL;
+  PyObject *fut = PyObject_CallNoArgs(r->server->create_future);
+  if (!fut)
+    return NULL;
+  Py_XSETREF(r->receive_waiter, Py_NewRef(fut));
+  return fut;
+}
+
+static PyObject *runtime_error(RequestObject *r, const char *fmt, PyObject *arg) {
+  (void)r;
+  return PyErr_Format(PyExc_RuntimeError, fmt, arg);
+}
+
+/* Converts ASGI headers into http_header entries pointing into the bytes
+ * objects, which `keep` holds. */
+static int convert_headers(PyObject *headers, http_header *out, size_t *n, PyObject *keep) {
+  PyObject *seq = PySequence_Fast(headers, "ASGI 'headers' must be an iterable of pairs");
+  if (!seq)
+    return -1;
+  if (PyList_Append(keep, seq) != 0) {
+    Py_DECREF(seq);
+    return -1;
+  }
+  Py_DECREF(seq);
+  Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+  if (count > MAX_RESPONSE_HEADERS) {
+    PyErr_Format(PyExc_RuntimeError, "too many response headers (%zd)", count);
+    return -1;
+  }
+  for (Py_ssize_t i = 0; i < count; i++) {
+    PyObject *pair = PySequence_Fast(PySequence_Fast_GET_ITEM(seq, i),
+                                     "each ASGI header must be a [name, value] pair");
+    if (!pair)
+      return -1;
+    if (PyList_Append(keep, pair) != 0 || PySequence_Fast_GET_SIZE(pair) != 2) {
+      if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_RuntimeError, "each ASGI header must be a [name, value] pair");
+      Py_DECREF(pair);
+      return -1;
+    }
+    Py_DECREF(pair);
+    PyObject *name = PySequence_Fast_GET_ITEM(pair, 0);
+    PyObject *value = PySequence_Fast_GET_ITEM(pair, 1);
+    if (!PyBytes_Check(name) || !PyBytes_Check(value)) {
+      PyErr_Format(PyExc_TypeError, "ASGI header names and values must be bytes, got %R", pair);
+      return -1;
+    }
+    out[i].name = PyBytes_AS_STRING(name);
+    out[i].name_len = (size_t)PyBytes_GET_SIZE(name);
+    out[i].value = PyBytes_AS_STRING(value);
+    out[i].value_len = (size_t)PyBytes_GET_SIZE(value);
+  }
+  *n = (size_t)count;
+  return 0;
+}
+
+static PyObject *send_start(RequestObject *r, PyObject *message) {
+  if (r->started)
+    return runtime_error(r, "Expected ASGI message 'http.response.body', but got %R",
+                         S.response_start);
+  PyObject *status_obj = PyDict_GetItemWithError(message, S.status);
+  if (!status_obj)
+    return PyErr_Occurred() ? NULL
+                            : PyErr_Format(PyExc_KeyError, "http.response.start needs 'status'");
+  int overflow;
+  long status = PyLong_Check(status_obj) ? PyLong_AsLongAndOverflow(status_obj, &overflow) : -1;
+  if (status == -1 && PyErr_Occurred())
+    return NULL;
+  PyObject *headers = PyDict_GetItemWithError(message, S.headers);
+  if (!headers && PyErr_Occurred())
+    return NULL;
+  PyObject *keep = PyList_New(0);
+  if (!keep)
+    return NULL;
+  http_header hdrs[MAX_RESPONSE_HEADERS];
+  size_t n = 0;
+  if (headers && convert_headers(headers, hdrs, &n, keep) != 0) {
+    Py_DECREF(keep);
+    return NULL;
+  }
+  int rc = status < 100 || status > 999 ? HTTP_EINVAL_STATUS
+                                         : http_response_start(r->req, (int)status, hdrs, n);
+  Py_DECREF(keep);
+  if (rc != 0) {
+    server_log(r->server, LOG_ERROR, "Invalid response from ASGI application: %s (status %ld)",
+               http_strerror(rc), status);
+    finish_with_500(r);
+    return PyErr_Format(PyExc_RuntimeError, "invalid http.response.start: %s", http_strerror(rc));
+  }
+  r->started = 1;
+  r->status = (int)status;
+  return ready_new(Py_None);
+}
+
+/* Handles the result of a body write: done, wait for drain, or error. */
+static PyObject *after_write(RequestObject *r, int rc, int more) {
+  server_schedule_pump(r->server);
+  if (!more) {
+    r->complete = 1;
+  }
+  if (rc == HTTP_ECLOSED || (rc < 0 && r->disconnected)) {
+    PyErr_SetString(ClientDisconnected, "client disconnected");
+    return NULL;
+  }
+  if (rc < 0)
+    return PyErr_Format(PyExc_RuntimeError, "response body: %s", http_strerror(rc));
+  if (rc == 1 && more && r->req) {
+    PyObject *fut = PyObject_CallNoArgs(r->server->create_future);
+    if (!fut)
+      return NULL;
+    Py_XSETREF(r->send_waiter, Py_NewRef(fut));
+    return fut;
+  }
+  return ready_new(Py_None);
+}
+
+static int get_more_body(PyObject *message, int *more) {
+  PyObject *v = PyDict_GetItemWithError(message, S.more_body);
+  if (!v)
+    return PyErr_Occurred() ? -1 : (*more = 0, 0);
+  int t = PyObject_IsTrue(v);
+  if (t < 0)
+    return -1;
+  *more = t;
+  return 0;
+}
+
+static PyObject *send_body(RequestObject *r, PyObject *message) {
+  int more;
+  if (get_more_body(message, &more) != 0)
+    return NULL;
+  PyObject *body = PyDict_GetItemWithError(message, S.body);
+  if (!body && PyErr_Occurred())
+    return NULL;
+  Py_buffer view = {0};
+  if (body && PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) != 0)
+    return NULL;
+  if (!more)
+    access_log_add(r->server, r);
+  int rc = http_response_write(r->req, view.buf, (size_t)view.len, more);
+  if (body)
+    PyBuffer_Release(&view);
+  return after_write(r, rc, more);
+}
+
+static PyObject *send_pathsend(RequestObject *r, PyObject *message) {
+  PyObject *path = PyDict_GetItemWithError(message, S.path);
+  if (!path)
+    return PyErr_Occurred() ? NULL
+                            : PyErr_Format(PyExc_KeyError, "http.response.pathsend needs 'path'");
+  PyObject *fs = NULL;
+  if (!PyUnicode_FSConverter(path, &fs))
+    return NULL;
+  int fd = open(PyBytes_AS_STRING(fs), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    Py_DECREF(fs);
+    return NULL;
+  }
+  Py_DECREF(fs);
+  access_log_add(r->server, r);
+  int rc = http_response_sendfile(r->req, fd, 0, -1, false);
+  return after_write(r, rc, 0);
+}
+
+static PyObject *send_zerocopy(RequestObject *r, PyObject *message) {
+  int more;
+  if (get_more_body(message, &more) != 0)
+    return NULL;
+  PyObject *file = PyDict_GetItemWithError(message, S.file);
+  if (!file)
+    return PyErr_Occurred() ? NULL
+                            : PyErr_Format(PyExc_KeyError, "zerocopysend needs 'file'");
+  int fd = PyObject_AsFileDescriptor(file);
+  if (fd < 0)
+    return NULL;
+  long long offset = -1, count = -1;
+  PyObject *v = PyDict_GetItemWithError(message, S.offset);
+  if (v && v != Py_None && (offset = PyLong_AsLongLong(v)) == -1 && PyErr_Occurred())
+    return NULL;
+  v = PyDict_GetItemWithError(message, S.count);
+  if (v && v != Py_None && (count = PyLong_AsLongLong(v)) == -1 && PyErr_Occurred())
+    return NULL;
+  if (offset < 0) /* the file's current position, as the extension specifies */
+    offset = lseek(fd, 0, SEEK_CUR) < 0 ? 0 : lseek(fd, 0, SEEK_CUR);
+  int dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (dupfd < 0)
+    return PyErr_SetFromErrno(PyExc_OSError);
+  if (!more)
+    access_log_add(r->server, r);
+  int rc = http_response_sendfile(r->req, dupfd, offset, count, more);
+  return after_write(r, rc, more);
+}
+
+static PyObject *request_send(RequestObject *r, PyObject *message) {
+  if (!PyDict_Check(message))
+    return PyErr_Format(PyExc_TypeError, "ASGI messages must be dicts, got %R", message);
+  PyObject *type = PyDict_GetItemWithError(message, S.type);
+  if (!type)
+    return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_KeyError, "ASGI message has no 'type'");
+  if (r->disconnected) {
+    PyErr_SetString(ClientDisconnected, "client disconnected");
+    return NULL;
+  }
+  if (r->complete || !r->req)
+    return runtime_error(r, "Unexpected ASGI message %R sent, after response already completed.",
+                         type);
+  int is_start = PyUnicode_Check(type) && PyUnicode_Compare(type, S.response_start) == 0;
+  if (is_start)
+    return send_start(r, message);
+  if (!r->started)
+    return runtime_error(r, "Expected ASGI message 'http.response.start', but got %R.", type);
+  if (PyUnicode_Check(type) && PyUnicode_Compare(type, S.response_body) == 0)
+    return send_body(r, message);
+  if (PyUnicode_Check(type) && PyUnicode_Compare(type, S.response_pathsend) == 0)
+    return send_pathsend(r, message);
+  if (PyUnicode_Check(type) && PyUnicode_Compare(type, S.response_zerocopysend) == 0)
+    return send_zerocopy(r, message);
+  if (PyErr_Occurred())
+    return NULL;
+  return runtime_error(r, "Unexpected ASGI message %R sent.", type);
+}
+
+static void request_dealloc(RequestObject *r) {
+  Py_XDECREF(r->chunks);
+  Py_XDECREF(r->receive_waiter);
+  Py_XDECREF(r->send_waiter);
+  Py_XDECREF(r->server);
+  PyObject_Free(r);
+}
+
+static PyMethodDef request_methods[] = {
+    {"receive", (PyCFunction)request_receive, METH_NOARGS,
+     "receive($self, /)\n--\n\nThe next ASGI event: http.request or http.disconnect."},
+    {"send", (PyCFunction)request_send, METH_O,
+     "send($self, message, /)\n--\n\nSend an ASGI http.response.* message."},
+    {"_done", (PyCFunction)request_done, METH_O,
+     "_done($self, task, /)\n--\n\nThe application's task finished."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RequestType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_appbin.Request",
+    .tp_basicsize = sizeof(RequestObject),
+    .tp_dealloc = (destructor)request_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_methods = request_methods,
+    .tp_doc = PyDoc_STR("One HTTP request in flight: the ASGI receive/send pair."),
+};
+
+/* ---- the libuv <-> asyncio pump ------------------------------------------------- */
+
+static void server_schedule_pump(ServerObject *s) {
+  if (s->pump_scheduled || s->closed)
+    return;
+  PyObject *h = PyObject_CallOneArg(s->call_soon, s->pump);
+  if (!h) {
+    PyErr_WriteUnraisable((PyObject *)s);
+    return;
+  }
+  Py_DECREF(h);
+  s->pump_scheduled = 1;
+}
+
+/* Arms an asyncio timer for libuv's next timeout, unless one already fires
+ * early enough. */
+static int server_arm_timer(ServerObject *s) {
+  int timeout = uv_backend_timeout(&s->uv);
+  if (timeout < 0)
+    return 0;
+  if (timeout == 0) {
+    server_schedule_pump(s);
+    return 0;
+  }
+  PyObject *now_obj = PyObject_CallNoArgs(s->loop_time);
+  if (!now_obj)
+    return -1;
+  double now = PyFloat_AsDouble(now_obj);
+  Py_DECREF(now_obj);
+  double when = now + timeout / 1000.0;
+  if (s->timer && s->timer_when <= when + 0.001 && s->timer_when >= now)
+    return 0;
+  if (s->timer) {
+    PyObject *r = PyObject_CallMethodNoArgs(s->timer, S.cancel);
+    Py_XDECREF(r);
+    Py_CLEAR(s->timer);
+  }
+  PyObject *delay = PyFloat_FromDouble(timeout / 1000.0);
+  if (!delay)
+    return -1;
+  s->timer = PyObject_CallFunctionObjArgs(s->call_later, delay, s->pump, NULL);
+  Py_DECREF(delay);
+  if (!s->timer)
+    return -1;
+  s->timer_when = when;
+  return 0;
+}
+
+static PyObject *server_pump(ServerObject *s, PyObject *noargs) {
+  (void)noargs;
+  s->pump_scheduled = 0;
+  if (s->closed)
+    Py_RETURN_NONE;
+  uv_run(&s->uv, UV_RUN_NOWAIT);
+  access_log_flush(s);
+  if (PyErr_Occurred())
+    log_current_exception(s, "error in the HTTP server");
+  if (server_arm_timer(s) != 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+/* ---- Server type ------------------------------------------------------------------- */
+
+static int dict_int(PyObject *opts, const char *key, long dflt, long *out) {
+  PyObject *v = PyDict_GetItemString(opts, key);
+  if (!v) {
+    *out = dflt;
+    return 0;
+  }
+  *out = PyLong_AsLong(v);
+  return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int dict_double(PyObject *opts, const char *key, double dflt, double *out) {
+  PyObject *v = PyDict_GetItemString(opts, key);
+  if (!v) {
+    *out = dflt;
+    return 0;
+  }
+  *out = PyFloat_AsDouble(v);
+  return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int parse_trusted(ServerObject *s, const char *ips) {
+  for (const char *p = ips; *p;) {
+    size_t n = strcspn(p, ",");
+    const char *h = p;
+    size_t hn = n;
+    trim(&h, &hn);
+    if (hn == 1 && *h == '*') {
+      s->trust_all_proxies = 1;
+    } else if (hn) {
+      char **t = PyMem_Realloc(s->trusted, (s->ntrusted + 1) * sizeof(*t));
+      if (!t)
+        return -1;
+      s->trusted = t;
+      if (!(t[s->ntrusted] = PyMem_Malloc(hn + 1)))
+        return -1;
+      memcpy(t[s->ntrusted], h, hn);
+      t[s->ntrusted++][hn] = '\0';
+    }
+    p += n + (p[n] == ',');
+  }
+  return 0;
+}
+
+/* --header "Name: value" entries into http_header structs. */
+static int parse_default_headers(ServerObject *s, PyObject *list) {
+  if (!list)
+    return 0;
+  PyObject *seq = PySequence_Fast(list, "headers must be a list");
+  if (!seq)
+    return -1;
+  s->default_header_refs = seq;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  s->default_headers = PyMem_Calloc((size_t)n + 1, sizeof(http_header));
+  if (!s->default_headers)
+    return -1;
+  for (Py_ssize_t i = 0; i < n; i++) {
+    PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+    Py_ssize_t len;
+    const char *h = PyUnicode_AsUTF8AndSize(item, &len);
+    if (!h)
+      return -1;
+    const char *colon = memchr(h, ':', (size_t)len);
+    if (!colon) {
+      PyErr_Format(PyExc_ValueError, "--header %R is not NAME:VALUE", item);
+      return -1;
+    }
+    const char *v = colon + 1;
+    size_t vn = (size_t)(h + len - v);
+    trim(&v, &vn);
+    s->default_headers[i] = (http_header){h, (size_t)(colon - h), v, vn};
+  }
+  s->n_default_headers = (size_t)n;
+  return 0;
+}
+
+static const http_callbacks server_callbacks = {
+    .on_request = on_request,
+    .on_body = on_body,
+    .on_body_end = on_body_end,
+    .on_disconnect = on_disconnect,
+    .on_drain = on_drain,
+    .on_request_done = on_request_done,
+    .on_max_requests = on_max_requests,
+    .on_log = on_log,
+};
+
+static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"app", "loop", "options", "state", NULL};
+  PyObject *app, *loop, *opts, *state = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!|O:Server", kwlist, &app, &loop,
+                                   &PyDict_Type, &opts, &state))
+    return -1;
+  if (s->http || s->uv_ready) {
+    PyErr_SetString(PyExc_RuntimeError, "Server.__init__ called twice");
+    return -1;
+  }
+  if (strings_init() != 0)
+    return -1;
+  s->app = Py_NewRef(app);
+  s->loop = Py_NewRef(loop);
+  s->state = state == Py_None ? NULL : Py_NewRef(state);
+  if (!(s->runtime = PyImport_ImportModule("_appbin_runtime")) ||
+      !(s->create_future = PyObject_GetAttr(loop, S.create_future)) ||
+      !(s->create_task = PyObject_GetAttr(loop, S.create_task)) ||
+      !(s->call_soon = PyObject_GetAttr(loop, S.call_soon)) ||
+      !(s->call_later = PyObject_GetAttr(loop, S.call_later)) ||
+      !(s->loop_time = PyObject_GetAttr(loop, S.time)) ||
+      !(s->pump = PyObject_GetAttrString((PyObject *)s, "_pump")))
+    return -1;
+
+  PyObject *root = PyDict_GetItemString(opts, "root_path");
+  s->root_path = root ? Py_NewRef(root) : PyUnicode_FromString("");
+  if (!s->root_path || !PyUnicode_Check(s->root_path) ||
+      !(s->root_path_bytes = PyUnicode_AsUTF8String(s->root_path)))
+    return -1;
+
+  long log_level, access_log, proxy_headers, max_head, concurrency, max_requests, backlog,
+      server_header, date_header;
+  double keep_alive, header_timeout;
+  if (dict_int(opts, "log_level", LOG_INFO, &log_level) ||
+      dict_int(opts, "access_log", 1, &access_log) ||
+      dict_int(opts, "proxy_headers", 1, &proxy_headers) ||
+      dict_int(opts, "h11_max_incomplete_event_size", 16384, &max_head) ||
+      dict_int(opts, "limit_concurrency", 0, &concurrency) ||
+      dict_int(opts, "limit_max_requests", 0, &max_requests) ||
+      dict_int(opts, "backlog", 2048, &backlog) ||
+      dict_int(opts, "server_header", 1, &server_header) ||
+      dict_int(opts, "date_header", 1, &date_header) ||
+      dict_double(opts, "timeout_keep_alive", 5, &keep_alive) ||
+      dict_double(opts, "timeout_request_header", 10, &header_timeout))
+    return -1;
+  s->log_level = (int)log_level;
+  s->access_log = (int)access_log;
+  s->proxy_headers = (int)proxy_headers;
+  PyObject *allow = PyDict_GetItemString(opts, "forwarded_allow_ips");
+  const char *allow_s = allow ? PyUnicode_AsUTF8(allow) : "127.0.0.1";
+  if (!allow_s || parse_trusted(s, allow_s) != 0 ||
+      parse_default_headers(s, PyDict_GetItemString(opts, "headers")) != 0)
+    return -1;
+  s->access_cap = ACCESS_LOG_FLUSH;
+  if (!(s->access_buf = PyMem_Malloc(s->access_cap)))
+    return -1;
+
+  if (uv_loop_init(&s->uv) != 0) {
+    PyErr_SetString(PyExc_OSError, "cannot create the libuv loop");
+    return -1;
+  }
+  s->uv_ready = 1;
+  http_config cfg;
+  http_config_init(&cfg);
+  cfg.max_head_size = (size_t)max_head;
+  cfg.keep_alive_timeout_ms = (uint64_t)(keep_alive * 1000);
+  cfg.header_timeout_ms = (uint64_t)(header_timeout * 1000);
+  cfg.server_header = server_header != 0;
+  cfg.date_header = date_header != 0;
+  cfg.limit_concurrency = (size_t)concurrency;
+  cfg.limit_max_requests = (uint64_t)max_requests;
+  cfg.backlog = (int)backlog;
+  cfg.default_headers = s->default_headers;
+  cfg.n_default_headers = s->n_default_headers;
+  s->http = http_server_new(&s->uv, &cfg, &server_callbacks, s);
+  if (!s->http) {
+    PyErr_SetString(PyExc_ValueError, "invalid HTTP server configuration");
+    return -1;
+  }
+  return 0;
+}
+
+static PyObject *listen_error(int rc, const char *where) {
+  int err = -rc;
+  return PyErr_Format(PyExc_OSError, "cannot listen on %s: %s", where,
+                      rc < -20000 ? http_strerror(rc) : uv_strerror(rc) + (err ? 0 : 0));
+}
+
+static PyObject *server_listen_tcp(ServerObject *s, PyObject *args) {
+  const char *host;
+  int port, reuse_port = 0;
+  if (!PyArg_ParseTuple(args, "si|p:listen_tcp", &host, &port, &reuse_port))
+    return NULL;
+  int rc = http_server_listen_tcp(s->http, host, port, reuse_port);
+  if (rc != 0) {
+    char where[300];
+    snprintf(where, sizeof(where), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    return listen_error(rc, where);
+  }
+  return PyLong_FromLong(http_server_port(s->http));
+}
+
+static PyObject *server_listen_unix(ServerObject *s, PyObject *arg) {
+  const char *path = PyUnicode_AsUTF8(arg);
+  if (!path)
+    return NULL;
+  int rc = http_server_listen_unix(s->http, path);
+  return rc ? listen_error(rc, path) : Py_NewRef(Py_None);
+}
+
+static PyObject *server_listen_fd(ServerObject *s, PyObject *arg) {
+  int fd = PyLong_AsLong(arg);
+  if (fd == -1 && PyErr_Occurred())
+    return NULL;
+  int rc = http_server_listen_fd(s->http, fd);
+  if (rc) {
+    char where[32];
+    snprintf(where, sizeof(where), "fd %d", fd);
+    return listen_error(rc, where);
+  }
+  return Py_NewRef(Py_None);
+}
+
+static PyObject *server_start(ServerObject *s, PyObject *noargs) {
+  (void)noargs;
+  PyObject *fd = PyLong_FromLong(uv_backend_fd(&s->uv));
+  if (!fd)
+    return NULL;
+  PyObject *r = PyObject_CallMethodObjArgs(s->loop, S.add_reader, fd, s->pump, NULL);
+  Py_DECREF(fd);
+  if (!r)
+    return NULL;
+  Py_DECREF(r);
+  s->reader_added = 1;
+  server_schedule_pump(s);
+  Py_RETURN_NONE;
+}
+
+static void server_on_closed(http_server *srv) {
+  ServerObject *s = http_server_user(srv);
+  if (s->closed_future)
+    resolve(&s->closed_future, Py_None, NULL, NULL);
+}
+
+static PyObject *server_shutdown(ServerObject *s, PyObject *noargs) {
+  (void)noargs;
+  PyObject *fut = PyObject_CallNoArgs(s->create_future);
+  if (!fut)
+    return NULL;
+  Py_XSETREF(s->closed_future, Py_NewRef(fut));
+  http_server_shutdown(s->http, server_on_closed);
+  server_schedule_pump(s);
+  return fut;
+}
+
+static PyObject *server_abort(ServerObject *s, PyObject *noargs) {
+  (void)noargs;
+  http_server_abort(s->http);
+  server_schedule_pump(s);
+  Py_RETURN_NONE;
+}
+
+static void server_release(ServerObject *s) {
+  if (s->reader_added && s->loop) {
+    PyObject *fd = PyLong_FromLong(uv_backend_fd(&s->uv));
+    PyObject *r = fd ? PyObject_CallMethodOneArg(s->loop, S.remove_reader, fd) : NULL;
+    if (!r)
+      PyErr_Clear();
+    Py_XDECREF(r);
+    Py_XDECREF(fd);
+    s->reader_added = 0;
+  }
+  if (s->timer) {
+    PyObject *r = PyObject_CallMethodNoArgs(s->timer, S.cancel);
+    if (!r)
+      PyErr_Clear();
+    Py_XDECREF(r);
+    Py_CLEAR(s->timer);
+  }
+  s->closed = 1;
+}
+
+/* Stops everything and frees the libuv loop; the server is unusable after. */
+static PyObject *server_close(ServerObject *s, PyObject *noargs) {
+  (void)noargs;
+  if (s->closed)
+    Py_RETURN_NONE;
+  server_release(s);
+  if (s->http) {
+    http_server_abort(s->http);
+    /* Run the loop until every handle's close callback ran. */
+    for (int i = 0; i < 1000 && uv_run(&s->uv, UV_RUN_NOWAIT) != 0; i++)
+      ;
+    http_server_free(s->http);
+    s->http = NULL;
+  }
+  access_log_flush(s);
+  if (s->uv_ready && uv_loop_close(&s->uv) == 0)
+    s->uv_ready = 0;
+  Py_RETURN_NONE;
+}
+
+static PyObject *server_stats(ServerObject *s, PyObject *noargs) {
+  (void)noargs;
+  if (!s->http)
+    return PyDict_New();
+  return Py_BuildValue("{sksksK}", "connections", (unsigned long)http_server_connections(s->http),
+                       "active_requests", (unsigned long)http_server_active_requests(s->http),
+                       "total_requests",
+                       (unsigned long long)http_server_total_requests(s->http));
+}
+
+static int server_traverse(ServerObject *s, visitproc visit, void *arg) {
+  Py_VISIT(s->app);
+  Py_VISIT(s->loop);
+  Py_VISIT(s->state);
+  Py_VISIT(s->pump);
+  Py_VISIT(s->timer);
+  Py_VISIT(s->closed_future);
+  Py_VISIT(s->on_max_requests);
+  Py_VISIT(s->create_future);
+  Py_VISIT(s->create_task);
+  Py_VISIT(s->call_soon);
+  Py_VISIT(s->call_later);
+  Py_VISIT(s->loop_time);
+  return 0;
+}
+
+static int server_clear(ServerObject *s) {
+  Py_CLEAR(s->app);
+  Py_CLEAR(s->state);
+  Py_CLEAR(s->pump);
+  Py_CLEAR(s->timer);
+  Py_CLEAR(s->closed_future);
+  Py_CLEAR(s->on_max_requests);
+  Py_CLEAR(s->create_future);
+  Py_CLEAR(s->create_task);
+  Py_CLEAR(s->call_soon);
+  Py_CLEAR(s->call_later);
+  Py_CLEAR(s->loop_time);
+  Py_CLEAR(s->loop);
+  return 0;
+}
+
+static void server_dealloc(ServerObject *s) {
+  PyObject_GC_UnTrack(s);
+  if (s->http && !s->closed) {
+    PyObject *r = server_close(s, NULL);
+    Py_XDECREF(r);
+  }
+  server_clear(s);
+  Py_XDECREF(s->runtime);
+  Py_XDECREF(s->root_path);
+  Py_XDECREF(s->root_path_bytes);
+  Py_XDECREF(s->default_header_refs);
+  PyMem_Free(s->default_headers);
+  for (size_t i = 0; i < s->ntrusted; i++)
+    PyMem_Free(s->trusted[i]);
+  PyMem_Free(s->trusted);
+  PyMem_Free(s->access_buf);
+  Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static PyObject *server_get_port(ServerObject *s, void *closure) {
+  (void)closure;
+  return PyLong_FromLong(s->http ? http_server_port(s->http) : -1);
+}
+
+static PyObject *server_get_on_max(ServerObject *s, void *closure) {
+  (void)closure;
+  return Py_NewRef(s->on_max_requests ? s->on_max_requests : Py_None);
+}
+
+static int server_set_on_max(ServerObject *s, PyObject *v, void *closure) {
+  (void)closure;
+  Py_XSETREF(s->on_max_requests, Py_XNewRef(v));
+  return 0;
+}
+
+static PyMethodDef server_methods[] = {
+    {"listen_tcp", (PyCFunction)server_listen_tcp, METH_VARARGS,
+     "listen_tcp($self, host, port, reuse_port=False, /)\n--\n\nBind and listen; returns the "
+     "port."},
+    {"listen_unix", (PyCFunction)server_listen_unix, METH_O,
+     "listen_unix($self, path, /)\n--\n\nListen on a Unix domain socket."},
+    {"listen_fd", (PyCFunction)server_listen_fd, METH_O,
+     "listen_fd($self, fd, /)\n--\n\nServe on an inherited listening socket."},
+    {"start", (PyCFunction)server_start, METH_NOARGS,
+     "start($self, /)\n--\n\nAttach to the asyncio loop and start accepting."},
+    {"shutdown", (PyCFunction)server_shutdown, METH_NOARGS,
+     "shutdown($self, /)\n--\n\nStop accepting; a future done when all connections closed."},
+    {"abort", (PyCFunction)server_abort, METH_NOARGS,
+     "abort($self, /)\n--\n\nClose every connection now."},
+    {"close", (PyCFunction)server_close, METH_NOARGS,
+     "close($self, /)\n--\n\nDetach from the loop and free the server."},
+    {"stats", (PyCFunction)server_stats, METH_NOARGS,
+     "stats($self, /)\n--\n\nConnection and request counters."},
+    {"_pump", (PyCFunction)server_pump, METH_NOARGS,
+     "_pump($self, /)\n--\n\nRun libuv once without blocking."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef server_getset[] = {
+    {"port", (getter)server_get_port, NULL, "The bound TCP port, or -1.", NULL},
+    {"on_max_requests", (getter)server_get_on_max, (setter)server_set_on_max,
+     "Called when --limit-max-requests is reached.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ServerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_appbin.Server",
+    .tp_basicsize = sizeof(ServerObject),
+    .tp_dealloc = (destructor)server_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)server_traverse,
+    .tp_clear = (inquiry)server_clear,
+    .tp_methods = server_methods,
+    .tp_getset = server_getset,
+    .tp_init = (initproc)server_init,
+    .tp_new = PyType_GenericNew,
+    .tp_doc = PyDoc_STR("Server(app, loop, options, state=None)\n--\n\n"
+                        "The HTTP/1.1 server (libuv + llhttp) serving an ASGI app."),
+};
+
+int asgi_add_types(PyObject *module) {
+  if (PyType_Ready(&ReadyType) < 0 || PyType_Ready(&RequestType) < 0 ||
+      PyType_Ready(&ServerType) < 0)
+    return -1;
+  if (!ClientDisconnected) {
+    ClientDisconnected = PyErr_NewExceptionWithDoc(
+        "_appbin.ClientDisconnected",
+        "send() was called after the client closed the connection (ASGI spec 2.4).",
+        PyExc_OSError, NULL);
+    if (!ClientDisconnected)
+      return -1;
+  }
+  if (PyModule_AddObjectRef(module, "Server", (PyObject *)&ServerType) < 0 ||
+      PyModule_AddObjectRef(module, "ClientDisconnected", ClientDisconnected) < 0)
+    return -1;
+  return 0;
+}

@@ -1,0 +1,84 @@
+"""Command line of appbin-pack."""
+
+import argparse
+import sys
+
+from . import VERSION, PackError, UsageError
+from .archive import COMPRESSION
+from .inputs import parse_app, parse_default
+from .pack import Options, pack
+from .summary import format_summary
+
+_DESCRIPTION = """\
+Packs a Python 3.11 venv, the stdlib of this machine's python3.11 and the
+appbin host into one executable: app.bin = host + zip archive + trailer."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit status 2."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")
+
+
+def build_parser():
+    """The argument parser of appbin-pack."""
+    parser = _Parser(prog="appbin-pack", description=_DESCRIPTION)
+    parser.add_argument("--venv", required=True, metavar="DIR",
+                        help="the venv to pack (python3.11 -m venv, poetry bundle venv, ...)")
+    parser.add_argument("--app", required=True, metavar="MODULE:ATTR",
+                        help="the ASGI application, e.g. my_package.web:app")
+    parser.add_argument("--factory", action="store_true",
+                        help="ATTR is a factory to call for the application")
+    parser.add_argument("-o", "--output", required=True, metavar="APP.BIN",
+                        help="the executable to write")
+    parser.add_argument("--host", required=True, metavar="PATH",
+                        help="the bare appbin host executable")
+    parser.add_argument("--sources", choices=("keep", "drop"), default="keep",
+                        help="keep .py sources beside the .pyc (default) or drop them")
+    parser.add_argument("--compression", choices=tuple(COMPRESSION), default="stored",
+                        help="zip compression (default: stored, read straight from memory)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                        help="leave out members whose archive path (e.g. site-packages/pkg/"
+                             "tests) or a parent directory of it matches GLOB; repeatable")
+    parser.add_argument("--default", action="append", default=[], metavar="OPTION=VALUE",
+                        dest="defaults", help="a server option default for app.bin; repeatable")
+    parser.add_argument("--no-bundle-libs", action="store_false", dest="bundle_libs",
+                        help="do not copy the system libraries extension modules need")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print no size summary")
+    parser.add_argument("--version", action="version", version=f"appbin-pack {VERSION}")
+    return parser
+
+
+def parse_options(argv):
+    """Parses and checks the command line; returns (Options, quiet)."""
+    args = build_parser().parse_args(argv)
+    parse_app(args.app)
+    options = Options(
+        venv=args.venv, app=args.app, output=args.output, host=args.host,
+        factory=args.factory, keep_sources=args.sources == "keep",
+        compression=COMPRESSION[args.compression], excludes=tuple(args.exclude),
+        defaults=tuple(parse_default(d) for d in args.defaults), bundle_libs=args.bundle_libs)
+    return options, args.quiet
+
+
+def _warn(message):
+    print(f"appbin-pack: warning: {message}", file=sys.stderr)
+
+
+def main(argv=None):
+    """Runs appbin-pack; returns the exit status."""
+    try:
+        options, quiet = parse_options(argv)
+        result = pack(options, warn=_warn)
+    except PackError as e:
+        print(f"appbin-pack: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:
+        print(f"appbin-pack: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if not quiet:
+        print(format_summary(options.output, result))
+    return 0

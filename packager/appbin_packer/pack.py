@@ -1,0 +1,139 @@
+"""Packing: from checked inputs to the members of the archive, then app.bin."""
+
+import dataclasses
+import importlib.machinery
+import os
+import platform
+import sysconfig
+from pathlib import Path
+
+from . import VERSION
+from .archive import LIBS_PREFIX, MANIFEST_MEMBER, Member, manifest_bytes, write_app
+from .collect import (SITE_PREFIX, excluded, is_shared_object, site_packages_files,
+                      stdlib_files)
+from .elfdeps import DependencyResolver
+from .inputs import (check_app_module, check_extension_abis, check_host, check_output,
+                     find_site_packages)
+from .pyc import compile_unchecked_pyc
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What to pack, as given on the command line."""
+
+    venv: str
+    app: str              # "module:attr", already checked
+    output: str
+    host: str
+    factory: bool = False
+    keep_sources: bool = True
+    compression: int = 0  # a zipfile.ZIP_* constant
+    excludes: tuple = ()
+    defaults: tuple = ()  # (option, value) pairs
+    bundle_libs: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class PackResult:
+    """What was packed, for the summary."""
+
+    written: object   # archive.WrittenApp
+    owners: dict      # member -> distribution label
+    dropped: list     # distributions left out
+
+
+def pack(options, warn):
+    """Packs according to `options`; `warn(message)` reports non-fatal problems."""
+    check_output(options.output)
+    check_host(options.host)
+    site_dir = find_site_packages(options.venv)
+    site = site_packages_files(site_dir)
+    for message in site.warnings:
+        warn(message)
+    stdlib = stdlib_files(sysconfig.get_path("stdlib"), sysconfig.get_config_var("DESTSHARED"))
+    files = [f for f in stdlib + site.files if not excluded(f.member, options.excludes)]
+    site_members = [f.member for f in files if f.member.startswith(SITE_PREFIX)]
+    check_extension_abis(site_members)
+    check_app_module(options.app.partition(":")[0], site_members)
+
+    members, owners = _file_members(files, site.owners, options.keep_sources, warn)
+    lib_members, preloads = _library_members(files, site_dir, options.bundle_libs, warn)
+    members += lib_members
+    members.append(Member(MANIFEST_MEMBER, data=manifest_bytes(_manifest(options, preloads))))
+    written = write_app(options.output, options.host, members, options.compression)
+    return PackResult(written, owners, site.dropped)
+
+
+def _file_members(files, owners, keep_sources, warn):
+    """Members for the collected files: .py compiled to a .pyc beside it."""
+    members, owners = [], dict(owners)
+    for f in files:
+        if not f.member.endswith(".py"):
+            members.append(Member(f.member, path=f.path, executable=is_shared_object(f.member)))
+            continue
+        source = f.path.read_bytes()
+        try:
+            pyc = compile_unchecked_pyc(source, f.member)
+        except (SyntaxError, ValueError) as e:
+            warn(f"{f.member} does not compile ({type(e).__name__}: {e}); packed without a .pyc")
+            members.append(Member(f.member, data=source))
+            continue
+        pyc_member = f.member[:-3] + ".pyc"
+        members.append(Member(pyc_member, data=pyc))
+        if f.member in owners:
+            owners[pyc_member] = owners[f.member]
+        if keep_sources:
+            members.append(Member(f.member, data=source))
+    return members, owners
+
+
+def _is_extension_module(member):
+    """Whether a member may be a Python extension module (not a `<pkg>.libs` library)."""
+    directories = member.split("/")[:-1]
+    return (member.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+            and not any(d.endswith(".libs") for d in directories))
+
+
+def _library_members(files, site_dir, bundle, warn):
+    """Bundled system libraries and the manifest's preload entries.
+
+    Returns (members for appbin/libs/, {"preload.<extension>": "<lib> ..."}).
+    """
+    packed = {f.path: f.member for f in files}
+    resolver = DependencyResolver(follow=(lambda path: True) if bundle
+                                  else (lambda path: path in packed))
+    bundled, preloads = {}, {}
+    for f in files:
+        if not _is_extension_module(f.member):
+            continue
+        needed = []
+        for lib in resolver.resolve_closure(f.path):
+            if lib in packed:
+                needed.append(packed[lib])
+            elif lib.is_relative_to(site_dir):
+                warn(f"{f.member} needs {lib.relative_to(site_dir)}, which is excluded")
+            elif bundle:
+                member = LIBS_PREFIX + resolver.library_name(lib)
+                bundled.setdefault(member, lib)
+                needed.append(member)
+        if needed:
+            preloads[f"preload.{f.member}"] = " ".join(needed)
+    for name, needer in sorted(resolver.missing.items()):
+        warn(f"{name} (needed by {needer}) not found; it must exist where app.bin runs")
+    members = [Member(name, path=Path(os.path.realpath(path)), executable=True)
+               for name, path in sorted(bundled.items())]
+    return members, preloads
+
+
+def _manifest(options, preloads):
+    """The manifest's entries (see host/payload.h)."""
+    entries = {
+        "format": "1",
+        "appbin_version": VERSION,
+        "python_version": platform.python_version(),
+        "app": options.app,
+        "factory": "1" if options.factory else "0",
+    }
+    entries.update((f"default.{option}", value) for option, value in options.defaults)
+    entries.update(preloads)
+    return entries

@@ -1,0 +1,657 @@
+"""Tests of appbin-pack: errors, archive layout, manifest, trailer, reproducibility.
+
+Most tests pack with a stand-in host (a script answering --version like the
+real one): the packager only copies the host's bytes, so the payload can be
+checked before the host exists. Tests needing the real host use the
+appbin_host fixture, which skips while build/appbin-host is not built.
+"""
+
+import hashlib
+import importlib.util
+import io
+import marshal
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+import traceback
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = "/usr/bin/python3.11"
+sys.path.insert(0, str(ROOT / "packager"))
+from appbin_packer import VERSION  # noqa: E402
+from appbin_packer.archive import parse_trailer  # noqa: E402
+from appbin_packer.elfdeps import is_glibc, read_dynamic  # noqa: E402
+
+EXT = ".cpython-311-x86_64-linux-gnu.so"
+DYNLOAD = "stdlib/lib-dynload/"
+
+
+# --- helpers ---------------------------------------------------------------------
+
+class Payload:
+    """An app.bin split into host, zip archive and trailer."""
+
+    def __init__(self, path):
+        self.data = Path(path).read_bytes()
+        magic, self.version, self.flags, self.offset, self.size, self.sha256 = \
+            parse_trailer(self.data)
+        assert magic == b"APPBIN\0\1"
+        self.archive_bytes = self.data[self.offset:self.offset + self.size]
+        self.zip = zipfile.ZipFile(io.BytesIO(self.archive_bytes))
+        self.names = self.zip.namelist()
+        self.files = {n for n in self.names if not n.endswith("/")}
+
+    def manifest(self):
+        """The manifest's key=value lines (comments left out), in file order."""
+        text = self.zip.read("appbin/manifest").decode()
+        return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+    def manifest_dict(self):
+        return dict(line.split("=", 1) for line in self.manifest())
+
+
+def write_stub_host(path, python_version, extra_lines=""):
+    """A script standing in for appbin-host: answers --version like it."""
+    path.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        echo "appbin {VERSION}"
+        echo "python {python_version}"
+        echo "payload: none"
+        {extra_lines}
+        """))
+    path.chmod(0o755)
+    return path
+
+
+def make_venv(root, files, version="3.11.2", python_dir="python3.11"):
+    """A minimal venv on disk: pyvenv.cfg and site-packages `files` (rel -> text)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyvenv.cfg").write_text(f"home = /usr/bin\nversion = {version}\n")
+    site = root / "lib" / python_dir / "site-packages"
+    site.mkdir(parents=True)
+    for rel, content in files.items():
+        path = site / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    return root
+
+
+def dist_info(name, version, requires=(), record=()):
+    """Files of a fake *.dist-info directory."""
+    base = f"{name}-{version}.dist-info/"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    metadata += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    files = {base + "METADATA": metadata, base + "WHEEL": "Wheel-Version: 1.0\n",
+             base + "INSTALLER": "pip\n"}
+    files[base + "RECORD"] = "".join(f"{r},,\n" for r in (*record, *files, base + "RECORD"))
+    return files
+
+
+@pytest.fixture(scope="session")
+def stub_host(tmp_path_factory, python_version):
+    return write_stub_host(tmp_path_factory.mktemp("host") / "appbin-host", python_version)
+
+
+@pytest.fixture(scope="session")
+def packed(tmp_path_factory, run_appbin_pack, stub_host, test_venv, test_app):
+    """The test venv packed with default options: (path, CompletedProcess)."""
+    output = tmp_path_factory.mktemp("default") / "app.bin"
+    result = run_appbin_pack("--venv", test_venv, "--app", test_app, "--host", stub_host,
+                             "-o", output)
+    assert result.returncode == 0, result.stderr
+    return output, result
+
+
+@pytest.fixture(scope="session")
+def payload(packed):
+    return Payload(packed[0])
+
+
+@pytest.fixture
+def pack(run_appbin_pack, stub_host, test_app, tmp_path):
+    """Packs `venv` with extra arguments; returns (CompletedProcess, output path).
+
+    The output goes to tmp_path/out/app.bin unless `output` is given.
+    """
+    def run(venv, *args, app=test_app, host=stub_host, output=None):
+        if output is None:
+            output = tmp_path / "out" / "app.bin"
+            output.parent.mkdir(exist_ok=True)
+        result = run_appbin_pack("--venv", venv, "--app", app, "--host", host, "-o", output,
+                                 *args)
+        return result, output
+    return run
+
+
+# --- errors ----------------------------------------------------------------------
+
+def assert_error(result, exit_code, *fragments):
+    """One "appbin-pack: error: ..." line naming every fragment, and `exit_code`."""
+    assert result.returncode == exit_code, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("appbin-pack: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def assert_nothing_written(directory):
+    assert list(directory.iterdir()) == [], list(directory.iterdir())
+
+
+FAKE_APP = {"fakeapp.py": "app = None\n"}
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--app", "no_colon"], "MODULE:ATTR"),
+    (["--app", "a:b:c"], "MODULE:ATTR"),
+    (["--app", "1mod:app"], "MODULE:ATTR"),
+    (["--app", "mod:"], "MODULE:ATTR"),
+    (["--default", "noequals"], "OPTION=VALUE"),
+    (["--default", "=value"], "OPTION=VALUE"),
+    (["--compression", "zstd"], "--compression"),
+    (["--sources", "maybe"], "--sources"),
+    (["--bogus"], "--bogus"),
+])
+def test_usage_errors_exit_2(tmp_path, run_appbin_pack, stub_host, args, fragment):
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    out = tmp_path / "out"
+    out.mkdir()
+    # A later --app or --default replaces or joins the valid ones given first.
+    result = run_appbin_pack("--venv", venv, "--app", "fakeapp:app", "--host", stub_host,
+                             "-o", out / "app.bin", *args)
+    assert_error(result, 2, fragment)
+    assert_nothing_written(out)
+
+
+def test_missing_required_arguments_exit_2(run_appbin_pack):
+    assert_error(run_appbin_pack("--app", "a:b"), 2, "--venv")
+
+
+def test_missing_venv(pack, tmp_path):
+    result, output = pack(tmp_path / "nowhere", app="fakeapp:app")
+    assert_error(result, 1, "nowhere", "does not exist")
+    assert_nothing_written(output.parent)
+
+
+def test_directory_without_pyvenv_cfg(pack, tmp_path):
+    (tmp_path / "plain").mkdir()
+    result, output = pack(tmp_path / "plain", app="fakeapp:app")
+    assert_error(result, 1, "not a venv", "pyvenv.cfg")
+    assert_nothing_written(output.parent)
+
+
+def test_venv_of_another_python(pack, tmp_path):
+    venv = make_venv(tmp_path / "venv", FAKE_APP, version="3.12.1", python_dir="python3.12")
+    result, output = pack(venv, app="fakeapp:app")
+    assert_error(result, 1, "Python 3.12", "3.11")
+    assert_nothing_written(output.parent)
+
+
+def test_extension_built_for_another_python(pack, tmp_path):
+    bad = "fastlib/_speedups.cpython-312-x86_64-linux-gnu.so"
+    venv = make_venv(tmp_path / "venv", {**FAKE_APP, bad: "not really ELF"})
+    result, output = pack(venv, app="fakeapp:app")
+    assert_error(result, 1, bad, "Python 3.12")
+    assert_nothing_written(output.parent)
+
+
+@pytest.mark.parametrize("app", ["missing_module:app", "fakeapp.sub:app"])
+def test_app_module_not_in_site_packages(pack, tmp_path, app):
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    result, output = pack(venv, app=app)
+    assert_error(result, 1, app.partition(":")[0], "not found")
+    assert_nothing_written(output.parent)
+
+
+def test_excluded_app_module_is_not_found(pack, tmp_path):
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    result, output = pack(venv, "--exclude", "site-packages/fakeapp.py", app="fakeapp:app")
+    assert_error(result, 1, "fakeapp", "not found")
+
+
+@pytest.mark.parametrize("where, fragment", [
+    ("missing-dir/app.bin", "does not exist"),
+    ("is-a-dir", "is a directory"),
+    ("/proc/appbin-test/app.bin", "cannot write"),
+    ("/proc/app.bin", "cannot write"),
+])
+def test_unwritable_output(pack, tmp_path, where, fragment):
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    (tmp_path / "is-a-dir").mkdir()
+    output = tmp_path / where
+    result, _ = pack(venv, app="fakeapp:app", output=output)
+    assert_error(result, 1, fragment)
+    assert not output.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["is-a-dir", "venv"]
+    assert list((tmp_path / "is-a-dir").iterdir()) == []
+
+
+def test_missing_host(pack, tmp_path):
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    result, output = pack(venv, app="fakeapp:app", host=tmp_path / "no-host")
+    assert_error(result, 1, "no-host", "does not exist")
+    assert_nothing_written(output.parent)
+
+
+def test_host_of_another_python(pack, tmp_path):
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    host = write_stub_host(tmp_path / "host312", "3.12.0")
+    result, output = pack(venv, app="fakeapp:app", host=host)
+    assert_error(result, 1, "Python 3.12.0", "rebuild the host")
+    assert_nothing_written(output.parent)
+
+
+def test_host_without_python_line(pack, tmp_path):
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    host = tmp_path / "not-a-host"
+    host.write_text("#!/bin/sh\necho hello\n")
+    host.chmod(0o755)
+    result, output = pack(venv, app="fakeapp:app", host=host)
+    assert_error(result, 1, "python X.Y.Z")
+    assert_nothing_written(output.parent)
+
+
+def test_host_that_already_carries_a_payload(pack, tmp_path, packed):
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    result, output = pack(venv, app="fakeapp:app", host=packed[0])
+    assert_error(result, 1, "already carries a payload")
+    assert_nothing_written(output.parent)
+
+
+# --- the default pack of the test venv -------------------------------------------
+
+def test_summary_is_printed(packed):
+    out = packed[1].stdout
+    for word in ("host", "stdlib", "site-packages", "bundled libs", "total",
+                 "biggest distributions", "pydantic"):
+        assert word in out, out
+
+
+def test_output_is_host_plus_archive_plus_trailer(packed, payload, stub_host):
+    path = packed[0]
+    host = stub_host.read_bytes()
+    assert payload.data.startswith(host)
+    assert (payload.version, payload.flags, payload.offset) == (1, 0, len(host))
+    assert payload.offset + payload.size + 64 == len(payload.data)
+    assert hashlib.sha256(payload.archive_bytes).digest() == payload.sha256
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+
+
+def test_zip_entries_are_normalised(payload):
+    assert payload.zip.comment == b""
+    names = payload.names
+    assert names == sorted(names, key=lambda n: n.encode())
+    for info in payload.zip.infolist():
+        assert info.date_time == (1980, 1, 1, 0, 0, 0)
+        assert info.create_system == 3
+        assert info.extra == b""
+        assert info.compress_type == zipfile.ZIP_STORED
+        mode = info.external_attr >> 16
+        if info.is_dir():
+            assert mode == 0o40755
+        elif info.filename.endswith(".so") or ".so." in info.filename.rsplit("/", 1)[-1]:
+            assert mode == 0o100755, info.filename
+        else:
+            assert mode == 0o100644, info.filename
+
+
+def test_every_directory_has_an_entry(payload):
+    names = set(payload.names)
+    for name in payload.files:
+        parts = name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            assert "/".join(parts[:i]) + "/" in names, name
+
+
+def test_pyc_beside_every_py_and_no_pycache(payload):
+    files = payload.files
+    for name in files:
+        assert "__pycache__" not in name
+        assert not name.endswith((".pyi", ".pyo")), name
+        if name.endswith(".py"):
+            assert name[:-3] + ".pyc" in files, name
+        if name.endswith(".pyc"):
+            assert name[:-4] + ".py" in files, name
+
+
+@pytest.mark.parametrize("member", [
+    "stdlib/os.py", "stdlib/asyncio/events.py", "site-packages/fastapi/applications.py",
+    "site-packages/appbin_testpkg/boom.py",
+])
+def test_pyc_is_unchecked_hash_based_with_member_filename(payload, member):
+    source = payload.zip.read(member)
+    pyc = payload.zip.read(member[:-3] + ".pyc")
+    assert pyc[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(pyc[4:8], "little") == 0b01
+    assert pyc[8:16] == importlib.util.source_hash(source)
+    code = marshal.loads(pyc[16:])
+    assert code.co_filename == member
+
+
+def test_pyc_runs(payload):
+    pyc = payload.zip.read("site-packages/appbin_testpkg/boom.pyc")
+    namespace = {}
+    exec(marshal.loads(pyc[16:]), namespace)
+    with pytest.raises(RuntimeError, match="bang") as info:
+        namespace["explode"]("bang")
+    frame = traceback.extract_tb(info.value.__traceback__)[-1]
+    assert (frame.filename, frame.lineno) == ("site-packages/appbin_testpkg/boom.py",
+                                              namespace["RAISE_LINE"])
+
+
+def test_dist_info_keeps_only_what_runtime_and_licences_need(payload):
+    dist_files = [n for n in payload.files if ".dist-info/" in n]
+    assert dist_files
+    for name in dist_files:
+        assert name.rsplit("/", 1)[-1] not in (
+            "RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "WHEEL"), name
+    testpkg = "site-packages/appbin_testpkg-1.2.3.dist-info/"
+    assert testpkg + "METADATA" in payload.files
+    assert testpkg + "entry_points.txt" in payload.files
+    assert testpkg + "top_level.txt" in payload.files
+    assert any(n.startswith(testpkg) and "LICENSE" in n for n in payload.files)
+    assert "site-packages/fastapi-0.165.0.dist-info/licenses/LICENSE" in payload.files
+
+
+def test_pip_and_unrequired_setuptools_are_dropped(payload):
+    for name in payload.names:
+        top = name.split("/")[1] if name.startswith("site-packages/") else ""
+        assert not top.startswith(("pip", "setuptools", "pkg_resources", "_distutils_hack",
+                                   "distutils-precedence")), name
+
+
+def test_package_data_pth_and_namespace_packages(payload):
+    files = payload.files
+    for name in ("site-packages/appbin_testpkg/data/hello.txt",
+                 "site-packages/appbin_testpkg/data/sub/x.json",
+                 "site-packages/appbin_test.pth",
+                 "site-packages/appbin_extra/extra_mod.pyc",
+                 "site-packages/appbin_ns/a/__init__.pyc",
+                 "site-packages/appbin_ns/b/__init__.pyc",
+                 "site-packages/certifi/cacert.pem"):
+        assert name in files, name
+    assert "site-packages/appbin_ns/" in payload.names
+    assert "site-packages/appbin_ns/__init__.py" not in files
+
+
+def test_stdlib_layout(payload):
+    files = payload.files
+    for name in ("stdlib/os.pyc", "stdlib/encodings/utf_8.pyc", "stdlib/LICENSE.txt",
+                 DYNLOAD + "_asyncio" + EXT, DYNLOAD + "_ssl" + EXT):
+        assert name in files, name
+    dropped_dirs = ("test", "idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip",
+                    "pydoc_data", "site-packages", "dist-packages")
+    for name in files:
+        parts = name.split("/")
+        if parts[0] != "stdlib":
+            continue
+        assert parts[1] not in dropped_dirs and not parts[1].startswith("config-3"), name
+        assert not {"test", "tests", "idle_test"} & set(parts[1:-1]), name
+        assert parts[1] not in ("turtle.py", "sitecustomize.py"), name
+        if parts[1] == "lib-dynload":
+            assert not re.match(r"(_test|xxlimited|_xxtestfuzz|_ctypes_test)", parts[2]), name
+
+
+def test_manifest(payload, python_version, test_app):
+    lines = payload.manifest()
+    assert lines == sorted(lines)
+    manifest = payload.manifest_dict()
+    assert manifest["format"] == "1"
+    assert manifest["appbin_version"] == VERSION
+    assert manifest["python_version"] == python_version
+    assert manifest["app"] == test_app
+    assert manifest["factory"] == "0"
+    assert not [k for k in manifest if k.startswith("default.")]
+
+
+def test_appbin_version_matches_cmake_project():
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    assert re.search(r"project\(appbin VERSION (\S+)", cmake).group(1) == VERSION
+
+
+def test_preload_lines_and_bundled_libs(payload):
+    manifest = payload.manifest_dict()
+    preloads = {k[len("preload."):]: v.split() for k, v in manifest.items()
+                if k.startswith("preload.")}
+    assert preloads[DYNLOAD + "_ctypes" + EXT] == ["appbin/libs/libffi.so.8"]
+    ssl = preloads[DYNLOAD + "_ssl" + EXT]
+    assert ssl.index("appbin/libs/libcrypto.so.3") < ssl.index("appbin/libs/libssl.so.3")
+    for extension, libs in preloads.items():
+        assert extension in payload.files
+        for lib in libs:
+            assert lib in payload.files, (extension, lib)
+    bundled = {n for n in payload.files if n.startswith("appbin/libs/")}
+    assert bundled == {lib for libs in preloads.values() for lib in libs
+                       if lib.startswith("appbin/libs/")}
+    assert not [n for n in bundled if is_glibc(n.rsplit("/", 1)[1])]
+
+
+def test_site_packages_extensions_get_their_libraries(payload, test_venv):
+    """pydantic_core and orjson: a preload line iff they need non-glibc libraries."""
+    site = test_venv / "lib" / "python3.11" / "site-packages"
+    manifest = payload.manifest_dict()
+    for extension in sorted(site.glob("*/*" + EXT)):
+        member = "site-packages/" + extension.relative_to(site).as_posix()
+        needed = [n for n in read_dynamic(extension).needed if not is_glibc(n)]
+        line = manifest.get("preload." + member, "").split()
+        assert [lib.rsplit("/", 1)[1] for lib in line] == needed, member
+
+
+def test_bundled_library_is_the_system_file(payload):
+    libffi = payload.zip.read("appbin/libs/libffi.so.8")
+    assert libffi == Path("/lib/x86_64-linux-gnu/libffi.so.8").read_bytes()
+
+
+# --- options ---------------------------------------------------------------------
+
+def test_reproducible(pack, packed, test_venv, tmp_path):
+    """Another run, another output path: the same bytes."""
+    result, output = pack(test_venv, "--quiet", output=tmp_path / "again.bin")
+    assert result.returncode == 0, result.stderr
+    assert output.read_bytes() == packed[0].read_bytes()
+
+
+def test_sources_drop(pack, test_venv):
+    result, output = pack(test_venv, "--sources", "drop", "--quiet")
+    assert result.returncode == 0, result.stderr
+    files = Payload(output).files
+    assert "site-packages/fastapi/__init__.pyc" in files
+    assert "stdlib/os.pyc" in files
+    assert not [n for n in files if n.endswith(".py")]
+
+
+def test_compression_deflate_is_smaller(pack, test_venv, packed):
+    result, output = pack(test_venv, "--compression", "deflate", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert output.stat().st_size < packed[0].stat().st_size * 0.7
+    deflated = Payload(output)
+    assert {i.compress_type for i in deflated.zip.infolist() if not i.is_dir()} == \
+        {zipfile.ZIP_DEFLATED}
+    assert deflated.zip.testzip() is None
+
+
+def test_exclude(pack, test_venv):
+    result, output = pack(test_venv, "--quiet", "--exclude", "site-packages/appbin_testpkg/data",
+                          "--exclude", "*/sqlite3", "--exclude", "*.pem")
+    assert result.returncode == 0, result.stderr
+    names = Payload(output).names
+    assert not [n for n in names if n.startswith("site-packages/appbin_testpkg/data")]
+    assert not [n for n in names if n.startswith("stdlib/sqlite3")]
+    assert not [n for n in names if n.endswith(".pem")]
+    assert "site-packages/appbin_testpkg/boom.pyc" in names
+
+
+def test_defaults_and_factory(pack, test_venv):
+    result, output = pack(test_venv, "--quiet", "--factory", "--default", "workers=4",
+                          "--default", "host=0.0.0.0", "--default", "log.level=debug",
+                          app="appbin_testpkg.web:create_app")
+    assert result.returncode == 0, result.stderr
+    manifest = Payload(output).manifest_dict()
+    assert manifest["app"] == "appbin_testpkg.web:create_app"
+    assert manifest["factory"] == "1"
+    assert manifest["default.workers"] == "4"
+    assert manifest["default.host"] == "0.0.0.0"
+    assert manifest["default.log.level"] == "debug"
+
+
+def test_no_bundle_libs(pack, test_venv):
+    result, output = pack(test_venv, "--quiet", "--no-bundle-libs")
+    assert result.returncode == 0, result.stderr
+    unbundled = Payload(output)
+    assert not [n for n in unbundled.files if n.startswith("appbin/libs/")]
+    assert not [k for k in unbundled.manifest_dict() if k.startswith("preload.")]
+
+
+# --- venv shapes -------------------------------------------------------------------
+
+SETUPTOOLS_FILES = {
+    **dist_info("setuptools", "66.1.1", record=(
+        "setuptools/__init__.py", "pkg_resources/__init__.py", "_distutils_hack/__init__.py",
+        "distutils-precedence.pth")),
+    "setuptools/__init__.py": "", "pkg_resources/__init__.py": "",
+    "_distutils_hack/__init__.py": "", "distutils-precedence.pth": "import os\n",
+}
+
+
+@pytest.mark.parametrize("requires, kept", [
+    ((), False),
+    (("setuptools; extra == 'dev'",), False),
+    (("setuptools>=40",), True),
+    (("Setuptools (>=40) ; python_version >= '3'",), True),
+])
+def test_setuptools_kept_only_when_required(pack, tmp_path, requires, kept):
+    venv = make_venv(tmp_path / "venv", {
+        **FAKE_APP, **SETUPTOOLS_FILES,
+        **dist_info("fakeapp", "1.0", requires=requires, record=("fakeapp.py",))})
+    result, output = pack(venv, "--quiet", app="fakeapp:app")
+    assert result.returncode == 0, result.stderr
+    files = Payload(output).files
+    for name in ("setuptools/__init__.py", "pkg_resources/__init__.py",
+                 "_distutils_hack/__init__.py", "distutils-precedence.pth",
+                 "setuptools-66.1.1.dist-info/METADATA"):
+        assert (f"site-packages/{name}" in files) == kept, name
+
+
+def test_uncompilable_source_is_kept_with_a_warning(pack, tmp_path):
+    venv = make_venv(tmp_path / "venv", {**FAKE_APP, "legacy/template.py": 'print "py2"\n'})
+    result, output = pack(venv, "--quiet", "--sources", "drop", app="fakeapp:app")
+    assert result.returncode == 0, result.stderr
+    assert "warning: site-packages/legacy/template.py does not compile" in result.stderr
+    files = Payload(output).files
+    assert "site-packages/legacy/template.py" in files
+    assert "site-packages/legacy/template.pyc" not in files
+    assert "site-packages/fakeapp.pyc" in files
+
+
+def test_pth_pointing_outside_the_venv_warns(pack, tmp_path):
+    venv = make_venv(tmp_path / "venv", {**FAKE_APP, "outside.pth": "/opt/elsewhere\n",
+                                         "inside.pth": "fakeapp_dir\n"})
+    result, output = pack(venv, "--quiet", app="fakeapp:app")
+    assert result.returncode == 0, result.stderr
+    assert "outside.pth: adds /opt/elsewhere to sys.path" in result.stderr
+    assert "inside.pth" not in result.stderr
+
+
+def test_poetry_bundle_venv(pack, poetry_venv):
+    result, output = pack(poetry_venv, app="my_package.web:app")
+    assert result.returncode == 0, result.stderr
+    bundle = Payload(output)
+    assert "site-packages/my_package/web.pyc" in bundle.files
+    assert not [n for n in bundle.names if n.startswith("site-packages/pip")]
+    assert "preload.site-packages/pydantic_core/_pydantic_core" + EXT in bundle.manifest_dict()
+
+
+FAKE_DEP = "libfakedep-1a2b3c.so"
+
+
+def build_extension_with_libs_dir(tmp_path, site):
+    """A wheel-like extension: fakeext/_ext.so with RUNPATH $ORIGIN/../fakeext.libs,
+    whose library there needs the system's libffi."""
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    (tmp_path / "dep.c").write_text("int fake_dep(void) { return 1; }\n")
+    (tmp_path / "ext.c").write_text("int fake_dep(void);\n"
+                                    "int PyInit__ext(void) { return fake_dep(); }\n")
+    libs, package = site / "fakeext.libs", site / "fakeext"
+    libs.mkdir()
+    package.mkdir()
+    subprocess.run([cc, "-shared", "-fPIC", "-o", libs / FAKE_DEP, tmp_path / "dep.c",
+                    f"-Wl,-soname,{FAKE_DEP}", "-Wl,--no-as-needed",
+                    "/lib/x86_64-linux-gnu/libffi.so.8"], check=True)
+    subprocess.run([cc, "-shared", "-fPIC", "-o", package / f"_ext{EXT}", tmp_path / "ext.c",
+                    f"-L{libs}", f"-l:{FAKE_DEP}", "-Wl,--enable-new-dtags",
+                    "-Wl,-rpath,$ORIGIN/../fakeext.libs"], check=True)
+
+
+@pytest.mark.parametrize("bundle", [True, False])
+def test_extension_with_a_libs_directory(pack, tmp_path, bundle):
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    build_extension_with_libs_dir(tmp_path, venv / "lib" / "python3.11" / "site-packages")
+    args = () if bundle else ("--no-bundle-libs",)
+    result, output = pack(venv, "--quiet", *args, app="fakeapp:app")
+    assert result.returncode == 0, result.stderr
+    packed = Payload(output)
+    expected = ["appbin/libs/libffi.so.8"] if bundle else []
+    expected.append(f"site-packages/fakeext.libs/{FAKE_DEP}")
+    manifest = packed.manifest_dict()
+    assert manifest[f"preload.site-packages/fakeext/_ext{EXT}"].split() == expected
+    assert not [k for k in manifest if "fakeext.libs" in k]
+    assert ("appbin/libs/libffi.so.8" in packed.files) == bundle
+
+
+def test_missing_library_warns(pack, tmp_path):
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    site = venv / "lib" / "python3.11" / "site-packages"
+    build_extension_with_libs_dir(tmp_path, site)
+    (site / "fakeext.libs" / FAKE_DEP).unlink()
+    result, output = pack(venv, "--quiet", app="fakeapp:app")
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {FAKE_DEP} (needed by " in result.stderr
+    assert f"preload.site-packages/fakeext/_ext{EXT}" not in Payload(output).manifest_dict()
+
+
+# --- deterministic pyc -------------------------------------------------------------
+
+PYC_PROBE = textwrap.dedent("""\
+    import sys
+    sys.path.insert(0, {packager!r})
+    from appbin_packer.pyc import compile_unchecked_pyc
+    keep = [sys.intern(s) for s in {interned!r}]
+    source = open({source!r}, "rb").read()
+    sys.stdout.buffer.write(compile_unchecked_pyc(source, "stdlib/ftplib.py"))
+    """)
+
+
+def test_pyc_bytes_do_not_depend_on_process_state():
+    """ftplib has `x in {'426', '225', '226'}` in two functions: with the strings
+    interned beforehand, plain marshal.dumps() writes different bytes."""
+    def compile_in_subprocess(interned):
+        probe = PYC_PROBE.format(packager=str(ROOT / "packager"), interned=interned,
+                                 source="/usr/lib/python3.11/ftplib.py")
+        return subprocess.run([PYTHON, "-I", "-c", probe], capture_output=True,
+                              check=True).stdout
+    fresh = compile_in_subprocess([])
+    assert compile_in_subprocess(["225", "226", "426", "ABOR"]) == fresh
+    assert marshal.loads(fresh[16:]).co_filename == "stdlib/ftplib.py"
+
+
+def test_elf_reader_on_lib_dynload():
+    info = read_dynamic(f"/usr/lib/python3.11/lib-dynload/_ssl{EXT}")
+    assert {"libssl.so.3", "libcrypto.so.3", "libc.so.6"} <= set(info.needed)
+    assert read_dynamic(__file__) is None
+
+
+# --- with the real host -----------------------------------------------------------
+
+def test_pack_with_the_real_host(packed_app, appbin_host, test_app):
+    data = packed_app.read_bytes()
+    assert data.startswith(appbin_host.read_bytes())
+    assert Payload(packed_app).manifest_dict()["app"] == test_app

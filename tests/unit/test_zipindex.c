@@ -1,0 +1,698 @@
+/* zipindex: opening archives written by ziptest, lookups (find, lower_bound,
+ * is_dir), byte-exact reads, and the archives it must reject: not a zip,
+ * truncated anywhere, unsafe or duplicate names, inconsistent headers, and
+ * damaged member data (CRC). */
+#include "check.h"
+#include "ziptest.h"
+#include "zipindex.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct member {
+  const char *name;
+  const void *data;
+  size_t len;
+  unsigned flags;
+} member;
+
+static uint8_t binary[256];
+static char big[100000];
+
+/* Deliberately not in sorted order: the index sorts. */
+static const member members[] = {
+    {"dir/sub/c", "see", 3, 0},
+    {"a.txt", "hello, world\n", 13, 0},
+    {"dir/b.bin", binary, sizeof(binary), 0},
+    {"empty", "", 0, 0},
+    {"z/", "", 0, 0}, /* a directory entry */
+    {"\xc3\xbcn\xc3\xaf/\xc4\x87\xc3\xb6\x64\xc3\xa9.py", "# utf-8\n", 8, ZT_UTF8},
+    {"caf\xc3\xa9.txt", "no flag", 7, 0}, /* valid UTF-8 without bit 11 */
+    {"big.txt", big, sizeof(big), ZT_DEFLATE},
+    {"dir-x/y", "dash", 4, 0},
+    {"dir.x/y", "dot", 3, 0},
+    {"dir0/y", "zero", 4, 0},
+    {"emptydeflate", "", 0, ZT_DEFLATE},
+};
+#define NMEMBERS (sizeof(members) / sizeof(members[0]))
+
+static uint8_t *build(size_t *len) {
+  ziptest z;
+  zt_init(&z);
+  for (size_t i = 0; i < NMEMBERS; i++)
+    zt_add_ex(&z, members[i].name, strlen(members[i].name), members[i].data, members[i].len,
+              members[i].flags);
+  return zt_finish(&z, 0, len);
+}
+
+static void init_data(void) {
+  for (int i = 0; i < 256; i++)
+    binary[i] = (uint8_t)i;
+  for (size_t i = 0; i < sizeof(big); i++)
+    big[i] = "abcdefghij\n"[i % 11 + (i / 997) % 3 > 10 ? 0 : i % 11];
+}
+
+/* Reads a member into an exact-size heap buffer (ASan sees any overrun). */
+static int read_member(zipindex *zi, const zipindex_entry *e, char **out, char *err,
+                       size_t errlen) {
+  *out = malloc(e->size ? e->size : 1);
+  if (!*out)
+    abort();
+  int rc = zipindex_read(zi, e, *out, err, errlen);
+  if (rc != 0) {
+    free(*out);
+    *out = NULL;
+  }
+  return rc;
+}
+
+static void test_valid(void) {
+  size_t len;
+  uint8_t *zip = build(&len);
+  zipindex zi;
+  char err[256] = "";
+  if (!CHECK_EQ_INT(zipindex_open(&zi, zip, len, err, sizeof(err)), 0)) {
+    fprintf(stderr, "  err: %s\n", err);
+    free(zip);
+    return;
+  }
+  CHECK_EQ_INT(zi.count, NMEMBERS);
+  /* Sorted bytewise, names NUL-terminated, name_len right. */
+  for (size_t i = 0; i < zi.count; i++) {
+    CHECK_EQ_INT(strlen(zi.entries[i].name), zi.entries[i].name_len);
+    if (i > 0) {
+      const zipindex_entry *a = &zi.entries[i - 1], *b = &zi.entries[i];
+      size_t n = a->name_len < b->name_len ? a->name_len : b->name_len;
+      int c = memcmp(a->name, b->name, n);
+      CHECK(c < 0 || (c == 0 && a->name_len < b->name_len));
+    }
+  }
+  /* Every member is found and reads back byte-exact. */
+  for (size_t i = 0; i < NMEMBERS; i++) {
+    const member *m = &members[i];
+    const zipindex_entry *e = zipindex_find(&zi, m->name, strlen(m->name));
+    if (!CHECK(e != NULL)) {
+      fprintf(stderr, "  member %s not found\n", m->name);
+      continue;
+    }
+    CHECK_STR(e->name, m->name);
+    CHECK_EQ_INT(e->size, m->len);
+    char *buf;
+    if (CHECK_EQ_INT(read_member(&zi, e, &buf, err, sizeof(err)), 0)) {
+      CHECK_MEM(buf, m->data, m->len);
+      free(buf);
+    } else {
+      fprintf(stderr, "  reading %s: %s\n", m->name, err);
+    }
+    /* Reading twice gives the same bytes. */
+    if (CHECK_EQ_INT(read_member(&zi, e, &buf, err, sizeof(err)), 0)) {
+      CHECK_MEM(buf, m->data, m->len);
+      free(buf);
+    }
+  }
+  /* Near misses are not found. */
+  CHECK(zipindex_find(&zi, "a.tx", 4) == NULL);
+  CHECK(zipindex_find(&zi, "a.txtx", 6) == NULL);
+  CHECK(zipindex_find(&zi, "A.TXT", 5) == NULL);
+  CHECK(zipindex_find(&zi, "", 0) == NULL);
+  CHECK(zipindex_find(&zi, "dir", 3) == NULL);
+  CHECK(zipindex_find(&zi, "dir/", 4) == NULL);
+  CHECK(zipindex_find(&zi, "z", 1) == NULL);
+  CHECK(zipindex_find(&zi, "/a.txt", 6) == NULL);
+  /* The length is what counts, not a NUL. */
+  CHECK(zipindex_find(&zi, "a.txt-and-more", 5) != NULL);
+  CHECK(zipindex_find(&zi, "a.txt\0", 6) == NULL);
+
+  /* lower_bound. */
+  CHECK_EQ_INT(zipindex_lower_bound(&zi, "", 0), 0);
+  CHECK_EQ_INT(zipindex_lower_bound(&zi, "\xff", 1), zi.count);
+  size_t i = zipindex_lower_bound(&zi, "dir/", 4);
+  if (CHECK(i < zi.count)) {
+    CHECK_STR(zi.entries[i].name, "dir/b.bin");
+    CHECK(i + 1 < zi.count && strcmp(zi.entries[i + 1].name, "dir/sub/c") == 0);
+    CHECK(i + 2 < zi.count && strncmp(zi.entries[i + 2].name, "dir/", 4) != 0);
+  }
+  i = zipindex_lower_bound(&zi, "a.txt", 5);
+  CHECK(i < zi.count && strcmp(zi.entries[i].name, "a.txt") == 0);
+  i = zipindex_lower_bound(&zi, "a.txt\x01", 6); /* just past a.txt */
+  CHECK(i < zi.count && strcmp(zi.entries[i].name, "a.txt") > 0);
+  CHECK(i > 0 && strcmp(zi.entries[i - 1].name, "a.txt") == 0);
+  for (size_t k = 0; k < zi.count; k++)
+    CHECK_EQ_INT(zipindex_lower_bound(&zi, zi.entries[k].name, zi.entries[k].name_len), k);
+
+  /* is_dir. */
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "", 0), 1);
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "dir", 3), 1);
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "dir/sub", 7), 1);
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "z", 1), 1); /* only the "z/" entry */
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "\xc3\xbcn\xc3\xaf", 5), 1);
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "dir-x", 5), 1);
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "dir.x", 5), 1);
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "dir0", 4), 1);
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "di", 2), 0);
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "dir/su", 6), 0);
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "a.txt", 5), 0);
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "dir/b.bin", 9), 0);
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "dir/sub/c", 9), 0);
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "nothing", 7), 0);
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "dir/", 4), 0); /* given with its slash */
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "dirx", 4), 0);
+
+  zipindex_close(&zi);
+  CHECK(zi.zip == NULL && zi.entries == NULL && zi.count == 0);
+  zipindex_close(&zi); /* closing twice is harmless */
+  free(zip);
+}
+
+static void test_empty_archive(void) {
+  ziptest z;
+  zt_init(&z);
+  size_t len;
+  uint8_t *zip = zt_finish(&z, 0, &len);
+  CHECK_EQ_INT(len, 22);
+  zipindex zi;
+  char err[256] = "";
+  if (CHECK_EQ_INT(zipindex_open(&zi, zip, len, err, sizeof(err)), 0)) {
+    CHECK_EQ_INT(zi.count, 0);
+    CHECK(zipindex_find(&zi, "x", 1) == NULL);
+    CHECK(zipindex_find(&zi, "", 0) == NULL);
+    CHECK_EQ_INT(zipindex_lower_bound(&zi, "x", 1), 0);
+    CHECK_EQ_INT(zipindex_is_dir(&zi, "", 0), 0);
+    CHECK_EQ_INT(zipindex_is_dir(&zi, "x", 1), 0);
+    zipindex_close(&zi);
+  }
+  free(zip);
+
+  /* An archive comment is fine. */
+  zt_init(&z);
+  zt_add_str(&z, "m", "x");
+  zip = zt_finish(&z, ZT_EOCD_COMMENT, &len);
+  if (CHECK_EQ_INT(zipindex_open(&zi, zip, len, err, sizeof(err)), 0)) {
+    CHECK(zipindex_find(&zi, "m", 1) != NULL);
+    zipindex_close(&zi);
+  }
+  free(zip);
+}
+
+/* Expects zipindex_open to fail with a message holding `needle` (if any). */
+static int expect_open_fails(const uint8_t *zip, size_t len, const char *needle, int line) {
+  zipindex zi;
+  char err[256] = "";
+  int rc = zipindex_open(&zi, zip, len, err, sizeof(err));
+  int ok = check_report_(rc == -1, __FILE__, line, "zipindex_open fails (rc %d)", rc);
+  if (rc == -1) {
+    check_report_(err[0] != '\0', __FILE__, line, "an error message");
+    if (needle)
+      check_report_(strstr(err, needle) != NULL, __FILE__, line, "error \"%s\" holds \"%s\"", err,
+                    needle);
+    /* A failed open leaves a zeroed index behind. */
+    check_report_(zi.zip == NULL && zi.entries == NULL && zi.slots == NULL && zi.count == 0,
+                  __FILE__, line, "zeroed index after failure");
+    CHECK(zipindex_find(&zi, "a", 1) == NULL);
+    zipindex_close(&zi);
+  } else if (rc == 0) {
+    zipindex_close(&zi);
+  }
+  return ok;
+}
+#define EXPECT_OPEN_FAILS(zip, len, needle) expect_open_fails((zip), (len), (needle), __LINE__)
+
+static void test_not_a_zip(void) {
+  uint8_t junk[4096];
+  memset(junk, 'x', sizeof(junk));
+  EXPECT_OPEN_FAILS(junk, sizeof(junk), "not a valid zip");
+  EXPECT_OPEN_FAILS(junk, 21, NULL);
+  EXPECT_OPEN_FAILS(junk, 1, NULL);
+  /* An ELF header is not a zip either. */
+  static const uint8_t elf[64] = {0x7f, 'E', 'L', 'F', 2, 1, 1};
+  EXPECT_OPEN_FAILS(elf, sizeof(elf), NULL);
+  /* A lone EOCD signature with garbage after it. */
+  uint8_t eocd[22] = {'P', 'K', 5, 6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0};
+  EXPECT_OPEN_FAILS(eocd, sizeof(eocd), NULL);
+}
+
+/* Zero bytes are not a zip archive. The payload trailer check keeps an empty
+ * archive from reaching zipindex_open in the host, so this only pins down
+ * what the function itself does. */
+static void test_zero_bytes(void) {
+  zipindex zi;
+  char err[256] = "";
+  static const uint8_t nothing[1] = {0};
+  int rc = zipindex_open(&zi, nothing, 0, err, sizeof(err));
+  if (rc == 0) {
+    CHECK_EQ_INT(zi.count, 0); /* libzip treats an empty source as an empty archive */
+    zipindex_close(&zi);
+  } else {
+    CHECK_EQ_INT(rc, -1);
+  }
+}
+
+static void test_truncated(void) {
+  size_t len;
+  uint8_t *zip = build(&len);
+  /* Cut anywhere: the end of central directory record is gone or wrong. */
+  int failures = 0;
+  for (size_t cut = 1; cut < len; cut++) {
+    zipindex zi;
+    char err[256];
+    uint8_t *copy = malloc(cut); /* exact size: ASan catches over-reads */
+    memcpy(copy, zip, cut);
+    int rc = zipindex_open(&zi, copy, cut, err, sizeof(err));
+    if (rc != -1) {
+      if (failures++ < 5)
+        fprintf(stderr, "  archive cut to %zu of %zu bytes opened (rc %d)\n", cut, len, rc);
+      if (rc == 0)
+        zipindex_close(&zi);
+    }
+    free(copy);
+  }
+  CHECK_EQ_INT(failures, 0);
+  /* The first bytes lost: every offset is off. */
+  EXPECT_OPEN_FAILS(zip + 1, len - 1, NULL);
+  EXPECT_OPEN_FAILS(zip + 30, len - 30, NULL);
+  free(zip);
+
+  ziptest z;
+  static const unsigned knobs[] = {ZT_TRUNCATE_CD, ZT_CD_COUNT_PLUS1, ZT_CD_OFFSET_BAD,
+                                   ZT_CD_SIZE_PLUS1, ZT_NO_EOCD};
+  for (size_t k = 0; k < sizeof(knobs) / sizeof(knobs[0]); k++) {
+    zt_init(&z);
+    zt_add_str(&z, "one", "1");
+    zt_add_str(&z, "two", "22");
+    zt_add_str(&z, "three", "333");
+    zip = zt_finish(&z, knobs[k], &len);
+    if (!EXPECT_OPEN_FAILS(zip, len, NULL))
+      fprintf(stderr, "  with archive knob 0x%x\n", knobs[k]);
+    free(zip);
+  }
+}
+
+static void add_one(ziptest *z, const char *name, size_t name_len, unsigned flags) {
+  zt_add_ex(z, name, name_len, "data", 4, flags);
+}
+
+static void test_unsafe_names(void) {
+  static const char *const unsafe[] = {
+      "../x", "/abs", "a/../b", "a/..", "..", "./x", "a/./b", "a/.", ".", "a\\b", "\\x", "/",
+      "x/../../etc/passwd",
+  };
+  for (size_t i = 0; i < sizeof(unsafe) / sizeof(unsafe[0]); i++) {
+    ziptest z;
+    zt_init(&z);
+    zt_add_str(&z, "fine.txt", "ok");
+    add_one(&z, unsafe[i], strlen(unsafe[i]), 0);
+    size_t len;
+    uint8_t *zip = zt_finish(&z, 0, &len);
+    if (!EXPECT_OPEN_FAILS(zip, len, "unsafe"))
+      fprintf(stderr, "  name \"%s\"\n", unsafe[i]);
+    free(zip);
+  }
+
+  /* An empty name. */
+  ziptest z;
+  zt_init(&z);
+  add_one(&z, "", 0, 0);
+  size_t len;
+  uint8_t *zip = zt_finish(&z, 0, &len);
+  EXPECT_OPEN_FAILS(zip, len, NULL);
+  free(zip);
+
+  /* A very long unsafe name: the message stays bounded. */
+  char *longname = malloc(5000);
+  memcpy(longname, "../", 3);
+  memset(longname + 3, 'a', 4996);
+  longname[4999] = '\0';
+  zt_init(&z);
+  add_one(&z, longname, strlen(longname), 0);
+  zip = zt_finish(&z, 0, &len);
+  zipindex zi;
+  char err[64];
+  CHECK_EQ_INT(zipindex_open(&zi, zip, len, err, sizeof(err)), -1);
+  CHECK(strlen(err) < sizeof(err));
+  free(zip);
+  free(longname);
+
+  /* Names that only look suspicious are fine. */
+  static const char *const safe[] = {"..a", "a..", "...", ".hidden", "a/.b", "a/..b/c",
+                                     "a//b", "dir/", "a/b/", "~", "-", "a:b", "a b"};
+  zt_init(&z);
+  for (size_t i = 0; i < sizeof(safe) / sizeof(safe[0]); i++)
+    add_one(&z, safe[i], strlen(safe[i]), 0);
+  zip = zt_finish(&z, 0, &len);
+  char err2[256] = "";
+  if (CHECK_EQ_INT(zipindex_open(&zi, zip, len, err2, sizeof(err2)), 0)) {
+    CHECK_EQ_INT(zi.count, sizeof(safe) / sizeof(safe[0]));
+    for (size_t i = 0; i < sizeof(safe) / sizeof(safe[0]); i++)
+      CHECK(zipindex_find(&zi, safe[i], strlen(safe[i])) != NULL);
+    zipindex_close(&zi);
+  } else {
+    fprintf(stderr, "  err: %s\n", err2);
+  }
+  free(zip);
+}
+
+/* zipindex.h promises to reject a name holding a NUL. */
+static void test_nul_in_name(void) {
+  ziptest z;
+  zt_init(&z);
+  zt_add_str(&z, "ok", "1");
+  add_one(&z, "evil\0/../../x", 13, 0);
+  size_t len;
+  uint8_t *zip = zt_finish(&z, 0, &len);
+  zipindex zi;
+  char err[256] = "";
+  int rc = zipindex_open(&zi, zip, len, err, sizeof(err));
+  /* KNOWN BUG: libzip (1.7.3) turns a NUL inside a member name into a space,
+   * so name_is_safe()'s memchr(name, '\0', strlen(name)) in zipindex.c can
+   * never fire: "evil\0x" is indexed as "evil x" instead of being rejected. */
+  CHECK_EQ_INT(rc, -1);
+  if (rc == 0) {
+    for (size_t i = 0; i < zi.count; i++)
+      fprintf(stderr, "  indexed as \"%s\"\n", zi.entries[i].name);
+    zipindex_close(&zi);
+  }
+  free(zip);
+
+  /* The same with a safe tail: either rejected or found under some name. */
+  zt_init(&z);
+  add_one(&z, "a\0b", 3, 0);
+  zip = zt_finish(&z, 0, &len);
+  rc = zipindex_open(&zi, zip, len, err, sizeof(err));
+  CHECK(rc == 0 || rc == -1);
+  if (rc == 0) {
+    CHECK_EQ_INT(zi.count, 1);
+    CHECK(zipindex_find(&zi, "a", 1) == NULL); /* never truncated at the NUL */
+    zipindex_close(&zi);
+  }
+  free(zip);
+}
+
+static void test_duplicates(void) {
+  ziptest z;
+  zt_init(&z);
+  zt_add_str(&z, "a", "1");
+  zt_add_str(&z, "same.txt", "first");
+  zt_add_str(&z, "b", "2");
+  zt_add_str(&z, "same.txt", "second");
+  size_t len;
+  uint8_t *zip = zt_finish(&z, 0, &len);
+  EXPECT_OPEN_FAILS(zip, len, NULL);
+  free(zip);
+
+  /* Adjacent duplicates, and a duplicate directory entry. */
+  zt_init(&z);
+  zt_add_str(&z, "d/", "");
+  zt_add_str(&z, "d/", "");
+  zip = zt_finish(&z, 0, &len);
+  EXPECT_OPEN_FAILS(zip, len, NULL);
+  free(zip);
+
+  /* The same bytes with and without the UTF-8 flag. */
+  zt_init(&z);
+  zt_add_ex(&z, "\xc3\xa9.py", 4, "1", 1, ZT_UTF8);
+  zt_add_ex(&z, "\xc3\xa9.py", 4, "2", 1, 0);
+  zip = zt_finish(&z, 0, &len);
+  EXPECT_OPEN_FAILS(zip, len, NULL);
+  free(zip);
+
+  /* Many members, one duplicate at the end. */
+  zt_init(&z);
+  char name[32];
+  for (int i = 0; i < 3000; i++) {
+    snprintf(name, sizeof(name), "m/%05d", i);
+    zt_add_str(&z, name, name);
+  }
+  zt_add_str(&z, "m/01234", "again");
+  zip = zt_finish(&z, 0, &len);
+  EXPECT_OPEN_FAILS(zip, len, NULL);
+  free(zip);
+}
+
+/* Names that are not valid UTF-8 and carry no UTF-8 flag are CP437 by the
+ * zip spec; whatever libzip makes of them, the index must be consistent. */
+static void test_cp437_name(void) {
+  ziptest z;
+  zt_init(&z);
+  add_one(&z, "caf\x82.txt", 8, 0); /* cp437 0x82 is e-acute */
+  size_t len;
+  uint8_t *zip = zt_finish(&z, 0, &len);
+  zipindex zi;
+  char err[256] = "";
+  if (CHECK_EQ_INT(zipindex_open(&zi, zip, len, err, sizeof(err)), 0)) {
+    CHECK_EQ_INT(zi.count, 1);
+    const zipindex_entry *e = &zi.entries[0];
+    CHECK(zipindex_find(&zi, e->name, e->name_len) == e);
+    char buf[4];
+    CHECK_EQ_INT(zipindex_read(&zi, e, buf, err, sizeof(err)), 0);
+    CHECK_MEM(buf, "data", 4);
+    zipindex_close(&zi);
+  }
+  free(zip);
+
+  /* Bit 11 set on a name that is not UTF-8: an inconsistent archive. */
+  zt_init(&z);
+  zt_add_ex(&z, "bad\xff.txt", 8, "x", 1, ZT_UTF8);
+  zip = zt_finish(&z, 0, &len);
+  EXPECT_OPEN_FAILS(zip, len, NULL);
+  free(zip);
+}
+
+static void test_inconsistent_headers(void) {
+  static const unsigned knobs[] = {ZT_LOCAL_NAME, ZT_LOCAL_SIZE, ZT_LOCAL_CRC};
+  for (size_t k = 0; k < sizeof(knobs) / sizeof(knobs[0]); k++) {
+    ziptest z;
+    zt_init(&z);
+    zt_add_str(&z, "good", "fine");
+    zt_add_ex(&z, "odd", 3, "content", 7, knobs[k]);
+    size_t len;
+    uint8_t *zip = zt_finish(&z, 0, &len);
+    if (!EXPECT_OPEN_FAILS(zip, len, NULL))
+      fprintf(stderr, "  with member knob 0x%x\n", knobs[k]);
+    free(zip);
+  }
+}
+
+/* Opens, then expects reading `name` to fail with `needle` in the message. */
+static void expect_read_fails(const uint8_t *zip, size_t len, const char *name, const char *needle,
+                              int line) {
+  zipindex zi;
+  char err[256] = "";
+  int rc = zipindex_open(&zi, zip, len, err, sizeof(err));
+  if (rc != 0) {
+    /* Rejecting the whole archive up front is acceptable too. */
+    check_report_(rc == -1, __FILE__, line, "open rc %d", rc);
+    return;
+  }
+  const zipindex_entry *e = zipindex_find(&zi, name, strlen(name));
+  if (check_report_(e != NULL, __FILE__, line, "member %s found", name)) {
+    char *buf;
+    rc = read_member(&zi, e, &buf, err, sizeof(err));
+    check_report_(rc == -1, __FILE__, line, "reading %s fails (rc %d)", name, rc);
+    if (rc == 0)
+      free(buf);
+    else if (needle)
+      check_report_(strstr(err, needle) != NULL, __FILE__, line, "error \"%s\" holds \"%s\"", err,
+                    needle);
+    if (rc == -1)
+      check_report_(strstr(err, name) != NULL, __FILE__, line, "error \"%s\" names %s", err, name);
+  }
+  zipindex_close(&zi);
+}
+#define EXPECT_READ_FAILS(zip, len, name, needle)                                                  \
+  expect_read_fails((zip), (len), (name), (needle), __LINE__)
+
+static void test_crc(void) {
+  ziptest z;
+  zt_init(&z);
+  zt_add_str(&z, "good", "fine");
+  zt_add_ex(&z, "badcrc", 6, "some content", 12, ZT_BAD_CRC);
+  zt_add_ex(&z, "badcrc-empty", 12, "", 0, ZT_BAD_CRC);
+  zt_add_ex(&z, "badcrc-deflate", 14, big, sizeof(big), ZT_BAD_CRC | ZT_DEFLATE);
+  zt_add_ex(&z, "longer", 6, "0123456789", 10, ZT_SIZE_PLUS1);
+  zt_add_ex(&z, "shorter", 7, "0123456789", 10, ZT_SIZE_MINUS1);
+  zt_add_str(&z, "last", "end");
+  size_t len;
+  uint8_t *zip = zt_finish(&z, 0, &len);
+  EXPECT_READ_FAILS(zip, len, "badcrc", "CRC");
+  EXPECT_READ_FAILS(zip, len, "badcrc-empty", "CRC");
+  EXPECT_READ_FAILS(zip, len, "badcrc-deflate", "CRC");
+  EXPECT_READ_FAILS(zip, len, "longer", NULL);
+  EXPECT_READ_FAILS(zip, len, "shorter", NULL);
+  /* The good members of that archive still read fine. */
+  zipindex zi;
+  char err[256] = "";
+  if (CHECK_EQ_INT(zipindex_open(&zi, zip, len, err, sizeof(err)), 0)) {
+    const zipindex_entry *e = zipindex_find(&zi, "good", 4);
+    char buf[4];
+    CHECK(e && zipindex_read(&zi, e, buf, err, sizeof(err)) == 0 && memcmp(buf, "fine", 4) == 0);
+    e = zipindex_find(&zi, "last", 4);
+    CHECK(e && zipindex_read(&zi, e, buf, err, sizeof(err)) == 0 && memcmp(buf, "end", 3) == 0);
+    zipindex_close(&zi);
+  }
+  free(zip);
+
+  /* Damaged data with a right CRC in the headers: stored and deflated. */
+  zt_init(&z);
+  zt_add_str(&z, "stored", "the quick brown fox jumps over the lazy dog");
+  size_t stored_at = 30 + 6 + 10; /* inside the first member's data */
+  zt_add_ex(&z, "deflated", 8, big, sizeof(big), ZT_DEFLATE);
+  zip = zt_finish(&z, 0, &len);
+  zip[stored_at] ^= 0x20;
+  EXPECT_READ_FAILS(zip, len, "stored", "CRC");
+  zip[stored_at] ^= 0x20;
+  size_t deflated_at = 30 + 6 + 43 + 30 + 8 + 20;
+  zip[deflated_at] ^= 0x01;
+  EXPECT_READ_FAILS(zip, len, "deflated", NULL);
+  free(zip);
+}
+
+/* Flips every byte of a small archive (two ways): the index never crashes,
+ * and what it does read back is the original content of that member. */
+static void test_every_byte_flipped(void) {
+  ziptest z;
+  zt_init(&z);
+  zt_add_str(&z, "a/one.py", "print('one')\n");
+  zt_add_ex(&z, "a/two.bin", 9, binary, 64, 0);
+  zt_add_ex(&z, "b/three.txt", 11, big, 300, ZT_DEFLATE);
+  zt_add_str(&z, "c", "");
+  size_t len;
+  uint8_t *zip = zt_finish(&z, 0, &len);
+  static const struct {
+    const char *name;
+    const void *data;
+    size_t len;
+  } want[] = {{"a/one.py", "print('one')\n", 13},
+              {"a/two.bin", binary, 64},
+              {"b/three.txt", big, 300},
+              {"c", "", 0}};
+  int wrong = 0, opened = 0;
+  static const uint8_t masks[] = {0x01, 0x80, 0xff};
+  for (size_t m = 0; m < sizeof(masks); m++) {
+    for (size_t at = 0; at < len; at++) {
+      uint8_t *copy = malloc(len);
+      memcpy(copy, zip, len);
+      copy[at] ^= masks[m];
+      zipindex zi;
+      char err[256];
+      if (zipindex_open(&zi, copy, len, err, sizeof(err)) == 0) {
+        opened++;
+        for (size_t i = 0; i < zi.count; i++) {
+          const zipindex_entry *e = &zi.entries[i];
+          size_t w = 0;
+          while (w < 4 && strcmp(want[w].name, e->name) != 0)
+            w++;
+          char *buf;
+          if (e->size > 1 << 20)
+            continue; /* do not trust a damaged size for an allocation */
+          if (read_member(&zi, e, &buf, err, sizeof(err)) != 0)
+            continue;
+          if (w == 4 || e->size != want[w].len || memcmp(buf, want[w].data, e->size) != 0) {
+            if (wrong++ < 5)
+              fprintf(stderr, "  byte %zu ^ 0x%02x: member \"%s\" read back wrong data\n", at,
+                      masks[m], e->name);
+          }
+          free(buf);
+        }
+        zipindex_close(&zi);
+      }
+      free(copy);
+    }
+  }
+  CHECK_EQ_INT(wrong, 0);
+  CHECK(opened > 0); /* some flips (timestamps, attributes) are harmless */
+  free(zip);
+}
+
+static void test_many_members(void) {
+  ziptest z;
+  zt_init(&z);
+  enum { N = 20000 };
+  char name[64];
+  /* Added in reverse order so the sort has work to do. */
+  for (int i = N - 1; i >= 0; i--) {
+    snprintf(name, sizeof(name), "d%02d/member-%05d.txt", i % 37, i);
+    zt_add_str(&z, name, name);
+  }
+  size_t len;
+  uint8_t *zip = zt_finish(&z, 0, &len);
+  zipindex zi;
+  char err[256] = "";
+  if (!CHECK_EQ_INT(zipindex_open(&zi, zip, len, err, sizeof(err)), 0)) {
+    free(zip);
+    return;
+  }
+  CHECK_EQ_INT(zi.count, N);
+  CHECK(zi.slot_mask + 1 >= 2 * (size_t)N);
+  int missing = 0, bad = 0;
+  for (int i = 0; i < N; i++) {
+    snprintf(name, sizeof(name), "d%02d/member-%05d.txt", i % 37, i);
+    const zipindex_entry *e = zipindex_find(&zi, name, strlen(name));
+    if (!e || strcmp(e->name, name) != 0) {
+      missing++;
+      continue;
+    }
+    if (i % 997 == 0) {
+      char buf[64];
+      if (e->size != strlen(name) || zipindex_read(&zi, e, buf, err, sizeof(err)) != 0 ||
+          memcmp(buf, name, e->size) != 0)
+        bad++;
+    }
+    snprintf(name, sizeof(name), "d%02d/member-%05d.txt", (i + 1) % 37, i);
+    if (zipindex_find(&zi, name, strlen(name)) != NULL)
+      missing++; /* found a member that does not exist */
+  }
+  CHECK_EQ_INT(missing, 0);
+  CHECK_EQ_INT(bad, 0);
+  size_t i = zipindex_lower_bound(&zi, "d05/", 4), n = 0;
+  for (; i < zi.count && strncmp(zi.entries[i].name, "d05/", 4) == 0; i++)
+    n++;
+  CHECK_EQ_INT(n, N / 37 + (5 < N % 37));
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "d36", 3), 1);
+  CHECK_EQ_INT(zipindex_is_dir(&zi, "d37", 3), 0);
+  zipindex_close(&zi);
+  free(zip);
+}
+
+/* A member of 65535-byte name (the most a zip can hold) works. */
+static void test_long_name(void) {
+  size_t n = 65535;
+  char *name = malloc(n + 1);
+  for (size_t i = 0; i < n; i++)
+    name[i] = (i % 100 == 99) ? '/' : 'a' + (char)(i % 26);
+  name[n] = '\0';
+  ziptest z;
+  zt_init(&z);
+  zt_add_ex(&z, name, n, "x", 1, 0);
+  size_t len;
+  uint8_t *zip = zt_finish(&z, 0, &len);
+  zipindex zi;
+  char err[256] = "";
+  if (CHECK_EQ_INT(zipindex_open(&zi, zip, len, err, sizeof(err)), 0)) {
+    const zipindex_entry *e = zipindex_find(&zi, name, n);
+    CHECK(e != NULL && e->name_len == n);
+    CHECK_EQ_INT(zipindex_is_dir(&zi, name, 99), 1);
+    zipindex_close(&zi);
+  }
+  free(zip);
+  free(name);
+}
+
+int main(void) {
+  init_data();
+  test_valid();
+  test_empty_archive();
+  test_not_a_zip();
+  test_zero_bytes();
+  test_truncated();
+  test_unsafe_names();
+  test_nul_in_name();
+  test_duplicates();
+  test_cp437_name();
+  test_inconsistent_headers();
+  test_crc();
+  test_every_byte_flipped();
+  test_many_members();
+  test_long_name();
+  return check_summary();
+}
