@@ -16,48 +16,57 @@
 #define ACCESS_LOG_FLUSH 16384
 
 enum { LOG_TRACE, LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR, LOG_CRITICAL };
-static const char *const level_tags[] = {"TRACE:    ", "DEBUG:    ", "INFO:     ",
-                                         "WARNING:  ", "ERROR:    ", "CRITICAL: "};
+static const char *const level_tags[] = {
+    "TRACE:    ", "DEBUG:    ", "INFO:     ", "WARNING:  ", "ERROR:    ", "CRITICAL: "};
 
 static PyObject *ClientDisconnected;
 
 /* Interned strings, created once. */
 static struct {
-  PyObject *type, *asgi, *version, *spec_version, *http_version, *server, *client, *scheme,
-      *method, *root_path, *path, *raw_path, *query_string, *headers, *state, *extensions,
-      *body, *more_body, *status, *trailers, *file, *offset, *count, *http, *https,
-      *http_request, *http_disconnect, *response_start, *response_body, *response_pathsend,
-      *response_zerocopysend, *v1_0, *v1_1, *v3_0, *v2_3, *create_future, *create_task,
-      *add_done_callback, *set_result, *set_exception, *done, *cancelled, *exception,
-      *call_soon, *call_later, *cancel, *time, *add_reader, *remove_reader, *empty_bytes,
-      *log_exception, *pathsend_ext, *zerocopysend_ext;
+  PyObject *type, *asgi, *version, *spec_version, *http_version, *server, *client, *scheme, *method,
+      *root_path, *path, *raw_path, *query_string, *headers, *state, *extensions, *body, *more_body,
+      *status, *trailers, *file, *offset, *count, *http, *https, *http_request, *http_disconnect,
+      *response_start, *response_body, *response_pathsend, *response_zerocopysend, *v1_0, *v1_1,
+      *v3_0, *v2_3, *create_future, *create_task, *add_done_callback, *set_result, *set_exception,
+      *done, *cancelled, *exception, *call_soon, *call_later, *cancel, *time, *add_reader,
+      *remove_reader, *empty_bytes, *log_exception, *pathsend_ext, *zerocopysend_ext;
 } S;
 
 static int strings_init(void) {
 #define STR(field, text)                                                                           \
   if (!S.field && !(S.field = PyUnicode_InternFromString(text)))                                   \
     return -1;
-  STR(type, "type") STR(asgi, "asgi") STR(version, "version") STR(spec_version, "spec_version")
-  STR(http_version, "http_version") STR(server, "server") STR(client, "client")
-  STR(scheme, "scheme") STR(method, "method") STR(root_path, "root_path") STR(path, "path")
-  STR(raw_path, "raw_path") STR(query_string, "query_string") STR(headers, "headers")
-  STR(state, "state") STR(extensions, "extensions") STR(body, "body") STR(more_body, "more_body")
-  STR(status, "status") STR(trailers, "trailers") STR(file, "file") STR(offset, "offset")
-  STR(count, "count") STR(http, "http") STR(https, "https") STR(http_request, "http.request")
-  STR(http_disconnect, "http.disconnect") STR(response_start, "http.response.start")
-  STR(response_body, "http.response.body") STR(response_pathsend, "http.response.pathsend")
-  STR(response_zerocopysend, "http.response.zerocopysend") STR(v1_0, "1.0") STR(v1_1, "1.1")
-  STR(v3_0, "3.0") STR(v2_3, "2.4") STR(create_future, "create_future")
-  STR(create_task, "create_task") STR(add_done_callback, "add_done_callback")
-  STR(set_result, "set_result") STR(set_exception, "set_exception") STR(done, "done")
-  STR(cancelled, "cancelled") STR(exception, "exception") STR(call_soon, "call_soon")
-  STR(call_later, "call_later") STR(cancel, "cancel") STR(time, "time")
-  STR(add_reader, "add_reader") STR(remove_reader, "remove_reader")
-  STR(log_exception, "log_exception") STR(pathsend_ext, "http.response.pathsend")
-  STR(zerocopysend_ext, "http.response.zerocopysend")
+  STR(type, "type")
+  STR(asgi, "asgi") STR(version, "version") STR(spec_version, "spec_version")
+      STR(http_version, "http_version") STR(server, "server") STR(client, "client") STR(
+          scheme, "scheme") STR(method, "method") STR(root_path, "root_path") STR(path, "path")
+          STR(raw_path, "raw_path") STR(query_string, "query_string") STR(headers, "headers") STR(
+              state, "state") STR(extensions, "extensions") STR(body, "body")
+              STR(more_body, "more_body") STR(status, "status") STR(trailers, "trailers") STR(
+                  file, "file") STR(offset, "offset") STR(count, "count") STR(http, "http")
+                  STR(https, "https") STR(http_request, "http.request") STR(
+                      http_disconnect, "http.disconnect") STR(response_start, "http.response.start")
+                      STR(response_body, "http.response.body") STR(response_pathsend,
+                                                                   "http.response.pathsend")
+                          STR(response_zerocopysend, "http.response.zerocopysend") STR(v1_0, "1.0")
+                              STR(v1_1, "1.1") STR(v3_0, "3.0") STR(v2_3, "2.4") STR(
+                                  create_future, "create_future") STR(create_task, "create_task")
+                                  STR(add_done_callback, "add_done_callback") STR(
+                                      set_result, "set_result") STR(set_exception, "set_exception")
+                                      STR(done, "done") STR(cancelled, "cancelled") STR(
+                                          exception, "exception") STR(call_soon, "call_soon")
+                                          STR(call_later, "call_later") STR(cancel, "cancel")
+                                              STR(time, "time") STR(add_reader, "add_reader")
+                                                  STR(remove_reader, "remove_reader")
+                                                      STR(log_exception, "log_exception") STR(
+                                                          pathsend_ext, "http.response.pathsend")
+                                                          STR(zerocopysend_ext,
+                                                              "http.response.zerocopysend")
 #undef STR
-  if (!S.empty_bytes && !(S.empty_bytes = PyBytes_FromStringAndSize("", 0)))
-    return -1;
+                                                              if (!S.empty_bytes &&
+                                                                  !(S.empty_bytes =
+                                                                        PyBytes_FromStringAndSize(
+                                                                            "", 0))) return -1;
   return 0;
 }
 
@@ -147,8 +156,8 @@ typedef struct {
   Py_ssize_t buffered;
   PyObject *receive_waiter, *send_waiter;
   int status;
-  unsigned started : 1, complete : 1, body_done : 1, body_sent : 1, disconnected : 1,
-      paused : 1, resumed : 1, head : 1;
+  unsigned started : 1, complete : 1, body_done : 1, body_sent : 1, disconnected : 1, paused : 1,
+      resumed : 1, head : 1;
   char log_prefix[512]; /* client - "METHOD target HTTP/x.y" */
 } RequestObject;
 
@@ -378,7 +387,8 @@ static PyObject *build_scope(ServerObject *s, const http_request *req) {
       set_item(scope, S.http_version, Py_NewRef(req->version_minor == 0 ? S.v1_0 : S.v1_1)) ||
       set_item(scope, S.server, server_addr) || set_item(scope, S.client, client) ||
       set_item(scope, S.scheme, scheme) ||
-      set_item(scope, S.method, PyUnicode_FromStringAndSize(req->method, (Py_ssize_t)req->method_len)) ||
+      set_item(scope, S.method,
+               PyUnicode_FromStringAndSize(req->method, (Py_ssize_t)req->method_len)) ||
       set_item(scope, S.root_path, Py_NewRef(s->root_path)) || set_item(scope, S.path, full_path) ||
       set_item(scope, S.raw_path, raw_path) ||
       set_item(scope, S.query_string,
@@ -501,8 +511,8 @@ static void on_request(http_request *req) {
   if (!req->unix_socket)
     snprintf(r->log_prefix, sizeof(r->log_prefix), "%s:%d - \"%.*s %.*s HTTP/%d.%d\"",
              req->client_host, req->client_port, (int)req->method_len, req->method,
-             (int)(req->target_len > 300 ? 300 : req->target_len), req->target,
-             req->version_major, req->version_minor);
+             (int)(req->target_len > 300 ? 300 : req->target_len), req->target, req->version_major,
+             req->version_minor);
 
   PyObject *scope = r->chunks ? build_scope(s, req) : NULL;
   PyObject *receive = scope ? PyObject_GetAttrString((PyObject *)r, "receive") : NULL;
@@ -621,9 +631,9 @@ static PyObject *request_done(RequestObject *r, PyObject *task) {
     return NULL;
   if (exc != Py_None) {
     if (!(r->disconnected && PyObject_TypeCheck(exc, (PyTypeObject *)ClientDisconnected))) {
-      PyObject *rr = PyObject_CallMethodObjArgs(r->server->runtime, S.log_exception,
-                                                PyUnicode_FromString("Exception in ASGI application"),
-                                                exc, NULL);
+      PyObject *rr = PyObject_CallMethodObjArgs(
+          r->server->runtime, S.log_exception,
+          PyUnicode_FromString("Exception in ASGI application"), exc, NULL);
       if (!rr)
         PyErr_Clear();
       Py_XDECREF(rr);
@@ -741,7 +751,7 @@ static PyObject *send_start(RequestObject *r, PyObject *message) {
     return NULL;
   }
   int rc = status < 100 || status > 999 ? HTTP_EINVAL_STATUS
-                                         : http_response_start(r->req, (int)status, hdrs, n);
+                                        : http_response_start(r->req, (int)status, hdrs, n);
   Py_DECREF(keep);
   if (rc != 0) {
     server_log(r->server, LOG_ERROR, "Invalid response from ASGI application: %s (status %ld)",
@@ -831,8 +841,7 @@ static PyObject *send_zerocopy(RequestObject *r, PyObject *message) {
     return NULL;
   PyObject *file = PyDict_GetItemWithError(message, S.file);
   if (!file)
-    return PyErr_Occurred() ? NULL
-                            : PyErr_Format(PyExc_KeyError, "zerocopysend needs 'file'");
+    return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_KeyError, "zerocopysend needs 'file'");
   int fd = PyObject_AsFileDescriptor(file);
   if (fd < 0)
     return NULL;
@@ -1063,8 +1072,8 @@ static const http_callbacks server_callbacks = {
 static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
   static char *kwlist[] = {"app", "loop", "options", "state", NULL};
   PyObject *app, *loop, *opts, *state = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!|O:Server", kwlist, &app, &loop,
-                                   &PyDict_Type, &opts, &state))
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!|O:Server", kwlist, &app, &loop, &PyDict_Type,
+                                   &opts, &state))
     return -1;
   if (s->http || s->uv_ready) {
     PyErr_SetString(PyExc_RuntimeError, "Server.__init__ called twice");
@@ -1268,8 +1277,7 @@ static PyObject *server_stats(ServerObject *s, PyObject *noargs) {
     return PyDict_New();
   return Py_BuildValue("{sksksK}", "connections", (unsigned long)http_server_connections(s->http),
                        "active_requests", (unsigned long)http_server_active_requests(s->http),
-                       "total_requests",
-                       (unsigned long long)http_server_total_requests(s->http));
+                       "total_requests", (unsigned long long)http_server_total_requests(s->http));
 }
 
 static int server_traverse(ServerObject *s, visitproc visit, void *arg) {
@@ -1391,8 +1399,8 @@ int asgi_add_types(PyObject *module) {
   if (!ClientDisconnected) {
     ClientDisconnected = PyErr_NewExceptionWithDoc(
         "_appbin.ClientDisconnected",
-        "send() was called after the client closed the connection (ASGI spec 2.4).",
-        PyExc_OSError, NULL);
+        "send() was called after the client closed the connection (ASGI spec 2.4).", PyExc_OSError,
+        NULL);
     if (!ClientDisconnected)
       return -1;
   }

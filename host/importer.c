@@ -762,8 +762,8 @@ int importer_install(void) {
   g.loaded_native = PyDict_New();
   g.origin_kwnames = Py_BuildValue("(s)", "origin");
   g.builtins_key = PyUnicode_InternFromString("__builtins__");
-  if (!g.origin_kwnames || !g.builtins_key || !g.module_spec || !g.fix_co_filename || !g.create_dynamic ||
-      !g.exec_dynamic || !g.loaded_native)
+  if (!g.origin_kwnames || !g.builtins_key || !g.module_spec || !g.fix_co_filename ||
+      !g.create_dynamic || !g.exec_dynamic || !g.loaded_native)
     return -1;
   PyObject *meta_path = PySys_GetObject("meta_path"); /* borrowed */
   if (!meta_path || !PyList_Check(meta_path)) {

@@ -13,6 +13,7 @@
 #include "serve.h"
 #include "sha256.h"
 #include "version.h"
+#include "workers.h"
 #include "zipindex.h"
 
 #include <limits.h>
@@ -158,6 +159,12 @@ int main(int argc, char **argv) {
     if (rc != 0)
       return rc;
     return interp_run_python();
+  }
+  if (opts.workers > 1) {
+    int is_worker;
+    rc = workers_run(&opts, &is_worker);
+    if (!is_worker)
+      return rc;
   }
   rc = interp_start(exe, &zi, &mf, INTERP_SERVER, argc, argv, debug);
   if (rc != 0)
