@@ -132,7 +132,8 @@ typedef struct ServerObject {
   http_server *http;
   int uv_ready, closed, reader_added;
   PyObject *app, *loop, *state, *root_path, *root_path_bytes, *runtime;
-  PyObject *create_future, *create_task, *call_soon, *call_later, *loop_time;
+  PyObject *create_future, *call_soon, *call_later, *loop_time;
+  PyObject *task_type, *loop_kwnames; /* asyncio.Task, ("loop",) */
   PyObject *pump; /* bound _pump method */
   PyObject *timer;
   double timer_when;
@@ -177,6 +178,8 @@ static void server_log(ServerObject *s, int level, const char *fmt, ...) {
 
 static void server_schedule_pump(ServerObject *s);
 
+static void log_exception_obj(ServerObject *s, const char *msg, PyObject *exc);
+
 /* Logs the current Python exception with a traceback, through the runtime. */
 static void log_current_exception(ServerObject *s, const char *msg) {
   PyObject *type, *value, *tb;
@@ -184,14 +187,7 @@ static void log_current_exception(ServerObject *s, const char *msg) {
   PyErr_NormalizeException(&type, &value, &tb);
   if (tb && value)
     PyException_SetTraceback(value, tb);
-  PyObject *r = value ? PyObject_CallMethodObjArgs(s->runtime, S.log_exception,
-                                                   PyUnicode_FromString(msg), value, NULL)
-                      : NULL;
-  if (!r) {
-    PyErr_Clear();
-    fprintf(stderr, "%s%s\n", level_tags[LOG_ERROR], msg);
-  }
-  Py_XDECREF(r);
+  log_exception_obj(s, msg, value ? value : Py_None);
   Py_XDECREF(type);
   Py_XDECREF(value);
   Py_XDECREF(tb);
@@ -484,6 +480,7 @@ static void wake_receiver(RequestObject *r) {
 /* ---- http layer callbacks ---------------------------------------------------- */
 
 static void finish_with_500(RequestObject *r);
+static PyObject *runner_new(RequestObject *r, PyObject *awaitable);
 
 static void on_request(http_request *req) {
   ServerObject *s = http_server_user(req->server);
@@ -521,18 +518,26 @@ static void on_request(http_request *req) {
   Py_XDECREF(scope);
   Py_XDECREF(receive);
   Py_XDECREF(send);
-  PyObject *task = coro ? PyObject_CallOneArg(s->create_task, coro) : NULL;
+  PyObject *runner = coro ? runner_new(r, coro) : NULL;
   Py_XDECREF(coro);
-  PyObject *done_cb = task ? PyObject_GetAttrString((PyObject *)r, "_done") : NULL;
-  PyObject *rc = done_cb ? PyObject_CallMethodOneArg(task, S.add_done_callback, done_cb) : NULL;
-  Py_XDECREF(done_cb);
-  Py_XDECREF(task);
-  if (!rc) {
-    log_current_exception(s, "Exception in ASGI application");
+  /* asyncio.Task(runner, loop=loop), as loop.create_task() does. */
+  PyObject *args[2] = {runner, s->loop};
+  PyObject *task = runner ? PyObject_Vectorcall(s->task_type, args, 1, s->loop_kwnames) : NULL;
+  Py_XDECREF(runner);
+  if (!task) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb && value)
+      PyException_SetTraceback(value, tb);
+    log_exception_obj(s, "Exception in ASGI application", value ? value : Py_None);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
     finish_with_500(r);
     return;
   }
-  Py_DECREF(rc);
+  Py_DECREF(task);
 }
 
 static void on_body(http_request *req, const char *data, size_t len) {
@@ -618,37 +623,190 @@ static void finish_with_500(RequestObject *r) {
   server_schedule_pump(r->server);
 }
 
-/* The application's task finished: log errors and make sure the request
- * gets its terminal call. */
-static PyObject *request_done(RequestObject *r, PyObject *task) {
-  PyObject *cancelled = PyObject_CallMethodNoArgs(task, S.cancelled);
-  if (!cancelled)
-    return NULL;
-  int was_cancelled = cancelled == Py_True;
-  Py_DECREF(cancelled);
-  PyObject *exc = was_cancelled ? Py_NewRef(Py_None) : PyObject_CallMethodNoArgs(task, S.exception);
-  if (!exc)
-    return NULL;
-  if (exc != Py_None) {
-    if (!(r->disconnected && PyObject_TypeCheck(exc, (PyTypeObject *)ClientDisconnected))) {
-      PyObject *rr = PyObject_CallMethodObjArgs(
-          r->server->runtime, S.log_exception,
-          PyUnicode_FromString("Exception in ASGI application"), exc, NULL);
-      if (!rr)
-        PyErr_Clear();
-      Py_XDECREF(rr);
-    }
+static void log_exception_obj(ServerObject *s, const char *msg, PyObject *exc) {
+  PyObject *text = PyUnicode_FromString(msg);
+  PyObject *r = text ? PyObject_CallMethodObjArgs(s->runtime, S.log_exception, text, exc, NULL)
+                     : NULL;
+  Py_XDECREF(text);
+  if (!r) {
+    PyErr_Clear();
+    fprintf(stderr, "%s%s\n", level_tags[LOG_ERROR], msg);
+  }
+  Py_XDECREF(r);
+}
+
+/* The application returned (exc NULL), raised exc, or was cancelled: log
+ * what is worth it and make sure the request gets its terminal call. */
+static void request_finish(RequestObject *r, PyObject *exc, int cancelled) {
+  if (exc) {
+    if (!(r->disconnected && PyObject_TypeCheck(exc, (PyTypeObject *)ClientDisconnected)))
+      log_exception_obj(r->server, "Exception in ASGI application", exc);
     finish_with_500(r);
   } else if (r->req && !r->complete) {
-    if (!r->disconnected && !was_cancelled)
-      server_log(r->server, r->started ? LOG_ERROR : LOG_ERROR,
-                 "ASGI callable returned without %s response.",
+    if (!r->disconnected && !cancelled)
+      server_log(r->server, LOG_ERROR, "ASGI callable returned without %s response.",
                  r->started ? "completing" : "starting");
     finish_with_500(r);
   }
-  Py_DECREF(exc);
+}
+
+/* ---- Runner: the coroutine a request's task runs ------------------------------
+ *
+ * It drives the application's awaitable and, when that ends, finishes the
+ * request inline: no done-callback round trip through the event loop, and
+ * the task itself always ends cleanly (errors are logged here) except for
+ * cancellation, which propagates. */
+
+typedef struct {
+  PyObject_HEAD PyObject *inner; /* the app's awaitable iterator */
+  RequestObject *request;
+} RunnerObject;
+
+static PyTypeObject RunnerType;
+
+static PyObject *runner_new(RequestObject *r, PyObject *awaitable) {
+  PyObject *inner;
+  if (PyCoro_CheckExact(awaitable)) {
+    inner = Py_NewRef(awaitable);
+  } else {
+    unaryfunc getter = Py_TYPE(awaitable)->tp_as_async ? Py_TYPE(awaitable)->tp_as_async->am_await
+                                                        : NULL;
+    if (!getter)
+      return PyErr_Format(PyExc_TypeError, "the ASGI application returned %R, not an awaitable",
+                          awaitable);
+    if (!(inner = getter(awaitable)))
+      return NULL;
+  }
+  RunnerObject *runner = PyObject_GC_New(RunnerObject, &RunnerType);
+  if (!runner) {
+    Py_DECREF(inner);
+    return NULL;
+  }
+  runner->inner = inner;
+  runner->request = (RequestObject *)Py_NewRef(r);
+  PyObject_GC_Track(runner);
+  return (PyObject *)runner;
+}
+
+/* Turns the inner iterator's outcome into the runner's. */
+static PySendResult runner_outcome(RunnerObject *self, PySendResult status, PyObject **result) {
+  if (status == PYGEN_NEXT)
+    return PYGEN_NEXT;
+  RequestObject *r = self->request;
+  if (status == PYGEN_RETURN) {
+    Py_CLEAR(*result);
+    request_finish(r, NULL, 0);
+  } else {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb && value)
+      PyException_SetTraceback(value, tb);
+    int cancelled = value && PyErr_GivenExceptionMatches(value, PyExc_BaseException) &&
+                    !PyErr_GivenExceptionMatches(value, PyExc_Exception);
+    request_finish(r, cancelled ? NULL : value, cancelled);
+    if (cancelled) { /* CancelledError, KeyboardInterrupt, SystemExit: propagate */
+      PyErr_Restore(type, value, tb);
+      *result = NULL;
+      return PYGEN_ERROR;
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+  }
+  *result = Py_NewRef(Py_None);
+  return PYGEN_RETURN;
+}
+
+static PySendResult runner_am_send(PyObject *self, PyObject *arg, PyObject **result) {
+  RunnerObject *runner = (RunnerObject *)self;
+  return runner_outcome(runner, PyIter_Send(runner->inner, arg, result), result);
+}
+
+static PyObject *runner_send(PyObject *self, PyObject *arg) {
+  PyObject *result;
+  PySendResult status = runner_am_send(self, arg, &result);
+  if (status == PYGEN_RETURN) {
+    Py_DECREF(result);
+    PyErr_SetNone(PyExc_StopIteration);
+    return NULL;
+  }
+  return status == PYGEN_NEXT ? result : NULL;
+}
+
+static PyObject *runner_next(PyObject *self) { return runner_send(self, Py_None); }
+
+static PyObject *runner_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+  RunnerObject *runner = (RunnerObject *)self;
+  PyObject *throw = PyObject_GetAttrString(runner->inner, "throw");
+  if (!throw)
+    return NULL;
+  PyObject *result = PyObject_Vectorcall(throw, args, (size_t)nargs, NULL);
+  Py_DECREF(throw);
+  PySendResult status = PYGEN_NEXT;
+  if (!result) {
+    if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+      PyErr_Clear();
+      result = Py_NewRef(Py_None);
+      status = PYGEN_RETURN;
+    } else {
+      status = PYGEN_ERROR;
+    }
+  }
+  status = runner_outcome(runner, status, &result);
+  if (status == PYGEN_RETURN) {
+    Py_DECREF(result);
+    PyErr_SetNone(PyExc_StopIteration);
+    return NULL;
+  }
+  return status == PYGEN_NEXT ? result : NULL;
+}
+
+static PyObject *runner_close(PyObject *self, PyObject *noargs) {
+  (void)noargs;
+  RunnerObject *runner = (RunnerObject *)self;
+  PyObject *r = PyObject_CallMethod(runner->inner, "close", NULL);
+  if (!r)
+    PyErr_Clear(); /* iterators without close() */
+  Py_XDECREF(r);
   Py_RETURN_NONE;
 }
+
+static int runner_traverse(RunnerObject *self, visitproc visit, void *arg) {
+  Py_VISIT(self->inner);
+  Py_VISIT(self->request);
+  return 0;
+}
+
+static void runner_dealloc(RunnerObject *self) {
+  PyObject_GC_UnTrack(self);
+  Py_XDECREF(self->inner);
+  Py_XDECREF(self->request);
+  PyObject_GC_Del(self);
+}
+
+static PyMethodDef runner_methods[] = {
+    {"send", runner_send, METH_O, "send($self, value, /)\n--\n\nResume the application."},
+    {"throw", (PyCFunction)(void (*)(void))runner_throw, METH_FASTCALL,
+     "throw($self, typ, val=None, tb=None, /)\n--\n\nRaise inside the application."},
+    {"close", runner_close, METH_NOARGS, "close($self, /)\n--\n\nClose the application."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods runner_async = {.am_await = ready_await, .am_send = runner_am_send};
+
+static PyTypeObject RunnerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_appbin.Runner",
+    .tp_basicsize = sizeof(RunnerObject),
+    .tp_dealloc = (destructor)runner_dealloc,
+    .tp_as_async = &runner_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = runner_next,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)runner_traverse,
+    .tp_methods = runner_methods,
+    .tp_doc = PyDoc_STR("The coroutine a request's task runs: the app, then the finish."),
+};
 
 /* ---- receive and send ---------------------------------------------------------- */
 
@@ -905,8 +1063,6 @@ static PyMethodDef request_methods[] = {
      "receive($self, /)\n--\n\nThe next ASGI event: http.request or http.disconnect."},
     {"send", (PyCFunction)request_send, METH_O,
      "send($self, message, /)\n--\n\nSend an ASGI http.response.* message."},
-    {"_done", (PyCFunction)request_done, METH_O,
-     "_done($self, task, /)\n--\n\nThe application's task finished."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1058,6 +1214,23 @@ static int parse_default_headers(ServerObject *s, PyObject *list) {
   return 0;
 }
 
+/* asyncio.Task, with Runner registered as a collections.abc.Coroutine so
+ * that Task accepts it. */
+static PyObject *runner_task_type(void) {
+  PyObject *abc = PyImport_ImportModule("collections.abc");
+  PyObject *coroutine = abc ? PyObject_GetAttrString(abc, "Coroutine") : NULL;
+  Py_XDECREF(abc);
+  PyObject *reg = coroutine ? PyObject_CallMethod(coroutine, "register", "O", &RunnerType) : NULL;
+  Py_XDECREF(coroutine);
+  if (!reg)
+    return NULL;
+  Py_DECREF(reg);
+  PyObject *asyncio = PyImport_ImportModule("asyncio");
+  PyObject *task = asyncio ? PyObject_GetAttrString(asyncio, "Task") : NULL;
+  Py_XDECREF(asyncio);
+  return task;
+}
+
 static const http_callbacks server_callbacks = {
     .on_request = on_request,
     .on_body = on_body,
@@ -1086,7 +1259,8 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
   s->state = state == Py_None ? NULL : Py_NewRef(state);
   if (!(s->runtime = PyImport_ImportModule("_appbin_runtime")) ||
       !(s->create_future = PyObject_GetAttr(loop, S.create_future)) ||
-      !(s->create_task = PyObject_GetAttr(loop, S.create_task)) ||
+      !(s->task_type = runner_task_type()) ||
+      !(s->loop_kwnames = Py_BuildValue("(s)", "loop")) ||
       !(s->call_soon = PyObject_GetAttr(loop, S.call_soon)) ||
       !(s->call_later = PyObject_GetAttr(loop, S.call_later)) ||
       !(s->loop_time = PyObject_GetAttr(loop, S.time)) ||
@@ -1289,7 +1463,7 @@ static int server_traverse(ServerObject *s, visitproc visit, void *arg) {
   Py_VISIT(s->closed_future);
   Py_VISIT(s->on_max_requests);
   Py_VISIT(s->create_future);
-  Py_VISIT(s->create_task);
+  Py_VISIT(s->task_type);
   Py_VISIT(s->call_soon);
   Py_VISIT(s->call_later);
   Py_VISIT(s->loop_time);
@@ -1304,7 +1478,8 @@ static int server_clear(ServerObject *s) {
   Py_CLEAR(s->closed_future);
   Py_CLEAR(s->on_max_requests);
   Py_CLEAR(s->create_future);
-  Py_CLEAR(s->create_task);
+  Py_CLEAR(s->task_type);
+  Py_CLEAR(s->loop_kwnames);
   Py_CLEAR(s->call_soon);
   Py_CLEAR(s->call_later);
   Py_CLEAR(s->loop_time);
@@ -1394,6 +1569,7 @@ static PyTypeObject ServerType = {
 
 int asgi_add_types(PyObject *module) {
   if (PyType_Ready(&ReadyType) < 0 || PyType_Ready(&RequestType) < 0 ||
+      PyType_Ready(&RunnerType) < 0 ||
       PyType_Ready(&ServerType) < 0)
     return -1;
   if (!ClientDisconnected) {

@@ -280,7 +280,11 @@ int cli_parse(int argc, char **argv, const manifest *defaults, cli_options *o, c
 
   if (cli_is_python_mode(argc, argv)) {
     o->mode = CLI_PYTHON;
-    int skip = argc > 1 && strcmp(argv[1], "python") == 0 ? 2 : 1;
+    /* "app.bin python ARGS" drops the subcommand; "python3 ARGS" (argv[0]
+     * named python*) passes everything after argv[0]. */
+    const char *base = strrchr(argv[0], '/');
+    base = base ? base + 1 : argv[0];
+    int skip = strncmp(base, "python", 6) != 0 && argc > 1 && strcmp(argv[1], "python") == 0 ? 2 : 1;
     o->python_argc = argc - skip;
     o->python_argv = argv + skip;
     return 0;

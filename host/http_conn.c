@@ -128,6 +128,7 @@ static void conn_maybe_free(http_conn *c) {
   if (c->next)
     c->next->prev = c->prev;
   srv->n_conns--;
+  srv->n_closing--;
   if (c->rbuf)
     http_server__rbuf_put(srv, c->rbuf);
   if (c->sf_fd >= 0)
@@ -153,11 +154,18 @@ static void on_timer_close(uv_handle_t *h) {
   conn_maybe_free(c);
 }
 
+static void conn_mark_closing(http_conn *c) {
+  if (!c->closing)
+    c->srv->n_closing++;
+  c->closing = true;
+}
+
 void http_conn_close_now(http_conn *c) {
   if (c->closed)
     return;
   conn_ref(c);
-  c->closing = c->closed = true;
+  conn_mark_closing(c);
+  c->closed = true;
   c->wbuf.len = 0;
   if (c->sf_fd >= 0) {
     close(c->sf_fd);
@@ -298,11 +306,6 @@ static void on_write(uv_write_t *wr, int status) {
   http_conn_out_flush(c);
   if (c->sf_fd >= 0)
     http_conn_pump_file(c);
-  if (c->want_drain && http_conn_out_pending(c) <= c->srv->cfg.write_low_water && c->sf_fd < 0) {
-    c->want_drain = false;
-    if (c->req_active && !c->disconnected && c->srv->cb.on_drain)
-      c->srv->cb.on_drain(&c->req);
-  }
   http_conn_continue(c);
   conn_unref(c);
 }
@@ -398,7 +401,7 @@ static void on_shutdown(uv_shutdown_t *r, int status) {
 static void conn_close_graceful(http_conn *c) {
   if (c->closing)
     return;
-  c->closing = true;
+  conn_mark_closing(c);
   if (c->sink) {
     c->closed = true;
     conn_maybe_free(c);
@@ -556,6 +559,16 @@ void http_conn_start(http_conn *c) {
   conn_unref(c);
 }
 
+/* Tell a consumer that waited for on_drain() that output went down. */
+static void conn_check_drain(http_conn *c) {
+  if (c->want_drain && !c->closed && c->sf_fd < 0 &&
+      http_conn_out_pending(c) <= c->srv->cfg.write_low_water) {
+    c->want_drain = false;
+    if (c->req_active && !c->disconnected && c->srv->cb.on_drain)
+      c->srv->cb.on_drain(&c->req);
+  }
+}
+
 void http_conn_continue(http_conn *c) {
   if (c->in_process)
     return;
@@ -564,6 +577,7 @@ void http_conn_continue(http_conn *c) {
     conn_process(c);
   } else {
     http_conn_out_flush(c);
+    conn_check_drain(c);
     conn_update(c);
   }
   conn_unref(c);
@@ -836,7 +850,8 @@ static int on_headers_complete(llhttp_t *p) {
   c->req_internal = false;
 
   if (srv->cfg.limit_concurrency &&
-      (srv->n_active >= srv->cfg.limit_concurrency || srv->n_conns > srv->cfg.limit_concurrency)) {
+      (srv->n_active >= srv->cfg.limit_concurrency ||
+       srv->n_conns - srv->n_closing > srv->cfg.limit_concurrency)) {
     http_server__log(srv, 2, "Exceeded concurrency limit.");
     c->parse_dead = true;
     c->keep_alive = false;
@@ -986,6 +1001,7 @@ static void conn_process(http_conn *c) {
   if (c->sf_fd >= 0)
     http_conn_pump_file(c);
   http_conn_out_flush(c);
+  conn_check_drain(c);
   conn_update(c);
   conn_unref(c);
 }

@@ -45,6 +45,7 @@ struct http_server {
 
   http_conn *conns; /* doubly linked list of live connections */
   size_t n_conns;
+  size_t n_closing; /* of n_conns: closing (lingering, handle closing) */
   size_t n_active; /* requests handed to the consumer, not yet terminal */
   uint64_t n_requests;
 

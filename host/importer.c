@@ -85,9 +85,7 @@ static const modindex_module *lookup(PyObject *fullname) {
 }
 
 static const zipindex_entry *origin_entry(const modindex_module *m) {
-  if (m->kind == MODINDEX_EXTENSION)
-    return m->ext;
-  return m->source ? m->source : m->code;
+  return modindex_origin(m);
 }
 
 /* ModuleSpec(name, loader, origin=origin): origin is keyword-only. */
@@ -250,7 +248,7 @@ static PyObject *load_pyc(const modindex_module *m, PyObject *filename) {
 }
 
 static PyObject *get_code_for(const modindex_module *m) {
-  if (m->kind == MODINDEX_EXTENSION || m->kind == MODINDEX_NAMESPACE)
+  if (m->ext || m->kind == MODINDEX_NAMESPACE)
     Py_RETURN_NONE;
   const zipindex_entry *origin = origin_entry(m);
   PyObject *filename = archive_path_of(origin->name, origin->name_len);
@@ -335,7 +333,7 @@ static PyObject *importer_create_module(PyObject *self, PyObject *spec) {
     return NULL;
   PyObject *result = NULL;
   const modindex_module *m = PyUnicode_Check(name) ? lookup(name) : NULL;
-  if (m && m->kind == MODINDEX_EXTENSION)
+  if (m && m->ext)
     result = create_extension(spec, name, m);
   else if (!PyErr_Occurred())
     result = Py_NewRef(Py_None);
@@ -359,7 +357,7 @@ static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
     return r;
   }
   Py_DECREF(name);
-  if (m->kind == MODINDEX_EXTENSION)
+  if (m->ext)
     return PyObject_CallOneArg(g.exec_dynamic, module);
   PyObject *code = get_code_for(m);
   if (!code)

@@ -188,7 +188,9 @@ static int add_file(modindex *mi, size_t r, const zipindex_entry *e, size_t root
       m->code = e;
     else if (type == PY)
       m->source = e;
-    return 0; /* an __init__ extension module is not supported */
+    else
+      m->ext = e; /* a compiled __init__ (Cython packages) */
+    return 0;
   }
   if (m->kind == MODINDEX_PACKAGE)
     return 0;
@@ -238,11 +240,54 @@ int modindex_add_root(modindex *mi, const char *root) {
   return 0;
 }
 
+const zipindex_entry *modindex_origin(const modindex_module *m) {
+  if (m->ext)
+    return m->ext; /* extensions first, as FileFinder does */
+  return m->source ? m->source : m->code;
+}
+
+/* Length of the directory part of a member path. */
+static size_t dir_len(const char *path, size_t len) {
+  while (len && path[len - 1] != '/')
+    len--;
+  return len ? len - 1 : 0;
+}
+
+static int is_parent_dir(const modindex_module *parent, const char *dir, size_t len) {
+  for (size_t i = 0; i < parent->ndirs; i++)
+    if (strlen(parent->dirs[i]) == len && memcmp(parent->dirs[i], dir, len) == 0)
+      return 1;
+  return 0;
+}
+
+/* Whether a submodule lives in one of its parent package's directories: a
+ * package from an earlier root shadows a later root's whole subtree. */
+static int under_parent(const modindex_module *m, const modindex_module *parent) {
+  if (parent->kind != MODINDEX_PACKAGE && parent->kind != MODINDEX_NAMESPACE)
+    return 0;
+  if (m->kind == MODINDEX_PACKAGE || m->kind == MODINDEX_NAMESPACE) {
+    for (size_t i = 0; i < m->ndirs; i++)
+      if (is_parent_dir(parent, m->dirs[i], dir_len(m->dirs[i], strlen(m->dirs[i]))))
+        return 1;
+    return 0;
+  }
+  const zipindex_entry *origin = modindex_origin(m);
+  return is_parent_dir(parent, origin->name, dir_len(origin->name, origin->name_len));
+}
+
 const modindex_module *modindex_find(const modindex *mi, const char *name, size_t len) {
   if (!mi->slots)
     return NULL;
   modindex_module *m = *slot_for(mi, name, len);
-  return m && m->kind != MODINDEX_MISSING ? m : NULL;
+  if (!m || m->kind == MODINDEX_MISSING)
+    return NULL;
+  const char *dot = memrchr(name, '.', len);
+  if (dot) {
+    const modindex_module *parent = modindex_find(mi, name, (size_t)(dot - name));
+    if (!parent || !under_parent(m, parent))
+      return NULL;
+  }
+  return m;
 }
 
 void modindex_free(modindex *mi) {

@@ -27,7 +27,7 @@ typedef struct modindex_module {
   modindex_kind kind;
   const zipindex_entry *code;   /* .pyc (module, or __init__ of a package) */
   const zipindex_entry *source; /* .py */
-  const zipindex_entry *ext;    /* shared object */
+  const zipindex_entry *ext;    /* shared object (also a compiled __init__) */
   char **dirs;                  /* member directories (packages: one) */
   size_t ndirs;
   size_t root; /* index of the root that provided the regular module */
@@ -48,7 +48,13 @@ int modindex_init(modindex *mi, const zipindex *zi);
  * Returns 0, 1 if that root was already added, -1 on out of memory. */
 int modindex_add_root(modindex *mi, const char *root);
 
+/* The module named `name`, or NULL; a submodule is found only inside its
+ * parent package's directories. */
 const modindex_module *modindex_find(const modindex *mi, const char *name, size_t len);
+
+/* The member a module is loaded from: its extension, else its source, else
+ * its .pyc (NULL for namespace packages). */
+const zipindex_entry *modindex_origin(const modindex_module *m);
 
 void modindex_free(modindex *mi);
 

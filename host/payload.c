@@ -44,9 +44,9 @@ int payload_parse_trailer(const uint8_t *tail, uint64_t file_size, payload_trail
   if (out->flags != 0)
     return payload_error(err, errlen, "payload has unknown flags 0x%x", out->flags);
   /* The archive must end exactly where the trailer starts. */
-  if (file_size < PAYLOAD_TRAILER_SIZE || out->archive_offset > file_size ||
-      out->archive_size > file_size - PAYLOAD_TRAILER_SIZE - out->archive_offset ||
-      out->archive_offset + out->archive_size != file_size - PAYLOAD_TRAILER_SIZE)
+  if (file_size < PAYLOAD_TRAILER_SIZE ||
+      out->archive_offset > file_size - PAYLOAD_TRAILER_SIZE ||
+      out->archive_size != file_size - PAYLOAD_TRAILER_SIZE - out->archive_offset)
     return payload_error(err, errlen,
                          "payload is truncated or damaged (archive at %llu+%llu, file size %llu)",
                          (unsigned long long)out->archive_offset,
@@ -92,6 +92,9 @@ int payload_open(payload *p, const char *path, int checks, char *err, size_t err
   if (checks & PAYLOAD_VERIFY_HASH) {
     uint8_t digest[SHA256_DIGEST_SIZE];
     sha256_digest(p->archive, p->archive_size, digest);
+    /* Hashing touched every page; only what is read later needs to stay
+     * resident (the pages remain in the page cache). */
+    madvise((void *)p->map, p->map_size, MADV_DONTNEED);
     if (memcmp(digest, p->trailer.sha256, SHA256_DIGEST_SIZE) != 0) {
       payload_close(p);
       return payload_error(err, errlen, "payload checksum mismatch: %s is damaged or was modified",

@@ -162,8 +162,10 @@ int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, s
   }
   /* A read past the end makes libzip verify the CRC of what was read. */
   char extra;
-  if (zip_fread(f, &extra, 1) != 0) {
-    snprintf(err, errlen, "member %s is damaged: %s", e->name, zip_file_strerror(f));
+  zip_int64_t more = zip_fread(f, &extra, 1);
+  if (more != 0) {
+    snprintf(err, errlen, "member %s is damaged: %s", e->name,
+             more > 0 ? "it holds more data than its recorded size" : zip_file_strerror(f));
     zip_fclose(f);
     return -1;
   }

@@ -27,7 +27,8 @@ typedef struct zipindex {
 } zipindex;
 
 /* Opens the zip archive held in `data` (not copied: must outlive the index).
- * Rejects member names that are absolute, hold "..", a backslash or a NUL.
+ * Rejects member names that are empty or absolute, or hold a "." or ".."
+ * component or a backslash (libzip itself turns a NUL in a name into a space).
  * Returns 0, or -1 with a message in err. */
 int zipindex_open(zipindex *zi, const void *data, size_t len, char *err, size_t errlen);
 

@@ -53,8 +53,8 @@ static inline int check_contains_(const char *hay, const char *needle, const cha
                        needle ? needle : "(null)", hay ? hay : "(null)");
 }
 
-static inline int check_mem_(const void *a, const void *b, size_t n, const char *as,
-                             const char *bs, const char *file, int line) {
+static inline int check_mem_(const void *a, const void *b, size_t n, const char *as, const char *bs,
+                             const char *file, int line) {
   size_t i = 0;
   if (a && b)
     while (i < n && ((const unsigned char *)a)[i] == ((const unsigned char *)b)[i])
@@ -66,8 +66,7 @@ static inline int check_mem_(const void *a, const void *b, size_t n, const char 
 /* The condition holds. */
 #define CHECK(cond) check_report_(!!(cond), __FILE__, __LINE__, "%s", #cond)
 /* Two integers (compared as long long) are equal. */
-#define CHECK_EQ_INT(a, b)                                                                         \
-  check_eq_int_((long long)(a), (long long)(b), #a, #b, __FILE__, __LINE__)
+#define CHECK_EQ_INT(a, b) check_eq_int_((long long)(a), (long long)(b), #a, #b, __FILE__, __LINE__)
 /* Two C strings are equal (two NULLs are equal; NULL and a string are not). */
 #define CHECK_STR(a, b) check_str_((a), (b), #a, #b, __FILE__, __LINE__)
 /* `hay` is a string holding `needle`. */

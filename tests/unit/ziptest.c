@@ -159,15 +159,40 @@ uint8_t *zt_finish(ziptest *z, unsigned flags, size_t *len) {
   size_t cd_len = z->cd_len;
   size_t cd_written = (flags & ZT_TRUNCATE_CD) ? cd_len / 2 : cd_len;
   put(&z->data, &z->len, &z->cap, z->cd, cd_written);
+  if (flags & ZT_ZIP64) {
+    uint64_t eocd64_at = z->len, count = z->count;
+    uint64_t fields[4] = {count, count, cd_len, cd_offset};
+    put32(&z->data, &z->len, &z->cap, 0x06064b50);
+    put32(&z->data, &z->len, &z->cap, 44); /* size of the rest of the record */
+    put32(&z->data, &z->len, &z->cap, 0);
+    put16(&z->data, &z->len, &z->cap, (3 << 8) | 45); /* made by: Unix, 4.5 */
+    put16(&z->data, &z->len, &z->cap, 45);
+    put32(&z->data, &z->len, &z->cap, 0); /* this disk */
+    put32(&z->data, &z->len, &z->cap, 0); /* disk with the central directory */
+    for (int i = 0; i < 4; i++) {
+      put32(&z->data, &z->len, &z->cap, (uint32_t)fields[i]);
+      put32(&z->data, &z->len, &z->cap, (uint32_t)(fields[i] >> 32));
+    }
+    /* Locator. */
+    put32(&z->data, &z->len, &z->cap, 0x07064b50);
+    put32(&z->data, &z->len, &z->cap, 0);
+    put32(&z->data, &z->len, &z->cap, (uint32_t)eocd64_at);
+    put32(&z->data, &z->len, &z->cap, (uint32_t)(eocd64_at >> 32));
+    put32(&z->data, &z->len, &z->cap, 1); /* total disks */
+  }
   if (!(flags & ZT_NO_EOCD)) {
     uint32_t count = z->count + ((flags & ZT_CD_COUNT_PLUS1) ? 1 : 0);
+    if (flags & ZT_ZIP64)
+      count = 0xffff;
     put32(&z->data, &z->len, &z->cap, 0x06054b50);
     put16(&z->data, &z->len, &z->cap, 0); /* this disk */
     put16(&z->data, &z->len, &z->cap, 0); /* disk with the central directory */
     put16(&z->data, &z->len, &z->cap, count);
     put16(&z->data, &z->len, &z->cap, count);
-    put32(&z->data, &z->len, &z->cap, (uint32_t)cd_len + ((flags & ZT_CD_SIZE_PLUS1) ? 1 : 0));
-    put32(&z->data, &z->len, &z->cap, (flags & ZT_CD_OFFSET_BAD) ? cd_offset + 0x10000 : cd_offset);
+    uint32_t size = (uint32_t)cd_len + ((flags & ZT_CD_SIZE_PLUS1) ? 1 : 0);
+    uint32_t offset = (flags & ZT_CD_OFFSET_BAD) ? cd_offset + 0x10000 : cd_offset;
+    put32(&z->data, &z->len, &z->cap, (flags & ZT_ZIP64) ? 0xffffffff : size);
+    put32(&z->data, &z->len, &z->cap, (flags & ZT_ZIP64) ? 0xffffffff : offset);
     if (flags & ZT_EOCD_COMMENT) {
       put16(&z->data, &z->len, &z->cap, 5);
       put(&z->data, &z->len, &z->cap, "hello", 5);

@@ -2,8 +2,9 @@
  * ziptest: a minimal in-memory zip writer for the unit tests.
  *
  * Writes local headers, member data, the central directory and the end of
- * central directory record (no zip64, no data descriptors, fixed timestamp
- * 1980-01-01 00:00), members in the order they are added. Knobs make the
+ * central directory record (zip64 end records on request; no zip64 extra
+ * fields, no data descriptors; fixed timestamp 1980-01-01 00:00), members in
+ * the order they are added. Knobs make the
  * broken archives a reader must reject: a wrong CRC, a local header that
  * disagrees with the central directory, a truncated central directory, ...
  * Names are taken as given (any bytes, "../x", duplicates): checking them is
@@ -30,12 +31,14 @@ enum {
 
 /* Whole-archive flags (zt_finish). */
 enum {
-  ZT_TRUNCATE_CD = 1 << 0,   /* write only half the central directory bytes */
+  ZT_TRUNCATE_CD = 1 << 0,    /* write only half the central directory bytes */
   ZT_CD_COUNT_PLUS1 = 1 << 1, /* the EOCD claims one more member than written */
-  ZT_CD_OFFSET_BAD = 1 << 2, /* the EOCD's central directory offset is past the end */
-  ZT_CD_SIZE_PLUS1 = 1 << 3, /* the EOCD's central directory size is one more */
-  ZT_NO_EOCD = 1 << 4,       /* leave out the end of central directory record */
-  ZT_EOCD_COMMENT = 1 << 5,  /* add a 5-byte archive comment "hello" */
+  ZT_CD_OFFSET_BAD = 1 << 2,  /* the EOCD's central directory offset is past the end */
+  ZT_CD_SIZE_PLUS1 = 1 << 3,  /* the EOCD's central directory size is one more */
+  ZT_NO_EOCD = 1 << 4,        /* leave out the end of central directory record */
+  ZT_EOCD_COMMENT = 1 << 5,   /* add a 5-byte archive comment "hello" */
+  ZT_ZIP64 = 1 << 6,          /* zip64 end records (the EOCD fields all 0xff..), as
+                                 Python's zipfile writes past 65535 members */
 };
 
 typedef struct ziptest {

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The whole test suite: C unit tests (release and ASan/UBSan builds), the HTTP
+# parser fuzzer for a bounded time, end-to-end tests of app.bin with real
+# clients, and the Docker tests where a Docker engine answers.
+# Installs what is missing first (tests/setup.sh).
+#   APPBIN_SKIP_DOCKER=1  skip the Docker tests
+#   APPBIN_FUZZ_SECONDS=N fuzzing time (default 30)
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+bash tests/setup.sh || exit 1
+
+failed=()
+step() {
+  local name=$1
+  shift
+  echo "=== $name"
+  if "$@"; then echo "=== $name: ok"; else echo "=== $name: FAILED"; failed+=("$name"); fi
+}
+
+build() { # build DIR CMAKE_ARGS...
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -G Ninja "$@" >/dev/null && cmake --build "$dir"
+}
+
+step "release build" build build -DCMAKE_BUILD_TYPE=Release
+step "unit tests (release)" ctest --test-dir build --output-on-failure -j2
+step "ASan/UBSan build" build build-asan -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_SANITIZE=ON
+step "unit tests (ASan/UBSan)" env ASAN_OPTIONS=detect_leaks=1 \
+  ctest --test-dir build-asan --output-on-failure -j2
+step "fuzz build" env CC=clang build build-fuzz -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_FUZZ=ON
+fuzz_seconds=${APPBIN_FUZZ_SECONDS:-30}
+step "fuzz http parser (${fuzz_seconds}s)" build-fuzz/tests/unit/fuzz_http_conn \
+  -max_total_time="$fuzz_seconds" -timeout=10 -dict=tests/fuzz/http.dict \
+  tests/fuzz/corpus
+step "end-to-end tests" build/tools-venv/bin/pytest tests/e2e -q -p no:cacheprovider
+step "end-to-end tests on the ASan host" env APPBIN_BUILD_DIR=build-asan \
+  ASAN_OPTIONS=detect_leaks=0 build/tools-venv/bin/pytest tests/e2e -q -p no:cacheprovider \
+  -m "not slow" -k "not packager"
+if [ "${APPBIN_SKIP_DOCKER:-0}" != 1 ] && docker info >/dev/null 2>&1; then
+  step "docker tests" build/tools-venv/bin/pytest tests/docker -q -p no:cacheprovider
+else
+  echo "=== docker tests: skipped (no Docker engine answers, or APPBIN_SKIP_DOCKER=1)"
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED steps: ${failed[*]}"
+  exit 1
+fi
+echo "all test steps passed"
