@@ -15,6 +15,7 @@
 static struct {
   char *archive; /* path of the file holding the payload */
   size_t archive_len;
+  const payload *payload;
   zipindex *zi;
   const manifest *mf;
   modindex mi;
@@ -670,7 +671,16 @@ static PyObject *appbin_manifest(PyObject *mod, PyObject *noargs) {
   return d;
 }
 
+static PyObject *appbin_release_memory(PyObject *mod, PyObject *noargs) {
+  (void)mod, (void)noargs;
+  payload_release_pages(g.payload);
+  Py_RETURN_NONE;
+}
+
 static PyMethodDef appbin_functions[] = {
+    {"release_memory", appbin_release_memory, METH_NOARGS,
+     "release_memory()\n--\n\nDrop the archive's pages from memory (they stay in the page "
+     "cache): call once start-up imports are done."},
     {"read", appbin_read, METH_O, "read(member, /)\n--\n\nThe bytes of an archive member."},
     {"stat", appbin_stat, METH_O,
      "stat(member, /)\n--\n\n0 when missing, 1 for a file, 2 for a directory."},
@@ -714,8 +724,9 @@ static PyObject *init_appbin_module(void) {
 
 /* ---- setup ------------------------------------------------------------------ */
 
-int importer_setup(const char *archive_path, zipindex *zi, const manifest *mf, char *err,
-                   size_t errlen) {
+int importer_setup(const char *archive_path, const payload *pl, zipindex *zi, const manifest *mf,
+                   char *err, size_t errlen) {
+  g.payload = pl;
   g.archive = strdup(archive_path);
   if (!g.archive)
     goto oom;

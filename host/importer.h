@@ -16,13 +16,14 @@
 #include <Python.h>
 
 #include "manifest.h"
+#include "payload.h"
 #include "zipindex.h"
 
 /* Sets up the module index. `archive_path` is the file that holds the
  * payload (used in __file__ and sys.path entries). The index and manifest
  * must outlive the interpreter. Returns 0, or -1 with a message in err. */
-int importer_setup(const char *archive_path, zipindex *zi, const manifest *mf, char *err,
-                   size_t errlen);
+int importer_setup(const char *archive_path, const payload *pl, zipindex *zi, const manifest *mf,
+                   char *err, size_t errlen);
 
 /* Registers `_appbin` as a built-in module; call before Py_Initialize. */
 int importer_register_builtin(void);

@@ -78,11 +78,11 @@ static int run_runtime_setup(void) {
   return 0;
 }
 
-int interp_start(const char *exe, zipindex *zi, const manifest *mf, interp_mode mode, int argc,
-                 char **argv, int debug) {
+int interp_start(const char *exe, const payload *pl, zipindex *zi, const manifest *mf,
+                 interp_mode mode, int argc, char **argv, int debug) {
   char err[512];
   extload_debug = debug;
-  if (importer_setup(exe, zi, mf, err, sizeof(err)) != 0) {
+  if (importer_setup(exe, pl, zi, mf, err, sizeof(err)) != 0) {
     fprintf(stderr, "app.bin: error: %s\n", err);
     return 1;
   }

@@ -10,6 +10,7 @@
 #define APPBIN_INTERP_H
 
 #include "manifest.h"
+#include "payload.h"
 #include "zipindex.h"
 
 typedef enum interp_mode {
@@ -19,8 +20,8 @@ typedef enum interp_mode {
 
 /* Starts the interpreter over the payload. Returns 0, or an exit status
  * (after printing why) when it cannot start. */
-int interp_start(const char *exe, zipindex *zi, const manifest *mf, interp_mode mode, int argc,
-                 char **argv, int debug);
+int interp_start(const char *exe, const payload *pl, zipindex *zi, const manifest *mf,
+                 interp_mode mode, int argc, char **argv, int debug);
 
 /* INTERP_PYTHON: runs like python3.11 (-c, -m, script, REPL), finalizes and
  * returns the exit status. */

@@ -94,7 +94,7 @@ int payload_open(payload *p, const char *path, int checks, char *err, size_t err
     sha256_digest(p->archive, p->archive_size, digest);
     /* Hashing touched every page; only what is read later needs to stay
      * resident (the pages remain in the page cache). */
-    madvise((void *)p->map, p->map_size, MADV_DONTNEED);
+    payload_release_pages(p);
     if (memcmp(digest, p->trailer.sha256, SHA256_DIGEST_SIZE) != 0) {
       payload_close(p);
       return payload_error(err, errlen, "payload checksum mismatch: %s is damaged or was modified",
@@ -107,6 +107,11 @@ int payload_open(payload *p, const char *path, int checks, char *err, size_t err
     return payload_error(err, errlen, "out of memory");
   }
   return 0;
+}
+
+void payload_release_pages(const payload *p) {
+  if (p && p->map)
+    madvise((void *)p->map, p->map_size, MADV_DONTNEED);
 }
 
 void payload_close(payload *p) {

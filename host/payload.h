@@ -84,6 +84,10 @@ int payload_parse_trailer(const uint8_t *tail, uint64_t file_size, payload_trail
  * problem in one line. */
 int payload_open(payload *p, const char *path, int checks, char *err, size_t errlen);
 
+/* Drops the mapped archive's pages from this process's resident set; they
+ * stay in the page cache and fault back in when read again. */
+void payload_release_pages(const payload *p);
+
 void payload_close(payload *p);
 
 #endif

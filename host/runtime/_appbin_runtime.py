@@ -538,6 +538,7 @@ async def _serve(loop, app, options):
         server.close()
         return 1
     server.start()
+    _appbin.release_memory()  # start-up imports are done
     log(2, f"appbin running on {where} (Press CTRL+C to quit)")
 
     stop = asyncio.Event()
