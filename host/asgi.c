@@ -37,29 +37,30 @@ static int strings_init(void) {
   if (!S.field && !(S.field = PyUnicode_InternFromString(text)))                                   \
     return -1;
   STR(type, "type")
-  STR(asgi, "asgi") STR(version, "version") STR(spec_version, "spec_version")
-      STR(http_version, "http_version") STR(server, "server") STR(client, "client") STR(
-          scheme, "scheme") STR(method, "method") STR(root_path, "root_path") STR(path, "path")
-          STR(raw_path, "raw_path") STR(query_string, "query_string") STR(headers, "headers") STR(
-              state, "state") STR(extensions, "extensions") STR(body, "body")
-              STR(more_body, "more_body") STR(status, "status") STR(trailers, "trailers") STR(
-                  file, "file") STR(offset, "offset") STR(count, "count") STR(http, "http")
-                  STR(https, "https") STR(http_request, "http.request") STR(
-                      http_disconnect, "http.disconnect") STR(response_start, "http.response.start")
-                      STR(response_body, "http.response.body") STR(response_pathsend,
-                                                                   "http.response.pathsend")
-                          STR(response_zerocopysend, "http.response.zerocopysend") STR(v1_0, "1.0")
-                              STR(v1_1, "1.1") STR(v3_0, "3.0") STR(v2_3, "2.4") STR(
-                                  create_future, "create_future") STR(create_task, "create_task")
-                                  STR(add_done_callback, "add_done_callback") STR(
-                                      set_result, "set_result") STR(set_exception, "set_exception")
-                                      STR(done, "done") STR(cancelled, "cancelled") STR(
-                                          exception, "exception") STR(call_soon, "call_soon")
-                                          STR(call_later, "call_later") STR(cancel, "cancel")
-                                              STR(time, "time") STR(add_reader, "add_reader")
-                                                  STR(remove_reader, "remove_reader")
-                                                      STR(log_exception, "log_exception") STR(
-                                                          pathsend_ext, "http.response.pathsend")
+  STR(asgi, "asgi")
+  STR(version, "version") STR(spec_version, "spec_version") STR(http_version, "http_version") STR(
+      server, "server") STR(client, "client") STR(scheme, "scheme") STR(method, "method")
+      STR(root_path, "root_path") STR(path, "path") STR(raw_path, "raw_path") STR(
+          query_string,
+          "query_string") STR(headers, "headers") STR(state, "state") STR(extensions, "extensions")
+          STR(body, "body") STR(more_body, "more_body") STR(status, "status") STR(
+              trailers, "trailers") STR(file, "file") STR(offset, "offset") STR(count, "count")
+              STR(http, "http") STR(https, "https") STR(http_request, "http.request") STR(
+                  http_disconnect, "http.disconnect") STR(response_start, "http.response.start")
+                  STR(response_body, "http.response.body") STR(response_pathsend,
+                                                               "http.response.pathsend")
+                      STR(response_zerocopysend, "http.response.zerocopysend") STR(v1_0, "1.0") STR(
+                          v1_1, "1.1") STR(v3_0, "3.0") STR(v2_3, "2.4")
+                          STR(create_future, "create_future") STR(create_task, "create_task") STR(
+                              add_done_callback, "add_done_callback") STR(set_result, "set_result")
+                              STR(set_exception, "set_exception") STR(done, "done")
+                                  STR(cancelled, "cancelled") STR(exception, "exception")
+                                      STR(call_soon, "call_soon") STR(call_later, "call_later")
+                                          STR(cancel, "cancel") STR(time, "time")
+                                              STR(add_reader, "add_reader") STR(remove_reader,
+                                                                                "remove_reader")
+                                                  STR(log_exception, "log_exception")
+                                                      STR(pathsend_ext, "http.response.pathsend")
                                                           STR(zerocopysend_ext,
                                                               "http.response.zerocopysend")
 #undef STR
@@ -134,7 +135,7 @@ typedef struct ServerObject {
   PyObject *app, *loop, *state, *root_path, *root_path_bytes, *runtime;
   PyObject *create_future, *call_soon, *call_later, *loop_time;
   PyObject *task_type, *loop_kwnames; /* asyncio.Task, ("loop",) */
-  PyObject *pump; /* bound _pump method */
+  PyObject *pump;                     /* bound _pump method */
   PyObject *timer;
   double timer_when;
   int pump_scheduled;
@@ -148,6 +149,9 @@ typedef struct ServerObject {
   http_header *default_headers;
   size_t n_default_headers;
   PyObject *default_header_refs;
+  PyObject *server_addr; /* cached scope["server"] */
+  char server_addr_host[64];
+  int server_addr_port;
 } ServerObject;
 
 typedef struct {
@@ -323,14 +327,35 @@ static int apply_proxy_headers(ServerObject *s, const http_request *req, PyObjec
   return 0;
 }
 
+static PyObject *pair_new(PyObject *a, PyObject *b) {
+  if (!a || !b) {
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    return NULL;
+  }
+  PyObject *t = PyTuple_New(2);
+  if (!t) {
+    Py_DECREF(a);
+    Py_DECREF(b);
+    return NULL;
+  }
+  PyTuple_SET_ITEM(t, 0, a);
+  PyTuple_SET_ITEM(t, 1, b);
+  return t;
+}
+
+static PyObject *addr_new(const char *host, int port) {
+  return pair_new(PyUnicode_FromString(host), PyLong_FromLong(port));
+}
+
 static PyObject *build_headers(const http_request *req) {
   PyObject *list = PyList_New((Py_ssize_t)req->n_headers);
   if (!list)
     return NULL;
   for (size_t i = 0; i < req->n_headers; i++) {
     const http_header *h = &req->headers[i];
-    PyObject *pair = Py_BuildValue("(y#y#)", h->name, (Py_ssize_t)h->name_len, h->value,
-                                   (Py_ssize_t)h->value_len);
+    PyObject *pair = pair_new(PyBytes_FromStringAndSize(h->name, (Py_ssize_t)h->name_len),
+                              PyBytes_FromStringAndSize(h->value, (Py_ssize_t)h->value_len));
     if (!pair) {
       Py_DECREF(list);
       return NULL;
@@ -348,21 +373,61 @@ static int set_item(PyObject *d, PyObject *key, PyObject *value) {
   return rc;
 }
 
+/* The method as str: the layer's method strings are static, so the common
+ * ones are interned once by address. */
+static PyObject *method_str(const http_request *req) {
+  static struct {
+    const char *key;
+    PyObject *str;
+  } cache[16];
+  for (size_t i = 0; i < sizeof(cache) / sizeof(cache[0]); i++) {
+    if (cache[i].key == req->method)
+      return Py_NewRef(cache[i].str);
+    if (!cache[i].key) {
+      PyObject *m = PyUnicode_FromStringAndSize(req->method, (Py_ssize_t)req->method_len);
+      if (!m)
+        return NULL;
+      PyUnicode_InternInPlace(&m);
+      cache[i].key = req->method;
+      cache[i].str = Py_NewRef(m);
+      return m;
+    }
+  }
+  return PyUnicode_FromStringAndSize(req->method, (Py_ssize_t)req->method_len);
+}
+
+/* scope["server"]: the same for every request on one listener, so cached. */
+static PyObject *server_addr(ServerObject *s, const http_request *req) {
+  if (req->unix_socket)
+    return pair_new(PyUnicode_FromString(req->server_host), Py_NewRef(Py_None));
+  if (req->server_port < 0)
+    return Py_NewRef(Py_None);
+  if (!s->server_addr || s->server_addr_port != req->server_port ||
+      strcmp(s->server_addr_host, req->server_host) != 0) {
+    PyObject *a = addr_new(req->server_host, req->server_port);
+    if (!a)
+      return NULL;
+    Py_XSETREF(s->server_addr, a);
+    snprintf(s->server_addr_host, sizeof(s->server_addr_host), "%s", req->server_host);
+    s->server_addr_port = req->server_port;
+  }
+  return Py_NewRef(s->server_addr);
+}
+
 static PyObject *build_scope(ServerObject *s, const http_request *req) {
-  PyObject *scope = PyDict_New();
+  PyObject *scope = _PyDict_NewPresized(15);
   if (!scope)
     return NULL;
   PyObject *scheme = Py_NewRef(S.http);
   PyObject *client = req->unix_socket || req->client_port < 0
                          ? Py_NewRef(Py_None)
-                         : Py_BuildValue("(si)", req->client_host, req->client_port);
-  PyObject *server_addr = req->unix_socket ? Py_BuildValue("(sO)", req->server_host, Py_None)
-                          : req->server_port < 0
-                              ? Py_NewRef(Py_None)
-                              : Py_BuildValue("(si)", req->server_host, req->server_port);
-  PyObject *asgi = Py_BuildValue("{OOOO}", S.version, S.v3_0, S.spec_version, S.v2_3);
-  PyObject *extensions = Py_BuildValue("{O{}O{}}", S.pathsend_ext, S.zerocopysend_ext);
-  if (!client || !server_addr || !asgi || !extensions ||
+                         : addr_new(req->client_host, req->client_port);
+  PyObject *asgi = _PyDict_NewPresized(2);
+  PyObject *extensions = _PyDict_NewPresized(2);
+  if (!client || !asgi || !extensions || PyDict_SetItem(asgi, S.version, S.v3_0) ||
+      PyDict_SetItem(asgi, S.spec_version, S.v2_3) ||
+      set_item(extensions, S.pathsend_ext, PyDict_New()) ||
+      set_item(extensions, S.zerocopysend_ext, PyDict_New()) ||
       (!req->unix_socket && apply_proxy_headers(s, req, &scheme, &client) != 0))
     goto fail;
   PyObject *path = decode_path(req->path, req->path_len);
@@ -381,10 +446,8 @@ static PyObject *build_scope(ServerObject *s, const http_request *req) {
   PyObject *state = s->state ? PyDict_Copy(s->state) : PyDict_New();
   if (set_item(scope, S.type, Py_NewRef(S.http)) || set_item(scope, S.asgi, asgi) ||
       set_item(scope, S.http_version, Py_NewRef(req->version_minor == 0 ? S.v1_0 : S.v1_1)) ||
-      set_item(scope, S.server, server_addr) || set_item(scope, S.client, client) ||
-      set_item(scope, S.scheme, scheme) ||
-      set_item(scope, S.method,
-               PyUnicode_FromStringAndSize(req->method, (Py_ssize_t)req->method_len)) ||
+      set_item(scope, S.server, server_addr(s, req)) || set_item(scope, S.client, client) ||
+      set_item(scope, S.scheme, scheme) || set_item(scope, S.method, method_str(req)) ||
       set_item(scope, S.root_path, Py_NewRef(s->root_path)) || set_item(scope, S.path, full_path) ||
       set_item(scope, S.raw_path, raw_path) ||
       set_item(scope, S.query_string,
@@ -398,7 +461,6 @@ static PyObject *build_scope(ServerObject *s, const http_request *req) {
 fail:
   Py_XDECREF(scheme);
   Py_XDECREF(client);
-  Py_XDECREF(server_addr);
   Py_XDECREF(asgi);
   Py_XDECREF(extensions);
   Py_DECREF(scope);
@@ -434,20 +496,23 @@ static void resolve(PyObject **waiter, PyObject *result, PyObject *exc_type, con
 }
 
 static PyObject *disconnect_message(void) {
-  return Py_BuildValue("{OO}", S.type, S.http_disconnect);
+  PyObject *msg = _PyDict_NewPresized(1);
+  if (msg && PyDict_SetItem(msg, S.type, S.http_disconnect) != 0)
+    Py_CLEAR(msg);
+  return msg;
 }
 
 /* The next http.request message from what is buffered. */
 static PyObject *take_body_message(RequestObject *r) {
   PyObject *body;
-  Py_ssize_t n = PyList_GET_SIZE(r->chunks);
+  Py_ssize_t n = r->chunks ? PyList_GET_SIZE(r->chunks) : 0;
   if (n == 0)
     body = Py_NewRef(S.empty_bytes);
   else if (n == 1)
     body = Py_NewRef(PyList_GET_ITEM(r->chunks, 0));
   else
     body = _PyBytes_Join(S.empty_bytes, r->chunks);
-  if (!body || PyList_SetSlice(r->chunks, 0, n, NULL) != 0) {
+  if (!body || (n && PyList_SetSlice(r->chunks, 0, n, NULL) != 0)) {
     Py_XDECREF(body);
     return NULL;
   }
@@ -459,8 +524,10 @@ static PyObject *take_body_message(RequestObject *r) {
     http_request_body_resume(r->req);
     server_schedule_pump(r->server);
   }
-  PyObject *msg = Py_BuildValue("{OOOOOO}", S.type, S.http_request, S.body, body, S.more_body,
-                                r->body_done ? Py_False : Py_True);
+  PyObject *msg = _PyDict_NewPresized(3);
+  if (msg && (PyDict_SetItem(msg, S.type, S.http_request) || PyDict_SetItem(msg, S.body, body) ||
+              PyDict_SetItem(msg, S.more_body, r->body_done ? Py_False : Py_True)))
+    Py_CLEAR(msg);
   Py_DECREF(body);
   return msg;
 }
@@ -480,6 +547,15 @@ static void wake_receiver(RequestObject *r) {
 /* ---- http layer callbacks ---------------------------------------------------- */
 
 static void finish_with_500(RequestObject *r);
+static PyObject *request_receive(RequestObject *r, PyObject *noargs);
+static PyObject *request_send(RequestObject *r, PyObject *message);
+static PyMethodDef request_methods[] = {
+    {"receive", (PyCFunction)request_receive, METH_NOARGS,
+     "receive($self, /)\n--\n\nThe next ASGI event: http.request or http.disconnect."},
+    {"send", (PyCFunction)request_send, METH_O,
+     "send($self, message, /)\n--\n\nSend an ASGI http.response.* message."},
+    {NULL, NULL, 0, NULL},
+};
 static PyObject *runner_new(RequestObject *r, PyObject *awaitable);
 
 static void on_request(http_request *req) {
@@ -492,7 +568,7 @@ static void on_request(http_request *req) {
   }
   r->server = (ServerObject *)Py_NewRef(s);
   r->req = req;
-  r->chunks = PyList_New(0);
+  r->chunks = NULL; /* created by the first body chunk */
   r->buffered = 0;
   r->receive_waiter = r->send_waiter = NULL;
   r->status = 0;
@@ -500,21 +576,24 @@ static void on_request(http_request *req) {
   r->resumed = !req->expect_continue;
   r->head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
   req->user = r; /* the layer's reference, dropped in on_request_done */
-  snprintf(r->log_prefix, sizeof(r->log_prefix), "%s%s%.*s - \"%.*s %.*s HTTP/%d.%d\"",
-           req->unix_socket ? "unix:" : req->client_host, req->unix_socket ? "" : ":",
-           req->unix_socket ? 0 : 12, "", (int)req->method_len, req->method,
-           (int)(req->target_len > 300 ? 300 : req->target_len), req->target, req->version_major,
-           req->version_minor);
-  if (!req->unix_socket)
-    snprintf(r->log_prefix, sizeof(r->log_prefix), "%s:%d - \"%.*s %.*s HTTP/%d.%d\"",
-             req->client_host, req->client_port, (int)req->method_len, req->method,
-             (int)(req->target_len > 300 ? 300 : req->target_len), req->target, req->version_major,
-             req->version_minor);
+  r->log_prefix[0] = '\0';
+  if (s->access_log && s->log_level <= LOG_INFO) {
+    int tlen = (int)(req->target_len > 300 ? 300 : req->target_len);
+    if (req->unix_socket)
+      snprintf(r->log_prefix, sizeof(r->log_prefix), "unix - \"%.*s %.*s HTTP/%d.%d\"",
+               (int)req->method_len, req->method, tlen, req->target, req->version_major,
+               req->version_minor);
+    else
+      snprintf(r->log_prefix, sizeof(r->log_prefix), "%s:%d - \"%.*s %.*s HTTP/%d.%d\"",
+               req->client_host, req->client_port, (int)req->method_len, req->method, tlen,
+               req->target, req->version_major, req->version_minor);
+  }
 
-  PyObject *scope = r->chunks ? build_scope(s, req) : NULL;
-  PyObject *receive = scope ? PyObject_GetAttrString((PyObject *)r, "receive") : NULL;
-  PyObject *send = receive ? PyObject_GetAttrString((PyObject *)r, "send") : NULL;
-  PyObject *coro = send ? PyObject_CallFunctionObjArgs(s->app, scope, receive, send, NULL) : NULL;
+  PyObject *scope = build_scope(s, req);
+  PyObject *receive = scope ? PyCFunction_New(&request_methods[0], (PyObject *)r) : NULL;
+  PyObject *send = receive ? PyCFunction_New(&request_methods[1], (PyObject *)r) : NULL;
+  PyObject *call_args[3] = {scope, receive, send};
+  PyObject *coro = send ? PyObject_Vectorcall(s->app, call_args, 3, NULL) : NULL;
   Py_XDECREF(scope);
   Py_XDECREF(receive);
   Py_XDECREF(send);
@@ -542,6 +621,10 @@ static void on_request(http_request *req) {
 
 static void on_body(http_request *req, const char *data, size_t len) {
   RequestObject *r = req->user;
+  if (!r->chunks && !(r->chunks = PyList_New(0))) {
+    log_current_exception(r->server, "cannot buffer a request body");
+    return;
+  }
   PyObject *chunk = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
   if (!chunk || PyList_Append(r->chunks, chunk) != 0) {
     Py_XDECREF(chunk);
@@ -625,8 +708,8 @@ static void finish_with_500(RequestObject *r) {
 
 static void log_exception_obj(ServerObject *s, const char *msg, PyObject *exc) {
   PyObject *text = PyUnicode_FromString(msg);
-  PyObject *r = text ? PyObject_CallMethodObjArgs(s->runtime, S.log_exception, text, exc, NULL)
-                     : NULL;
+  PyObject *r =
+      text ? PyObject_CallMethodObjArgs(s->runtime, S.log_exception, text, exc, NULL) : NULL;
   Py_XDECREF(text);
   if (!r) {
     PyErr_Clear();
@@ -669,8 +752,8 @@ static PyObject *runner_new(RequestObject *r, PyObject *awaitable) {
   if (PyCoro_CheckExact(awaitable)) {
     inner = Py_NewRef(awaitable);
   } else {
-    unaryfunc getter = Py_TYPE(awaitable)->tp_as_async ? Py_TYPE(awaitable)->tp_as_async->am_await
-                                                        : NULL;
+    unaryfunc getter =
+        Py_TYPE(awaitable)->tp_as_async ? Py_TYPE(awaitable)->tp_as_async->am_await : NULL;
     if (!getter)
       return PyErr_Format(PyExc_TypeError, "the ASGI application returned %R, not an awaitable",
                           awaitable);
@@ -820,7 +903,7 @@ static PyObject *request_receive(RequestObject *r, PyObject *noargs) {
   PyObject *msg = NULL;
   if (r->disconnected || r->complete)
     msg = disconnect_message();
-  else if (PyList_GET_SIZE(r->chunks) || (r->body_done && !r->body_sent))
+  else if ((r->chunks && PyList_GET_SIZE(r->chunks)) || (r->body_done && !r->body_sent))
     msg = take_body_message(r);
   if (msg) {
     PyObject *ready = ready_new(msg);
@@ -1058,14 +1141,6 @@ static void request_dealloc(RequestObject *r) {
   PyObject_Free(r);
 }
 
-static PyMethodDef request_methods[] = {
-    {"receive", (PyCFunction)request_receive, METH_NOARGS,
-     "receive($self, /)\n--\n\nThe next ASGI event: http.request or http.disconnect."},
-    {"send", (PyCFunction)request_send, METH_O,
-     "send($self, message, /)\n--\n\nSend an ASGI http.response.* message."},
-    {NULL, NULL, 0, NULL},
-};
-
 static PyTypeObject RequestType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_appbin.Request",
     .tp_basicsize = sizeof(RequestObject),
@@ -1259,8 +1334,7 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
   s->state = state == Py_None ? NULL : Py_NewRef(state);
   if (!(s->runtime = PyImport_ImportModule("_appbin_runtime")) ||
       !(s->create_future = PyObject_GetAttr(loop, S.create_future)) ||
-      !(s->task_type = runner_task_type()) ||
-      !(s->loop_kwnames = Py_BuildValue("(s)", "loop")) ||
+      !(s->task_type = runner_task_type()) || !(s->loop_kwnames = Py_BuildValue("(s)", "loop")) ||
       !(s->call_soon = PyObject_GetAttr(loop, S.call_soon)) ||
       !(s->call_later = PyObject_GetAttr(loop, S.call_later)) ||
       !(s->loop_time = PyObject_GetAttr(loop, S.time)) ||
@@ -1498,6 +1572,7 @@ static void server_dealloc(ServerObject *s) {
   Py_XDECREF(s->root_path);
   Py_XDECREF(s->root_path_bytes);
   Py_XDECREF(s->default_header_refs);
+  Py_XDECREF(s->server_addr);
   PyMem_Free(s->default_headers);
   for (size_t i = 0; i < s->ntrusted; i++)
     PyMem_Free(s->trusted[i]);
@@ -1569,8 +1644,7 @@ static PyTypeObject ServerType = {
 
 int asgi_add_types(PyObject *module) {
   if (PyType_Ready(&ReadyType) < 0 || PyType_Ready(&RequestType) < 0 ||
-      PyType_Ready(&RunnerType) < 0 ||
-      PyType_Ready(&ServerType) < 0)
+      PyType_Ready(&RunnerType) < 0 || PyType_Ready(&ServerType) < 0)
     return -1;
   if (!ClientDisconnected) {
     ClientDisconnected = PyErr_NewExceptionWithDoc(
