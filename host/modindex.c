@@ -18,17 +18,11 @@ static int ends_with(const char *s, size_t len, const char *suffix, size_t slen)
   return len > slen && memcmp(s + len - slen, suffix, slen) == 0;
 }
 
-/* A path component that can be part of a module name. */
-static int is_identifier(const char *s, size_t len) {
-  if (len == 0 || (s[0] >= '0' && s[0] <= '9'))
-    return 0;
-  for (size_t i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (!(c == '_' || c >= 0x80 || (c >= '0' && c <= '9') ||
-          ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')))
-      return 0;
-  }
-  return 1;
+/* A path component that can be part of a dotted module name. Like
+ * FileFinder, anything but '.' goes (`__import__` reaches names such as
+ * "_sysconfigdata__x86_64-linux-gnu"); "pkg-1.0.dist-info" never does. */
+static int is_name_component(const char *s, size_t len) {
+  return len > 0 && !memchr(s, '.', len);
 }
 
 static modindex_module **slot_for(const modindex *mi, const char *name, size_t len) {
@@ -141,7 +135,7 @@ static int add_file(modindex *mi, size_t r, const zipindex_entry *e, size_t root
   size_t ncomp = 0, last = 0;
   for (size_t i = 0; i <= stem; i++) {
     if (i == stem || rel[i] == '/') {
-      if (!is_identifier(rel + last, i - last))
+      if (!is_name_component(rel + last, i - last))
         return 0;
       ncomp++;
       last = i + 1;
