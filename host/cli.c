@@ -287,6 +287,12 @@ int cli_parse(int argc, char **argv, const manifest *defaults, cli_options *o, c
     int skip = strncmp(base, "python", 6) != 0 && argc > 1 && strcmp(argv[1], "python") == 0 ? 2 : 1;
     o->python_argc = argc - skip;
     o->python_argv = argv + skip;
+    /* Only the log level applies to the interpreter (debug shows how native
+     * code is loaded); a bad value must not close the debugging door. */
+    const char *level = getenv("APPBIN_LOG_LEVEL");
+    for (size_t i = 0; level && i < sizeof(level_names) / sizeof(level_names[0]); i++)
+      if (strcasecmp(level, level_names[i]) == 0)
+        o->log_level = (cli_log_level)i;
     return 0;
   }
   int i = 1;
