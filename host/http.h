@@ -25,9 +25,12 @@
  *                returns; the caller keeps ownership.
  *
  * Re-entrancy: callbacks run from inside uv_run() or from inside the
- * consumer's own calls (e.g. finishing a response may immediately parse the
- * next pipelined request and call on_request() for it). Callbacks may call any
- * http_request_* / http_response_* function on their own request.
+ * consumer's own calls: finishing a response may immediately parse the next
+ * pipelined request and call on_request() for it; a write that fails calls
+ * on_disconnect() before returning; a write may call on_drain(). Callbacks
+ * may call any http_request_* / http_response_* function on their own
+ * request. After a terminal call returns, the consumer's per-request state
+ * may already have been released by its on_request_done().
  */
 #ifndef APPBIN_HTTP_H
 #define APPBIN_HTTP_H

@@ -573,7 +573,7 @@ void http_conn_continue(http_conn *c) {
   if (c->in_process)
     return;
   conn_ref(c);
-  if (conn_has_input(c) && conn_can_parse(c)) {
+  if ((conn_has_input(c) || c->parser_paused) && conn_can_parse(c)) {
     conn_process(c);
   } else {
     http_conn_out_flush(c);
@@ -849,9 +849,8 @@ static int on_headers_complete(llhttp_t *p) {
   c->want_drain = false;
   c->req_internal = false;
 
-  if (srv->cfg.limit_concurrency &&
-      (srv->n_active >= srv->cfg.limit_concurrency ||
-       srv->n_conns - srv->n_closing > srv->cfg.limit_concurrency)) {
+  if (srv->cfg.limit_concurrency && (srv->n_active >= srv->cfg.limit_concurrency ||
+                                     srv->n_conns - srv->n_closing > srv->cfg.limit_concurrency)) {
     http_server__log(srv, 2, "Exceeded concurrency limit.");
     c->parse_dead = true;
     c->keep_alive = false;
@@ -870,6 +869,8 @@ static int on_headers_complete(llhttp_t *p) {
 
 static int on_body(llhttp_t *p, const char *at, size_t n) {
   http_conn *c = CONN_OF_PARSER(p);
+  if (n == 0) /* llhttp flushes an empty span when run on no input */
+    return 0;
   if (c->req_active && !c->disconnected && c->srv->cb.on_body)
     c->srv->cb.on_body(&c->req, at, n);
   if (c->parse_dead || c->closing || (c->req_active && c->body_paused))
@@ -960,9 +961,12 @@ static void conn_process(http_conn *c) {
     return;
   conn_ref(c);
   c->in_process = true;
-  while (conn_has_input(c) && conn_can_parse(c)) {
-    const char *data = c->rbuf + c->rpos;
+  while ((conn_has_input(c) || c->parser_paused) && conn_can_parse(c)) {
+    /* A paused parser may owe callbacks that need no input (e.g. message
+     * complete right after the last body byte): run it even on nothing. */
+    const char *data = c->rbuf ? c->rbuf + c->rpos : "";
     size_t len = c->rlen - c->rpos;
+    c->parser_paused = false;
     c->exec_base = data;
     c->perr_status = 0;
     llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
@@ -978,6 +982,7 @@ static void conn_process(http_conn *c) {
       break;
     if (err == HPE_PAUSED) {
       llhttp_resume(&c->parser);
+      c->parser_paused = true;
       continue;
     }
     if (err == HPE_PAUSED_UPGRADE) {

@@ -46,7 +46,7 @@ struct http_server {
   http_conn *conns; /* doubly linked list of live connections */
   size_t n_conns;
   size_t n_closing; /* of n_conns: closing (lingering, handle closing) */
-  size_t n_active; /* requests handed to the consumer, not yet terminal */
+  size_t n_active;  /* requests handed to the consumer, not yet terminal */
   uint64_t n_requests;
 
   bool accepting;
@@ -139,6 +139,7 @@ struct http_conn {
   bool reading;       /* uv_read_start active */
   bool writing;       /* uv_write in flight */
   bool in_process;    /* inside conn_process(): defer flush / recursion */
+  bool parser_paused; /* llhttp returned HPE_PAUSED: resume it */
   bool in_head;       /* between message-begin and headers-complete */
   bool in_trailers;   /* after the last chunk, parsing trailers */
   bool req_active;    /* req handed to the consumer, no terminal call yet */

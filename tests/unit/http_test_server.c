@@ -33,8 +33,21 @@
 #include <unistd.h>
 
 typedef enum {
-  R_HELLO, R_ECHO, R_COUNT, R_CHUNKED, R_SLOW, R_STREAM, R_SENDFILE, R_INFO, R_HOLD,
-  R_ABORT, R_ERROR, R_CLOSE, R_BIGHDR, R_BADHDR, R_404
+  R_HELLO,
+  R_ECHO,
+  R_COUNT,
+  R_CHUNKED,
+  R_SLOW,
+  R_STREAM,
+  R_SENDFILE,
+  R_INFO,
+  R_HOLD,
+  R_ABORT,
+  R_ERROR,
+  R_CLOSE,
+  R_BIGHDR,
+  R_BADHDR,
+  R_404
 } route;
 
 typedef struct handler {
@@ -106,10 +119,12 @@ static void stream_more(handler *h) {
     size_t n = h->stream_left < sizeof(block) ? h->stream_left : sizeof(block);
     h->stream_left -= n;
     bool more = h->stream_left > 0;
-    if (!more)
+    if (!more) {
       h->done = true;
-    int r = http_response_write(h->req, block, n, more);
-    if (r != 0)
+      http_response_write(h->req, block, n, false); /* frees h */
+      return;
+    }
+    if (http_response_write(h->req, block, n, true) != 0)
       return; /* 1: wait for on_drain; < 0: disconnected */
   }
 }
@@ -126,11 +141,20 @@ static void on_request(http_request *req) {
   static const struct {
     const char *path;
     route r;
-  } routes[] = {{"/", R_HELLO},           {"/echo", R_ECHO},         {"/count", R_COUNT},
-                {"/chunked", R_CHUNKED},  {"/slow-body", R_SLOW},    {"/stream", R_STREAM},
-                {"/sendfile", R_SENDFILE}, {"/info", R_INFO},        {"/hold", R_HOLD},
-                {"/abort", R_ABORT},      {"/error", R_ERROR},       {"/close", R_CLOSE},
-                {"/big-headers", R_BIGHDR}, {"/bad-header", R_BADHDR}};
+  } routes[] = {{"/", R_HELLO},
+                {"/echo", R_ECHO},
+                {"/count", R_COUNT},
+                {"/chunked", R_CHUNKED},
+                {"/slow-body", R_SLOW},
+                {"/stream", R_STREAM},
+                {"/sendfile", R_SENDFILE},
+                {"/info", R_INFO},
+                {"/hold", R_HOLD},
+                {"/abort", R_ABORT},
+                {"/error", R_ERROR},
+                {"/close", R_CLOSE},
+                {"/big-headers", R_BIGHDR},
+                {"/bad-header", R_BADHDR}};
   h->route = R_404;
   for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
     if (path_is(req, routes[i].path))
@@ -236,8 +260,9 @@ static void on_body_end(http_request *req) {
                      req->expect_continue, req->upgrade, req->client_host, req->client_port,
                      req->server_host, req->server_port, (unsigned long long)h->count);
     for (size_t i = 0; i < req->n_headers && n < (int)sizeof(buf) - 1; i++)
-      n += snprintf(buf + n, sizeof(buf) - (size_t)n, "h:%.*s=%.*s\n", (int)req->headers[i].name_len,
-                    req->headers[i].name, (int)req->headers[i].value_len, req->headers[i].value);
+      n +=
+          snprintf(buf + n, sizeof(buf) - (size_t)n, "h:%.*s=%.*s\n", (int)req->headers[i].name_len,
+                   req->headers[i].name, (int)req->headers[i].value_len, req->headers[i].value);
     respond_text(h, 200, buf);
     break;
   }
@@ -301,9 +326,13 @@ static void on_closed(http_server *srv) {
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
+  static int count;
   (void)s;
   (void)signum;
-  http_server_shutdown(server, on_closed);
+  if (count++ == 0)
+    http_server_shutdown(server, on_closed); /* graceful */
+  else
+    http_server_abort(server); /* second signal: cut in-flight requests */
 }
 
 static void on_max_requests(http_server *srv) { http_server_shutdown(srv, on_closed); }

@@ -116,7 +116,8 @@ static inline http_server *test_server(const http_config *cfg_in) {
 
 /* Feed input (whole, or in pieces of step bytes) to a fresh detached
  * connection; return whether it ended up closed. */
-static inline bool run_conn(http_server *srv, const char *in, size_t len, size_t step, capture *out) {
+static inline bool run_conn(http_server *srv, const char *in, size_t len, size_t step,
+                            capture *out) {
   memset(&g_ts, 0, sizeof(g_ts));
   http_conn *c = http_conn_new_detached(srv, capture_sink, out);
   for (size_t i = 0; i < len; i += step)

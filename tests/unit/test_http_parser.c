@@ -7,9 +7,9 @@
 typedef struct pcase {
   const char *name;
   const char *in;
-  int status;  /* status of the last response (0: no response at all) */
-  int n_ok;    /* number of 200 responses */
-  bool closed; /* connection closed at the end */
+  int status;       /* status of the last response (0: no response at all) */
+  int n_ok;         /* number of 200 responses */
+  bool closed;      /* connection closed at the end */
   const char *body; /* substring expected in the output, or NULL */
 } pcase;
 
@@ -23,14 +23,18 @@ static const pcase cases[] = {
     {"conn-close", "GET / HTTP/1.1" R "Connection: close" R R, 200, 1, true, "connection: close"},
     {"content-length", "POST /p HTTP/1.1" R "Content-Length: 5" R R "hello", 200, 1, false,
      "POST /p body=5"},
-    {"chunked", "POST /c HTTP/1.1" R "Transfer-Encoding: chunked" R R "5" R "hello" R "3" R "abc" R
-     "0" R R, 200, 1, false, "body=8"},
-    {"chunked-ext", "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "5;a=b" R "hello" R "0" R R,
-     200, 1, false, "body=5"},
-    {"chunked-trailer", "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "1" R "x" R "0" R
-     "X-T: y" R R, 200, 1, false, "body=1"},
-    {"pipelined", "GET /1 HTTP/1.1" R R "GET /2 HTTP/1.1" R R "POST /3 HTTP/1.1" R
-     "Content-Length: 2" R R "ab", 200, 3, false, "POST /3 body=2"},
+    {"chunked",
+     "POST /c HTTP/1.1" R "Transfer-Encoding: chunked" R R "5" R "hello" R "3" R "abc" R "0" R R,
+     200, 1, false, "body=8"},
+    {"chunked-ext",
+     "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "5;a=b" R "hello" R "0" R R, 200, 1,
+     false, "body=5"},
+    {"chunked-trailer",
+     "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "1" R "x" R "0" R "X-T: y" R R, 200, 1,
+     false, "body=1"},
+    {"pipelined",
+     "GET /1 HTTP/1.1" R R "GET /2 HTTP/1.1" R R "POST /3 HTTP/1.1" R "Content-Length: 2" R R "ab",
+     200, 3, false, "POST /3 body=2"},
     {"pipeline-then-close", "GET /1 HTTP/1.1" R "Connection: close" R R "GET /2 HTTP/1.1" R R, 200,
      1, true, NULL},
     {"leading-crlf", R R "GET / HTTP/1.1" R R, 200, 1, false, NULL},
@@ -42,14 +46,16 @@ static const pcase cases[] = {
     {"empty-value", "GET / HTTP/1.1" R "X:" R "Y:  " R R, 200, 1, false, NULL},
     {"obs-text-value", "GET / HTTP/1.1" R "X: caf\xe9" R R, 200, 1, false, NULL},
     /* --- malformed / smuggling: 400 + close --- */
-    {"cl-and-te", "POST / HTTP/1.1" R "Content-Length: 3" R "Transfer-Encoding: chunked" R R "0" R R,
-     400, 0, true, "Invalid HTTP request"},
-    {"te-and-cl", "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R "Content-Length: 3" R R "0" R R,
-     400, 0, true, NULL},
+    {"cl-and-te",
+     "POST / HTTP/1.1" R "Content-Length: 3" R "Transfer-Encoding: chunked" R R "0" R R, 400, 0,
+     true, "Invalid HTTP request"},
+    {"te-and-cl",
+     "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R "Content-Length: 3" R R "0" R R, 400, 0,
+     true, NULL},
     {"cl-dup-same", "POST / HTTP/1.1" R "Content-Length: 3" R "Content-Length: 3" R R "abc", 400, 0,
      true, NULL},
-    {"cl-dup-diff", "POST / HTTP/1.1" R "Content-Length: 3" R "Content-Length: 4" R R "abcd", 400, 0,
-     true, NULL},
+    {"cl-dup-diff", "POST / HTTP/1.1" R "Content-Length: 3" R "Content-Length: 4" R R "abcd", 400,
+     0, true, NULL},
     {"cl-list", "POST / HTTP/1.1" R "Content-Length: 3, 3" R R "abc", 400, 0, true, NULL},
     {"cl-plus", "POST / HTTP/1.1" R "Content-Length: +3" R R "abc", 400, 0, true, NULL},
     {"cl-neg", "POST / HTTP/1.1" R "Content-Length: -1" R R, 400, 0, true, NULL},
@@ -61,13 +67,17 @@ static const pcase cases[] = {
     {"te-chunked-gzip", "POST / HTTP/1.1" R "Transfer-Encoding: chunked, gzip" R R "0" R R, 400, 0,
      true, NULL},
     {"te-gzip", "POST / HTTP/1.1" R "Transfer-Encoding: gzip" R R "abc", 400, 0, true, NULL},
-    {"te-twice", "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R "Transfer-Encoding: chunked" R R
-     "0" R R, 400, 0, true, NULL},
-    {"te-xchunked", "POST / HTTP/1.1" R "Transfer-Encoding: xchunked" R R "0" R R, 400, 0, true, NULL},
+    {"te-twice",
+     "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R "Transfer-Encoding: chunked" R R "0" R R,
+     400, 0, true, NULL},
+    {"te-xchunked", "POST / HTTP/1.1" R "Transfer-Encoding: xchunked" R R "0" R R, 400, 0, true,
+     NULL},
     {"te-space-before-colon", "POST / HTTP/1.1" R "Transfer-Encoding : chunked" R R "0" R R, 400, 0,
      true, NULL},
-    {"te-vtab", "POST / HTTP/1.1" R "Transfer-Encoding:\x0b" "chunked" R R "0" R R, 400, 0, true,
-     NULL},
+    {"te-vtab",
+     "POST / HTTP/1.1" R "Transfer-Encoding:\x0b"
+     "chunked" R R "0" R R,
+     400, 0, true, NULL},
     {"te-http10", "POST / HTTP/1.0" R "Transfer-Encoding: chunked" R R "0" R R, 400, 0, true, NULL},
     {"space-before-colon", "GET / HTTP/1.1" R "Host : a" R R, 400, 0, true, NULL},
     {"tab-before-colon", "GET / HTTP/1.1" R "Host\t: a" R R, 400, 0, true, NULL},
@@ -83,8 +93,14 @@ static const pcase cases[] = {
     {"no-colon", "GET / HTTP/1.1" R "Xyz" R R, 400, 0, true, NULL},
     {"bad-name-char", "GET / HTTP/1.1" R "X(y): z" R R, 400, 0, true, NULL},
     {"nul-in-value", "GET / HTTP/1.1" R "X: a\0b" R R, 400, 0, true, NULL},
-    {"ctl-in-value", "GET / HTTP/1.1" R "X: a\x01" "b" R R, 400, 0, true, NULL},
-    {"del-in-value", "GET / HTTP/1.1" R "X: a\x7f" "b" R R, 400, 0, true, NULL},
+    {"ctl-in-value",
+     "GET / HTTP/1.1" R "X: a\x01"
+     "b" R R,
+     400, 0, true, NULL},
+    {"del-in-value",
+     "GET / HTTP/1.1" R "X: a\x7f"
+     "b" R R,
+     400, 0, true, NULL},
     {"space-in-target", "GET /a b HTTP/1.1" R R, 400, 0, true, NULL},
     {"ctl-in-target", "GET /a\x01 HTTP/1.1" R R, 400, 0, true, NULL},
     {"two-spaces", "GET  / HTTP/1.1" R R, 400, 0, true, NULL},
@@ -100,18 +116,21 @@ static const pcase cases[] = {
      400, 0, true, NULL},
     {"chunk-size-0x", "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "0x3" R "abc" R "0" R R,
      400, 0, true, NULL},
-    {"chunk-size-space", "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "3 " R "abc" R "0" R R,
+    {"chunk-size-space",
+     "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "3 " R "abc" R "0" R R, 400, 0, true,
+     NULL},
+    {"chunk-size-overflow",
+     "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "fffffffffffffffffff" R "abc" R "0" R R,
      400, 0, true, NULL},
-    {"chunk-size-overflow", "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R
-     "fffffffffffffffffff" R "abc" R "0" R R, 400, 0, true, NULL},
-    {"chunk-no-crlf", "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "3" R "abcX0" R R, 400, 0,
-     true, NULL},
+    {"chunk-no-crlf", "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "3" R "abcX0" R R, 400,
+     0, true, NULL},
     {"chunk-bare-lf", "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "3\nabc\n0\n\n", 400, 0,
      true, NULL},
-    {"chunk-ext-ctl", "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "3;a\x01" R "abc" R "0" R R,
-     400, 0, true, NULL},
-    {"chunk-ext-lf", "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "3;a\nabc" R "0" R R, 400, 0,
-     true, NULL},
+    {"chunk-ext-ctl",
+     "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "3;a\x01" R "abc" R "0" R R, 400, 0, true,
+     NULL},
+    {"chunk-ext-lf", "POST / HTTP/1.1" R "Transfer-Encoding: chunked" R R "3;a\nabc" R "0" R R, 400,
+     0, true, NULL},
     /* second request of a pipeline is broken: first answered, then 400 */
     {"pipeline-then-garbage", "GET /1 HTTP/1.1" R R "GARBAGE" R R, 400, 1, true, NULL},
     {"get-body-no-length", "GET / HTTP/1.1" R R "abc", 400, 1, true, NULL},
@@ -135,7 +154,8 @@ static void run_case(http_server *srv, const pcase *pc, size_t len, size_t step)
   bool ok = st == pc->status && n_ok == pc->n_ok && closed == pc->closed &&
             (pc->body == NULL || (out.data && strstr(out.data, pc->body)));
   if (!ok) {
-    fprintf(stderr, "case %s (step %zu): status %d (want %d), 200s %d (want %d), closed %d (want %d)\n%s\n",
+    fprintf(stderr,
+            "case %s (step %zu): status %d (want %d), 200s %d (want %d), closed %d (want %d)\n%s\n",
             pc->name, step, st, pc->status, n_ok, pc->n_ok, closed, pc->closed,
             out.data ? out.data : "(no output)");
     g_failures++;
@@ -224,7 +244,8 @@ static void test_request_fields(void) {
     CHECK(g_seen.content_length == 0 && !g_seen.chunked && g_seen.keep_alive);
     CHECK(g_seen.expect_continue);
     CHECK(g_seen.n_headers == 4);
-    CHECK(strcmp(g_seen_hdrs, "host=x;x-mixed-case=v  v;content-length=0;expect=100-Continue;") == 0);
+    CHECK(strcmp(g_seen_hdrs, "host=x;x-mixed-case=v  v;content-length=0;expect=100-Continue;") ==
+          0);
     CHECK(out.data && strncmp(out.data, "HTTP/1.1 204 No Content\r\n", 25) == 0);
     CHECK(out.data && strstr(out.data, "content-length") == NULL);
     CHECK(!http_conn_is_closed(c));

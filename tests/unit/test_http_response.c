@@ -29,8 +29,8 @@ static http_server *resp_server(void) {
   static const http_header extra[] = {{"x-extra", 7, "1", 1}};
   cfg.default_headers = extra;
   cfg.n_default_headers = 1;
-  http_callbacks cb = {.on_request = r_on_request, .on_body_end = r_on_body_end,
-                       .on_request_done = r_on_done};
+  http_callbacks cb = {
+      .on_request = r_on_request, .on_body_end = r_on_body_end, .on_request_done = r_on_done};
   return http_server_new(uv_default_loop(), &cfg, &cb, NULL);
 }
 
@@ -122,7 +122,8 @@ static void test_framing(void) {
   http_server *srv = resp_server();
   run(srv, resp_fixed, "GET / HTTP/1.1\r\n\r\n");
   expect_out("fixed", "HTTP/1.1 200 OK\r\nserver: appbin\r\ndate: ", true);
-  expect_out("fixed", " GMT\r\nx-extra: 1\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello",
+  expect_out("fixed",
+             " GMT\r\nx-extra: 1\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello",
              true);
   expect_out("fixed", "connection", false);
 
@@ -204,7 +205,8 @@ static void test_async_pipeline(void) {
 static void test_expect_continue(void) {
   http_server *srv = resp_server();
   g_respond = resp_fixed;
-  http_conn *c = open_conn(srv, "POST / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+  http_conn *c =
+      open_conn(srv, "POST / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
   CHECK(g_req != NULL && g_req->expect_continue);
   CHECK(g_out.len == 0);
   http_request_body_resume(g_req);
@@ -235,12 +237,15 @@ static void pb_on_body(http_request *req, const char *d, size_t n) {
 static void test_body_pause(void) {
   http_config cfg;
   http_config_init(&cfg);
-  http_callbacks cb = {.on_request = pb_on_request, .on_body = pb_on_body,
+  http_callbacks cb = {.on_request = pb_on_request,
+                       .on_body = pb_on_body,
+                       .on_body_end = r_on_body_end,
                        .on_request_done = r_on_done};
   http_server *srv = http_server_new(uv_default_loop(), &cfg, &cb, NULL);
   capture_reset(&g_out);
   http_conn *c = http_conn_new_detached(srv, capture_sink, &g_out);
-  const char *in = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n";
+  const char *in =
+      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n";
   g_body_calls = 0;
   http_conn_feed(c, in, strlen(in));
   CHECK(g_body_calls == 1);
@@ -250,6 +255,19 @@ static void test_body_pause(void) {
   CHECK(g_body_calls == 2);
   resp_fixed(g_req);
   CHECK(!http_conn_is_closed(c));
+  http_conn_free_detached(c);
+
+  /* paused on the very last body byte: resuming must still complete the
+   * message (llhttp owes on_message_complete without further input) */
+  g_respond = resp_fixed;
+  capture_reset(&g_out);
+  c = http_conn_new_detached(srv, capture_sink, &g_out);
+  in = "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+  g_body_calls = 0;
+  http_conn_feed(c, in, strlen(in));
+  CHECK(g_body_calls == 1 && g_out.len == 0);
+  http_request_body_resume(g_req);
+  CHECK(g_done > 0 && g_req == NULL);
   http_conn_free_detached(c);
   http_server_free(srv);
 }
