@@ -18,10 +18,11 @@ step() {
   if "$@"; then echo "=== $name: ok"; else echo "=== $name: FAILED"; failed+=("$name"); fi
 }
 
-build() { # build DIR CMAKE_ARGS...
+build() { # build DIR CMAKE_ARGS... (APPBIN_TARGET: one target only)
   local dir=$1
   shift
-  cmake -S . -B "$dir" -G Ninja "$@" >/dev/null && cmake --build "$dir"
+  cmake -S . -B "$dir" -G Ninja "$@" >/dev/null &&
+    cmake --build "$dir" ${APPBIN_TARGET:+--target "$APPBIN_TARGET"}
 }
 
 step "release build" build build -DCMAKE_BUILD_TYPE=Release
@@ -29,11 +30,12 @@ step "unit tests (release)" ctest --test-dir build --output-on-failure -j2
 step "ASan/UBSan build" build build-asan -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_SANITIZE=ON
 step "unit tests (ASan/UBSan)" env ASAN_OPTIONS=detect_leaks=1 \
   ctest --test-dir build-asan --output-on-failure -j2
-step "fuzz build" env CC=clang build build-fuzz -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_FUZZ=ON
+step "fuzz build" env CC=clang APPBIN_TARGET=fuzz_http_conn build build-fuzz -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_FUZZ=ON
 fuzz_seconds=${APPBIN_FUZZ_SECONDS:-30}
+mkdir -p build-fuzz/fuzz-corpus
 step "fuzz http parser (${fuzz_seconds}s)" build-fuzz/tests/unit/fuzz_http_conn \
   -max_total_time="$fuzz_seconds" -timeout=10 -dict=tests/fuzz/http.dict \
-  tests/fuzz/corpus
+  build-fuzz/fuzz-corpus tests/fuzz/corpus
 step "end-to-end tests" build/tools-venv/bin/pytest tests/e2e -q -p no:cacheprovider
 step "end-to-end tests on the ASan host" env APPBIN_BUILD_DIR=build-asan \
   ASAN_OPTIONS=detect_leaks=0 build/tools-venv/bin/pytest tests/e2e -q -p no:cacheprovider \
