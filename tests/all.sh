@@ -30,7 +30,8 @@ step "unit tests (release)" ctest --test-dir build --output-on-failure -j2
 step "ASan/UBSan build" build build-asan -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_SANITIZE=ON
 step "unit tests (ASan/UBSan)" env ASAN_OPTIONS=detect_leaks=1 \
   ctest --test-dir build-asan --output-on-failure -j2
-step "fuzz build" env CC=clang APPBIN_TARGET=fuzz_http_conn build build-fuzz -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_FUZZ=ON
+build_fuzzer() { CC=clang APPBIN_TARGET=fuzz_http_conn build build-fuzz -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_FUZZ=ON; }
+step "fuzz build" build_fuzzer
 fuzz_seconds=${APPBIN_FUZZ_SECONDS:-30}
 mkdir -p build-fuzz/fuzz-corpus
 step "fuzz http parser (${fuzz_seconds}s)" build-fuzz/tests/unit/fuzz_http_conn \
