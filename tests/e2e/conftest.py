@@ -171,3 +171,4 @@ def python_version():
     return _run([PYTHON, "-c", "import platform; print(platform.python_version())"]
                 ).stdout.strip()
 
+pytest_plugins = ["server_fixtures"]

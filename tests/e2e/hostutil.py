@@ -1,0 +1,106 @@
+"""Helpers of the host tests (test_host*.py): running app.bin and reading its
+payload trailer. Every check runs the real executable in a subprocess."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TRAILER_SIZE = 64
+MAGIC = b"APPBIN\x00\x01"
+
+
+def clean_env(**extra):
+    """The environment for app.bin: the caller's without PYTHON* / APPBIN_*
+    variables (so that the outcome does not depend on the shell running the
+    tests), with a UTF-8 locale, plus `extra` (None values are removed)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTHON", "APPBIN_")) and k not in ("LC_ALL", "LC_CTYPE")}
+    env["LANG"] = "C.UTF-8"
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = str(value)
+    return env
+
+
+def run(argv, *, input=None, env=None, cwd=None, timeout=120):
+    """Runs argv; returns the CompletedProcess (text, both streams captured)."""
+    return subprocess.run([str(a) for a in argv], input=input, capture_output=True,
+                          text=True, env=clean_env() if env is None else env, cwd=cwd,
+                          timeout=timeout, check=False, errors="backslashreplace")
+
+
+def python(app_bin, *args, **kwargs):
+    """`app.bin python ARGS`."""
+    return run([app_bin, "python", *args], **kwargs)
+
+
+def python_c(app_bin, code, *args, **kwargs):
+    """`app.bin python -c CODE ARGS`; asserts exit status 0 and returns stdout."""
+    result = python(app_bin, "-c", code, *args, **kwargs)
+    assert result.returncode == 0, describe(result)
+    return result.stdout
+
+
+def describe(result):
+    """A readable account of a CompletedProcess for assertion messages."""
+    return (f"exit status {result.returncode}\n--- stdout\n{result.stdout}"
+            f"\n--- stderr\n{result.stderr}")
+
+
+def read_trailer(path):
+    """(archive offset, archive size, sha256 bytes) from app.bin's trailer."""
+    with open(path, "rb") as f:
+        f.seek(-TRAILER_SIZE, os.SEEK_END)
+        tail = f.read(TRAILER_SIZE)
+    assert tail[:8] == MAGIC, f"{path} has no appbin trailer"
+    offset = int.from_bytes(tail[16:24], "little")
+    size = int.from_bytes(tail[24:32], "little")
+    return offset, size, tail[32:64]
+
+
+def archive_sha256(path):
+    offset, size, _ = read_trailer(path)
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(offset)
+        remaining = size
+        while remaining:
+            chunk = f.read(min(remaining, 1 << 20))
+            sha.update(chunk)
+            remaining -= len(chunk)
+    return sha.hexdigest()
+
+
+def copy_with(src, dst, *, patch=None, truncate_to=None, cut=None):
+    """Copies app.bin to dst (mode 0755), then either xors the byte at offset
+    `patch` (an int, or a (offset, xor mask) pair), truncates the copy to
+    `truncate_to` bytes, or removes the byte range `cut` = (start, stop)."""
+    data = bytearray(Path(src).read_bytes())
+    if patch is not None:
+        offset, mask = patch if isinstance(patch, tuple) else (patch, 0x01)
+        data[offset] ^= mask
+    if truncate_to is not None:
+        del data[truncate_to:]
+    if cut is not None:
+        del data[cut[0]:cut[1]]
+    Path(dst).write_bytes(data)
+    os.chmod(dst, 0o755)
+    return Path(dst)
+
+
+def debian_python():
+    """Debian's python3.11 (the reference the host imitates)."""
+    return "/usr/bin/python3.11" if os.path.exists("/usr/bin/python3.11") else sys.executable
+
+
+def app_bin_fixture(request):
+    """The app.bin under test: $APPBIN_TEST_APP_BIN when set (an app.bin of
+    the test venv made elsewhere), else the `packed_app` fixture. The path is
+    resolved, as the host reports it (/proc/self/exe)."""
+    override = os.environ.get("APPBIN_TEST_APP_BIN")
+    path = Path(override) if override else request.getfixturevalue("packed_app")
+    return Path(os.path.realpath(path))
