@@ -23,6 +23,8 @@ static struct {
   PyObject *module_spec;    /* importlib.machinery.ModuleSpec */
   PyObject *origin_kwnames; /* ("origin",) */
   PyObject *builtins_key;   /* "__builtins__" */
+  PyObject *namespace_path; /* _bootstrap_external._NamespacePath, when first needed */
+  PyObject *pathfinder_get_spec;
   PyObject *fix_co_filename;
   PyObject *create_dynamic;
   PyObject *exec_dynamic;
@@ -285,6 +287,27 @@ static PyObject *dirs_as_paths(const modindex_module *m) {
   return list;
 }
 
+/* _NamespacePath(name, paths, PathFinder._get_spec), as PathFinder makes
+ * for namespace packages (the external bootstrap exists only after the
+ * interpreter's main initialisation, hence the lazy lookup). */
+static PyObject *namespace_path(PyObject *fullname, PyObject *paths) {
+  if (!paths)
+    return NULL;
+  if (!g.namespace_path) {
+    PyObject *ext = PyImport_ImportModule("_frozen_importlib_external");
+    PyObject *finder = ext ? PyObject_GetAttrString(ext, "PathFinder") : NULL;
+    g.pathfinder_get_spec = finder ? PyObject_GetAttrString(finder, "_get_spec") : NULL;
+    g.namespace_path = ext && g.pathfinder_get_spec ? PyObject_GetAttrString(ext, "_NamespacePath")
+                                                   : NULL;
+    Py_XDECREF(finder);
+    Py_XDECREF(ext);
+    if (!g.namespace_path)
+      return NULL;
+  }
+  return PyObject_CallFunctionObjArgs(g.namespace_path, fullname, paths, g.pathfinder_get_spec,
+                                      NULL);
+}
+
 PyDoc_STRVAR(find_spec_doc, "find_spec($self, fullname, path=None, target=None, /)\n--\n\n"
                             "Return a ModuleSpec for a module in the archive, or None.");
 
@@ -302,7 +325,8 @@ static PyObject *importer_find_spec(PyObject *self, PyObject *const *args, Py_ss
   }
   PyObject *spec, *locations = NULL;
   if (m->kind == MODINDEX_NAMESPACE) {
-    spec = make_spec(fullname, Py_None, NULL);
+    /* Our loader (not None), so that importlib.resources asks us. */
+    spec = make_spec(fullname, self, NULL);
   } else {
     const zipindex_entry *origin = origin_entry(m);
     PyObject *path = archive_path_of(origin->name, origin->name_len);
@@ -317,6 +341,8 @@ static PyObject *importer_find_spec(PyObject *self, PyObject *const *args, Py_ss
     return NULL;
   if (m->kind == MODINDEX_PACKAGE || m->kind == MODINDEX_NAMESPACE) {
     locations = dirs_as_paths(m);
+    if (locations && m->kind == MODINDEX_NAMESPACE)
+      Py_SETREF(locations, namespace_path(fullname, locations));
     if (!locations || PyObject_SetAttrString(spec, "submodule_search_locations", locations) != 0) {
       Py_XDECREF(locations);
       Py_DECREF(spec);
@@ -360,6 +386,8 @@ static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   Py_DECREF(name);
   if (m->ext)
     return PyObject_CallOneArg(g.exec_dynamic, module);
+  if (m->kind == MODINDEX_NAMESPACE)
+    Py_RETURN_NONE;
   PyObject *code = get_code_for(m);
   if (!code)
     return NULL;
@@ -483,13 +511,21 @@ static PyObject *importer_get_resource_reader(PyObject *self, PyObject *fullname
   const modindex_module *m = lookup_or_raise(fullname);
   if (!m)
     return NULL;
-  if (m->kind != MODINDEX_PACKAGE)
+  if (m->kind != MODINDEX_PACKAGE && m->kind != MODINDEX_NAMESPACE)
     Py_RETURN_NONE;
-  PyObject *dir = PyUnicode_FromString(m->dirs[0]);
-  if (!dir)
+  PyObject *dirs = PyList_New((Py_ssize_t)m->ndirs);
+  for (size_t i = 0; dirs && i < m->ndirs; i++) {
+    PyObject *d = PyUnicode_FromString(m->dirs[i]);
+    if (!d) {
+      Py_CLEAR(dirs);
+      break;
+    }
+    PyList_SET_ITEM(dirs, (Py_ssize_t)i, d);
+  }
+  if (!dirs)
     return NULL;
-  PyObject *r = call_runtime("resource_reader", fullname, dir);
-  Py_DECREF(dir);
+  PyObject *r = call_runtime("resource_reader", fullname, dirs);
+  Py_DECREF(dirs);
   return r;
 }
 

@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int status_failed(PyStatus status, const char *what) {
+/* The exit status for a status that stops start-up (printing why). */
+static int status_exit(PyStatus status, const char *what) {
   if (PyStatus_IsExit(status))
     return status.exitcode;
   fprintf(stderr, "app.bin: error: %s: %s%s%s\n", what, status.func ? status.func : "",
@@ -79,39 +80,57 @@ static int run_runtime_setup(void) {
 }
 
 int interp_start(const char *exe, const payload *pl, zipindex *zi, const manifest *mf,
-                 interp_mode mode, int argc, char **argv, int debug) {
+                 interp_mode mode, int argc, char **argv, int debug, int *exit_status) {
   char err[512];
+  *exit_status = 1;
   extload_debug = debug;
   if (importer_setup(exe, pl, zi, mf, err, sizeof(err)) != 0) {
     fprintf(stderr, "app.bin: error: %s\n", err);
-    return 1;
+    return -1;
   }
   PyImport_FrozenModules = appbin_frozen_modules;
   if (importer_register_builtin() != 0) {
     fprintf(stderr, "app.bin: error: cannot register the _appbin module\n");
-    return 1;
+    return -1;
+  }
+
+  /* UTF-8 mode, whatever the locale: what python3.11 gives under C.UTF-8
+   * and coerces the C locale to, without depending on the image's locales. */
+  PyPreConfig preconfig;
+  PyPreConfig_InitIsolatedConfig(&preconfig);
+  preconfig.utf8_mode = 1;
+  preconfig.configure_locale = 1;
+  PyStatus status = Py_PreInitialize(&preconfig);
+  if (PyStatus_Exception(status)) {
+    *exit_status = status_exit(status, "cannot initialise Python");
+    return -1;
   }
 
   PyConfig config;
-  PyStatus status = configure(&config, exe, mode, argc, argv);
+  status = configure(&config, exe, mode, argc, argv);
   if (!PyStatus_Exception(status))
     status = Py_InitializeFromConfig(&config);
   PyConfig_Clear(&config);
-  if (PyStatus_Exception(status))
-    return status_failed(status, "cannot initialise Python");
+  if (PyStatus_Exception(status)) {
+    *exit_status = status_exit(status, "cannot initialise Python");
+    return -1;
+  }
 
   if (importer_install() != 0) {
     PyErr_Print();
     fprintf(stderr, "app.bin: error: cannot install the archive importer\n");
-    return 1;
+    return -1;
   }
   status = _Py_InitializeMain();
-  if (PyStatus_Exception(status))
-    return status_failed(status, "cannot initialise Python");
+  if (PyStatus_Exception(status)) {
+    *exit_status = status_exit(status, "cannot initialise Python");
+    return -1;
+  }
   if (run_runtime_setup() != 0) {
     fprintf(stderr, "app.bin: error: the appbin runtime failed to start\n");
-    return 1;
+    return -1;
   }
+  *exit_status = 0;
   return 0;
 }
 

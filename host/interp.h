@@ -18,10 +18,11 @@ typedef enum interp_mode {
   INTERP_PYTHON, /* argv is parsed like python3.11's */
 } interp_mode;
 
-/* Starts the interpreter over the payload. Returns 0, or an exit status
- * (after printing why) when it cannot start. */
+/* Starts the interpreter over the payload. Returns 0 when it runs, or -1
+ * when the process must exit now with *exit_status: after printing why it
+ * cannot start, or because the command line asked only for, say, -V. */
 int interp_start(const char *exe, const payload *pl, zipindex *zi, const manifest *mf,
-                 interp_mode mode, int argc, char **argv, int debug);
+                 interp_mode mode, int argc, char **argv, int debug, int *exit_status);
 
 /* INTERP_PYTHON: runs like python3.11 (-c, -m, script, REPL), finalizes and
  * returns the exit status. */

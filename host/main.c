@@ -155,8 +155,8 @@ int main(int argc, char **argv) {
     }
     pyargv[0] = argv[0];
     memcpy(pyargv + 1, opts.python_argv, (size_t)opts.python_argc * sizeof(*pyargv));
-    rc = interp_start(exe, &p, &zi, &mf, INTERP_PYTHON, opts.python_argc + 1, pyargv, debug);
-    if (rc != 0)
+    if (interp_start(exe, &p, &zi, &mf, INTERP_PYTHON, opts.python_argc + 1, pyargv, debug,
+                     &rc) != 0)
       return rc;
     return interp_run_python();
   }
@@ -166,8 +166,7 @@ int main(int argc, char **argv) {
     if (!is_worker)
       return rc;
   }
-  rc = interp_start(exe, &p, &zi, &mf, INTERP_SERVER, argc, argv, debug);
-  if (rc != 0)
+  if (interp_start(exe, &p, &zi, &mf, INTERP_SERVER, argc, argv, debug, &rc) != 0)
     return rc;
   rc = serve_run(&opts);
   int fin = interp_finish();

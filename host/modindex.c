@@ -108,10 +108,35 @@ static int note_namespace(modindex *mi, const char *name, size_t len, const char
   return add_dir(m, dir, dirlen);
 }
 
+/* A directory entry ("pkg/data/") makes every directory on its path a
+ * namespace portion, as a directory of data files is for FileFinder. */
+static int add_dir_entry(modindex *mi, const zipindex_entry *e, size_t rootlen) {
+  const char *rel = e->name + rootlen;
+  size_t len = e->name_len - rootlen - 1; /* without the trailing '/' */
+  char name[1024];
+  if (len == 0 || len >= sizeof(name))
+    return 0;
+  for (size_t i = 0, last = 0; i <= len; i++) {
+    if (i == len || rel[i] == '/') {
+      if (!is_name_component(rel + last, i - last))
+        return 0;
+      last = i + 1;
+    }
+  }
+  for (size_t i = 0; i < len; i++)
+    name[i] = rel[i] == '/' ? '.' : rel[i];
+  for (size_t i = 1; i <= len; i++)
+    if ((i == len || rel[i] == '/') && note_namespace(mi, name, i, e->name, rootlen + i) != 0)
+      return -1;
+  return 0;
+}
+
 /* Turns the file `rel` (relative to root `r`) into a module entry. */
 static int add_file(modindex *mi, size_t r, const zipindex_entry *e, size_t rootlen) {
   const char *rel = e->name + rootlen;
   size_t len = e->name_len - rootlen;
+  if (len && rel[len - 1] == '/')
+    return add_dir_entry(mi, e, rootlen);
   enum { PYC, PY, EXT } type;
   size_t stem;
   if (ends_with(rel, len, ".pyc", 4)) {

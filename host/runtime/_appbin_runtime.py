@@ -142,7 +142,14 @@ def _process_pth(name):
 
 def excepthook(exc_type, exc, tb):
     """sys.excepthook: the traceback module reads source lines through the
-    loaders (linecache), which 3.11's built-in printer does not."""
+    loaders (linecache), which 3.11's built-in printer does not.
+
+    KeyboardInterrupt goes to the built-in hook: importing traceback here
+    would run code that clears the interpreter's note that the process must
+    die by SIGINT (exit status 130, as python3.11 does)."""
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
     try:
         import traceback
 
@@ -243,14 +250,52 @@ def _register_as_file():
     _as_file_registered = True
 
 
+class MultiplexedTraversable(ArchiveTraversable):
+    """The directories of a namespace package seen as one (the first that
+    has a name wins, as importlib.resources.readers.MultiplexedPath does)."""
+
+    def __init__(self, members):
+        super().__init__(members[0])
+        self._members = [m.rstrip("/") for m in members]
+
+    def __repr__(self):
+        return f"MultiplexedTraversable({self._members!r})"
+
+    def iterdir(self):
+        seen = set()
+        for member in self._members:
+            for name in _appbin.listdir(member):
+                if name not in seen:
+                    seen.add(name)
+                    yield ArchiveTraversable(member + "/" + name)
+
+    def is_dir(self):
+        return True
+
+    def is_file(self):
+        return False
+
+    def joinpath(self, *descendants):
+        for member in self._members:
+            candidate = ArchiveTraversable(member).joinpath(*descendants)
+            if candidate.exists():
+                return candidate
+        return ArchiveTraversable(self._members[0]).joinpath(*descendants)
+
+    __truediv__ = joinpath
+
+
 class ResourceReader:
     """What the importer returns from get_resource_reader()."""
 
-    def __init__(self, member_dir):
-        self._dir = member_dir
+    def __init__(self, member_dirs):
+        self._dirs = member_dirs
+        self._dir = member_dirs[0]
 
     def files(self):
         _register_as_file()
+        if len(self._dirs) > 1:
+            return MultiplexedTraversable(self._dirs)
         return ArchiveTraversable(self._dir)
 
     # The older ResourceReader protocol, for callers that still use it.
@@ -264,11 +309,11 @@ class ResourceReader:
         return self.files().joinpath(name).is_file()
 
     def contents(self):
-        return _appbin.listdir(self._dir)
+        return [p.name for p in self.files().iterdir()]
 
 
-def resource_reader(fullname, member_dir):
-    return ResourceReader(member_dir)
+def resource_reader(fullname, member_dirs):
+    return ResourceReader(member_dirs)
 
 
 # ---- importlib.metadata ---------------------------------------------------------
@@ -476,6 +521,7 @@ def serve(options):
     import asyncio
 
     _log_level = options["log_level"]
+    _catch_early_signals()
     try:
         app = load_app(options["app"], options["factory"])
     except AppLoadError as exc:
@@ -493,6 +539,41 @@ def serve(options):
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
+
+class _Signals:
+    """SIGTERM/SIGINT seen so far: the first asks for a graceful stop, the
+    second for an immediate one."""
+
+    count = 0
+    stop = None  # asyncio.Event, once serving
+    force = None
+
+    @classmethod
+    def received(cls, *_args):
+        cls.count += 1
+        if cls.stop is not None:
+            cls.stop.set()
+        if cls.count > 1 and cls.force is not None:
+            cls.force.set()
+
+
+def _catch_early_signals():
+    """A signal during the app's import or lifespan startup stops the server
+    cleanly once startup is done, instead of killing it half-way."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _Signals.received)
+
+
+def _cancel_request_tasks(keep):
+    import asyncio
+
+    current = asyncio.current_task()
+    for task in asyncio.all_tasks():
+        if task is not current and task is not keep:
+            task.cancel()
 
 
 def _cancel_all_tasks(loop):
@@ -529,6 +610,9 @@ async def _serve(loop, app, options):
     lifespan = Lifespan(app, options["lifespan"], state)
     if not await lifespan.startup():
         return 3
+    if _Signals.count:
+        log(2, "Stopped before serving: a signal arrived during startup")
+        return 0 if await lifespan.shutdown() else 1
     server = Server(app, loop, options, state)
     try:
         where = _listen(server, options)
@@ -541,31 +625,29 @@ async def _serve(loop, app, options):
     _appbin.release_memory()  # start-up imports are done
     log(2, f"appbin running on {where} (Press CTRL+C to quit)")
 
-    stop = asyncio.Event()
-    signals = {"count": 0}
-
-    def on_signal():
-        signals["count"] += 1
-        if signals["count"] > 1:
-            server.abort()  # a second signal: stop waiting for requests
-        stop.set()
-
+    _Signals.stop, _Signals.force = asyncio.Event(), asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    server.on_max_requests = stop.set
-    await stop.wait()
+        loop.add_signal_handler(sig, _Signals.received)
+    server.on_max_requests = _Signals.stop.set
+    if _Signals.count:  # a signal between startup and here
+        _Signals.stop.set()
+    await _Signals.stop.wait()
 
     log(2, "Shutting down")
     closed = server.shutdown()
-    try:
-        await asyncio.wait_for(asyncio.shield(closed), options["timeout_graceful_shutdown"])
-    except asyncio.TimeoutError:
-        log(4, "Cancel in-flight requests: the graceful shutdown timeout was exceeded")
+    forced = asyncio.ensure_future(_Signals.force.wait())
+    await asyncio.wait({closed, forced}, timeout=options["timeout_graceful_shutdown"],
+                       return_when=asyncio.FIRST_COMPLETED)
+    if not closed.done():
+        if not forced.done():
+            log(4, "Cancel in-flight requests: the graceful shutdown timeout was exceeded")
         server.abort()
+        _cancel_request_tasks(keep=lifespan.task)
         try:
-            await asyncio.wait_for(closed, 5)
+            await asyncio.wait_for(asyncio.shield(closed), 5)
         except asyncio.TimeoutError:
             pass
+    forced.cancel()
     ok = await lifespan.shutdown()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)

@@ -171,4 +171,6 @@ def python_version():
     return _run([PYTHON, "-c", "import platform; print(platform.python_version())"]
                 ).stdout.strip()
 
-pytest_plugins = ["server_fixtures"]
+# The server suite's fixtures (a plain import: pytest_plugins is only allowed
+# in a top-level conftest, and this one is not when pytest runs from the root).
+from server_fixtures import *  # noqa: E402,F401,F403

@@ -279,7 +279,6 @@ static void test_not_modules(void) {
   MISSING("appbin");
   MISSING("libfoo");
   MISSING("libbar");
-  MISSING("emptydir"); /* a bare directory entry is not a namespace portion */
   MISSING("stdlib");
   MISSING("site-packages");
   /* Components that are not identifiers but hold no '.' are found, as
@@ -288,6 +287,10 @@ static void test_not_modules(void) {
   CHECK(modindex_find(&mi, "bad-dir.mod", 11) != NULL);
   CHECK(modindex_find(&mi, "sp ace", 6) != NULL);
   CHECK(modindex_find(&mi, "lib-dynload._ssl", 16) != NULL);
+  /* A directory entry, even of an empty directory, is a namespace portion,
+   * as an empty directory on sys.path is importable. */
+  CHECK(modindex_find(&mi, "emptydir", 8) != NULL &&
+        modindex_find(&mi, "emptydir", 8)->kind == MODINDEX_NAMESPACE);
   /* Lookups by near-miss names. */
   MISSING("json.");
   MISSING(".json");
