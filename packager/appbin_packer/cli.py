@@ -36,8 +36,9 @@ def build_parser():
                         help="the bare appbin host executable")
     parser.add_argument("--sources", choices=("keep", "drop"), default="keep",
                         help="keep .py sources beside the .pyc (default) or drop them")
-    parser.add_argument("--compression", choices=tuple(COMPRESSION), default="stored",
-                        help="zip compression (default: stored, read straight from memory)")
+    parser.add_argument("--compression", choices=tuple(COMPRESSION), default="auto",
+                        help="zip compression: auto (default) stores what start-up reads "
+                             "(.pyc, native code) and deflates the rest; stored; deflate")
     parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                         help="leave out members whose archive path (e.g. site-packages/pkg/"
                              "tests) or a parent directory of it matches GLOB; repeatable")
