@@ -1,0 +1,140 @@
+# appbin: build an ASGI app into ONE executable (/app.bin) and ship it on a
+# distroless base: no Python, no shell, no package manager in the final image.
+#
+#   DOCKER_BUILDKIT=1 docker build -t my-app .
+#   docker run --rm --read-only --cap-drop ALL -p 8000:8000 my-app
+#   docker run --rm my-app python -c 'print(1+1)'   # the bundled interpreter
+#
+# Needs BuildKit (cache mounts, COPY --chmod) and nothing newer than Docker
+# 20.10's built-in Dockerfile frontend: no "# syntax=" line (it would pull an
+# image), no heredocs, no COPY --exclude/--link, octal --chmod only.
+#
+# Build arguments:
+#   BUILDER_IMAGE  a Debian 12 image with apt (default debian:12)
+#   FINAL_IMAGE    the runtime base (default distroless base-debian13:nonroot;
+#                  any glibc >= 2.36 base works, e.g. base-debian12)
+#   PIP_INDEX_URL  package index for pip (a mirror); Poetry reads the sources
+#                  in the project's pyproject.toml/poetry.lock
+#   PROJECT_DIR    the app's project in the build context (default examples)
+#   APP            the ASGI application, module:attribute
+#   PORT           the port served and health-checked (APPBIN_PORT) and EXPOSEd
+#   APT_MIRROR     replaces http://deb.debian.org/debian in the builder's apt
+#                  sources (optional; debian-security is left as it is)
+#
+# Behind a TLS-inspecting proxy, give the build your CA bundle as a secret (it
+# is used by pip and Poetry only, and lands in no layer):
+#   docker build --secret id=ca-certificates,src=/etc/ssl/certs/ca-certificates.crt .
+ARG BUILDER_IMAGE=debian:12
+ARG FINAL_IMAGE=gcr.io/distroless/base-debian13:nonroot
+
+# --- builder: Debian 12 with apt downloads kept in a cache mount --------------
+FROM ${BUILDER_IMAGE} AS builder
+ARG APT_MIRROR=
+ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
+RUN rm -f /etc/apt/apt.conf.d/docker-clean \
+ && echo 'Binary::apt::APT::Keep-Downloaded-Packages "true";' > /etc/apt/apt.conf.d/keep-cache \
+ && if [ -n "$APT_MIRROR" ]; then \
+      sed -i -E "s#http://deb.debian.org/debian([[:space:]]|\$)#$APT_MIRROR\1#" \
+        /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true; \
+    fi
+
+# --- host-deps: compilers, static libraries, a static libzip -----------------
+FROM builder AS host-deps
+WORKDIR /src
+COPY tests/apt-packages.txt tests/setup.sh /src/tests/
+# The build needs the packages of tests/apt-packages.txt less the test and
+# benchmark tools. tests/setup.sh then builds the static libzip from Debian's
+# source package; its apt step sees the reduced list (all installed) and its
+# tool-venv step is marked done (the tool venv is for tests, not the build; an
+# empty requirements file stands for tests/requirements.txt, so that editing
+# that file does not invalidate this layer).
+RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
+    --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \
+    grep -v -E '^[[:space:]]*(#|$)' tests/apt-packages.txt \
+      | grep -v -x -E 'clang|clang-format|clang-tools.*|libclang-rt-[0-9]+-dev|curl|wrk|hyperfine|bubblewrap|debootstrap|docker.*|valgrind|gdb' \
+      > tests/apt-packages.build \
+ && mv tests/apt-packages.build tests/apt-packages.txt \
+ && apt-get update -qq \
+ && xargs -a tests/apt-packages.txt apt-get install -y -qq --no-install-recommends ca-certificates >/dev/null \
+ && : > tests/requirements.txt \
+ && mkdir -p build/tools-venv/bin \
+ && ln -s /usr/bin/python3.11 build/tools-venv/bin/python \
+ && sha256sum tests/requirements.txt | cut -d' ' -f1 > build/tools-venv/.requirements.sha \
+ && bash tests/setup.sh \
+ && test -f build/deps/lib/libzip.a \
+ && rm -rf build/tools-venv build/deps/src /etc/apt/sources.list.d/appbin-deb-src.sources
+
+# --- host: the appbin host executable and the packager ----------------------
+FROM host-deps AS host
+COPY CMakeLists.txt /src/
+COPY host /src/host
+COPY packager /src/packager
+COPY tests/unit /src/tests/unit
+RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null \
+ && cmake --build /build --target appbin-host \
+ && test -x /build/appbin-pack
+
+# --- venv: the app and its dependencies, as the app's own tooling makes them --
+FROM builder AS venv
+RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
+    --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \
+    apt-get update -qq \
+ && apt-get install -y -qq --no-install-recommends python3.11 python3.11-venv ca-certificates >/dev/null
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG POETRY_SPEC="poetry>=2,<3"
+ARG POETRY_BUNDLE_SPEC="poetry-plugin-bundle>=1.6"
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=ca-certificates,target=/run/secrets/ca-certificates.crt \
+    if [ -s /run/secrets/ca-certificates.crt ]; then export PIP_CERT=/run/secrets/ca-certificates.crt; fi \
+ && /usr/bin/python3.11 -m venv /opt/poetry \
+ && PIP_INDEX_URL="$PIP_INDEX_URL" PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    /opt/poetry/bin/pip install -q "$POETRY_SPEC" "$POETRY_BUNDLE_SPEC"
+ARG PROJECT_DIR=examples
+COPY ${PROJECT_DIR}/ /project/
+WORKDIR /project
+# poetry.lock: the venv Poetry bundles (main group only, no pip in it);
+# requirements.txt without a lock: pip; anything else pip can install: pip.
+RUN --mount=type=cache,target=/root/.cache/pypoetry \
+    --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=ca-certificates,target=/run/secrets/ca-certificates.crt \
+    if [ -s /run/secrets/ca-certificates.crt ]; then \
+      export PIP_CERT=/run/secrets/ca-certificates.crt \
+             REQUESTS_CA_BUNDLE=/run/secrets/ca-certificates.crt \
+             SSL_CERT_FILE=/run/secrets/ca-certificates.crt; \
+    fi \
+ && export PIP_INDEX_URL="$PIP_INDEX_URL" PIP_DISABLE_PIP_VERSION_CHECK=1 POETRY_NO_INTERACTION=1 \
+ && if [ -f poetry.lock ]; then \
+      POETRY_VIRTUALENVS_OPTIONS_NO_PIP=true \
+      /opt/poetry/bin/poetry bundle venv --python=/usr/bin/python3.11 --only=main /venv; \
+    elif [ -f requirements.txt ]; then \
+      /usr/bin/python3.11 -m venv /venv \
+      && /venv/bin/pip install -q -r requirements.txt \
+      && /venv/bin/pip install -q --no-deps . \
+      && /venv/bin/pip uninstall -q -y pip; \
+    else \
+      /usr/bin/python3.11 -m venv /venv \
+      && /venv/bin/pip install -q . \
+      && /venv/bin/pip uninstall -q -y pip; \
+    fi
+
+# --- app: pack the venv into /app.bin with the host built above --------------
+FROM host AS app
+COPY --from=venv /venv /venv
+ARG APP=my_package.web:app
+RUN /build/appbin-pack --venv /venv --app "$APP" -o /app.bin \
+ && /app.bin python -c "import sys; print('app.bin', sys.version.split()[0])"
+
+# --- final: one file on a distroless base --------------------------------------
+FROM ${FINAL_IMAGE} AS final
+COPY --from=app --chown=0:65532 --chmod=0550 /app.bin /app.bin
+USER 65532:65532
+ARG PORT=8000
+# The port goes through the environment so that the server and the health
+# check (a second app.bin process) agree: docker run -e APPBIN_PORT=9000 ...
+# The health check GETs /health (change with -e APPBIN_HEALTH_PATH=/path).
+ENV APPBIN_PORT=${PORT}
+EXPOSE ${PORT}
+ENTRYPOINT ["/app.bin"]
+CMD ["--host", "0.0.0.0"]
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["/app.bin", "healthcheck"]

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of the two ways to ship the example app in Docker:
+#   appbin    the top-level Dockerfile: one /app.bin on distroless base-debian13
+#   baseline  tests/bench/baseline/Dockerfile: a Poetry venv's lib/ + uvicorn on
+#             distroless python3-debian12 (the usual published recipe)
+# Both on local bases built from Debian packages (tests/docker/build-bases.sh).
+#
+# Reports: image size, number of files, cold start to the first 200 on GET /
+# (docker run -> first answer, median of --runs), requests/s with wrk on
+# loopback (bounded: -d5s -c64 -t2 by default) and memory after the load.
+#
+# Usage: tests/bench/docker_compare.sh [--no-build] [--static-only] [--runs N]
+#        [--duration 5s] [--connections 64] [--json FILE]
+#   --static-only  size and file counts only (no container is started)
+# Results also go to build/bench/docker_compare.json.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$top"
+
+build=1 static_only=0 runs=3 duration=5s conns=64 threads=2
+json="$top/build/bench/docker_compare.json"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-build) build=0 ;;
+    --static-only) static_only=1 ;;
+    --runs) runs=$2; shift ;;
+    --duration) duration=$2; shift ;;
+    --connections) conns=$2; shift ;;
+    --json) json=$2; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "docker_compare: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+# Docker 20.10's own client does BuildKit builds; a newer client needs buildx.
+if [ -z "${DOCKER:-}" ]; then
+  DOCKER=docker
+  [ -x /usr/bin/docker ] && DOCKER=/usr/bin/docker
+fi
+export DOCKER_BUILDKIT=1
+log() { echo "docker_compare: $*" >&2; }
+
+APPBIN_IMAGE=appbin-bench/appbin:latest
+BASELINE_IMAGE=appbin-bench/baseline:latest
+secret=()
+[ -s /etc/ssl/certs/ca-certificates.crt ] &&
+  secret=(--secret id=ca-certificates,src=/etc/ssl/certs/ca-certificates.crt)
+pip_arg=()
+[ -n "${PIP_INDEX_URL:-}" ] && pip_arg=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL")
+
+if [ $build = 1 ]; then
+  DOCKER=$DOCKER "$top/tests/docker/build-bases.sh" builder-debian12 \
+    distroless-base-debian13 distroless-python3-debian12
+  t0=$(date +%s)
+  "$DOCKER" build -q "${secret[@]}" "${pip_arg[@]}" \
+    --build-arg BUILDER_IMAGE=appbin/builder-debian12 \
+    --build-arg FINAL_IMAGE=appbin/distroless-base-debian13:nonroot \
+    -t "$APPBIN_IMAGE" . >/dev/null
+  t1=$(date +%s)
+  "$DOCKER" build -q "${secret[@]}" "${pip_arg[@]}" -f tests/bench/baseline/Dockerfile \
+    --build-arg BUILDER_IMAGE=appbin/builder-debian12 \
+    --build-arg PYTHON_IMAGE=appbin/distroless-python3-debian12 \
+    -t "$BASELINE_IMAGE" examples >/dev/null
+  log "built $APPBIN_IMAGE in $((t1 - t0))s, $BASELINE_IMAGE in $(($(date +%s) - t1))s"
+fi
+
+declare -A size files cold rps lat mem
+file_count() { # IMAGE -> regular files, symlinks etc. (not directories)
+  local cid n
+  cid=$("$DOCKER" create "$1")
+  n=$("$DOCKER" export "$cid" | tar -t | grep -vc '/$')
+  "$DOCKER" rm -v "$cid" >/dev/null
+  echo "$n"
+}
+
+free_port() {
+  "${PYTHON:-python3.11}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Starts IMAGE publishing CPORT on 127.0.0.1:HPORT; echoes "cid ms-to-first-200".
+start_and_wait() {
+  local image=$1 cport=$2 hport=$3 cid t0 t1 i
+  t0=$(date +%s%N)
+  cid=$("$DOCKER" run -d --read-only --cap-drop ALL --security-opt no-new-privileges \
+        -p "127.0.0.1:$hport:$cport" "$image")
+  for ((i = 0; i < 1500; i++)); do # at most ~30 s
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$hport/")" = 200 ]; then
+      t1=$(date +%s%N)
+      echo "$cid $(((t1 - t0) / 1000000))"
+      return 0
+    fi
+    sleep 0.02
+  done
+  echo "$cid -1"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print -1}'; }
+
+for which in appbin baseline; do
+  image=$([ $which = appbin ] && echo "$APPBIN_IMAGE" || echo "$BASELINE_IMAGE")
+  cport=$([ $which = appbin ] && echo 8000 || echo 80)
+  cold[$which]=n/a rps[$which]=n/a lat[$which]=n/a mem[$which]=n/a size[$which]=0 files[$which]=n/a
+  if ! "$DOCKER" image inspect "$image" >/dev/null 2>&1; then
+    log "no image $image (build it: run without --no-build)"; continue
+  fi
+  size[$which]=$("$DOCKER" image inspect -f '{{.Size}}' "$image")
+  files[$which]=$(file_count "$image")
+  [ $static_only = 1 ] && continue
+
+  samples=()
+  for ((r = 0; r < runs; r++)); do
+    read -r cid ms < <(start_and_wait "$image" "$cport" "$(free_port)")
+    samples+=("$ms")
+    "$DOCKER" rm -f -v "$cid" >/dev/null
+  done
+  cold[$which]=$(printf '%s\n' "${samples[@]}" | median)
+
+  hport=$(free_port)
+  read -r cid ms < <(start_and_wait "$image" "$cport" "$hport")
+  if [ "$ms" != -1 ] && command -v wrk >/dev/null; then
+    wrk -t1 -c8 -d1s "http://127.0.0.1:$hport/" >/dev/null 2>&1 || true # warm-up
+    out=$(timeout 60 wrk -t"$threads" -c"$conns" -d"$duration" --latency "http://127.0.0.1:$hport/" 2>&1 || true)
+    rps[$which]=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
+    lat[$which]=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+    [ -n "$non2xx" ] && log "$which: $non2xx non-2xx answers under load"
+    mem[$which]=$("$DOCKER" stats --no-stream --format '{{.MemUsage}}' "$cid" | cut -d/ -f1 | tr -d ' ')
+  elif [ "$ms" = -1 ]; then
+    log "$which never answered 200 on GET /; last logs:"; "$DOCKER" logs --tail 20 "$cid" >&2 || true
+  fi
+  "$DOCKER" rm -f -v "$cid" >/dev/null
+done
+
+mb() { awk -v b="$1" 'BEGIN {printf "%.1f MB", b / 1e6}'; }
+printf '\n%-26s %30s %30s\n' "" "appbin" "baseline (venv)"
+printf '%-26s %30s %30s\n' "image" "$APPBIN_IMAGE" "$BASELINE_IMAGE"
+printf '%-26s %30s %30s\n' "image size" "$(mb "${size[appbin]}")" "$(mb "${size[baseline]}")"
+printf '%-26s %30s %30s\n' "files in the image" "${files[appbin]}" "${files[baseline]}"
+printf '%-26s %30s %30s\n' "cold start to 200 (ms)" "${cold[appbin]}" "${cold[baseline]}"
+printf '%-26s %30s %30s\n' "requests/s (wrk -c$conns)" "${rps[appbin]}" "${rps[baseline]}"
+printf '%-26s %30s %30s\n' "p99 latency" "${lat[appbin]}" "${lat[baseline]}"
+printf '%-26s %30s %30s\n' "memory after load" "${mem[appbin]}" "${mem[baseline]}"
+
+mkdir -p "$(dirname "$json")"
+"${PYTHON:-python3.11}" - "$json" <<EOF
+import json, sys
+def v(x):
+    try: return int(x)
+    except ValueError: return x
+data = {
+  "appbin": {"image": "$APPBIN_IMAGE", "size_bytes": v("${size[appbin]}"), "files": v("${files[appbin]}"),
+             "cold_start_ms": v("${cold[appbin]}"), "requests_per_s": v("${rps[appbin]}"),
+             "p99": "${lat[appbin]}", "memory": "${mem[appbin]}"},
+  "baseline": {"image": "$BASELINE_IMAGE", "size_bytes": v("${size[baseline]}"), "files": v("${files[baseline]}"),
+               "cold_start_ms": v("${cold[baseline]}"), "requests_per_s": v("${rps[baseline]}"),
+               "p99": "${lat[baseline]}", "memory": "${mem[baseline]}"},
+  "wrk": {"threads": $threads, "connections": $conns, "duration": "$duration"},
+}
+json.dump(data, open(sys.argv[1], "w"), indent=2)
+EOF
+log "wrote $json"

@@ -1,0 +1,322 @@
+"""The Docker image built by the top-level Dockerfile, checked as a user runs it.
+
+Builds local bases from Debian packages (tests/docker/build-bases.sh), builds the
+Dockerfile once per session against them (BuildKit cache mounts keep rebuilds
+fast) and checks the image: it serves GET / read-only as 65532 with every
+capability dropped, `python -c` works, `docker stop` is graceful, the health
+check turns healthy, no shell or package manager is inside, /app.bin cannot be
+changed by the user it runs as, and the same build runs on a Debian 12 base.
+
+Run: build/tools-venv/bin/pytest tests/docker
+Environment: DOCKER (client; default /usr/bin/docker, Debian's 20.10 client,
+which does BuildKit builds without buildx), PIP_INDEX_URL (passed to the build).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+TOP = Path(__file__).resolve().parents[2]
+BUILDER = "appbin/builder-debian12"
+BASE13 = "appbin/distroless-base-debian13:nonroot"
+BASE12 = "appbin/distroless-base-debian12:nonroot"
+IMAGE13 = "appbin-test/app:debian13"
+IMAGE12 = "appbin-test/app:debian12"
+IMAGE_REQS = "appbin-test/app:reqs"
+REQS_PROJECT = "tests/docker/fixtures/reqs_app"  # requirements.txt, no poetry.lock
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+STOP_TIMEOUT = 10  # docker stop's grace period (seconds)
+
+
+def _docker_client() -> str:
+    if os.environ.get("DOCKER"):
+        return os.environ["DOCKER"]
+    # Debian's docker.io client (20.10) builds with BuildKit on its own; a newer
+    # client (e.g. 28.x in /usr/local/bin) refuses without the buildx plugin.
+    if Path("/usr/bin/docker").exists():
+        return "/usr/bin/docker"
+    return shutil.which("docker") or "docker"
+
+
+DOCKER = _docker_client()
+
+
+def _docker_ok() -> str | None:
+    try:
+        r = subprocess.run([DOCKER, "info"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"docker info: {e}"
+    if r.returncode != 0:
+        return f"docker info failed: {(r.stderr or r.stdout).strip()[:200]}"
+    return None
+
+
+_why_not = _docker_ok()
+pytestmark = pytest.mark.skipif(_why_not is not None, reason=f"no usable Docker daemon ({_why_not})")
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} -> {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def build_image(tag: str, final_image: str, *extra: str) -> float:
+    """docker build of the top-level Dockerfile; returns seconds taken."""
+    args = ["build", "--progress=plain", "-t", tag,
+            "--build-arg", f"BUILDER_IMAGE={BUILDER}",
+            "--build-arg", f"FINAL_IMAGE={final_image}", *extra]
+    if os.environ.get("PIP_INDEX_URL"):
+        args += ["--build-arg", f"PIP_INDEX_URL={os.environ['PIP_INDEX_URL']}"]
+    if CA_BUNDLE.is_file():  # trust what the host trusts (TLS-inspecting proxies)
+        args += ["--secret", f"id=ca-certificates,src={CA_BUNDLE}"]
+    t0 = time.monotonic()
+    r = subprocess.run([DOCKER, *args, str(TOP)], capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    if r.returncode != 0:
+        pytest.fail(f"docker build {tag} failed:\n{(r.stdout + r.stderr)[-6000:]}")
+    return time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def bases() -> None:
+    r = subprocess.run(
+        ["bash", str(TOP / "tests/docker/build-bases.sh"), "builder-debian12",
+         "distroless-base-debian13", "distroless-base-debian12"],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "DOCKER": DOCKER})
+    if r.returncode != 0:
+        pytest.fail(f"build-bases.sh failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def image(bases) -> str:
+    build_image(IMAGE13, BASE13)
+    return IMAGE13
+
+
+@pytest.fixture(scope="module")
+def image12(image) -> str:  # after the first build: only the final stage differs
+    build_image(IMAGE12, BASE12)
+    return IMAGE12
+
+
+@pytest.fixture(scope="module")
+def image_reqs(image) -> str:  # shares the host stages with the first build
+    build_image(IMAGE_REQS, BASE13, "--build-arg", f"PROJECT_DIR={REQS_PROJECT}",
+                "--build-arg", "APP=reqs_app:app")
+    return IMAGE_REQS
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_for_200(url: str, cid: str, limit: float = 30.0) -> bytes:
+    deadline = time.monotonic() + limit
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            status, body = http_get(url)
+            if status == 200:
+                return body
+            last = status
+        except OSError as e:  # refused / reset while starting
+            last = e
+        state = docker("inspect", "-f", "{{.State.Running}}", cid).stdout.strip()
+        if state != "true":
+            break
+        time.sleep(0.1)
+    logs = docker("logs", "--tail", "50", cid, check=False)
+    raise AssertionError(f"{url}: no 200 within {limit}s (last: {last!r})\n{logs.stdout}{logs.stderr}")
+
+
+class Container:
+    """A detached, hardened container publishing the app's port on loopback."""
+
+    def __init__(self, image: str, *extra: str) -> None:
+        self.port = free_port()
+        self.name = f"appbin-test-{uuid.uuid4().hex[:10]}"
+        self.cid = docker(
+            "run", "-d", "--name", self.name, "--read-only", "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges", "--user", "65532:65532",
+            "-p", f"127.0.0.1:{self.port}:8000", *extra, image).stdout.strip()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def inspect(self) -> dict:
+        return json.loads(docker("inspect", self.cid).stdout)[0]
+
+    def remove(self) -> None:
+        docker("rm", "-f", "-v", self.cid, check=False)
+
+
+@pytest.fixture(scope="module")
+def server(image):
+    c = Container(image, "--health-interval", "1s", "--health-start-period", "30s",
+                  "--health-timeout", "5s", "--health-retries", "3")
+    try:
+        wait_for_200(c.url + "/", c.cid)
+        yield c
+    finally:
+        c.remove()
+
+
+# --- the image as configured ------------------------------------------------------
+
+def test_image_config(image):
+    cfg = json.loads(docker("image", "inspect", image).stdout)[0]["Config"]
+    assert cfg["Entrypoint"] == ["/app.bin"]
+    assert cfg["User"] == "65532:65532"
+    assert "8000/tcp" in cfg["ExposedPorts"]
+    assert cfg["Healthcheck"]["Test"] == ["CMD", "/app.bin", "healthcheck"]  # exec form
+
+
+def _listing(image: str) -> dict[str, str]:
+    """path -> `tar tv` line of the image's exported filesystem."""
+    cid = docker("create", image).stdout.strip()
+    try:
+        exp = subprocess.run(f"{DOCKER} export {cid} | tar -tv", shell=True, capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+    finally:
+        docker("rm", "-v", cid, check=False)
+    out = {}
+    for line in exp.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) == 6:
+            out[parts[5].split(" -> ")[0].rstrip("/")] = line
+    return out
+
+
+def test_no_shell_no_package_manager(image):
+    files = _listing(image)
+    for f in ("bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/bash", "bin/dash", "usr/bin/dash",
+              "usr/bin/apt", "usr/bin/apt-get", "usr/bin/dpkg", "bin/dpkg", "usr/bin/python3",
+              "usr/bin/python3.11"):
+        assert f not in files, f"{f} in the final image"
+    assert not any(p.startswith("usr/lib/python3") for p in files), "a system Python in the image"
+    r = docker("run", "--rm", "--entrypoint", "/bin/sh", image, "-c", "true", check=False)
+    assert r.returncode != 0
+
+
+def test_app_bin_owned_by_root_group_nonroot(image):
+    line = _listing(image)["app.bin"]
+    mode, owner = line.split()[:2]
+    assert mode == "-r-xr-x---", line
+    assert owner in ("root/nonroot", "0/65532"), line
+
+
+def test_app_bin_not_writable_by_65532(image):
+    r = docker("run", "--rm", "--user", "65532", "--entrypoint", "/app.bin", image,
+               "python", "-c", "import os; print(os.access('/app.bin', os.W_OK))")
+    assert r.stdout.strip() == "False"
+
+
+def test_python_mode(image):
+    r = docker("run", "--rm", "--read-only", "--cap-drop", "ALL", image,
+               "python", "-c", "print(1+1)")
+    assert r.stdout.strip() == "2", r.stderr
+
+
+# --- the server --------------------------------------------------------------------
+
+def test_serves_hello_read_only_as_65532(server):
+    status, body = http_get(server.url + "/")
+    assert status == 200
+    assert json.loads(body) == {"message": "hello"}
+    info = server.inspect()
+    assert info["HostConfig"]["ReadonlyRootfs"] is True
+    assert info["HostConfig"]["CapDrop"] == ["ALL"]
+    assert "no-new-privileges" in info["HostConfig"]["SecurityOpt"]
+    # the serving process itself (not only the image config) runs as 65532
+    top = docker("top", server.cid, "-o", "pid,uid,gid,args").stdout.splitlines()[1:]
+    assert top and all(line.split()[1:3] == ["65532", "65532"] for line in top), top
+
+
+def test_health_endpoint(server):
+    status, body = http_get(server.url + "/health")
+    assert status == 200
+    assert json.loads(body) == {"status": "ok"}
+
+
+def test_healthcheck_turns_healthy(server):
+    deadline = time.monotonic() + 30
+    status = None
+    while time.monotonic() < deadline:
+        health = server.inspect()["State"].get("Health") or {}
+        status = health.get("Status")
+        if status == "healthy":
+            break
+        time.sleep(0.5)
+    assert status == "healthy", json.dumps(server.inspect()["State"].get("Health"), indent=1)[-2000:]
+
+
+def test_exec_python_in_running_container(server):
+    # the debugging door of an image without a shell
+    r = docker("exec", server.cid, "/app.bin", "python", "-c",
+               "import os; print(os.getuid(), os.getgid())")
+    assert r.stdout.split() == ["65532", "65532"]
+
+
+def test_stop_is_graceful(image):
+    c = Container(image)
+    try:
+        wait_for_200(c.url + "/", c.cid)
+        t0 = time.monotonic()
+        r = docker("stop", "-t", str(STOP_TIMEOUT), c.cid, timeout=STOP_TIMEOUT + 30)
+        elapsed = time.monotonic() - t0
+        assert r.returncode == 0
+        assert elapsed < STOP_TIMEOUT, f"docker stop took {elapsed:.1f}s: SIGTERM was not honoured"
+        state = c.inspect()["State"]
+        assert state["ExitCode"] == 0, state
+        assert not state["OOMKilled"]
+    finally:
+        c.remove()
+
+
+# --- the same build on Debian 12's distroless base -------------------------------
+
+def test_runs_on_debian12_base(image12):
+    r = docker("run", "--rm", "--read-only", "--cap-drop", "ALL", image12,
+               "python", "-c", "import ssl, sys; print(sys.version_info[:2], ssl.OPENSSL_VERSION)")
+    assert r.stdout.startswith("(3, 11)"), r.stdout + r.stderr
+    c = Container(image12)
+    try:
+        body = wait_for_200(c.url + "/", c.cid)
+        assert json.loads(body) == {"message": "hello"}
+    finally:
+        c.remove()
+
+
+# --- a project with requirements.txt and no poetry.lock (the pip branch) ----------
+
+def test_requirements_project(image_reqs):
+    r = docker("run", "--rm", "--read-only", "--cap-drop", "ALL", image_reqs,
+               "python", "-c", "import idna, reqs_app; print(idna.__name__, reqs_app.app.__name__)")
+    assert r.stdout.split() == ["idna", "app"], r.stdout + r.stderr
+    c = Container(image_reqs)
+    try:
+        body = wait_for_200(c.url + "/idna", c.cid)
+        assert json.loads(body) == {"encoded": "xn--bcher-kva.example"}
+    finally:
+        c.remove()
