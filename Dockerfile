@@ -42,27 +42,15 @@ RUN rm -f /etc/apt/apt.conf.d/docker-clean \
 FROM builder AS host-deps
 WORKDIR /src
 COPY tests/apt-packages.txt tests/setup.sh /src/tests/
-# The build needs the packages of tests/apt-packages.txt less the test and
-# benchmark tools. tests/setup.sh then builds the static libzip from Debian's
-# source package; its apt step sees the reduced list (all installed) and its
-# tool-venv step is marked done (the tool venv is for tests, not the build; an
-# empty requirements file stands for tests/requirements.txt, so that editing
-# that file does not invalidate this layer).
+# tests/setup.sh --deps-only installs the build's apt packages (those above the
+# test tools in tests/apt-packages.txt) and builds the static libzip from
+# Debian's source package.
 RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
     --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \
-    grep -v -E '^[[:space:]]*(#|$)' tests/apt-packages.txt \
-      | grep -v -x -E 'clang|clang-format|clang-tools.*|libclang-rt-[0-9]+-dev|curl|wrk|hyperfine|bubblewrap|debootstrap|docker.*|valgrind|gdb' \
-      > tests/apt-packages.build \
- && mv tests/apt-packages.build tests/apt-packages.txt \
- && apt-get update -qq \
- && xargs -a tests/apt-packages.txt apt-get install -y -qq --no-install-recommends ca-certificates >/dev/null \
- && : > tests/requirements.txt \
- && mkdir -p build/tools-venv/bin \
- && ln -s /usr/bin/python3.11 build/tools-venv/bin/python \
- && sha256sum tests/requirements.txt | cut -d' ' -f1 > build/tools-venv/.requirements.sha \
- && bash tests/setup.sh \
+    apt-get update -qq \
+ && bash tests/setup.sh --deps-only \
  && test -f build/deps/lib/libzip.a \
- && rm -rf build/tools-venv build/deps/src /etc/apt/sources.list.d/appbin-deb-src.sources
+ && rm -rf build/deps/src /etc/apt/sources.list.d/appbin-deb-src.sources
 
 # --- host: the appbin host executable and the packager ----------------------
 FROM host-deps AS host

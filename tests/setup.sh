@@ -2,14 +2,20 @@
 # Installs everything appbin needs on a Debian 12 machine: apt packages, a
 # static libzip built from Debian's source package, and the project's tool venv.
 # Idempotent: steps that are done already are skipped.
+# --deps-only: only what building the host needs (the apt packages above the
+# "# --- test tools" line of tests/apt-packages.txt, and the static libzip): no
+# test tools, no tool venv. The Dockerfile's build stage runs this.
 set -euo pipefail
+deps_only=0
+[ "${1:-}" = --deps-only ] && deps_only=1
 top=$(cd "$(dirname "$0")/.." && pwd)
 build="$top/build"
 mkdir -p "$build"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-mapfile -t pkgs < <(grep -v '^\s*#' "$top/tests/apt-packages.txt" | grep -v '^\s*$')
+mapfile -t pkgs < <(if [ $deps_only = 1 ]; then sed '/^# --- test tools/,$d' "$top/tests/apt-packages.txt"; else cat "$top/tests/apt-packages.txt"; fi |
+  grep -v '^\s*#' | grep -v '^\s*$')
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -42,6 +48,8 @@ if [ ! -f "$deps/lib/libzip.a" ]; then
   cmake --install "$deps/src/build" >/dev/null
   echo "setup: built static libzip into $deps"
 fi
+
+[ $deps_only = 1 ] && exit 0
 
 # The project's tool venv (test runners, clients, peers for benchmarks).
 venv="$build/tools-venv"

@@ -46,6 +46,11 @@ def build_parser():
                         dest="defaults", help="a server option default for app.bin; repeatable")
     parser.add_argument("--no-bundle-libs", action="store_false", dest="bundle_libs",
                         help="do not copy the system libraries extension modules need")
+    parser.add_argument("--system-lib", action="append", dest="system_libs", metavar="SONAME",
+                        help="a library the target system provides, never bundled; repeatable "
+                             "(default: libcrypto.so.3 libssl.so.3 libz.so.1, which every "
+                             "Debian and distroless base image has); --system-lib none "
+                             "bundles them too")
     parser.add_argument("-q", "--quiet", action="store_true", help="print no size summary")
     parser.add_argument("--version", action="version", version=f"appbin-pack {VERSION}")
     return parser
@@ -59,7 +64,8 @@ def parse_options(argv):
         venv=args.venv, app=args.app, output=args.output, host=args.host,
         factory=args.factory, keep_sources=args.sources == "keep",
         compression=COMPRESSION[args.compression], excludes=tuple(args.exclude),
-        defaults=tuple(parse_default(d) for d in args.defaults), bundle_libs=args.bundle_libs)
+        defaults=tuple(parse_default(d) for d in args.defaults), bundle_libs=args.bundle_libs,
+        **_system_libs(args.system_libs))
     return options, args.quiet
 
 
@@ -83,3 +89,10 @@ def main(argv=None):
     if not quiet:
         print(format_summary(options.output, result))
     return 0
+
+
+def _system_libs(values):
+    """--system-lib values as PackOptions keyword arguments (none given: the default)."""
+    if values is None:
+        return {}
+    return {"system_libs": tuple(v for v in values if v != "none")}

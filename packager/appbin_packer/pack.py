@@ -31,6 +31,9 @@ class Options:
     excludes: tuple = ()
     defaults: tuple = ()  # (option, value) pairs
     bundle_libs: bool = True
+    # Libraries left to the system: every Debian (and distroless base) image
+    # has them, and the host's distribution keeps them patched.
+    system_libs: tuple = ("libcrypto.so.3", "libssl.so.3", "libz.so.1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +60,8 @@ def pack(options, warn):
     check_app_module(options.app.partition(":")[0], site_members)
 
     members, owners = _file_members(files, site.owners, options.keep_sources, warn)
-    lib_members, preloads = _library_members(files, site_dir, options.bundle_libs, warn)
+    lib_members, preloads = _library_members(files, site_dir, options.bundle_libs,
+                                             frozenset(options.system_libs), warn)
     members += lib_members
     members.append(Member(MANIFEST_MEMBER, data=manifest_bytes(_manifest(options, preloads))))
     written = write_app(options.output, options.host, members, options.compression)
@@ -94,7 +98,7 @@ def _is_extension_module(member):
             and not any(d.endswith(".libs") for d in directories))
 
 
-def _library_members(files, site_dir, bundle, warn):
+def _library_members(files, site_dir, bundle, system_libs, warn):
     """Bundled system libraries and the manifest's preload entries.
 
     Returns (members for appbin/libs/, {"preload.<extension>": "<lib> ..."}).
@@ -112,7 +116,7 @@ def _library_members(files, site_dir, bundle, warn):
                 needed.append(packed[lib])
             elif lib.is_relative_to(site_dir):
                 warn(f"{f.member} needs {lib.relative_to(site_dir)}, which is excluded")
-            elif bundle:
+            elif bundle and resolver.library_name(lib) not in system_libs:
                 member = LIBS_PREFIX + resolver.library_name(lib)
                 bundled.setdefault(member, lib)
                 needed.append(member)
