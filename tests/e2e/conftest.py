@@ -7,6 +7,7 @@ fixture distributions, the Python). A lock file serialises concurrent builds.
 
 import fcntl
 import hashlib
+import os
 import platform
 import shutil
 import subprocess
@@ -21,8 +22,13 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXAMPLES = ROOT / "examples"
 PYTHON = "/usr/bin/python3.11"
 VENV_CACHE = BUILD / "test-venvs"
-HOST = BUILD / "appbin-host"
-PACK_WRAPPER = BUILD / "appbin-pack"
+# The CMake build whose host and packager the tests use: build/ by default,
+# APPBIN_BUILD_DIR=build-asan for the sanitizer build (venvs stay in build/).
+HOST_BUILD = Path(os.environ.get("APPBIN_BUILD_DIR") or BUILD)
+if not HOST_BUILD.is_absolute():
+    HOST_BUILD = ROOT / HOST_BUILD
+HOST = HOST_BUILD / "appbin-host"
+PACK_WRAPPER = HOST_BUILD / "appbin-pack"
 PACK_SCRIPT = ROOT / "packager" / "appbin_pack.py"
 POETRY = BUILD / "tools-venv" / "bin" / "poetry"
 
