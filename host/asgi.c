@@ -1,5 +1,6 @@
 #include "asgi.h"
 
+#include "asgi_internal.h"
 #include "http.h"
 
 #include <errno.h>
@@ -15,59 +16,90 @@
 #define MAX_RESPONSE_HEADERS 128
 #define ACCESS_LOG_FLUSH 16384
 
-enum { LOG_TRACE, LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR, LOG_CRITICAL };
 static const char *const level_tags[] = {
     "TRACE:    ", "DEBUG:    ", "INFO:     ", "WARNING:  ", "ERROR:    ", "CRITICAL: "};
 
-static PyObject *ClientDisconnected;
+PyObject *asgi_ClientDisconnected;
 
 /* Interned strings, created once. */
 static struct {
   PyObject *type, *asgi, *version, *spec_version, *http_version, *server, *client, *scheme, *method,
       *root_path, *path, *raw_path, *query_string, *headers, *state, *extensions, *body, *more_body,
-      *status, *trailers, *file, *offset, *count, *http, *https, *http_request, *http_disconnect,
-      *response_start, *response_body, *response_pathsend, *response_zerocopysend, *v1_0, *v1_1,
-      *v3_0, *v2_3, *create_future, *create_task, *add_done_callback, *set_result, *set_exception,
-      *done, *cancelled, *exception, *call_soon, *call_later, *cancel, *time, *add_reader,
-      *remove_reader, *empty_bytes, *log_exception, *pathsend_ext, *zerocopysend_ext;
+      *status, *trailers, *file, *offset, *count, *http, *https, *ws, *wss, *websocket,
+      *http_request, *http_disconnect, *response_start, *response_body, *response_pathsend,
+      *response_zerocopysend, *v1_0, *v1_1, *v3_0, *v2_4, *create_future, *create_task,
+      *add_done_callback, *set_result, *set_exception, *done, *cancelled, *exception, *call_soon,
+      *call_later, *cancel, *time, *add_reader, *remove_reader, *empty_bytes, *log_exception,
+      *pathsend_ext, *zerocopysend_ext, *ws_http_response_ext;
 } S;
 
 static int strings_init(void) {
-#define STR(field, text)                                                                           \
-  if (!S.field && !(S.field = PyUnicode_InternFromString(text)))                                   \
+  static const struct {
+    PyObject **slot;
+    const char *text;
+  } table[] = {
+      {&S.type, "type"},
+      {&S.asgi, "asgi"},
+      {&S.version, "version"},
+      {&S.spec_version, "spec_version"},
+      {&S.http_version, "http_version"},
+      {&S.server, "server"},
+      {&S.client, "client"},
+      {&S.scheme, "scheme"},
+      {&S.method, "method"},
+      {&S.root_path, "root_path"},
+      {&S.path, "path"},
+      {&S.raw_path, "raw_path"},
+      {&S.query_string, "query_string"},
+      {&S.headers, "headers"},
+      {&S.state, "state"},
+      {&S.extensions, "extensions"},
+      {&S.body, "body"},
+      {&S.more_body, "more_body"},
+      {&S.status, "status"},
+      {&S.trailers, "trailers"},
+      {&S.file, "file"},
+      {&S.offset, "offset"},
+      {&S.count, "count"},
+      {&S.http, "http"},
+      {&S.https, "https"},
+      {&S.ws, "ws"},
+      {&S.wss, "wss"},
+      {&S.websocket, "websocket"},
+      {&S.http_request, "http.request"},
+      {&S.http_disconnect, "http.disconnect"},
+      {&S.response_start, "http.response.start"},
+      {&S.response_body, "http.response.body"},
+      {&S.response_pathsend, "http.response.pathsend"},
+      {&S.response_zerocopysend, "http.response.zerocopysend"},
+      {&S.v1_0, "1.0"},
+      {&S.v1_1, "1.1"},
+      {&S.v3_0, "3.0"},
+      {&S.v2_4, "2.4"},
+      {&S.create_future, "create_future"},
+      {&S.create_task, "create_task"},
+      {&S.add_done_callback, "add_done_callback"},
+      {&S.set_result, "set_result"},
+      {&S.set_exception, "set_exception"},
+      {&S.done, "done"},
+      {&S.cancelled, "cancelled"},
+      {&S.exception, "exception"},
+      {&S.call_soon, "call_soon"},
+      {&S.call_later, "call_later"},
+      {&S.cancel, "cancel"},
+      {&S.time, "time"},
+      {&S.add_reader, "add_reader"},
+      {&S.remove_reader, "remove_reader"},
+      {&S.log_exception, "log_exception"},
+      {&S.pathsend_ext, "http.response.pathsend"},
+      {&S.zerocopysend_ext, "http.response.zerocopysend"},
+      {&S.ws_http_response_ext, "websocket.http.response"},
+  };
+  for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+    if (!*table[i].slot && !(*table[i].slot = PyUnicode_InternFromString(table[i].text)))
+      return -1;
+  if (!S.empty_bytes && !(S.empty_bytes = PyBytes_FromStringAndSize("", 0)))
     return -1;
-  STR(type, "type")
-  STR(asgi, "asgi")
-  STR(version, "version") STR(spec_version, "spec_version") STR(http_version, "http_version") STR(
-      server, "server") STR(client, "client") STR(scheme, "scheme") STR(method, "method")
-      STR(root_path, "root_path") STR(path, "path") STR(raw_path, "raw_path") STR(
-          query_string,
-          "query_string") STR(headers, "headers") STR(state, "state") STR(extensions, "extensions")
-          STR(body, "body") STR(more_body, "more_body") STR(status, "status") STR(
-              trailers, "trailers") STR(file, "file") STR(offset, "offset") STR(count, "count")
-              STR(http, "http") STR(https, "https") STR(http_request, "http.request") STR(
-                  http_disconnect, "http.disconnect") STR(response_start, "http.response.start")
-                  STR(response_body, "http.response.body") STR(response_pathsend,
-                                                               "http.response.pathsend")
-                      STR(response_zerocopysend, "http.response.zerocopysend") STR(v1_0, "1.0") STR(
-                          v1_1, "1.1") STR(v3_0, "3.0") STR(v2_3, "2.4")
-                          STR(create_future, "create_future") STR(create_task, "create_task") STR(
-                              add_done_callback, "add_done_callback") STR(set_result, "set_result")
-                              STR(set_exception, "set_exception") STR(done, "done")
-                                  STR(cancelled, "cancelled") STR(exception, "exception")
-                                      STR(call_soon, "call_soon") STR(call_later, "call_later")
-                                          STR(cancel, "cancel") STR(time, "time")
-                                              STR(add_reader, "add_reader") STR(remove_reader,
-                                                                                "remove_reader")
-                                                  STR(log_exception, "log_exception")
-                                                      STR(pathsend_ext, "http.response.pathsend")
-                                                          STR(zerocopysend_ext,
-                                                              "http.response.zerocopysend")
-#undef STR
-                                                              if (!S.empty_bytes &&
-                                                                  !(S.empty_bytes =
-                                                                        PyBytes_FromStringAndSize(
-                                                                            "", 0))) return -1;
   return 0;
 }
 
@@ -79,7 +111,7 @@ typedef struct {
 
 static PyTypeObject ReadyType;
 
-static PyObject *ready_new(PyObject *value) {
+PyObject *asgi_ready_new(PyObject *value) {
   ReadyObject *r = PyObject_New(ReadyObject, &ReadyType);
   if (!r)
     return NULL;
@@ -128,32 +160,6 @@ static PyTypeObject ReadyType = {
 
 /* ---- Server and request objects --------------------------------------------- */
 
-typedef struct ServerObject {
-  PyObject_HEAD uv_loop_t uv;
-  http_server *http;
-  int uv_ready, closed, reader_added;
-  PyObject *app, *loop, *state, *root_path, *root_path_bytes, *runtime;
-  PyObject *create_future, *call_soon, *call_later, *loop_time;
-  PyObject *task_type, *loop_kwnames; /* asyncio.Task, ("loop",) */
-  PyObject *pump;                     /* bound _pump method */
-  PyObject *timer;
-  double timer_when;
-  int pump_scheduled;
-  PyObject *closed_future;
-  PyObject *on_max_requests;
-  int log_level, access_log, proxy_headers, trust_all_proxies;
-  char **trusted; /* --forwarded-allow-ips */
-  size_t ntrusted;
-  char *access_buf;
-  size_t access_len, access_cap;
-  http_header *default_headers;
-  size_t n_default_headers;
-  PyObject *default_header_refs;
-  PyObject *server_addr; /* cached scope["server"] */
-  char server_addr_host[64];
-  int server_addr_port;
-} ServerObject;
-
 typedef struct {
   PyObject_HEAD ServerObject *server;
   http_request *req; /* NULL after the terminal call */
@@ -169,7 +175,7 @@ typedef struct {
 static PyTypeObject ServerType;
 static PyTypeObject RequestType;
 
-static void server_log(ServerObject *s, int level, const char *fmt, ...) {
+void asgi_log(ServerObject *s, int level, const char *fmt, ...) {
   if (level < s->log_level)
     return;
   char msg[2048];
@@ -180,18 +186,14 @@ static void server_log(ServerObject *s, int level, const char *fmt, ...) {
   fprintf(stderr, "%s%s\n", level_tags[level], msg);
 }
 
-static void server_schedule_pump(ServerObject *s);
-
-static void log_exception_obj(ServerObject *s, const char *msg, PyObject *exc);
-
 /* Logs the current Python exception with a traceback, through the runtime. */
-static void log_current_exception(ServerObject *s, const char *msg) {
+void asgi_log_current_exception(ServerObject *s, const char *msg) {
   PyObject *type, *value, *tb;
   PyErr_Fetch(&type, &value, &tb);
   PyErr_NormalizeException(&type, &value, &tb);
   if (tb && value)
     PyException_SetTraceback(value, tb);
-  log_exception_obj(s, msg, value ? value : Py_None);
+  asgi_log_exception(s, msg, value ? value : Py_None);
   Py_XDECREF(type);
   Py_XDECREF(value);
   Py_XDECREF(tb);
@@ -268,7 +270,7 @@ static int is_trusted(ServerObject *s, const char *host, size_t len) {
   return 0;
 }
 
-static const http_header *find_header(const http_request *req, const char *name) {
+const http_header *asgi_find_header(const http_request *req, const char *name) {
   size_t len = strlen(name);
   for (size_t i = 0; i < req->n_headers; i++)
     if (req->headers[i].name_len == len && memcmp(req->headers[i].name, name, len) == 0)
@@ -285,22 +287,27 @@ static void trim(const char **p, size_t *len) {
 
 /* scheme and client after trusted X-Forwarded-Proto/For (uvicorn's rules:
  * the client is the right-most address that is not a trusted proxy). */
-static int apply_proxy_headers(ServerObject *s, const http_request *req, PyObject **scheme,
-                               PyObject **client) {
+static int apply_proxy_headers(ServerObject *s, const http_request *req, int websocket,
+                               PyObject **scheme, PyObject **client) {
   const char *peer = req->client_host;
   if (!s->proxy_headers || !is_trusted(s, peer, strlen(peer)))
     return 0;
-  const http_header *proto = find_header(req, "x-forwarded-proto");
+  const http_header *proto = asgi_find_header(req, "x-forwarded-proto");
   if (proto) {
     const char *v = proto->value;
     size_t n = proto->value_len;
     trim(&v, &n);
-    if (n == 5 && strncasecmp(v, "https", 5) == 0)
-      Py_SETREF(*scheme, Py_NewRef(S.https));
-    else if (n == 4 && strncasecmp(v, "http", 4) == 0)
-      Py_SETREF(*scheme, Py_NewRef(S.http));
+    /* uvicorn: http, https, ws and wss; for websockets http becomes ws */
+    int secure = -1;
+    if ((n == 5 && strncasecmp(v, "https", 5) == 0) || (n == 3 && strncasecmp(v, "wss", 3) == 0))
+      secure = 1;
+    else if ((n == 4 && strncasecmp(v, "http", 4) == 0) || (n == 2 && strncasecmp(v, "ws", 2) == 0))
+      secure = 0;
+    if (secure >= 0)
+      Py_SETREF(*scheme,
+                Py_NewRef(websocket ? (secure ? S.wss : S.ws) : (secure ? S.https : S.http)));
   }
-  const http_header *fwd = find_header(req, "x-forwarded-for");
+  const http_header *fwd = asgi_find_header(req, "x-forwarded-for");
   if (fwd && fwd->value_len) {
     const char *end = fwd->value + fwd->value_len, *start = fwd->value;
     const char *pick = NULL;
@@ -365,14 +372,6 @@ static PyObject *build_headers(const http_request *req) {
   return list;
 }
 
-static int set_item(PyObject *d, PyObject *key, PyObject *value) {
-  if (!value)
-    return -1;
-  int rc = PyDict_SetItem(d, key, value);
-  Py_DECREF(value);
-  return rc;
-}
-
 /* The method as str: the layer's method strings are static, so the common
  * ones are interned once by address. */
 static PyObject *method_str(const http_request *req) {
@@ -414,67 +413,82 @@ static PyObject *server_addr(ServerObject *s, const http_request *req) {
   return Py_NewRef(s->server_addr);
 }
 
-static PyObject *build_scope(ServerObject *s, const http_request *req) {
-  PyObject *scope = _PyDict_NewPresized(15);
-  if (!scope)
-    return NULL;
-  PyObject *scheme = Py_NewRef(S.http);
+static PyObject *build_raw_path(ServerObject *s, const http_request *req) {
+  Py_ssize_t root = PyBytes_GET_SIZE(s->root_path_bytes);
+  PyObject *raw = PyBytes_FromStringAndSize(NULL, root + (Py_ssize_t)req->path_len);
+  if (raw) {
+    memcpy(PyBytes_AS_STRING(raw), PyBytes_AS_STRING(s->root_path_bytes), (size_t)root);
+    memcpy(PyBytes_AS_STRING(raw) + root, req->path, req->path_len);
+  }
+  return raw;
+}
+
+static PyObject *build_full_path(ServerObject *s, const http_request *req) {
+  PyObject *path = decode_path(req->path, req->path_len);
+  if (!path || PyUnicode_GET_LENGTH(s->root_path) == 0)
+    return path;
+  PyObject *full = PyUnicode_Concat(s->root_path, path);
+  Py_DECREF(path);
+  return full;
+}
+
+PyObject *asgi_build_scope(ServerObject *s, const http_request *req, int websocket) {
+  enum { N = 15 };
+  PyObject *keys[N], *values[N] = {NULL};
+  int n = 0, ok = 1;
+  PyObject *scheme = Py_NewRef(websocket ? S.ws : S.http);
   PyObject *client = req->unix_socket || req->client_port < 0
                          ? Py_NewRef(Py_None)
                          : addr_new(req->client_host, req->client_port);
+  if (!client || (!req->unix_socket && apply_proxy_headers(s, req, websocket, &scheme, &client)))
+    ok = 0;
   PyObject *asgi = _PyDict_NewPresized(2);
+  if (!asgi || PyDict_SetItem(asgi, S.version, S.v3_0) ||
+      PyDict_SetItem(asgi, S.spec_version, S.v2_4))
+    ok = 0;
   PyObject *extensions = _PyDict_NewPresized(2);
-  if (!client || !asgi || !extensions || PyDict_SetItem(asgi, S.version, S.v3_0) ||
-      PyDict_SetItem(asgi, S.spec_version, S.v2_3) ||
-      set_item(extensions, S.pathsend_ext, PyDict_New()) ||
-      set_item(extensions, S.zerocopysend_ext, PyDict_New()) ||
-      (!req->unix_socket && apply_proxy_headers(s, req, &scheme, &client) != 0))
-    goto fail;
-  PyObject *path = decode_path(req->path, req->path_len);
-  PyObject *full_path = path && PyUnicode_GET_LENGTH(s->root_path)
-                            ? PyUnicode_Concat(s->root_path, path)
-                            : Py_XNewRef(path);
-  Py_XDECREF(path);
-  PyObject *raw_path = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(s->root_path_bytes) +
-                                                           (Py_ssize_t)req->path_len);
-  if (raw_path) {
-    memcpy(PyBytes_AS_STRING(raw_path), PyBytes_AS_STRING(s->root_path_bytes),
-           (size_t)PyBytes_GET_SIZE(s->root_path_bytes));
-    memcpy(PyBytes_AS_STRING(raw_path) + PyBytes_GET_SIZE(s->root_path_bytes), req->path,
-           req->path_len);
-  }
-  PyObject *state = s->state ? PyDict_Copy(s->state) : PyDict_New();
-  if (set_item(scope, S.type, Py_NewRef(S.http)) || set_item(scope, S.asgi, asgi) ||
-      set_item(scope, S.http_version, Py_NewRef(req->version_minor == 0 ? S.v1_0 : S.v1_1)) ||
-      set_item(scope, S.server, server_addr(s, req)) || set_item(scope, S.client, client) ||
-      set_item(scope, S.scheme, scheme) || set_item(scope, S.method, method_str(req)) ||
-      set_item(scope, S.root_path, Py_NewRef(s->root_path)) || set_item(scope, S.path, full_path) ||
-      set_item(scope, S.raw_path, raw_path) ||
-      set_item(scope, S.query_string,
-               PyBytes_FromStringAndSize(req->query, (Py_ssize_t)req->query_len)) ||
-      set_item(scope, S.headers, build_headers(req)) || set_item(scope, S.state, state) ||
-      set_item(scope, S.extensions, extensions)) {
-    Py_DECREF(scope);
-    return NULL;
-  }
+  PyObject *ext1 = PyDict_New(), *ext2 = websocket ? NULL : PyDict_New();
+  if (!extensions || !ext1 || (!websocket && !ext2) ||
+      PyDict_SetItem(extensions, websocket ? S.ws_http_response_ext : S.pathsend_ext, ext1) ||
+      (!websocket && PyDict_SetItem(extensions, S.zerocopysend_ext, ext2)))
+    ok = 0;
+  Py_XDECREF(ext1);
+  Py_XDECREF(ext2);
+#define ADD(key, value) (keys[n] = (key), values[n++] = (value))
+  ADD(S.type, Py_NewRef(websocket ? S.websocket : S.http));
+  ADD(S.asgi, asgi);
+  ADD(S.http_version, Py_NewRef(req->version_minor == 0 ? S.v1_0 : S.v1_1));
+  ADD(S.server, server_addr(s, req));
+  ADD(S.client, client);
+  ADD(S.scheme, scheme);
+  if (!websocket)
+    ADD(S.method, method_str(req));
+  ADD(S.root_path, Py_NewRef(s->root_path));
+  ADD(S.path, build_full_path(s, req));
+  ADD(S.raw_path, build_raw_path(s, req));
+  ADD(S.query_string, PyBytes_FromStringAndSize(req->query, (Py_ssize_t)req->query_len));
+  ADD(S.headers, build_headers(req));
+  ADD(S.state, s->state ? PyDict_Copy(s->state) : PyDict_New());
+  ADD(S.extensions, extensions);
+#undef ADD
+  PyObject *scope = ok ? _PyDict_NewPresized(N) : NULL;
+  for (int i = 0; i < n && scope; i++)
+    if (!values[i] || PyDict_SetItem(scope, keys[i], values[i]) != 0)
+      Py_CLEAR(scope);
+  for (int i = 0; i < n; i++)
+    Py_XDECREF(values[i]);
   return scope;
-fail:
-  Py_XDECREF(scheme);
-  Py_XDECREF(client);
-  Py_XDECREF(asgi);
-  Py_XDECREF(extensions);
-  Py_DECREF(scope);
-  return NULL;
 }
 
 /* ---- waking the application -------------------------------------------------- */
 
 /* Resolves a pending future (if still pending) with a result or exception. */
-static void resolve(PyObject **waiter, PyObject *result, PyObject *exc_type, const char *msg) {
+int asgi_resolve(PyObject **waiter, PyObject *result, PyObject *exc_type, const char *msg) {
   PyObject *fut = *waiter;
   if (!fut)
-    return;
+    return 0;
   *waiter = NULL;
+  int delivered = 0;
   PyObject *done = PyObject_CallMethodNoArgs(fut, S.done);
   if (done == Py_False) {
     PyObject *r;
@@ -487,12 +501,14 @@ static void resolve(PyObject **waiter, PyObject *result, PyObject *exc_type, con
     }
     if (!r)
       PyErr_WriteUnraisable(fut);
+    delivered = r != NULL;
     Py_XDECREF(r);
   } else if (!done) {
     PyErr_WriteUnraisable(fut);
   }
   Py_XDECREF(done);
   Py_DECREF(fut);
+  return delivered;
 }
 
 static PyObject *disconnect_message(void) {
@@ -522,7 +538,7 @@ static PyObject *take_body_message(RequestObject *r) {
   if (r->paused && r->req && !r->body_done) {
     r->paused = 0;
     http_request_body_resume(r->req);
-    server_schedule_pump(r->server);
+    asgi_schedule_pump(r->server);
   }
   PyObject *msg = _PyDict_NewPresized(3);
   if (msg && (PyDict_SetItem(msg, S.type, S.http_request) || PyDict_SetItem(msg, S.body, body) ||
@@ -540,7 +556,7 @@ static void wake_receiver(RequestObject *r) {
     PyErr_WriteUnraisable((PyObject *)r);
     return;
   }
-  resolve(&r->receive_waiter, msg, NULL, NULL);
+  asgi_resolve(&r->receive_waiter, msg, NULL, NULL);
   Py_DECREF(msg);
 }
 
@@ -556,13 +572,34 @@ static PyMethodDef request_methods[] = {
      "send($self, message, /)\n--\n\nSend an ASGI http.response.* message."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *runner_new(RequestObject *r, PyObject *awaitable);
+static PyObject *runner_new(PyObject *owner, asgi_finish_fn finish, PyObject *awaitable);
+static void request_finish(PyObject *owner, PyObject *exc, int cancelled);
+
+int asgi_start_app(ServerObject *s, PyObject *scope, PyObject *receive, PyObject *send,
+                   PyObject *owner, asgi_finish_fn finish) {
+  PyObject *call_args[3] = {scope, receive, send};
+  PyObject *coro = PyObject_Vectorcall(s->app, call_args, 3, NULL);
+  PyObject *runner = coro ? runner_new(owner, finish, coro) : NULL;
+  Py_XDECREF(coro);
+  /* asyncio.Task(runner, loop=loop), as loop.create_task() does. */
+  PyObject *args[2] = {runner, s->loop};
+  PyObject *task = runner ? PyObject_Vectorcall(s->task_type, args, 1, s->loop_kwnames) : NULL;
+  Py_XDECREF(runner);
+  if (!task)
+    return -1;
+  Py_DECREF(task);
+  return 0;
+}
 
 static void on_request(http_request *req) {
   ServerObject *s = http_server_user(req->server);
+  if (req->upgrade && s->ws_enabled && asgi_ws_is_websocket(req)) {
+    asgi_ws_on_request(s, req);
+    return;
+  }
   RequestObject *r = PyObject_New(RequestObject, &RequestType);
   if (!r) {
-    log_current_exception(s, "cannot allocate a request");
+    asgi_log_current_exception(s, "cannot allocate a request");
     http_response_abort(req);
     return;
   }
@@ -589,46 +626,47 @@ static void on_request(http_request *req) {
                req->target, req->version_major, req->version_minor);
   }
 
-  PyObject *scope = build_scope(s, req);
+  PyObject *scope = asgi_build_scope(s, req, 0);
   PyObject *receive = scope ? PyCFunction_New(&request_methods[0], (PyObject *)r) : NULL;
   PyObject *send = receive ? PyCFunction_New(&request_methods[1], (PyObject *)r) : NULL;
-  PyObject *call_args[3] = {scope, receive, send};
-  PyObject *coro = send ? PyObject_Vectorcall(s->app, call_args, 3, NULL) : NULL;
+  int rc = send ? asgi_start_app(s, scope, receive, send, (PyObject *)r, request_finish) : -1;
   Py_XDECREF(scope);
   Py_XDECREF(receive);
   Py_XDECREF(send);
-  PyObject *runner = coro ? runner_new(r, coro) : NULL;
-  Py_XDECREF(coro);
-  /* asyncio.Task(runner, loop=loop), as loop.create_task() does. */
-  PyObject *args[2] = {runner, s->loop};
-  PyObject *task = runner ? PyObject_Vectorcall(s->task_type, args, 1, s->loop_kwnames) : NULL;
-  Py_XDECREF(runner);
-  if (!task) {
+  if (rc != 0) {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
     if (tb && value)
       PyException_SetTraceback(value, tb);
-    log_exception_obj(s, "Exception in ASGI application", value ? value : Py_None);
+    asgi_log_exception(s, "Exception in ASGI application", value ? value : Py_None);
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(tb);
     finish_with_500(r);
     return;
   }
-  Py_DECREF(task);
+}
+
+/* req->user: a RequestObject, a WebSocket object (asgi_ws.c) or NULL (a
+ * request whose object could not be made). */
+static RequestObject *request_of(http_request *req) {
+  PyObject *u = req->user;
+  return u && Py_IS_TYPE(u, &RequestType) ? (RequestObject *)u : NULL;
 }
 
 static void on_body(http_request *req, const char *data, size_t len) {
-  RequestObject *r = req->user;
+  RequestObject *r = request_of(req);
+  if (!r)
+    return; /* a WebSocket handshake has no body to give */
   if (!r->chunks && !(r->chunks = PyList_New(0))) {
-    log_current_exception(r->server, "cannot buffer a request body");
+    asgi_log_current_exception(r->server, "cannot buffer a request body");
     return;
   }
   PyObject *chunk = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
   if (!chunk || PyList_Append(r->chunks, chunk) != 0) {
     Py_XDECREF(chunk);
-    log_current_exception(r->server, "cannot buffer a request body");
+    asgi_log_current_exception(r->server, "cannot buffer a request body");
     return;
   }
   Py_DECREF(chunk);
@@ -641,47 +679,64 @@ static void on_body(http_request *req, const char *data, size_t len) {
 }
 
 static void on_body_end(http_request *req) {
-  RequestObject *r = req->user;
+  RequestObject *r = request_of(req);
+  if (!r)
+    return;
   r->body_done = 1;
   wake_receiver(r);
 }
 
 static void on_disconnect(http_request *req) {
-  RequestObject *r = req->user;
+  RequestObject *r = request_of(req);
+  if (!r) {
+    if (asgi_ws_owns(req))
+      asgi_ws_on_disconnect(req);
+    return;
+  }
   r->disconnected = 1;
   wake_receiver(r);
-  resolve(&r->send_waiter, NULL, ClientDisconnected, "client disconnected");
+  asgi_resolve(&r->send_waiter, NULL, asgi_ClientDisconnected, "client disconnected");
 }
 
 static void on_drain(http_request *req) {
-  RequestObject *r = req->user;
-  resolve(&r->send_waiter, Py_None, NULL, NULL);
+  RequestObject *r = request_of(req);
+  if (!r) {
+    if (asgi_ws_owns(req))
+      asgi_ws_on_drain(req);
+    return;
+  }
+  asgi_resolve(&r->send_waiter, Py_None, NULL, NULL);
 }
 
 static void on_request_done(http_request *req) {
-  RequestObject *r = req->user;
+  RequestObject *r = request_of(req);
+  if (!r) {
+    if (asgi_ws_owns(req))
+      asgi_ws_on_request_done(req);
+    return;
+  }
   req->user = NULL;
   r->req = NULL;
   r->complete = 1;
   wake_receiver(r);
-  resolve(&r->send_waiter, Py_None, NULL, NULL);
+  asgi_resolve(&r->send_waiter, Py_None, NULL, NULL);
   Py_DECREF(r);
 }
 
 static void on_max_requests(http_server *srv) {
   ServerObject *s = http_server_user(srv);
-  server_log(s, LOG_INFO, "Maximum request limit reached; shutting down.");
+  asgi_log(s, LOG_INFO, "Maximum request limit reached; shutting down.");
   if (s->on_max_requests && s->on_max_requests != Py_None) {
     PyObject *r = PyObject_CallNoArgs(s->on_max_requests);
     if (!r)
-      log_current_exception(s, "on_max_requests failed");
+      asgi_log_current_exception(s, "on_max_requests failed");
     Py_XDECREF(r);
   }
 }
 
 static void on_log(http_server *srv, int level, const char *msg) {
   static const int map[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR};
-  server_log(http_server_user(srv), map[level < 0 ? 0 : level > 3 ? 3 : level], "%s", msg);
+  asgi_log(http_server_user(srv), map[level < 0 ? 0 : level > 3 ? 3 : level], "%s", msg);
 }
 
 /* ---- finishing ------------------------------------------------------------------ */
@@ -703,10 +758,10 @@ static void finish_with_500(RequestObject *r) {
     else
       http_response_abort(r->req);
   }
-  server_schedule_pump(r->server);
+  asgi_schedule_pump(r->server);
 }
 
-static void log_exception_obj(ServerObject *s, const char *msg, PyObject *exc) {
+void asgi_log_exception(ServerObject *s, const char *msg, PyObject *exc) {
   PyObject *text = PyUnicode_FromString(msg);
   PyObject *r =
       text ? PyObject_CallMethodObjArgs(s->runtime, S.log_exception, text, exc, NULL) : NULL;
@@ -720,15 +775,16 @@ static void log_exception_obj(ServerObject *s, const char *msg, PyObject *exc) {
 
 /* The application returned (exc NULL), raised exc, or was cancelled: log
  * what is worth it and make sure the request gets its terminal call. */
-static void request_finish(RequestObject *r, PyObject *exc, int cancelled) {
+static void request_finish(PyObject *owner, PyObject *exc, int cancelled) {
+  RequestObject *r = (RequestObject *)owner;
   if (exc) {
-    if (!(r->disconnected && PyObject_TypeCheck(exc, (PyTypeObject *)ClientDisconnected)))
-      log_exception_obj(r->server, "Exception in ASGI application", exc);
+    if (!(r->disconnected && PyObject_TypeCheck(exc, (PyTypeObject *)asgi_ClientDisconnected)))
+      asgi_log_exception(r->server, "Exception in ASGI application", exc);
     finish_with_500(r);
   } else if (r->req && !r->complete) {
     if (!r->disconnected && !cancelled)
-      server_log(r->server, LOG_ERROR, "ASGI callable returned without %s response.",
-                 r->started ? "completing" : "starting");
+      asgi_log(r->server, LOG_ERROR, "ASGI callable returned without %s response.",
+               r->started ? "completing" : "starting");
     finish_with_500(r);
   }
 }
@@ -742,12 +798,13 @@ static void request_finish(RequestObject *r, PyObject *exc, int cancelled) {
 
 typedef struct {
   PyObject_HEAD PyObject *inner; /* the app's awaitable iterator */
-  RequestObject *request;
+  PyObject *owner;               /* the request or websocket */
+  asgi_finish_fn finish;
 } RunnerObject;
 
 static PyTypeObject RunnerType;
 
-static PyObject *runner_new(RequestObject *r, PyObject *awaitable) {
+static PyObject *runner_new(PyObject *owner, asgi_finish_fn finish, PyObject *awaitable) {
   PyObject *inner;
   if (PyCoro_CheckExact(awaitable)) {
     inner = Py_NewRef(awaitable);
@@ -766,7 +823,8 @@ static PyObject *runner_new(RequestObject *r, PyObject *awaitable) {
     return NULL;
   }
   runner->inner = inner;
-  runner->request = (RequestObject *)Py_NewRef(r);
+  runner->owner = Py_NewRef(owner);
+  runner->finish = finish;
   PyObject_GC_Track(runner);
   return (PyObject *)runner;
 }
@@ -775,10 +833,9 @@ static PyObject *runner_new(RequestObject *r, PyObject *awaitable) {
 static PySendResult runner_outcome(RunnerObject *self, PySendResult status, PyObject **result) {
   if (status == PYGEN_NEXT)
     return PYGEN_NEXT;
-  RequestObject *r = self->request;
   if (status == PYGEN_RETURN) {
     Py_CLEAR(*result);
-    request_finish(r, NULL, 0);
+    self->finish(self->owner, NULL, 0);
   } else {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
@@ -787,7 +844,7 @@ static PySendResult runner_outcome(RunnerObject *self, PySendResult status, PyOb
       PyException_SetTraceback(value, tb);
     int cancelled = value && PyErr_GivenExceptionMatches(value, PyExc_BaseException) &&
                     !PyErr_GivenExceptionMatches(value, PyExc_Exception);
-    request_finish(r, cancelled ? NULL : value, cancelled);
+    self->finish(self->owner, cancelled ? NULL : value, cancelled);
     if (cancelled) { /* CancelledError, KeyboardInterrupt, SystemExit: propagate */
       PyErr_Restore(type, value, tb);
       *result = NULL;
@@ -857,14 +914,14 @@ static PyObject *runner_close(PyObject *self, PyObject *noargs) {
 
 static int runner_traverse(RunnerObject *self, visitproc visit, void *arg) {
   Py_VISIT(self->inner);
-  Py_VISIT(self->request);
+  Py_VISIT(self->owner);
   return 0;
 }
 
 static void runner_dealloc(RunnerObject *self) {
   PyObject_GC_UnTrack(self);
   Py_XDECREF(self->inner);
-  Py_XDECREF(self->request);
+  Py_XDECREF(self->owner);
   PyObject_GC_Del(self);
 }
 
@@ -898,7 +955,7 @@ static PyObject *request_receive(RequestObject *r, PyObject *noargs) {
   if (r->req && !r->resumed) {
     r->resumed = 1; /* the app wants the body: send 100 Continue */
     http_request_body_resume(r->req);
-    server_schedule_pump(r->server);
+    asgi_schedule_pump(r->server);
   }
   PyObject *msg = NULL;
   if (r->disconnected || r->complete)
@@ -906,7 +963,7 @@ static PyObject *request_receive(RequestObject *r, PyObject *noargs) {
   else if ((r->chunks && PyList_GET_SIZE(r->chunks)) || (r->body_done && !r->body_sent))
     msg = take_body_message(r);
   if (msg) {
-    PyObject *ready = ready_new(msg);
+    PyObject *ready = asgi_ready_new(msg);
     Py_DECREF(msg);
     return ready;
   }
@@ -926,7 +983,8 @@ static PyObject *runtime_error(RequestObject *r, const char *fmt, PyObject *arg)
 
 /* Converts ASGI headers into http_header entries pointing into the bytes
  * objects, which `keep` holds. */
-static int convert_headers(PyObject *headers, http_header *out, size_t *n, PyObject *keep) {
+int asgi_convert_headers(PyObject *headers, http_header *out, size_t max, size_t *n,
+                         PyObject *keep) {
   PyObject *seq = PySequence_Fast(headers, "ASGI 'headers' must be an iterable of pairs");
   if (!seq)
     return -1;
@@ -936,7 +994,7 @@ static int convert_headers(PyObject *headers, http_header *out, size_t *n, PyObj
   }
   Py_DECREF(seq);
   Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-  if (count > MAX_RESPONSE_HEADERS) {
+  if ((size_t)count > max) {
     PyErr_Format(PyExc_RuntimeError, "too many response headers (%zd)", count);
     return -1;
   }
@@ -987,7 +1045,7 @@ static PyObject *send_start(RequestObject *r, PyObject *message) {
     return NULL;
   http_header hdrs[MAX_RESPONSE_HEADERS];
   size_t n = 0;
-  if (headers && convert_headers(headers, hdrs, &n, keep) != 0) {
+  if (headers && asgi_convert_headers(headers, hdrs, MAX_RESPONSE_HEADERS, &n, keep) != 0) {
     Py_DECREF(keep);
     return NULL;
   }
@@ -995,24 +1053,24 @@ static PyObject *send_start(RequestObject *r, PyObject *message) {
                                         : http_response_start(r->req, (int)status, hdrs, n);
   Py_DECREF(keep);
   if (rc != 0) {
-    server_log(r->server, LOG_ERROR, "Invalid response from ASGI application: %s (status %ld)",
-               http_strerror(rc), status);
+    asgi_log(r->server, LOG_ERROR, "Invalid response from ASGI application: %s (status %ld)",
+             http_strerror(rc), status);
     finish_with_500(r);
     return PyErr_Format(PyExc_RuntimeError, "invalid http.response.start: %s", http_strerror(rc));
   }
   r->started = 1;
   r->status = (int)status;
-  return ready_new(Py_None);
+  return asgi_ready_new(Py_None);
 }
 
 /* Handles the result of a body write: done, wait for drain, or error. */
 static PyObject *after_write(RequestObject *r, int rc, int more) {
-  server_schedule_pump(r->server);
+  asgi_schedule_pump(r->server);
   if (!more) {
     r->complete = 1;
   }
   if (rc == HTTP_ECLOSED || (rc < 0 && r->disconnected)) {
-    PyErr_SetString(ClientDisconnected, "client disconnected");
+    PyErr_SetString(asgi_ClientDisconnected, "client disconnected");
     return NULL;
   }
   if (rc < 0)
@@ -1024,7 +1082,7 @@ static PyObject *after_write(RequestObject *r, int rc, int more) {
     Py_XSETREF(r->send_waiter, Py_NewRef(fut));
     return fut;
   }
-  return ready_new(Py_None);
+  return asgi_ready_new(Py_None);
 }
 
 static int get_more_body(PyObject *message, int *more) {
@@ -1111,7 +1169,7 @@ static PyObject *request_send(RequestObject *r, PyObject *message) {
   if (!type)
     return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_KeyError, "ASGI message has no 'type'");
   if (r->disconnected) {
-    PyErr_SetString(ClientDisconnected, "client disconnected");
+    PyErr_SetString(asgi_ClientDisconnected, "client disconnected");
     return NULL;
   }
   if (r->complete || !r->req)
@@ -1152,7 +1210,7 @@ static PyTypeObject RequestType = {
 
 /* ---- the libuv <-> asyncio pump ------------------------------------------------- */
 
-static void server_schedule_pump(ServerObject *s) {
+void asgi_schedule_pump(ServerObject *s) {
   if (s->pump_scheduled || s->closed)
     return;
   PyObject *h = PyObject_CallOneArg(s->call_soon, s->pump);
@@ -1171,7 +1229,7 @@ static int server_arm_timer(ServerObject *s) {
   if (timeout < 0)
     return 0;
   if (timeout == 0) {
-    server_schedule_pump(s);
+    asgi_schedule_pump(s);
     return 0;
   }
   PyObject *now_obj = PyObject_CallNoArgs(s->loop_time);
@@ -1206,7 +1264,7 @@ static PyObject *server_pump(ServerObject *s, PyObject *noargs) {
   uv_run(&s->uv, UV_RUN_NOWAIT);
   access_log_flush(s);
   if (PyErr_Occurred())
-    log_current_exception(s, "error in the HTTP server");
+    asgi_log_current_exception(s, "error in the HTTP server");
   if (server_arm_timer(s) != 0)
     return NULL;
   Py_RETURN_NONE;
@@ -1365,6 +1423,21 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
   s->log_level = (int)log_level;
   s->access_log = (int)access_log;
   s->proxy_headers = (int)proxy_headers;
+  long ws_deflate;
+  if (dict_int(opts, "ws_max_size", 16 * 1024 * 1024, &s->ws_max_size) ||
+      dict_int(opts, "ws_max_queue", 32, &s->ws_max_queue) ||
+      dict_int(opts, "ws_per_message_deflate", 1, &ws_deflate) ||
+      dict_double(opts, "ws_ping_interval", 20, &s->ws_ping_interval) ||
+      dict_double(opts, "ws_ping_timeout", 20, &s->ws_ping_timeout))
+    return -1;
+  s->ws_per_message_deflate = ws_deflate != 0;
+  if (s->ws_max_queue < 1)
+    s->ws_max_queue = 1;
+  PyObject *ws = PyDict_GetItemString(opts, "ws");
+  const char *ws_s = ws ? PyUnicode_AsUTF8(ws) : "auto";
+  if (!ws_s)
+    return -1;
+  s->ws_enabled = strcmp(ws_s, "none") != 0;
   PyObject *allow = PyDict_GetItemString(opts, "forwarded_allow_ips");
   const char *allow_s = allow ? PyUnicode_AsUTF8(allow) : "127.0.0.1";
   if (!allow_s || parse_trusted(s, allow_s) != 0 ||
@@ -1451,14 +1524,14 @@ static PyObject *server_start(ServerObject *s, PyObject *noargs) {
     return NULL;
   Py_DECREF(r);
   s->reader_added = 1;
-  server_schedule_pump(s);
+  asgi_schedule_pump(s);
   Py_RETURN_NONE;
 }
 
 static void server_on_closed(http_server *srv) {
   ServerObject *s = http_server_user(srv);
   if (s->closed_future)
-    resolve(&s->closed_future, Py_None, NULL, NULL);
+    asgi_resolve(&s->closed_future, Py_None, NULL, NULL);
 }
 
 static PyObject *server_shutdown(ServerObject *s, PyObject *noargs) {
@@ -1468,14 +1541,14 @@ static PyObject *server_shutdown(ServerObject *s, PyObject *noargs) {
     return NULL;
   Py_XSETREF(s->closed_future, Py_NewRef(fut));
   http_server_shutdown(s->http, server_on_closed);
-  server_schedule_pump(s);
+  asgi_schedule_pump(s);
   return fut;
 }
 
 static PyObject *server_abort(ServerObject *s, PyObject *noargs) {
   (void)noargs;
   http_server_abort(s->http);
-  server_schedule_pump(s);
+  asgi_schedule_pump(s);
   Py_RETURN_NONE;
 }
 
@@ -1646,16 +1719,16 @@ int asgi_add_types(PyObject *module) {
   if (PyType_Ready(&ReadyType) < 0 || PyType_Ready(&RequestType) < 0 ||
       PyType_Ready(&RunnerType) < 0 || PyType_Ready(&ServerType) < 0)
     return -1;
-  if (!ClientDisconnected) {
-    ClientDisconnected = PyErr_NewExceptionWithDoc(
+  if (!asgi_ClientDisconnected) {
+    asgi_ClientDisconnected = PyErr_NewExceptionWithDoc(
         "_appbin.ClientDisconnected",
         "send() was called after the client closed the connection (ASGI spec 2.4).", PyExc_OSError,
         NULL);
-    if (!ClientDisconnected)
+    if (!asgi_ClientDisconnected)
       return -1;
   }
   if (PyModule_AddObjectRef(module, "Server", (PyObject *)&ServerType) < 0 ||
-      PyModule_AddObjectRef(module, "ClientDisconnected", ClientDisconnected) < 0)
+      PyModule_AddObjectRef(module, "ClientDisconnected", asgi_ClientDisconnected) < 0)
     return -1;
-  return 0;
+  return asgi_ws_init(module);
 }

@@ -17,3 +17,11 @@ target_link_libraries(appbin_http PUBLIC llhttp ${LIBUV_STATIC} pthread dl)
 
 # The ASGI bridge (host/asgi.c...) is added here by the lead.
 set(APPBIN_HTTP_PY_SOURCES "")
+
+# appbin_ws: WebSocket frames, UTF-8 validation and permessage-deflate
+# (zlib; libcrypto for the handshake's SHA-1). No sockets, no Python.
+find_library(ZLIB_STATIC NAMES libz.a REQUIRED)
+find_library(CRYPTO_STATIC NAMES libcrypto.a REQUIRED)
+add_library(appbin_ws STATIC ${CMAKE_CURRENT_LIST_DIR}/ws_frame.c)
+target_include_directories(appbin_ws PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+target_link_libraries(appbin_ws PUBLIC ${ZLIB_STATIC} ${CRYPTO_STATIC} pthread dl)

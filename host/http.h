@@ -228,6 +228,76 @@ bool http_response_started(const http_request *req);
 /* Reason phrase for a status code ("" if unknown). */
 const char *http_status_reason(int status);
 
+/* --- protocol upgrade (101 Switching Protocols) ------------------------------
+ *
+ * http_request_upgrade() answers an upgrade request (req->upgrade, its body
+ * fully received, no response started) with "101 Switching Protocols" plus
+ * the given headers (server, date and default headers are added as for any
+ * response), and turns the connection into a raw byte stream. It is the
+ * request's terminal call: on_request_done() runs inside it. Bytes the client
+ * sent after its request head are delivered to on_data() (possibly inside
+ * the call: *out is set before any callback runs).
+ *
+ * The stream lives until its terminal event: the consumer's
+ * http_stream_close(), or the layer's on_close() when the connection fails
+ * (peer EOF or reset, write error, http_server_abort()). on_close() runs
+ * exactly once, inside http_stream_close() too; the consumer must not use the
+ * stream after it. The connection still counts for http_server_shutdown(),
+ * which calls on_shutdown() on each live stream (at once for a stream that
+ * is upgraded while the server is shutting down, inside the upgrade call).
+ *
+ * Re-entrancy: on_data() may run inside http_stream_resume(); on_close() may
+ * run inside http_stream_write() (the write failed) and any call that closes;
+ * on_drain() inside a write. Writes made inside on_data() are sent together
+ * once the batch of input is processed. The stream's timer is its own: the
+ * layer's keep-alive and header timeouts do not apply to streams.
+ */
+typedef struct http_stream http_stream;
+
+typedef struct http_stream_callbacks {
+  /* Bytes from the peer; valid only during the call. Returns how many were
+   * taken: the rest stays buffered and delivery pauses (as by
+   * http_stream_pause()) until http_stream_resume() offers it again. Required. */
+  size_t (*on_data)(http_stream *st, const char *data, size_t len);
+  /* Pending output fell below the low-water mark after a write returned 1. */
+  void (*on_drain)(http_stream *st);
+  /* The timer set by http_stream_set_timer() fired. */
+  void (*on_timer)(http_stream *st);
+  /* The server is shutting down gracefully: wind the stream up (a NULL
+   * callback closes it gracefully at once). */
+  void (*on_shutdown)(http_stream *st);
+  /* The stream is over (see above). */
+  void (*on_close)(http_stream *st);
+} http_stream_callbacks;
+
+/* Returns 0, HTTP_ESTATE (not an upgrade request, body not fully received,
+ * response started), HTTP_ECLOSED, HTTP_EINVAL_HEADER_* or UV_ENOMEM; on
+ * error the request is untouched and still needs its terminal call. */
+int http_request_upgrade(http_request *req, const http_header *headers, size_t n,
+                         const http_stream_callbacks *cb, void *user, http_stream **out);
+
+void *http_stream_user(const http_stream *st);
+http_server *http_stream_server(const http_stream *st);
+/* Queue head (may be NULL/0) then data, written together; data of 4 KiB or
+ * more is written from the caller's memory when possible. Returns 0, 1 if
+ * output is above the high-water mark (wait for on_drain()), or
+ * HTTP_ECLOSED / UV_ENOMEM. */
+int http_stream_write(http_stream *st, const void *head, size_t head_len, const void *data,
+                      size_t len);
+/* Bytes queued and not yet taken by the kernel. */
+size_t http_stream_pending(const http_stream *st);
+/* Stop / restart on_data() and reading the socket. */
+void http_stream_pause(http_stream *st);
+void http_stream_resume(http_stream *st);
+/* on_timer() once after ms milliseconds (replacing an earlier timer); 0
+ * stops it. */
+void http_stream_set_timer(http_stream *st, uint64_t ms);
+/* Terminal call. graceful: send what is queued, then shut the connection
+ * down for writing (the peer's further input is drained and dropped for a
+ * moment); otherwise drop the output and close at once. on_close() runs
+ * inside. */
+void http_stream_close(http_stream *st, bool graceful);
+
 #ifdef __cplusplus
 }
 #endif

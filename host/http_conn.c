@@ -16,16 +16,18 @@
 #include <unistd.h>
 
 #define CONN_OF_PARSER(p) ((http_conn *)(p)->data)
-#define MAX_CHUNK_EXT 4096 /* chunk-extension bytes allowed per chunk */
-#define LINGER_MS 1000     /* discard input this long after shutdown() */
-#define ZERO_COPY_MIN 4096 /* body writes at least this big skip the copy */
-#define FILE_CHUNK 65536   /* pread() fallback chunk for sendfile */
+#define MAX_CHUNK_EXT 4096    /* chunk-extension bytes allowed per chunk */
+#define LINGER_MS 1000        /* discard input this long after shutdown() */
+#define ZERO_COPY_MIN 4096    /* body writes at least this big skip the copy */
+#define FILE_CHUNK 65536      /* pread() fallback chunk for sendfile */
+#define STREAM_FLUSH_MS 10000 /* a closed stream's last output must leave within this */
 
 static const llhttp_settings_t parser_settings;
 static void conn_process(http_conn *c);
 static void conn_update(http_conn *c);
 static void conn_close_graceful(http_conn *c);
 static void conn_maybe_free(http_conn *c);
+static void stream_notify_shutdown(http_conn *c);
 
 /* ---- growable buffers -------------------------------------------------- */
 
@@ -118,7 +120,8 @@ http_conn *http_conn_new_detached(http_server *srv, http_conn_sink sink, void *u
 }
 
 static void conn_maybe_free(http_conn *c) {
-  if (!c->closed || c->handle_open || c->timer_open || c->req_active || c->refs > 0)
+  if (!c->closed || c->handle_open || c->timer_open || c->req_active || c->stream_active ||
+      c->refs > 0)
     return;
   http_server *srv = c->srv;
   if (c->prev)
@@ -175,6 +178,11 @@ void http_conn_close_now(http_conn *c) {
     c->disconnected = true;
     if (c->srv->cb.on_disconnect && !c->req_internal)
       c->srv->cb.on_disconnect(&c->req);
+  }
+  if (c->stream_active) {
+    c->stream_active = false;
+    if (c->stream.cb.on_close)
+      c->stream.cb.on_close(&c->stream);
   }
   if (c->timer_open)
     uv_close((uv_handle_t *)&c->timer, on_timer_close);
@@ -415,6 +423,15 @@ static void conn_close_graceful(http_conn *c) {
 
 static void on_timer(uv_timer_t *t) {
   http_conn *c = t->data;
+  if (c->timer_mode == TIMER_STREAM) {
+    c->timer_mode = TIMER_OFF;
+    if (c->stream_active && c->stream.cb.on_timer) {
+      conn_ref(c);
+      c->stream.cb.on_timer(&c->stream);
+      conn_unref(c);
+    }
+    return;
+  }
   if (c->timer_mode == TIMER_HEAD)
     http_server__log(c->srv, 1, "request head not received in time: closing the connection");
   c->timer_mode = TIMER_OFF;
@@ -455,7 +472,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 
 static void conn_on_eof(http_conn *c) {
   c->eof = true;
-  if (c->req_active) {
+  if (c->req_active || c->stream_active) {
     /* Like uvicorn: a client that stops sending has gone away, also when it
      * only half-closed. The consumer learns it through on_disconnect(). */
     http_conn_close_now(c);
@@ -508,7 +525,7 @@ static void conn_update(http_conn *c) {
     c->rpos = c->rlen = 0;
   }
   bool out_idle = http_conn_out_pending(c) == 0 && !c->writing && c->sf_fd < 0;
-  if (!c->req_active && !c->closing) {
+  if (!c->req_active && !c->stream_active && !c->closing) {
     if (c->parse_dead)
       c->close_after = true; /* nothing more will be served */
     bool input_done = !conn_has_input(c) || c->parse_dead;
@@ -528,11 +545,14 @@ static void conn_update(http_conn *c) {
   if (c->sink)
     return;
   bool want_read;
+  bool rbuf_full = c->rbuf && c->rlen == c->srv->cfg.read_buffer_size;
   if (c->lingering)
     want_read = true;
+  else if (c->upgraded)
+    want_read = c->stream_active && !c->stream_paused && !c->closing && !c->eof && !rbuf_full;
   else
     want_read = !c->closing && !c->eof && !c->parse_dead && !(c->req_active && c->body_paused) &&
-                c->sf_fd < 0 && !(c->rbuf && c->rlen == c->srv->cfg.read_buffer_size);
+                c->sf_fd < 0 && !rbuf_full;
   if (want_read != c->reading) {
     if (want_read)
       want_read = uv_read_start(&c->h.stream, on_alloc, on_read) == 0;
@@ -545,7 +565,11 @@ static void conn_update(http_conn *c) {
     conn_timer(c, TIMER_LINGER, LINGER_MS);
   else if (c->closing)
     conn_timer(c, TIMER_OFF, 0);
-  else if (c->in_head)
+  else if (c->upgraded) {
+    if (!c->stream_active) /* output of a closed stream still queued */
+      conn_timer(c, TIMER_FLUSH, STREAM_FLUSH_MS);
+    /* else: the stream's own timer (http_stream_set_timer) */
+  } else if (c->in_head)
     conn_timer(c, TIMER_HEAD, cfg->header_timeout_ms);
   else if (!c->req_active && out_idle && !conn_has_input(c))
     conn_timer(c, TIMER_IDLE, cfg->keep_alive_timeout_ms);
@@ -566,14 +590,20 @@ static void conn_check_drain(http_conn *c) {
     c->want_drain = false;
     if (c->req_active && !c->disconnected && c->srv->cb.on_drain)
       c->srv->cb.on_drain(&c->req);
+    else if (c->stream_active && c->stream.cb.on_drain)
+      c->stream.cb.on_drain(&c->stream);
   }
+}
+
+static bool stream_can_deliver(const http_conn *c) {
+  return c->upgraded && c->stream_active && !c->stream_paused && !c->closing && conn_has_input(c);
 }
 
 void http_conn_continue(http_conn *c) {
   if (c->in_process)
     return;
   conn_ref(c);
-  if ((conn_has_input(c) || c->parser_paused) && conn_can_parse(c)) {
+  if (((conn_has_input(c) || c->parser_paused) && conn_can_parse(c)) || stream_can_deliver(c)) {
     conn_process(c);
   } else {
     http_conn_out_flush(c);
@@ -587,6 +617,11 @@ void http_conn_shutdown(http_conn *c) {
   c->keep_alive = false;
   if (c->req_active || c->closing)
     return;
+  if (c->upgraded) {
+    if (c->stream_active && !c->stream_shutdown)
+      stream_notify_shutdown(c);
+    return;
+  }
   c->parse_dead = true;
   if (c->in_head || http_conn_out_pending(c) == 0)
     http_conn_close_now(c);
@@ -1002,6 +1037,18 @@ static void conn_process(http_conn *c) {
     c->perr_msg = "Request Header Fields Too Large";
     conn_parse_error(c, HPE_USER);
   }
+  /* An upgraded connection: the bytes are the stream's (this also delivers
+   * what followed the request head when the upgrade happened in a callback). */
+  while (stream_can_deliver(c)) {
+    size_t len = c->rlen - c->rpos;
+    size_t n = c->stream.cb.on_data(&c->stream, c->rbuf + c->rpos, len);
+    if (n > len)
+      n = len;
+    c->rpos += n;
+    c->abs += n;
+    if (n < len && c->stream_active)
+      c->stream_paused = true;
+  }
   c->in_process = false;
   if (c->sf_fd >= 0)
     http_conn_pump_file(c);
@@ -1063,4 +1110,121 @@ void http_conn_feed_eof(http_conn *c) {
   if (c->closed || c->eof)
     return;
   conn_on_eof(c);
+}
+
+/* ---- upgraded connections: raw byte streams ----------------------------------------- */
+
+void http_conn_upgrade(http_conn *c, const http_stream_callbacks *cb, void *user) {
+  http_server *srv = c->srv;
+  conn_ref(c);
+  c->upgraded = true;
+  c->stream_active = true;
+  c->stream_paused = false;
+  c->stream_shutdown = false;
+  c->stream.conn = c;
+  c->stream.cb = *cb;
+  c->stream.user = user;
+  c->keep_alive = false;
+  c->parse_dead = true; /* llhttp is done with this connection */
+  c->parser_paused = false;
+  c->want_drain = false;
+  c->close_after = false;
+  conn_timer(c, TIMER_OFF, 0);
+  /* the request's terminal call */
+  c->req_active = false;
+  srv->n_active--;
+  if (srv->cb.on_request_done && !c->req_internal)
+    srv->cb.on_request_done(&c->req);
+  c->req.user = NULL;
+  if (srv->shutting_down && c->stream_active && !c->stream_shutdown)
+    stream_notify_shutdown(c);
+  http_conn_continue(c); /* send the 101, deliver what followed the head */
+  conn_unref(c);
+}
+
+static void stream_notify_shutdown(http_conn *c) {
+  c->stream_shutdown = true;
+  conn_ref(c);
+  if (c->stream.cb.on_shutdown)
+    c->stream.cb.on_shutdown(&c->stream);
+  else
+    http_stream_close(&c->stream, true);
+  conn_unref(c);
+}
+
+void *http_stream_user(const http_stream *st) { return st->user; }
+
+http_server *http_stream_server(const http_stream *st) { return st->conn->srv; }
+
+int http_stream_write(http_stream *st, const void *head, size_t head_len, const void *data,
+                      size_t len) {
+  http_conn *c = st->conn;
+  if (!c->stream_active || c->closed || c->closing)
+    return HTTP_ECLOSED;
+  int r = http_conn_out_append(c, head, head_len);
+  if (r == 0)
+    r = len ? http_conn_out_write(c, data, len, NULL, 0) : (http_conn_out_flush(c), 0);
+  if (r)
+    return r;
+  if (c->closed)
+    return HTTP_ECLOSED;
+  if (http_conn_out_pending(c) > c->srv->cfg.write_high_water) {
+    c->want_drain = true;
+    return 1;
+  }
+  return 0;
+}
+
+size_t http_stream_pending(const http_stream *st) { return http_conn_out_pending(st->conn); }
+
+void http_stream_pause(http_stream *st) {
+  http_conn *c = st->conn;
+  if (!c->stream_active || c->stream_paused)
+    return;
+  c->stream_paused = true;
+  if (!c->in_process) {
+    conn_ref(c);
+    conn_update(c); /* stop reading */
+    conn_unref(c);
+  }
+}
+
+void http_stream_resume(http_stream *st) {
+  http_conn *c = st->conn;
+  if (!c->stream_active || !c->stream_paused)
+    return;
+  c->stream_paused = false;
+  http_conn_continue(c);
+}
+
+void http_stream_set_timer(http_stream *st, uint64_t ms) {
+  http_conn *c = st->conn;
+  if (!c->timer_open || !c->stream_active || c->closing)
+    return;
+  if (ms == 0) {
+    if (c->timer_mode == TIMER_STREAM)
+      conn_timer(c, TIMER_OFF, 0);
+    return;
+  }
+  c->timer_mode = TIMER_STREAM;
+  uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+void http_stream_close(http_stream *st, bool graceful) {
+  http_conn *c = st->conn;
+  if (!c->stream_active)
+    return;
+  conn_ref(c);
+  c->stream_active = false;
+  if (c->timer_mode == TIMER_STREAM)
+    conn_timer(c, TIMER_OFF, 0);
+  if (st->cb.on_close)
+    st->cb.on_close(st);
+  if (graceful) {
+    c->close_after = true;
+    http_conn_continue(c);
+  } else {
+    http_conn_close_now(c);
+  }
+  conn_unref(c);
 }

@@ -70,7 +70,14 @@ typedef struct http_hdr_span {
 } http_hdr_span;
 
 enum http_span_kind { SPAN_NONE, SPAN_METHOD, SPAN_URL, SPAN_FIELD, SPAN_VALUE };
-enum http_timer_mode { TIMER_OFF, TIMER_IDLE, TIMER_HEAD, TIMER_LINGER };
+enum http_timer_mode { TIMER_OFF, TIMER_IDLE, TIMER_HEAD, TIMER_LINGER, TIMER_STREAM, TIMER_FLUSH };
+
+/* An upgraded connection's consumer side (embedded in http_conn). */
+struct http_stream {
+  http_conn *conn;
+  http_stream_callbacks cb;
+  void *user;
+};
 
 struct http_conn {
   http_server *srv;
@@ -127,6 +134,9 @@ struct http_conn {
   bool sf_chunked; /* chunk-encoded: CRLF (and last-chunk) after the file */
   bool sf_pread;   /* sendfile(2) unusable: pread() + write */
 
+  /* --- after http_request_upgrade(): a raw byte stream --- */
+  http_stream stream;
+
   /* --- client/server address strings --- */
   char client_host[64];
   char server_host[108];
@@ -165,6 +175,10 @@ struct http_conn {
   bool want_drain;
   bool addr_done;
   bool is_pipe;
+  bool upgraded;        /* 101 sent: bytes go to stream.cb.on_data, not llhttp */
+  bool stream_active;   /* the stream's consumer holds it (no terminal event yet) */
+  bool stream_paused;   /* the consumer paused delivery */
+  bool stream_shutdown; /* on_shutdown delivered */
 };
 
 /* http_conn.c */
@@ -180,6 +194,8 @@ size_t http_conn_out_pending(const http_conn *c);
 void http_conn_request_finished(http_conn *c); /* after the terminal call */
 void http_conn_pump_file(http_conn *c);
 void http_conn_continue(http_conn *c); /* consumer resumed: process buffered input */
+/* http_request_upgrade(): the 101 head is queued; hand the connection over */
+void http_conn_upgrade(http_conn *c, const http_stream_callbacks *cb, void *user);
 
 /* Detached connections (tests, fuzzing): no socket, no timers. */
 http_conn *http_conn_new_detached(http_server *srv, http_conn_sink sink, void *ud);

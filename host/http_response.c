@@ -567,6 +567,36 @@ void http_response_abort(http_request *req) {
 
 bool http_response_started(const http_request *req) { return CONN_OF_REQ(req)->resp_started; }
 
+int http_request_upgrade(http_request *req, const http_header *headers, size_t n,
+                         const http_stream_callbacks *cb, void *user, http_stream **out) {
+  http_conn *c = CONN_OF_REQ(req);
+  if (!c->req_active || c->resp_started || !req->upgrade || !c->body_done || c->sf_fd >= 0 ||
+      cb == NULL || cb->on_data == NULL)
+    return HTTP_ESTATE;
+  if (c->disconnected || c->closed || c->closing)
+    return HTTP_ECLOSED;
+  bool has_server = false, has_date = false;
+  for (size_t i = 0; i < n; i++) {
+    const http_header *h = &headers[i];
+    if (!http_token_valid(h->name, h->name_len))
+      return HTTP_EINVAL_HEADER_NAME;
+    if (!http_value_valid(h->value, h->value_len))
+      return HTTP_EINVAL_HEADER_VALUE;
+    has_server |= NAME_IS(h, "server");
+    has_date |= NAME_IS(h, "date");
+  }
+  size_t mark = c->wbuf.len;
+  if (put_head(c, 101, headers, n, has_server, has_date) || http_conn_out_append(c, "\r\n", 2)) {
+    c->wbuf.len = mark;
+    return UV_ENOMEM;
+  }
+  c->resp_started = true;
+  c->resp_status = 101;
+  *out = &c->stream;
+  http_conn_upgrade(c, cb, user);
+  return 0;
+}
+
 void http_request_body_pause(http_request *req) {
   http_conn *c = CONN_OF_REQ(req);
   if (c->req_active && !c->body_paused) {

@@ -1,9 +1,11 @@
 /* libFuzzer harness: arbitrary bytes through the connection state machine
  * (parser, request hand-off, pipelining, body pause/resume, responses of
- * every framing, errors), on a detached connection (no sockets).
+ * every framing, errors, the upgrade hand-off to a raw byte stream), on a
+ * detached connection (no sockets).
  *
- * Input: byte 0 = consumer behaviour flags, byte 1 = segmentation seed, the
- * rest = what the client sends. */
+ * Input: byte 0 = consumer behaviour flags, byte 1 = segmentation seed (its
+ * top bit: upgrade requests get a 101 and become echoing streams), the rest =
+ * what the client sends. */
 #include "http_internal.h"
 
 #include <stdlib.h>
@@ -13,6 +15,24 @@ static http_server *srv;
 static uint8_t flags;
 static http_request *held;
 static size_t out_bytes;
+static bool upgrade_mode;
+static http_stream *stream;
+static size_t take_max; /* the stream consumer takes at most this per call (0: all) */
+
+static size_t s_on_data(http_stream *st, const char *d, size_t n) {
+  size_t take = take_max && n > take_max ? take_max : n;
+  http_stream_write(st, "<", 1, d, take);
+  if (take && d[0] == 'Q')
+    http_stream_close(st, d[take - 1] & 1);
+  return take;
+}
+static void s_on_close(http_stream *st) {
+  (void)st;
+  stream = NULL;
+}
+static void s_on_shutdown(http_stream *st) { http_stream_close(st, true); }
+static const http_stream_callbacks stream_cb = {
+    .on_data = s_on_data, .on_close = s_on_close, .on_shutdown = s_on_shutdown};
 
 static void sink(http_conn *c, const char *d, size_t n, void *ud) {
   (void)c;
@@ -25,6 +45,10 @@ static void respond(http_request *req) {
   static const http_header h[] = {{"content-type", 12, "text/plain", 10},
                                   {"content-length", 14, "5", 1},
                                   {"connection", 10, "close", 5}};
+  static const http_header up = {"upgrade", 7, "fuzz", 4};
+  if (upgrade_mode && req->upgrade && stream == NULL &&
+      http_request_upgrade(req, &up, 1, &stream_cb, NULL, &stream) == 0)
+    return;
   switch ((flags >> 4) & 3) {
   case 0: /* content-length computed */
     if (http_response_start(req, 200, h, 1) == 0)
@@ -106,6 +130,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   flags = data[0];
   uint32_t seed = data[1] | 1u;
+  upgrade_mode = data[1] & 0x80;
+  take_max = data[1] & 0x40 ? (data[1] & 0x0f) : 0;
+  stream = NULL;
   data += 2;
   size -= 2;
   held = NULL;
@@ -130,7 +157,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } else if (c->req_active && c->body_paused && !held) {
       http_request_body_resume(&c->req);
     }
+    if (stream && (seed & 0x200))
+      http_stream_resume(stream); /* a paused stream consumer catches up */
   }
+  if (stream && (seed & 4))
+    http_stream_close(stream, seed & 8);
   if (c->req_active) {
     if (seed & 2)
       http_conn_feed_eof(c);
