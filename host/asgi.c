@@ -591,6 +591,28 @@ int asgi_start_app(ServerObject *s, PyObject *scope, PyObject *receive, PyObject
   return 0;
 }
 
+/* client - "METHOD target HTTP/x.y", with the client as the app sees it
+ * (scope["client"], after trusted proxy headers), as uvicorn logs it. */
+static void format_log_prefix(RequestObject *r, const http_request *req, PyObject *client) {
+  char who[128] = "-";
+  if (client && PyTuple_Check(client) && PyTuple_GET_SIZE(client) == 2) {
+    const char *host = PyUnicode_Check(PyTuple_GET_ITEM(client, 0))
+                           ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(client, 0))
+                           : NULL;
+    long port =
+        PyLong_Check(PyTuple_GET_ITEM(client, 1)) ? PyLong_AsLong(PyTuple_GET_ITEM(client, 1)) : -1;
+    if (host)
+      snprintf(who, sizeof(who), "%s:%ld", host, port);
+    PyErr_Clear();
+  } else if (req->unix_socket) {
+    snprintf(who, sizeof(who), "unix");
+  }
+  int tlen = (int)(req->target_len > 300 ? 300 : req->target_len);
+  snprintf(r->log_prefix, sizeof(r->log_prefix), "%s - \"%.*s %.*s HTTP/%d.%d\"", who,
+           (int)req->method_len, req->method, tlen, req->target, req->version_major,
+           req->version_minor);
+}
+
 static void on_request(http_request *req) {
   ServerObject *s = http_server_user(req->server);
   if (req->upgrade && s->ws_enabled && asgi_ws_is_websocket(req)) {
@@ -613,20 +635,10 @@ static void on_request(http_request *req) {
   r->resumed = !req->expect_continue;
   r->head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
   req->user = r; /* the layer's reference, dropped in on_request_done */
-  r->log_prefix[0] = '\0';
-  if (s->access_log && s->log_level <= LOG_INFO) {
-    int tlen = (int)(req->target_len > 300 ? 300 : req->target_len);
-    if (req->unix_socket)
-      snprintf(r->log_prefix, sizeof(r->log_prefix), "unix - \"%.*s %.*s HTTP/%d.%d\"",
-               (int)req->method_len, req->method, tlen, req->target, req->version_major,
-               req->version_minor);
-    else
-      snprintf(r->log_prefix, sizeof(r->log_prefix), "%s:%d - \"%.*s %.*s HTTP/%d.%d\"",
-               req->client_host, req->client_port, (int)req->method_len, req->method, tlen,
-               req->target, req->version_major, req->version_minor);
-  }
-
   PyObject *scope = asgi_build_scope(s, req, 0);
+  r->log_prefix[0] = '\0';
+  if (scope && s->access_log && s->log_level <= LOG_INFO)
+    format_log_prefix(r, req, PyDict_GetItemWithError(scope, S.client));
   PyObject *receive = scope ? PyCFunction_New(&request_methods[0], (PyObject *)r) : NULL;
   PyObject *send = receive ? PyCFunction_New(&request_methods[1], (PyObject *)r) : NULL;
   int rc = send ? asgi_start_app(s, scope, receive, send, (PyObject *)r, request_finish) : -1;
@@ -752,11 +764,12 @@ static void finish_with_500(RequestObject *r) {
                        {"connection", 10, "close", 5}};
     r->status = 500;
     r->started = 1;
-    access_log_add(r->server, r);
-    if (http_response_start(r->req, 500, h, 2) == 0)
+    if (!r->disconnected && http_response_start(r->req, 500, h, 2) == 0) {
+      access_log_add(r->server, r); /* only what the client really gets */
       http_response_write(r->req, body, sizeof(body) - 1, false);
-    else
+    } else {
       http_response_abort(r->req);
+    }
   }
   asgi_schedule_pump(r->server);
 }

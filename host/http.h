@@ -59,6 +59,7 @@ enum {
   HTTP_ECLOSED = -20006,  /* client disconnected; call is a no-op */
   HTTP_ETOOMUCH = -20007, /* body longer than the declared content-length */
   HTTP_EFILE = -20008,    /* sendfile: bad fd / read error */
+  HTTP_ESHORT = -20009,   /* finished short of the declared content-length */
 };
 const char *http_strerror(int err);
 

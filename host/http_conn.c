@@ -792,6 +792,31 @@ static bool ieq(const char *a, size_t an, const char *lit) {
 }
 
 /* Turn the spans into the request's public fields. */
+/* An absolute-form target (RFC 9112 3.2.2, "http://host/p?q") gives the
+ * application its path part, as an origin-form target would. */
+static void absolute_form_path(http_request *r) {
+  if (r->path_len == 0 || r->path[0] == '/' || r->path[0] == '*')
+    return;
+  const char *scheme_end = NULL;
+  for (size_t i = 0; i + 2 < r->path_len; i++) {
+    if (r->path[i] == ':' && r->path[i + 1] == '/' && r->path[i + 2] == '/') {
+      scheme_end = r->path + i + 3;
+      break;
+    }
+  }
+  if (!scheme_end)
+    return;
+  const char *end = r->path + r->path_len;
+  const char *slash = memchr(scheme_end, '/', (size_t)(end - scheme_end));
+  if (slash) {
+    r->path_len = (size_t)(end - slash);
+    r->path = slash;
+  } else {
+    r->path = "/";
+    r->path_len = 1;
+  }
+}
+
 static int build_request(http_conn *c) {
   http_request *r = &c->req;
   char *base = c->hbuf.base;
@@ -806,6 +831,7 @@ static int build_request(http_conn *c) {
     c->hdrs_cap = cap;
   }
   bool expect = false;
+  size_t hosts = 0;
   for (size_t i = 0; i < c->n_spans; i++) {
     http_hdr_span *s = &c->spans[i];
     char *name = base + s->name_off;
@@ -823,7 +849,11 @@ static int build_request(http_conn *c) {
     c->hdrs[i] = (http_header){name, s->name_len, value, vlen};
     if (s->name_len == 6 && memcmp(name, "expect", 6) == 0)
       expect = ieq(value, vlen, "100-continue");
+    hosts += s->name_len == 4 && memcmp(name, "host", 4) == 0;
   }
+  /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host; none has two. */
+  if (hosts > 1 || (hosts == 0 && c->parser.http_minor == 1))
+    return perr(c, 400, hosts ? "Duplicate Host header" : "Missing Host header");
   r->server = c->srv;
   r->method = llhttp_method_name((llhttp_method_t)c->parser.method);
   r->method_len = strlen(r->method);
@@ -834,6 +864,7 @@ static int build_request(http_conn *c) {
   r->path_len = q ? (size_t)(q - r->target) : r->target_len;
   r->query = q ? q + 1 : "";
   r->query_len = q ? r->target_len - r->path_len - 1 : 0;
+  absolute_form_path(r);
   r->version_major = c->parser.http_major;
   r->version_minor = c->parser.http_minor;
   r->headers = c->hdrs;

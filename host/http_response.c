@@ -62,6 +62,8 @@ const char *http_strerror(int err) {
     return "response body longer than content-length";
   case HTTP_EFILE:
     return "cannot read the file";
+  case HTTP_ESHORT:
+    return "response content shorter than Content-Length";
   default:
     return err < 0 && err > -4096 ? uv_strerror(err) : "unknown error";
   }
@@ -472,9 +474,13 @@ int http_response_write(http_request *req, const void *data, size_t len, bool mo
     http_conn_out_write(c, data, len, NULL, 0);
   }
   if (!more) {
+    /* A body short of its content-length: finish() closes the connection
+     * (the client would wait for bytes that never come); the caller learns
+     * why. */
+    bool short_body = c->resp_remaining > 0 && !c->resp_no_body;
     http_conn_out_flush(c);
     finish(c);
-    return 0;
+    return short_body ? HTTP_ESHORT : 0;
   }
   http_conn_out_flush(c);
   if (c->closed)

@@ -68,7 +68,7 @@ static void resp_too_much(http_request *req) {
 static void resp_short(http_request *req) {
   http_header h[1] = {{"content-length", 14, "10", 2}};
   CHECK(http_response_start(req, 200, h, 1) == 0);
-  CHECK(http_response_write(req, "abc", 3, false) == 0);
+  CHECK(http_response_write(req, "abc", 3, false) == HTTP_ESHORT);
 }
 static void resp_204(http_request *req) {
   CHECK(http_response_start(req, 204, NULL, 0) == 0);
@@ -120,14 +120,14 @@ static void run(http_server *srv, respond_fn fn, const char *in) {
 
 static void test_framing(void) {
   http_server *srv = resp_server();
-  run(srv, resp_fixed, "GET / HTTP/1.1\r\n\r\n");
+  run(srv, resp_fixed, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
   expect_out("fixed", "HTTP/1.1 200 OK\r\nserver: appbin\r\ndate: ", true);
   expect_out("fixed",
              " GMT\r\nx-extra: 1\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello",
              true);
   expect_out("fixed", "connection", false);
 
-  run(srv, resp_stream, "GET / HTTP/1.1\r\n\r\n");
+  run(srv, resp_stream, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
   expect_out("stream", "HTTP/1.1 201 Created\r\n", true);
   expect_out("stream", "transfer-encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n", true);
 
@@ -135,47 +135,49 @@ static void test_framing(void) {
   expect_out("stream-1.0", "chunked", false);
   expect_out("stream-1.0", "connection: close\r\n\r\nabcde", true);
 
-  run(srv, resp_declared, "GET / HTTP/1.1\r\n\r\n");
+  run(srv, resp_declared, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
   expect_out("declared", "Content-Length: 4\r\n\r\nabcd", true);
   expect_out("declared", "chunked", false);
 
-  run(srv, resp_fixed, "HEAD / HTTP/1.1\r\n\r\n");
+  run(srv, resp_fixed, "HEAD / HTTP/1.1\r\nHost: t\r\n\r\n");
   expect_out("head", "content-type: text/plain\r\n\r\n", true);
   expect_out("head", "hello", false);
   expect_out("head", "content-length", false);
 
-  run(srv, resp_204, "GET / HTTP/1.1\r\n\r\n");
+  run(srv, resp_204, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
   expect_out("204", "HTTP/1.1 204 No Content\r\n", true);
   expect_out("204", "ignored", false);
   expect_out("204", "content-length", false);
 
   g_done = 0;
-  run(srv, resp_too_much, "GET / HTTP/1.1\r\n\r\n");
+  run(srv, resp_too_much, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
   CHECK(g_done == 1);
   expect_out("too-much", "abc", false);
 
   g_respond = resp_short;
-  http_conn *c = open_conn(srv, "GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+  http_conn *c =
+      open_conn(srv, "GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n");
   CHECK(http_conn_is_closed(c)); /* short body: close, second request not served */
   CHECK(capture_count(&g_out, "HTTP/1.1 200") == 1);
   http_conn_free_detached(c);
 
-  run(srv, resp_invalid, "GET / HTTP/1.1\r\n\r\n");
+  run(srv, resp_invalid, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
   expect_out("invalid", "HTTP/1.1 599 \r\n", true);
   expect_out("invalid", "\r\n\r\nok", true);
 
-  run(srv, resp_abort, "GET / HTTP/1.1\r\n\r\n");
+  run(srv, resp_abort, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
   expect_out("abort", "HTTP/1.1 500 Internal Server Error\r\n", true);
   expect_out("abort", "connection: close\r\n", true);
 
-  run(srv, resp_own_server_date, "GET / HTTP/1.1\r\n\r\n");
+  run(srv, resp_own_server_date, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
   expect_out("own-server", "server: appbin", false);
   expect_out("own-server", "Server: mine\r\ndate: yesterday\r\n", true);
   expect_out("own-server", "content-length: 0\r\n", true);
 
   /* pipelined: three responses, in order, one flush */
   g_respond = resp_fixed;
-  c = open_conn(srv, "GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n");
+  c = open_conn(srv, "GET /1 HTTP/1.1\r\nHost: t\r\n\r\nGET /2 HTTP/1.1\r\nHost: t\r\n\r\nGET /3 "
+                     "HTTP/1.1\r\nHost: t\r\n\r\n");
   CHECK(capture_count(&g_out, "HTTP/1.1 200 OK") == 3);
   CHECK(!http_conn_is_closed(c));
   http_conn_free_detached(c);
@@ -187,7 +189,8 @@ static void test_async_pipeline(void) {
   http_server *srv = resp_server();
   g_respond = NULL;
   g_done = 0;
-  http_conn *c = open_conn(srv, "GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n");
+  http_conn *c =
+      open_conn(srv, "GET /1 HTTP/1.1\r\nHost: t\r\n\r\nGET /2 HTTP/1.1\r\nHost: t\r\n\r\n");
   CHECK(g_req != NULL && g_req->target_len == 2 && g_req->target[1] == '1');
   CHECK(g_out.len == 0);
   http_request *first = g_req;
@@ -205,8 +208,8 @@ static void test_async_pipeline(void) {
 static void test_expect_continue(void) {
   http_server *srv = resp_server();
   g_respond = resp_fixed;
-  http_conn *c =
-      open_conn(srv, "POST / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+  http_conn *c = open_conn(
+      srv, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
   CHECK(g_req != NULL && g_req->expect_continue);
   CHECK(g_out.len == 0);
   http_request_body_resume(g_req);
@@ -217,7 +220,8 @@ static void test_expect_continue(void) {
 
   /* answered without reading the body: no 100, connection closes */
   g_respond = NULL;
-  c = open_conn(srv, "POST / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+  c = open_conn(srv,
+                "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
   resp_fixed(g_req);
   expect_out("no-continue", "100 Continue", false);
   CHECK(http_conn_is_closed(c));
@@ -244,8 +248,8 @@ static void test_body_pause(void) {
   http_server *srv = http_server_new(uv_default_loop(), &cfg, &cb, NULL);
   capture_reset(&g_out);
   http_conn *c = http_conn_new_detached(srv, capture_sink, &g_out);
-  const char *in =
-      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n";
+  const char *in = "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: "
+                   "chunked\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n";
   g_body_calls = 0;
   http_conn_feed(c, in, strlen(in));
   CHECK(g_body_calls == 1);
@@ -262,7 +266,7 @@ static void test_body_pause(void) {
   g_respond = resp_fixed;
   capture_reset(&g_out);
   c = http_conn_new_detached(srv, capture_sink, &g_out);
-  in = "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+  in = "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc";
   g_body_calls = 0;
   http_conn_feed(c, in, strlen(in));
   CHECK(g_body_calls == 1 && g_out.len == 0);
@@ -280,12 +284,12 @@ static void test_sendfile(void) {
   CHECK(write(fd, "0123456789", 10) == 10);
   close(fd);
   g_respond = NULL;
-  http_conn *c = open_conn(srv, "GET / HTTP/1.1\r\n\r\n");
+  http_conn *c = open_conn(srv, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
   CHECK(http_response_start(g_req, 200, NULL, 0) == 0);
   CHECK(http_response_sendfile(g_req, open(path, O_RDONLY), 2, 5, false) == 0);
   expect_out("sendfile", "content-length: 5\r\n\r\n23456", true);
   http_conn_free_detached(c);
-  c = open_conn(srv, "GET / HTTP/1.1\r\n\r\n");
+  c = open_conn(srv, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
   CHECK(http_response_start(g_req, 200, NULL, 0) == 0);
   http_request *r = g_req;
   CHECK(http_response_sendfile(r, open(path, O_RDONLY), 0, -1, true) >= 0);
