@@ -30,13 +30,19 @@ step "unit tests (release)" ctest --test-dir build --output-on-failure -j2
 step "ASan/UBSan build" build build-asan -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_SANITIZE=ON
 step "unit tests (ASan/UBSan)" env ASAN_OPTIONS=detect_leaks=1 \
   ctest --test-dir build-asan --output-on-failure -j2
-build_fuzzer() { CC=clang APPBIN_TARGET=fuzz_http_conn build build-fuzz -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_FUZZ=ON; }
-step "fuzz build" build_fuzzer
+build_fuzzers() {
+  CC=clang APPBIN_TARGET=fuzz_http_conn build build-fuzz -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_FUZZ=ON &&
+    cmake --build build-fuzz --target fuzz_ws_frame
+}
+step "fuzz build" build_fuzzers
 fuzz_seconds=${APPBIN_FUZZ_SECONDS:-30}
 mkdir -p build-fuzz/fuzz-corpus
 step "fuzz http parser (${fuzz_seconds}s)" build-fuzz/tests/unit/fuzz_http_conn \
   -max_total_time="$fuzz_seconds" -timeout=10 -dict=tests/fuzz/http.dict \
   build-fuzz/fuzz-corpus tests/fuzz/corpus
+mkdir -p build-fuzz/fuzz-ws-corpus
+step "fuzz websocket frames (${fuzz_seconds}s)" build-fuzz/tests/unit/fuzz_ws_frame \
+  -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=1024 build-fuzz/fuzz-ws-corpus
 step "end-to-end tests" env APPBIN_HTTP_TEST_SERVER="$top/build/tests/unit/http-test-server" \
   build/tools-venv/bin/pytest tests/e2e -q -p no:cacheprovider
 # The C-heavy paths again on the sanitizer build: importer, HTTP, ASGI.

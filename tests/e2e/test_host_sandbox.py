@@ -1,8 +1,10 @@
 """app.bin where there is no Python and nothing is writable.
 
-The sandbox root holds glibc's shared objects (libc6's /lib/x86_64-linux-gnu/*.so*
-and the dynamic loader) and nothing else: no /usr/lib/python3.11, no /etc, no
-shell. It is mounted read-only, app.bin is bound read-only at /app.bin, /tmp
+The sandbox root holds what a distroless "base" image has for app.bin: glibc's
+shared objects (libc6's /lib/x86_64-linux-gnu/*.so* and the dynamic loader) and
+the libraries appbin-pack leaves to the system by default (libssl.so.3,
+libcrypto.so.3, libz.so.1), and nothing else: no /usr/lib/python3.11, no /etc,
+no shell. It is mounted read-only, app.bin is bound read-only at /app.bin, /tmp
 is part of the read-only root, and /dev holds only /dev/null. Three setups:
 
   with /proc          extension modules and resources come from memfd files
@@ -49,6 +51,10 @@ def glibc_files():
     return [f for f in files if os.path.exists(f)]
 
 
+# appbin-pack's default --system-lib set: present on every distroless base.
+SYSTEM_LIBS = ("libssl.so.3", "libcrypto.so.3", "libz.so.1")
+
+
 @pytest.fixture(scope="session")
 def sandbox_root(tmp_path_factory):
     """A root directory with glibc only (see the module docstring)."""
@@ -56,7 +62,7 @@ def sandbox_root(tmp_path_factory):
     libdir = root / "usr" / "lib" / "x86_64-linux-gnu"
     libdir.mkdir(parents=True)
     (root / "usr" / "lib64").mkdir()
-    for path in glibc_files():
+    for path in glibc_files() + [f"{GLIBC_DIR}/{name}" for name in SYSTEM_LIBS]:
         shutil.copy2(path, libdir / os.path.basename(path), follow_symlinks=True)
     assert (libdir / LOADER).exists() and (libdir / "libc.so.6").exists()
     os.symlink("usr/lib", root / "lib")
