@@ -425,8 +425,9 @@ def test_preload_lines_and_bundled_libs(payload):
     preloads = {k[len("preload."):]: v.split() for k, v in manifest.items()
                 if k.startswith("preload.")}
     assert preloads[DYNLOAD + "_ctypes" + EXT] == ["appbin/libs/libffi.so.8"]
-    ssl = preloads[DYNLOAD + "_ssl" + EXT]
-    assert ssl.index("appbin/libs/libcrypto.so.3") < ssl.index("appbin/libs/libssl.so.3")
+    # libssl, libcrypto and zlib are left to the system by default
+    assert DYNLOAD + "_ssl" + EXT not in preloads
+    assert not [n for n in payload.files if n.rsplit("/", 1)[-1] in SYSTEM_LIBS]
     for extension, libs in preloads.items():
         assert extension in payload.files
         for lib in libs:
@@ -435,6 +436,17 @@ def test_preload_lines_and_bundled_libs(payload):
     assert bundled == {lib for libs in preloads.values() for lib in libs
                        if lib.startswith("appbin/libs/")}
     assert not [n for n in bundled if is_glibc(n.rsplit("/", 1)[1])]
+
+
+SYSTEM_LIBS = ("libssl.so.3", "libcrypto.so.3", "libz.so.1")
+
+
+def test_system_lib_none_bundles_openssl_in_load_order(pack, test_venv):
+    result, output = pack(test_venv, "--system-lib", "none", "--quiet")
+    assert result.returncode == 0, result.stderr
+    manifest = Payload(output).manifest_dict()
+    ssl = manifest["preload." + DYNLOAD + "_ssl" + EXT].split()
+    assert ssl.index("appbin/libs/libcrypto.so.3") < ssl.index("appbin/libs/libssl.so.3")
 
 
 def test_site_packages_extensions_get_their_libraries(payload, test_venv):
