@@ -114,10 +114,15 @@ def rss_kib(pid):
     return total
 
 
-def run_wrk(port, duration, connections):
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
-                         check=True).stdout
+def pinned(argv, cpu):
+    """argv run on one CPU (taskset), or as is when pinning is off."""
+    return ["taskset", "-c", str(cpu), *argv] if cpu is not None else argv
+
+
+def run_wrk(port, duration, connections, cpu=None):
+    out = subprocess.run(pinned(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+                          f"http://127.0.0.1:{port}/"], cpu), capture_output=True,
+                         text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
@@ -148,11 +153,17 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction,
+                        default=os.cpu_count() >= 2,
+                        help="run every server on CPU 0 and wrk on CPU 1, so each server has "
+                             "the same CPU budget whatever threads it uses (default with 2+ "
+                             "CPUs)")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     venv = bench_venv(args.app)
     binary = pack(args.app, venv)
 
+    server_cpu, wrk_cpu = (0, 1) if args.pin else (None, None)
     results = {name: {"rps": [], "p99": [], "cpu": [], "rss": 0} for name in
                servers(args.app, venv, binary)}
     procs = {}
@@ -160,15 +171,15 @@ def main():
         for name, make in servers(args.app, venv, binary).items():
             port = free_port()
             argv, env = make(port)
-            proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(pinned(argv, server_cpu), env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_port(port, proc)
-            run_wrk(port, 1, args.connections)  # warm-up
+            run_wrk(port, 1, args.connections, wrk_cpu)  # warm-up
             procs[name] = (proc, port)
         for _ in range(args.rounds):
             for name, (proc, port) in procs.items():
                 cpu0 = cpu_seconds(proc.pid)
-                rps, total, p99 = run_wrk(port, args.duration, args.connections)
+                rps, total, p99 = run_wrk(port, args.duration, args.connections, wrk_cpu)
                 cpu = cpu_seconds(proc.pid) - cpu0
                 results[name]["rps"].append(rps)
                 results[name]["p99"].append(p99)
@@ -204,7 +215,8 @@ def main():
             print(f"{row[0]:10} {row[1]:10,.0f} {row[2]:6.2f}x {row[3]:8.2f} {row[4]:11.1f} "
                   f"{row[5]:8.1f}")
     print(f"app={args.app} rounds={args.rounds} duration={args.duration}s "
-          f"connections={args.connections} (wrk -t1, loopback, one worker each)")
+          f"connections={args.connections} (wrk -t1, loopback, one worker each"
+          f"{', servers on CPU 0 and wrk on CPU 1' if args.pin else ''})")
 
 
 if __name__ == "__main__":
