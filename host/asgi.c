@@ -551,6 +551,17 @@ static PyObject *take_body_message(RequestObject *r) {
 static void wake_receiver(RequestObject *r) {
   if (!r->receive_waiter)
     return;
+  /* A receive() that was cancelled (anyio cancel scopes, is_disconnected())
+   * must not take the body with it: the next receive() gets it. */
+  PyObject *done = PyObject_CallMethodNoArgs(r->receive_waiter, S.done);
+  int waiting = done == Py_False;
+  Py_XDECREF(done);
+  if (!waiting) {
+    if (!done)
+      PyErr_WriteUnraisable((PyObject *)r);
+    Py_CLEAR(r->receive_waiter);
+    return;
+  }
   PyObject *msg = r->disconnected ? disconnect_message() : take_body_message(r);
   if (!msg) {
     PyErr_WriteUnraisable((PyObject *)r);

@@ -97,6 +97,17 @@ def test_body_streamed_in_many_messages(raw_server):
     assert info["messages"] > 1
 
 
+def test_cancelled_receive_keeps_the_body(raw_server):
+    """The body arrives after a receive() was cancelled: nothing is lost."""
+    with raw_server.connect() as conn:
+        conn.send(b"POST /cancelled-receive HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        time.sleep(0.3)
+        conn.send(b"hello")
+        resp = conn.read_response()
+    assert resp.status == 200
+    assert resp.body == b"hello"
+
+
 # ---- responses the application gets wrong --------------------------------------------
 
 
