@@ -284,7 +284,8 @@ int cli_parse(int argc, char **argv, const manifest *defaults, cli_options *o, c
      * named python*) passes everything after argv[0]. */
     const char *base = strrchr(argv[0], '/');
     base = base ? base + 1 : argv[0];
-    int skip = strncmp(base, "python", 6) != 0 && argc > 1 && strcmp(argv[1], "python") == 0 ? 2 : 1;
+    int skip =
+        strncmp(base, "python", 6) != 0 && argc > 1 && strcmp(argv[1], "python") == 0 ? 2 : 1;
     o->python_argc = argc - skip;
     o->python_argv = argv + skip;
     /* Only the log level applies to the interpreter (debug shows how native

@@ -87,9 +87,7 @@ static const modindex_module *lookup(PyObject *fullname) {
   return modindex_find(&g.mi, name, (size_t)len);
 }
 
-static const zipindex_entry *origin_entry(const modindex_module *m) {
-  return modindex_origin(m);
-}
+static const zipindex_entry *origin_entry(const modindex_module *m) { return modindex_origin(m); }
 
 /* ModuleSpec(name, loader, origin=origin): origin is keyword-only. */
 static PyObject *make_spec(PyObject *name, PyObject *loader, PyObject *origin) {
@@ -297,8 +295,8 @@ static PyObject *namespace_path(PyObject *fullname, PyObject *paths) {
     PyObject *ext = PyImport_ImportModule("_frozen_importlib_external");
     PyObject *finder = ext ? PyObject_GetAttrString(ext, "PathFinder") : NULL;
     g.pathfinder_get_spec = finder ? PyObject_GetAttrString(finder, "_get_spec") : NULL;
-    g.namespace_path = ext && g.pathfinder_get_spec ? PyObject_GetAttrString(ext, "_NamespacePath")
-                                                   : NULL;
+    g.namespace_path =
+        ext && g.pathfinder_get_spec ? PyObject_GetAttrString(ext, "_NamespacePath") : NULL;
     Py_XDECREF(finder);
     Py_XDECREF(ext);
     if (!g.namespace_path)

@@ -155,8 +155,8 @@ int main(int argc, char **argv) {
     }
     pyargv[0] = argv[0];
     memcpy(pyargv + 1, opts.python_argv, (size_t)opts.python_argc * sizeof(*pyargv));
-    if (interp_start(exe, &p, &zi, &mf, INTERP_PYTHON, opts.python_argc + 1, pyargv, debug,
-                     &rc) != 0)
+    if (interp_start(exe, &p, &zi, &mf, INTERP_PYTHON, opts.python_argc + 1, pyargv, debug, &rc) !=
+        0)
       return rc;
     return interp_run_python();
   }

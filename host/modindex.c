@@ -21,9 +21,7 @@ static int ends_with(const char *s, size_t len, const char *suffix, size_t slen)
 /* A path component that can be part of a dotted module name. Like
  * FileFinder, anything but '.' goes (`__import__` reaches names such as
  * "_sysconfigdata__x86_64-linux-gnu"); "pkg-1.0.dist-info" never does. */
-static int is_name_component(const char *s, size_t len) {
-  return len > 0 && !memchr(s, '.', len);
-}
+static int is_name_component(const char *s, size_t len) { return len > 0 && !memchr(s, '.', len); }
 
 static modindex_module **slot_for(const modindex *mi, const char *name, size_t len) {
   size_t s = hash_name(name, len) & mi->slot_mask;

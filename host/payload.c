@@ -44,8 +44,7 @@ int payload_parse_trailer(const uint8_t *tail, uint64_t file_size, payload_trail
   if (out->flags != 0)
     return payload_error(err, errlen, "payload has unknown flags 0x%x", out->flags);
   /* The archive must end exactly where the trailer starts. */
-  if (file_size < PAYLOAD_TRAILER_SIZE ||
-      out->archive_offset > file_size - PAYLOAD_TRAILER_SIZE ||
+  if (file_size < PAYLOAD_TRAILER_SIZE || out->archive_offset > file_size - PAYLOAD_TRAILER_SIZE ||
       out->archive_size != file_size - PAYLOAD_TRAILER_SIZE - out->archive_offset)
     return payload_error(err, errlen,
                          "payload is truncated or damaged (archive at %llu+%llu, file size %llu)",

@@ -200,8 +200,8 @@ static void test_refusals(http_server *srv) {
   }
   http_conn_free_detached(c);
   /* the body of an upgrade request has not arrived yet */
-  c = start(srv,
-            "GET / HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: x\r\nContent-Length: 5\r\n\r\nab");
+  c = start(srv, "GET / HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: "
+                 "x\r\nContent-Length: 5\r\n\r\nab");
   CHECK(g_req != NULL);
   if (g_req) {
     CHECK(http_request_upgrade(g_req, up_headers, 2, &stream_cb, &g_ss, &st) == HTTP_ESTATE);
