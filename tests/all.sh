@@ -32,6 +32,8 @@ build() { # build DIR CMAKE_ARGS... (APPBIN_TARGET: one target only)
     cmake --build "$dir" ${APPBIN_TARGET:+--target "$APPBIN_TARGET"}
 }
 
+step "clang-format" clang-format --dry-run -Werror host/*.c host/*.h tests/unit/*.c tests/unit/*.h \
+  tests/fuzz/*.c
 step "release build" build build -DCMAKE_BUILD_TYPE=Release
 step "unit tests (release)" ctest --test-dir build --output-on-failure -j2
 step "ASan/UBSan build" build build-asan -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_SANITIZE=ON
