@@ -1497,9 +1497,8 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
 }
 
 static PyObject *listen_error(int rc, const char *where) {
-  int err = -rc;
   return PyErr_Format(PyExc_OSError, "cannot listen on %s: %s", where,
-                      rc < -20000 ? http_strerror(rc) : uv_strerror(rc) + (err ? 0 : 0));
+                      rc < -20000 ? http_strerror(rc) : uv_strerror(rc));
 }
 
 static PyObject *server_listen_tcp(ServerObject *s, PyObject *args) {

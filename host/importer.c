@@ -821,10 +821,3 @@ void importer_teardown(void) {
   free(g.archive);
   memset(&g, 0, sizeof(g));
 }
-
-size_t importer_module_count(void) { return g.mi.count; }
-
-int importer_module_kind(const char *name) {
-  const modindex_module *m = modindex_find(&g.mi, name, strlen(name));
-  return m ? (int)m->kind : 0;
-}

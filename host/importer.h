@@ -34,9 +34,4 @@ int importer_install(void);
 /* Releases the index (after Py_Finalize). */
 void importer_teardown(void);
 
-/* For tests and tools: the number of modules and the entry for `name`
- * (kind: 0 missing, 1 module, 2 package, 3 namespace, 4 extension). */
-size_t importer_module_count(void);
-int importer_module_kind(const char *name);
-
 #endif
