@@ -815,9 +815,3 @@ int importer_install(void) {
   }
   return PyList_Insert(meta_path, 0, g.finder);
 }
-
-void importer_teardown(void) {
-  modindex_free(&g.mi);
-  free(g.archive);
-  memset(&g, 0, sizeof(g));
-}

@@ -31,7 +31,5 @@ int importer_register_builtin(void);
 /* Puts the finder first on sys.meta_path. Needs the interpreter's core. */
 int importer_install(void);
 
-/* Releases the index (after Py_Finalize). */
-void importer_teardown(void);
 
 #endif
