@@ -31,5 +31,4 @@ int importer_register_builtin(void);
 /* Puts the finder first on sys.meta_path. Needs the interpreter's core. */
 int importer_install(void);
 
-
 #endif
