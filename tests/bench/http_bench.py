@@ -133,6 +133,26 @@ def run_wrk(port, duration, connections, cpu=None):
     return rps, total, float(p99.group(1)) * scale
 
 
+def stop_servers(procs):
+    """SIGINT every server ({name: (proc, port)}), then wait; kill what lingers."""
+    for proc, _ in procs.values():
+        proc.send_signal(signal.SIGINT)
+    for proc, _ in procs.values():
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def print_markdown(header, rows):
+    """Rows of (name, rate, ratio, p99 ms, CPU us, RSS MiB) as a markdown table."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print(f"| {row[0]} | {row[1]:,.0f} | {row[2]:.2f}x | {row[3]:.2f} | {row[4]:.1f} | "
+              f"{row[5]:.1f} |")
+
+
 def servers(app, venv, binary):
     entry = APP_ENTRIES[app]
     env = dict(os.environ, PYTHONPATH=str(venv / "lib" / "python3.11" / "site-packages"))
@@ -187,13 +207,7 @@ def main():
         for name, (proc, _) in procs.items():
             results[name]["rss"] = rss_kib(proc.pid)
     finally:
-        for proc, _ in procs.values():
-            proc.send_signal(signal.SIGINT)
-        for proc, _ in procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_servers(procs)
 
     base = statistics.median(results["uvicorn"]["rps"])
     rows = []
@@ -203,11 +217,7 @@ def main():
                      statistics.median(r["cpu"]), r["rss"] / 1024))
     header = ("server", "req/s (median)", "vs uvicorn", "p99 ms", "CPU us/req", "RSS MiB")
     if args.markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for row in rows:
-            print(f"| {row[0]} | {row[1]:,.0f} | {row[2]:.2f}x | {row[3]:.2f} | {row[4]:.1f} | "
-                  f"{row[5]:.1f} |")
+        print_markdown(header, rows)
     else:
         print(f"{'server':10} {'req/s':>10} {'ratio':>7} {'p99 ms':>8} {'CPU us/req':>11} "
               f"{'RSS MiB':>8}")

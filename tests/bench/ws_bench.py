@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import base64
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from http_bench import (APPS, BUILD, TOOLS, WORK, cpu_seconds, free_port,  # noqa: E402
-                        rss_kib, wait_port)
+                        print_markdown, rss_kib, stop_servers, wait_port)
 
 APP_ENTRIES = {"fastapi": "bench_ws:app", "raw": "bench_ws:raw"}
 REQUIREMENTS = ["fastapi==0.115.6", "pydantic==2.10.4"]
@@ -226,13 +225,7 @@ def main():
         for name, (proc, _) in procs.items():
             results[name]["rss"] = rss_kib(proc.pid)
     finally:
-        for proc, _ in procs.values():
-            proc.send_signal(signal.SIGINT)
-        for proc, _ in procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_servers(procs)
 
     base_name = "uvicorn-websockets" if "uvicorn-websockets" in results else names[-1]
     base = statistics.median(results[base_name]["rate"])
@@ -244,11 +237,7 @@ def main():
     header = ("server", "round trips/s (median)", f"vs {base_name}", "p99 ms", "CPU us/rt",
               "RSS MiB")
     if args.markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for row in rows:
-            print(f"| {row[0]} | {row[1]:,.0f} | {row[2]:.2f}x | {row[3]:.2f} | {row[4]:.1f} | "
-                  f"{row[5]:.1f} |")
+        print_markdown(header, rows)
     else:
         print(f"{'server':20} {'rt/s':>10} {'ratio':>7} {'p99 ms':>8} {'CPU us/rt':>10} "
               f"{'RSS MiB':>8}")
