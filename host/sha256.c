@@ -1,9 +1,16 @@
 #include "sha256.h"
 
+/* The low-level SHA256_* calls (deprecated in OpenSSL 3, still shipped) link
+ * only libcrypto's SHA-256 code; the one-shot SHA256() goes through EVP and
+ * its providers and would pull most of libcrypto.a into the host. */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
 
 void sha256_digest(const void *data, size_t len, uint8_t out[SHA256_DIGEST_SIZE]) {
-  SHA256(data, len, out);
+  SHA256_CTX ctx;
+  SHA256_Init(&ctx);
+  SHA256_Update(&ctx, data, len);
+  SHA256_Final(out, &ctx);
 }
 
 void sha256_hex(const uint8_t digest[SHA256_DIGEST_SIZE], char out[2 * SHA256_DIGEST_SIZE + 1]) {

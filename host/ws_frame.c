@@ -1,6 +1,7 @@
 /* WebSocket frames, UTF-8 and permessage-deflate: see ws_frame.h. */
 #include "ws_frame.h"
 
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,7 +88,10 @@ void ws_accept_key(const char *key, size_t len, char out[29]) {
   }
   memcpy(buf, key, len);
   memcpy(buf + len, guid, sizeof(guid) - 1);
-  SHA1((const unsigned char *)buf, n, digest);
+  SHA_CTX ctx; /* SHA1_* rather than SHA1(): see sha256.c */
+  SHA1_Init(&ctx);
+  SHA1_Update(&ctx, buf, n);
+  SHA1_Final(digest, &ctx);
   if (buf != stack)
     free(buf);
   b64encode(digest, sizeof(digest), out);

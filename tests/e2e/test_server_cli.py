@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import stat
+import threading
 import time
 
 import httpx
@@ -516,6 +517,32 @@ def _serving_pids(port, attempts):
     return pids
 
 
+def _pids_with_one_blocked(server, port):
+    """(pid of a worker whose loop a request blocks, pid that answers meanwhile).
+
+    With one shared listening socket the kernel wakes every worker and the
+    quickest accepts, so sequential connections may all land on one worker.
+    A blocked worker cannot accept: whoever answers meanwhile is another one.
+    """
+    blocked = {}
+
+    def blocking_request():
+        with RawConn(port, timeout=20) as conn:
+            blocked["pid"] = int(conn.request("GET", "/pid?block=3").body)
+
+    thread = threading.Thread(target=blocking_request)
+    before = server.log().count(" blocking")
+    thread.start()
+    deadline = time.monotonic() + 10
+    while server.log().count(" blocking") == before:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.02)
+    others = _serving_pids(port, 3)
+    thread.join()
+    assert len(others) == 1 and blocked["pid"] not in others, (blocked, others)
+    return blocked["pid"], others.pop()
+
+
 def _wait_workers(server, n, timeout=30):
     """The n worker pids, once each has logged its startup."""
     deadline = time.monotonic() + timeout
@@ -534,13 +561,8 @@ def test_workers(appbin):
     try:
         _wait_serving(port)
         workers = _wait_workers(server, 2)
-        # both workers serve (the kernel spreads the connections)
-        seen = set()
-        for _ in range(20):
-            seen |= _serving_pids(port, 10)
-            if seen == set(workers):
-                break
-        assert seen == set(workers), (seen, workers)
+        # both workers serve: while one is blocked the other answers
+        assert set(_pids_with_one_blocked(server, port)) == set(workers)
         assert server.log().count("APP: lifespan startup") == 2  # each worker runs it
 
         # a worker that dies is replaced
@@ -554,13 +576,12 @@ def test_workers(appbin):
             assert time.monotonic() < deadline, f"not restarted: {kids}\n{server.log()}"
             time.sleep(0.1)
         replacement = (set(kids) - set(workers)).pop()
-        deadline = time.monotonic() + 30
-        while replacement not in _serving_pids(port, 10):
-            assert time.monotonic() < deadline, "the new worker does not serve"
         deadline = time.monotonic() + 10
         while server.log().count("Application startup complete.") < 3:
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.1)
+        assert set(_pids_with_one_blocked(server, port)) == set(kids)
+        assert replacement in kids
 
         # SIGTERM stops them all, exit 0
         server.send_signal(signal.SIGTERM)
