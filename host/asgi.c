@@ -3,6 +3,8 @@
 #include "asgi_internal.h"
 #include "http.h"
 
+#include <structmember.h> /* PyMemberDef */
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -583,15 +585,21 @@ static PyMethodDef request_methods[] = {
      "send($self, message, /)\n--\n\nSend an ASGI http.response.* message."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *runner_new(PyObject *owner, asgi_finish_fn finish, PyObject *awaitable);
+static PyObject *runner_new(PyObject *owner, asgi_finish_fn finish, PyObject *awaitable,
+                            PyObject *loop);
+static void eager_enqueue(ServerObject *s, PyObject *runner);
 static void request_finish(PyObject *owner, PyObject *exc, int cancelled);
 
 int asgi_start_app(ServerObject *s, PyObject *scope, PyObject *receive, PyObject *send,
                    PyObject *owner, asgi_finish_fn finish) {
   PyObject *call_args[3] = {scope, receive, send};
   PyObject *coro = PyObject_Vectorcall(s->app, call_args, 3, NULL);
-  PyObject *runner = coro ? runner_new(owner, finish, coro) : NULL;
+  PyObject *runner = coro ? runner_new(owner, finish, coro, s->loop) : NULL;
   Py_XDECREF(coro);
+  if (runner && s->in_pump) {
+    eager_enqueue(s, runner); /* its first step runs when uv_run() returns */
+    return 0;
+  }
   /* asyncio.Task(runner, loop=loop), as loop.create_task() does. */
   PyObject *args[2] = {runner, s->loop};
   PyObject *task = runner ? PyObject_Vectorcall(s->task_type, args, 1, s->loop_kwnames) : NULL;
@@ -820,15 +828,22 @@ static void request_finish(PyObject *owner, PyObject *exc, int cancelled) {
  * the task itself always ends cleanly (errors are logged here) except for
  * cancellation, which propagates. */
 
-typedef struct {
+typedef struct RunnerObject {
   PyObject_HEAD PyObject *inner; /* the app's awaitable iterator */
   PyObject *owner;               /* the request or websocket */
   asgi_finish_fn finish;
+  PyObject *loop;
+  PyObject *context;     /* the context of an eager start, for its task */
+  PyObject *pending;     /* what the eager first step yielded, or */
+  PyObject *pending_exc; /* the exception it propagated: its task's first step gets it */
+  struct RunnerObject *next; /* the server's eager queue (a reference) */
+  int done;                  /* the awaitable ended and finish() ran */
 } RunnerObject;
 
 static PyTypeObject RunnerType;
 
-static PyObject *runner_new(PyObject *owner, asgi_finish_fn finish, PyObject *awaitable) {
+static PyObject *runner_new(PyObject *owner, asgi_finish_fn finish, PyObject *awaitable,
+                            PyObject *loop) {
   PyObject *inner;
   if (PyCoro_CheckExact(awaitable)) {
     inner = Py_NewRef(awaitable);
@@ -849,14 +864,19 @@ static PyObject *runner_new(PyObject *owner, asgi_finish_fn finish, PyObject *aw
   runner->inner = inner;
   runner->owner = Py_NewRef(owner);
   runner->finish = finish;
+  runner->loop = Py_NewRef(loop);
+  runner->context = runner->pending = runner->pending_exc = NULL;
+  runner->next = NULL;
+  runner->done = 0;
   PyObject_GC_Track(runner);
   return (PyObject *)runner;
 }
 
 /* Turns the inner iterator's outcome into the runner's. */
 static PySendResult runner_outcome(RunnerObject *self, PySendResult status, PyObject **result) {
-  if (status == PYGEN_NEXT)
-    return PYGEN_NEXT;
+  if (status == PYGEN_NEXT || self->done)
+    return status;
+  self->done = 1;
   if (status == PYGEN_RETURN) {
     Py_CLEAR(*result);
     self->finish(self->owner, NULL, 0);
@@ -884,6 +904,22 @@ static PySendResult runner_outcome(RunnerObject *self, PySendResult status, PyOb
 
 static PySendResult runner_am_send(PyObject *self, PyObject *arg, PyObject **result) {
   RunnerObject *runner = (RunnerObject *)self;
+  if (runner->pending) { /* the eager step's yield, now the task's */
+    *result = runner->pending;
+    runner->pending = NULL;
+    return PYGEN_NEXT;
+  }
+  if (runner->pending_exc) {
+    PyObject *exc = runner->pending_exc;
+    runner->pending_exc = NULL;
+    PyErr_Restore(Py_NewRef(Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+    *result = NULL;
+    return PYGEN_ERROR;
+  }
+  if (runner->done || !runner->inner) {
+    *result = Py_NewRef(Py_None);
+    return PYGEN_RETURN;
+  }
   return runner_outcome(runner, PyIter_Send(runner->inner, arg, result), result);
 }
 
@@ -902,7 +938,21 @@ static PyObject *runner_next(PyObject *self) { return runner_send(self, Py_None)
 
 static PyObject *runner_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
   RunnerObject *runner = (RunnerObject *)self;
-  PyObject *throw = PyObject_GetAttrString(runner->inner, "throw");
+  Py_CLEAR(runner->pending_exc);
+  if (runner->pending) {
+    /* The task was cancelled before it took over the eager step's future:
+     * cancel that future, as Task.cancel() would have. */
+    PyObject *fut = runner->pending;
+    runner->pending = NULL;
+    PyObject *r = PyObject_HasAttr(fut, S.cancel) ? PyObject_CallMethodNoArgs(fut, S.cancel) : NULL;
+    if (!r)
+      PyErr_Clear();
+    Py_XDECREF(r);
+    Py_DECREF(fut);
+  }
+  PyObject *throw = runner->inner ? PyObject_GetAttrString(runner->inner, "throw") : NULL;
+  if (!throw && !PyErr_Occurred())
+    PyErr_SetString(PyExc_RuntimeError, "the ASGI application was cleared");
   if (!throw)
     return NULL;
   PyObject *result = PyObject_Vectorcall(throw, args, (size_t)nargs, NULL);
@@ -939,13 +989,26 @@ static PyObject *runner_close(PyObject *self, PyObject *noargs) {
 static int runner_traverse(RunnerObject *self, visitproc visit, void *arg) {
   Py_VISIT(self->inner);
   Py_VISIT(self->owner);
+  Py_VISIT(self->loop);
+  Py_VISIT(self->context);
+  Py_VISIT(self->pending);
+  Py_VISIT(self->pending_exc);
+  return 0;
+}
+
+static int runner_clear(RunnerObject *self) {
+  Py_CLEAR(self->inner);
+  Py_CLEAR(self->owner);
+  Py_CLEAR(self->loop);
+  Py_CLEAR(self->context);
+  Py_CLEAR(self->pending);
+  Py_CLEAR(self->pending_exc);
   return 0;
 }
 
 static void runner_dealloc(RunnerObject *self) {
   PyObject_GC_UnTrack(self);
-  Py_XDECREF(self->inner);
-  Py_XDECREF(self->owner);
+  runner_clear(self);
   PyObject_GC_Del(self);
 }
 
@@ -968,9 +1031,187 @@ static PyTypeObject RunnerType = {
     .tp_iternext = runner_next,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_traverse = (traverseproc)runner_traverse,
+    .tp_clear = (inquiry)runner_clear,
     .tp_methods = runner_methods,
     .tp_doc = PyDoc_STR("The coroutine a request's task runs: the app, then the finish."),
 };
+
+/* ---- Eager first steps -----------------------------------------------------------
+ *
+ * A request's coroutine often runs to its end without waiting for anything
+ * (hello world; a FastAPI endpoint that only computes). Creating an
+ * asyncio.Task for it costs more than the rest of the request in Python
+ * (Task.__init__ calls the loop's Python get_debug() and call_soon(), names
+ * the task and adds it to a WeakSet; then one more loop iteration runs the
+ * step). So inside the pump, asgi_start_app() only queues the Runner; once
+ * uv_run() has returned (where the task's step would have run, outside any
+ * libuv callback, one loop iteration earlier) each queued Runner's first step
+ * runs here, as a Task's step runs it: in a copy of the context, with
+ * asyncio.current_task() set to a task.
+ *
+ * That task is an instance of RequestTask, an asyncio.Task subclass whose
+ * Task.__init__ runs lazily: on its first attribute access (app code that
+ * calls current_task().cancel(), get_name()...) or when the first step
+ * suspends. Until then it is an object that sniffio, anyio's cancel scopes
+ * (a weak key) and `is` comparisons can use. Once initialised, the task's
+ * first step takes over what the eager step left: the future it yielded
+ * (Runner.pending) or the exception it propagated (Runner.pending_exc), so
+ * from there on it is an ordinary asyncio task. */
+
+static Py_ssize_t task_runner_offset; /* RequestTask's _appbin_runner slot */
+
+static PyObject **task_runner(PyObject *task) {
+  return (PyObject **)((char *)task + task_runner_offset);
+}
+
+/* Runs Task.__init__(task, runner, loop=..., context=...) if it has not run
+ * yet: from then on the task drives the runner through the event loop. */
+static int task_materialize(PyObject *task) {
+  RunnerObject *runner = (RunnerObject *)*task_runner(task);
+  if (!runner)
+    return 0;
+  *task_runner(task) = NULL;
+  PyObject *args = PyTuple_Pack(1, (PyObject *)runner);
+  PyObject *kwargs = args ? Py_BuildValue("{sOsO}", "loop", runner->loop, "context",
+                                          runner->context ? runner->context : Py_None)
+                          : NULL;
+  int rc = kwargs ? Py_TYPE(task)->tp_base->tp_init(task, args, kwargs) : -1;
+  Py_XDECREF(args);
+  Py_XDECREF(kwargs);
+  Py_DECREF(runner);
+  return rc;
+}
+
+static PyObject *task_getattro(PyObject *task, PyObject *name) {
+  if (*task_runner(task) && task_materialize(task) != 0)
+    return NULL;
+  return PyObject_GenericGetAttr(task, name);
+}
+
+static int task_setattro(PyObject *task, PyObject *name, PyObject *value) {
+  if (*task_runner(task) && task_materialize(task) != 0)
+    return -1;
+  return PyObject_GenericSetAttr(task, name, value);
+}
+
+/* class RequestTask(asyncio.Task): __slots__ = ("_appbin_runner",), with the
+ * attribute hooks above. Made once per process. */
+static PyObject *request_task_type(PyObject *task_type) {
+  static PyObject *type;
+  if (type)
+    return Py_NewRef(type);
+  PyObject *ns = Py_BuildValue("{s(s)ss}", "__slots__", "_appbin_runner", "__module__", "_appbin");
+  PyObject *t = ns ? PyObject_CallFunction((PyObject *)&PyType_Type, "s(O)O", "RequestTask",
+                                           task_type, ns)
+                   : NULL;
+  Py_XDECREF(ns);
+  PyObject *slot = t ? PyObject_GetAttrString(t, "_appbin_runner") : NULL;
+  if (!slot) {
+    Py_XDECREF(t);
+    return NULL;
+  }
+  if (!Py_IS_TYPE(slot, &PyMemberDescr_Type)) {
+    Py_DECREF(slot);
+    Py_DECREF(t);
+    return PyErr_Format(PyExc_TypeError, "RequestTask has no slot");
+  }
+  task_runner_offset = ((PyMemberDescrObject *)slot)->d_member->offset;
+  Py_DECREF(slot);
+  ((PyTypeObject *)t)->tp_getattro = task_getattro;
+  ((PyTypeObject *)t)->tp_setattro = task_setattro;
+  PyType_Modified((PyTypeObject *)t);
+  type = t;
+  return Py_NewRef(type);
+}
+
+static void eager_enqueue(ServerObject *s, PyObject *runner) {
+  if (s->eager_tail)
+    ((RunnerObject *)s->eager_tail)->next = (RunnerObject *)runner;
+  else
+    s->eager_head = runner;
+  s->eager_tail = runner;
+}
+
+/* The runner's first step, as its task's first step would run it. -1 with
+ * an exception set if it could not be run or handed over to its task. */
+static int eager_step(ServerObject *s, RunnerObject *runner) {
+  PyObject *context = PyContext_CopyCurrent();
+  PyTypeObject *type = (PyTypeObject *)s->eager_task_type;
+  PyObject *task = context ? type->tp_alloc(type, 0) : NULL;
+  if (!task) {
+    Py_XDECREF(context);
+    return -1;
+  }
+  Py_XSETREF(runner->context, context);
+  *task_runner(task) = Py_NewRef((PyObject *)runner);
+  PyObject *args[2] = {s->loop, task}, *r = NULL;
+  if (PyContext_Enter(context) != 0) {
+    Py_DECREF(task);
+    return -1;
+  }
+  if (!(r = PyObject_Vectorcall(s->enter_task, args, 2, NULL))) {
+    PyContext_Exit(context);
+    Py_DECREF(task);
+    return -1;
+  }
+  Py_DECREF(r);
+  PyObject *result, *type_, *exc, *tb;
+  PySendResult status = runner_am_send((PyObject *)runner, Py_None, &result);
+  PyErr_Fetch(&type_, &exc, &tb);
+  if (!(r = PyObject_Vectorcall(s->leave_task, args, 2, NULL)))
+    PyErr_WriteUnraisable(task);
+  Py_XDECREF(r);
+  if (PyContext_Exit(context) != 0)
+    PyErr_WriteUnraisable(task);
+  int rc = 0;
+  if (status == PYGEN_RETURN) {
+    Py_DECREF(result); /* done; a task initialised meanwhile returns None */
+  } else if (status == PYGEN_NEXT) {
+    runner->pending = result;
+    rc = task_materialize(task);
+  } else {
+    PyErr_NormalizeException(&type_, &exc, &tb);
+    if (exc && tb)
+      PyException_SetTraceback(exc, tb);
+    /* A cancellation nobody can see is dropped; KeyboardInterrupt and
+     * SystemExit go through the task to the loop, as they would have. */
+    if (exc && (*task_runner(task) == NULL ||
+                !PyErr_GivenExceptionMatches(exc, s->cancelled_error))) {
+      runner->pending_exc = Py_NewRef(exc);
+      rc = task_materialize(task);
+    }
+    Py_XDECREF(type_);
+    Py_XDECREF(exc);
+    Py_XDECREF(tb);
+  }
+  Py_DECREF(task);
+  return rc;
+}
+
+static void run_eager_queue(ServerObject *s) {
+  while (s->eager_head) {
+    RunnerObject *runner = (RunnerObject *)s->eager_head;
+    s->eager_head = (PyObject *)runner->next;
+    if (!s->eager_head)
+      s->eager_tail = NULL;
+    runner->next = NULL;
+    if (eager_step(s, runner) != 0) {
+      PyObject *type, *exc, *tb;
+      PyErr_Fetch(&type, &exc, &tb);
+      PyErr_NormalizeException(&type, &exc, &tb);
+      if (!runner->done) { /* answer 500 rather than leave the request hanging */
+        runner->done = 1;
+        runner->finish(runner->owner, exc ? exc : Py_None, 0);
+      } else {
+        asgi_log_exception(s, "cannot run the ASGI application", exc ? exc : Py_None);
+      }
+      Py_XDECREF(type);
+      Py_XDECREF(exc);
+      Py_XDECREF(tb);
+    }
+    Py_DECREF(runner);
+  }
+}
 
 /* ---- receive and send ---------------------------------------------------------- */
 
@@ -1285,10 +1526,13 @@ static PyObject *server_pump(ServerObject *s, PyObject *noargs) {
   s->pump_scheduled = 0;
   if (s->closed)
     Py_RETURN_NONE;
+  s->in_pump = 1;
   uv_run(&s->uv, UV_RUN_NOWAIT);
-  access_log_flush(s);
+  s->in_pump = 0;
   if (PyErr_Occurred())
     asgi_log_current_exception(s, "error in the HTTP server");
+  run_eager_queue(s);
+  access_log_flush(s);
   if (server_arm_timer(s) != 0)
     return NULL;
   Py_RETURN_NONE;
@@ -1388,6 +1632,21 @@ static PyObject *runner_task_type(void) {
   return task;
 }
 
+/* What the eager first steps need from _asyncio and asyncio. */
+static int asyncio_hooks(ServerObject *s) {
+  PyObject *mod = PyImport_ImportModule("_asyncio");
+  if (!mod)
+    return -1;
+  s->enter_task = PyObject_GetAttrString(mod, "_enter_task");
+  s->leave_task = s->enter_task ? PyObject_GetAttrString(mod, "_leave_task") : NULL;
+  Py_DECREF(mod);
+  if (!s->leave_task || !(mod = PyImport_ImportModule("asyncio")))
+    return -1;
+  s->cancelled_error = PyObject_GetAttrString(mod, "CancelledError");
+  Py_DECREF(mod);
+  return s->cancelled_error ? 0 : -1;
+}
+
 static const http_callbacks server_callbacks = {
     .on_request = on_request,
     .on_body = on_body,
@@ -1417,6 +1676,7 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
   if (!(s->runtime = PyImport_ImportModule("_appbin_runtime")) ||
       !(s->create_future = PyObject_GetAttr(loop, S.create_future)) ||
       !(s->task_type = runner_task_type()) || !(s->loop_kwnames = Py_BuildValue("(s)", "loop")) ||
+      !(s->eager_task_type = request_task_type(s->task_type)) || asyncio_hooks(s) != 0 ||
       !(s->call_soon = PyObject_GetAttr(loop, S.call_soon)) ||
       !(s->call_later = PyObject_GetAttr(loop, S.call_later)) ||
       !(s->loop_time = PyObject_GetAttr(loop, S.time)) ||
@@ -1634,6 +1894,10 @@ static int server_traverse(ServerObject *s, visitproc visit, void *arg) {
   Py_VISIT(s->on_max_requests);
   Py_VISIT(s->create_future);
   Py_VISIT(s->task_type);
+  Py_VISIT(s->eager_task_type);
+  Py_VISIT(s->enter_task);
+  Py_VISIT(s->leave_task);
+  Py_VISIT(s->cancelled_error);
   Py_VISIT(s->call_soon);
   Py_VISIT(s->call_later);
   Py_VISIT(s->loop_time);
@@ -1649,6 +1913,17 @@ static int server_clear(ServerObject *s) {
   Py_CLEAR(s->on_max_requests);
   Py_CLEAR(s->create_future);
   Py_CLEAR(s->task_type);
+  Py_CLEAR(s->eager_task_type);
+  Py_CLEAR(s->enter_task);
+  Py_CLEAR(s->leave_task);
+  Py_CLEAR(s->cancelled_error);
+  while (s->eager_head) { /* never left queued; for safety */
+    RunnerObject *runner = (RunnerObject *)s->eager_head;
+    s->eager_head = (PyObject *)runner->next;
+    runner->next = NULL;
+    Py_DECREF(runner);
+  }
+  s->eager_tail = NULL;
   Py_CLEAR(s->loop_kwnames);
   Py_CLEAR(s->call_soon);
   Py_CLEAR(s->call_later);

@@ -21,6 +21,11 @@ typedef struct ServerObject {
   PyObject *app, *loop, *state, *root_path, *root_path_bytes, *runtime;
   PyObject *create_future, *call_soon, *call_later, *loop_time;
   PyObject *task_type, *loop_kwnames; /* asyncio.Task, ("loop",) */
+  PyObject *eager_task_type;          /* the lazily initialised Task subclass */
+  PyObject *enter_task, *leave_task;  /* _asyncio._enter_task, _leave_task */
+  PyObject *cancelled_error;          /* asyncio.CancelledError */
+  PyObject *eager_head, *eager_tail;  /* Runners whose first step is due */
+  int in_pump;                        /* inside server_pump's uv_run() */
   PyObject *pump;                     /* bound _pump method */
   PyObject *timer;
   double timer_when;
@@ -83,7 +88,9 @@ int asgi_convert_headers(PyObject *headers, http_header *out, size_t max, size_t
 typedef void (*asgi_finish_fn)(PyObject *owner, PyObject *exc, int cancelled);
 /* Calls app(scope, receive, send) and runs the result as an asyncio task;
  * finish(owner, ...) runs when it ends. -1 with an exception set if the app
- * could not be started. */
+ * could not be started. Inside the pump, the coroutine's first step runs
+ * eagerly once uv_run() returns, and a Task is only set up if it suspends
+ * (see "Eager first steps" in asgi.c). */
 int asgi_start_app(ServerObject *s, PyObject *scope, PyObject *receive, PyObject *send,
                    PyObject *owner, asgi_finish_fn finish);
 

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zip.h>
+#include <zlib.h>
+#include <zstd.h>
 
 static uint64_t name_hash(const char *s, size_t len) {
   uint64_t h = 1469598103934665603ULL; /* FNV-1a */
@@ -87,8 +89,9 @@ int zipindex_open(zipindex *zi, const void *data, size_t len, char *err, size_t 
   }
   for (zip_int64_t i = 0; i < n; i++) {
     zip_stat_t st;
-    if (zip_stat_index(zip, (zip_uint64_t)i, 0, &st) != 0 || !(st.valid & ZIP_STAT_NAME) ||
-        !(st.valid & ZIP_STAT_SIZE)) {
+    const zip_uint64_t need =
+        ZIP_STAT_NAME | ZIP_STAT_SIZE | ZIP_STAT_COMP_SIZE | ZIP_STAT_COMP_METHOD | ZIP_STAT_CRC;
+    if (zip_stat_index(zip, (zip_uint64_t)i, 0, &st) != 0 || (st.valid & need) != need) {
       snprintf(err, errlen, "archive member %lld is unreadable", (long long)i);
       goto fail;
     }
@@ -97,11 +100,20 @@ int zipindex_open(zipindex *zi, const void *data, size_t len, char *err, size_t 
       snprintf(err, errlen, "archive member name is unsafe: %.200s", st.name);
       goto fail;
     }
+    if (st.comp_method != ZIPINDEX_STORED && st.comp_method != ZIPINDEX_DEFLATED &&
+        st.comp_method != ZIPINDEX_ZSTD) {
+      snprintf(err, errlen, "archive member %.200s uses unsupported compression method %u",
+               st.name, (unsigned)st.comp_method);
+      goto fail;
+    }
     zipindex_entry *e = &zi->entries[zi->count++];
     e->name = st.name;
     e->name_len = nlen;
     e->size = st.size;
+    e->comp_size = st.comp_size;
     e->zip_index = (uint64_t)i;
+    e->crc = st.crc;
+    e->method = st.comp_method;
   }
   qsort(zi->entries, zi->count, sizeof(*zi->entries), entry_cmp);
   for (size_t i = 1; i < zi->count; i++) {
@@ -143,34 +155,84 @@ const zipindex_entry *zipindex_find(const zipindex *zi, const char *name, size_t
   return NULL;
 }
 
-int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
-  zip_file_t *f = zip_fopen_index(zi->zip, e->zip_index, 0);
-  if (!f) {
-    snprintf(err, errlen, "cannot open member %s: %s", e->name, zip_strerror(zi->zip));
-    return -1;
-  }
-  zip_int64_t got = 0;
-  while ((uint64_t)got < e->size) {
-    zip_int64_t r = zip_fread(f, (char *)buf + got, e->size - (uint64_t)got);
+/* Reads `len` bytes from f into buf, then checks that f holds no more (a read
+ * past the end also makes libzip verify the CRC of an inflated member). */
+static int read_exactly(zip_file_t *f, const zipindex_entry *e, void *buf, uint64_t len, char *err,
+                        size_t errlen) {
+  uint64_t got = 0;
+  while (got < len) {
+    zip_int64_t r = zip_fread(f, (char *)buf + got, len - got);
     if (r <= 0) {
       snprintf(err, errlen, "cannot read member %s: %s", e->name,
                r < 0 ? zip_file_strerror(f) : "unexpected end of data");
-      zip_fclose(f);
       return -1;
     }
-    got += r;
+    got += (uint64_t)r;
   }
-  /* A read past the end makes libzip verify the CRC of what was read. */
   char extra;
   zip_int64_t more = zip_fread(f, &extra, 1);
   if (more != 0) {
     snprintf(err, errlen, "member %s is damaged: %s", e->name,
              more > 0 ? "it holds more data than its recorded size" : zip_file_strerror(f));
-    zip_fclose(f);
     return -1;
   }
-  zip_fclose(f);
   return 0;
+}
+
+/* A zstd member: its raw frame from libzip, decompressed into buf. */
+static int read_zstd(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
+  if (e->comp_size > SIZE_MAX || e->size > SIZE_MAX) {
+    snprintf(err, errlen, "member %s is too large", e->name);
+    return -1;
+  }
+  void *frame = malloc(e->comp_size ? (size_t)e->comp_size : 1);
+  if (!frame) {
+    snprintf(err, errlen, "out of memory reading member %s", e->name);
+    return -1;
+  }
+  int rc = -1;
+  zip_file_t *f = zip_fopen_index(zi->zip, e->zip_index, ZIP_FL_COMPRESSED);
+  if (!f) {
+    snprintf(err, errlen, "cannot open member %s: %s", e->name, zip_strerror(zi->zip));
+    goto done;
+  }
+  if (read_exactly(f, e, frame, e->comp_size, err, errlen) != 0)
+    goto done;
+  size_t n = ZSTD_decompress(buf, (size_t)e->size, frame, (size_t)e->comp_size);
+  if (ZSTD_isError(n) || n != e->size) {
+    snprintf(err, errlen, "member %s is damaged: %s", e->name,
+             ZSTD_isError(n) ? ZSTD_getErrorName(n) : "its size differs from the recorded one");
+    goto done;
+  }
+  uLong crc = crc32(0L, Z_NULL, 0);
+  for (uint64_t at = 0; at < e->size;) { /* crc32() takes a uInt length */
+    uInt chunk = e->size - at > (1u << 30) ? (1u << 30) : (uInt)(e->size - at);
+    crc = crc32(crc, (const Bytef *)buf + at, chunk);
+    at += chunk;
+  }
+  if ((uint32_t)crc != e->crc) {
+    snprintf(err, errlen, "member %s is damaged: CRC error", e->name);
+    goto done;
+  }
+  rc = 0;
+done:
+  if (f)
+    zip_fclose(f);
+  free(frame);
+  return rc;
+}
+
+int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
+  if (e->method == ZIPINDEX_ZSTD)
+    return read_zstd(zi, e, buf, err, errlen);
+  zip_file_t *f = zip_fopen_index(zi->zip, e->zip_index, 0);
+  if (!f) {
+    snprintf(err, errlen, "cannot open member %s: %s", e->name, zip_strerror(zi->zip));
+    return -1;
+  }
+  int rc = read_exactly(f, e, buf, e->size, err, errlen);
+  zip_fclose(f);
+  return rc;
 }
 
 size_t zipindex_lower_bound(const zipindex *zi, const char *prefix, size_t len) {

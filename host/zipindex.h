@@ -2,6 +2,10 @@
  * zipindex: the archive's members, read once from the zip central directory
  * (through libzip) into a sorted array with a hash index by name.
  *
+ * Members are stored, deflated (libzip inflates them) or zstd-compressed
+ * (method 93: libzip 1.7 hands over the raw frame and zstd decompresses it
+ * here; the CRC-32 is checked either way).
+ *
  * Not thread-safe: callers serialise access (the importer holds the GIL).
  */
 #ifndef APPBIN_ZIPINDEX_H
@@ -13,9 +17,14 @@
 typedef struct zipindex_entry {
   const char *name; /* owned by libzip, valid while the index is open */
   size_t name_len;
-  uint64_t size; /* uncompressed size */
+  uint64_t size;      /* uncompressed size */
+  uint64_t comp_size; /* size in the archive */
   uint64_t zip_index;
+  uint32_t crc;    /* CRC-32 of the uncompressed bytes */
+  uint16_t method; /* ZIPINDEX_STORED, _DEFLATED or _ZSTD */
 } zipindex_entry;
+
+enum { ZIPINDEX_STORED = 0, ZIPINDEX_DEFLATED = 8, ZIPINDEX_ZSTD = 93 };
 
 typedef struct zipindex {
   void *zip;               /* zip_t */
@@ -28,7 +37,8 @@ typedef struct zipindex {
 
 /* Opens the zip archive held in `data` (not copied: must outlive the index).
  * Rejects member names that are empty or absolute, or hold a "." or ".."
- * component or a backslash (libzip itself turns a NUL in a name into a space).
+ * component or a backslash (libzip itself turns a NUL in a name into a space),
+ * and members compressed with a method other than the three above.
  * Returns 0, or -1 with a message in err. */
 int zipindex_open(zipindex *zi, const void *data, size_t len, char *err, size_t errlen);
 

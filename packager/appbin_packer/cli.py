@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from . import VERSION, PackError, UsageError
-from .archive import COMPRESSION
+from .archive import COMPRESSION, LEVELS
 from .inputs import parse_app, parse_default
 from .pack import Options, pack
 from .summary import format_summary
@@ -36,9 +36,12 @@ def build_parser():
                         help="the bare appbin host executable")
     parser.add_argument("--sources", choices=("keep", "drop"), default="keep",
                         help="keep .py sources beside the .pyc (default) or drop them")
-    parser.add_argument("--compression", choices=tuple(COMPRESSION), default="auto",
-                        help="zip compression: auto (default) stores what start-up reads "
-                             "(.pyc, native code) and deflates the rest; stored; deflate")
+    parser.add_argument("--compression", choices=tuple(COMPRESSION), default="zstd",
+                        help="member compression: zstd (default; small and fast to read), "
+                             "deflate, or stored (the biggest file); a member that does not "
+                             "shrink is stored")
+    parser.add_argument("--compression-level", type=int, metavar="N", dest="level",
+                        help="zstd 1-22 (default 9), deflate 1-9 (default 6)")
     parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                         help="leave out members whose archive path (e.g. site-packages/pkg/"
                              "tests) or a parent directory of it matches GLOB; repeatable")
@@ -60,10 +63,16 @@ def parse_options(argv):
     """Parses and checks the command line; returns (Options, quiet)."""
     args = build_parser().parse_args(argv)
     parse_app(args.app)
+    compression = COMPRESSION[args.compression]
+    levels = LEVELS[compression]
+    if args.level is not None and args.level not in levels:
+        allowed = f"levels {levels.start}-{levels.stop - 1}" if len(levels) > 1 else "no level"
+        raise UsageError(f"argument --compression-level: {args.compression} takes {allowed}, "
+                         f"not {args.level} (see --help)")
     options = Options(
         venv=args.venv, app=args.app, output=args.output, host=args.host,
         factory=args.factory, keep_sources=args.sources == "keep",
-        compression=COMPRESSION[args.compression], excludes=tuple(args.exclude),
+        compression=compression, level=args.level, excludes=tuple(args.exclude),
         defaults=tuple(parse_default(d) for d in args.defaults), bundle_libs=args.bundle_libs,
         **_system_libs(args.system_libs))
     return options, args.quiet

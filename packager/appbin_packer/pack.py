@@ -27,7 +27,8 @@ class Options:
     host: str
     factory: bool = False
     keep_sources: bool = True
-    compression: int = 0  # a zipfile.ZIP_* constant
+    compression: int = 93  # archive.ZSTD, DEFLATED or STORED
+    level: int | None = None  # compression level; None: archive.DEFAULT_LEVEL
     excludes: tuple = ()
     defaults: tuple = ()  # (option, value) pairs
     bundle_libs: bool = True
@@ -64,7 +65,8 @@ def pack(options, warn):
                                              frozenset(options.system_libs), warn)
     members += lib_members
     members.append(Member(MANIFEST_MEMBER, data=manifest_bytes(_manifest(options, preloads))))
-    written = write_app(options.output, options.host, members, options.compression)
+    written = write_app(options.output, options.host, members, options.compression,
+                        options.level)
     return PackResult(written, owners, site.dropped)
 
 

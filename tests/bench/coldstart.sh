@@ -2,12 +2,12 @@
 # Cold start of app.bin next to the same venv run by Debian's python3.11.
 #
 # The example app (examples/: FastAPI) is packed twice, with the default
-# --compression auto and with --compression deflate, and hyperfine runs, side by
+# --compression zstd and with --compression stored, and hyperfine runs, side by
 # side in one invocation:
 #   venv python   VENV/bin/python -c CODE   (Debian's python3.11 over the venv
 #                                             on disk, __pycache__ warm)
-#   app.bin       app.bin python -c CODE    (default --compression auto)
-#   app.bin       app.bin python -c CODE    (deflate)
+#   app.bin       app.bin python -c CODE    (default --compression zstd)
+#   app.bin       app.bin python -c CODE    (stored)
 # for CODE = "pass" (interpreter start) and "import fastapi" (the app's
 # imports), plus `--version` of the bare host and of both app.bin files (no
 # interpreter: what reading the trailer and checking the payload's SHA-256
@@ -84,14 +84,14 @@ log "venv: $venv"
 
 # ---- pack it twice -------------------------------------------------------------
 mkdir -p "$out" "$top/build/bench"
-auto="$out/app.bin" deflate="$out/app-deflate.bin"
-$pack --venv "$venv" --app my_package.web:app --host "$host" -o "$auto" --quiet
-$pack --venv "$venv" --app my_package.web:app --host "$host" -o "$deflate" --quiet \
-  --compression deflate
+zstd="$out/app.bin" stored="$out/app-stored.bin"
+$pack --venv "$venv" --app my_package.web:app --host "$host" -o "$zstd" --quiet
+$pack --venv "$venv" --app my_package.web:app --host "$host" -o "$stored" --quiet \
+  --compression stored
 
 # Each command must work before it is timed; the first venv run also writes
 # the venv's __pycache__ (warm from then on).
-for cmd in "$venv/bin/python" "$auto python" "$deflate python"; do
+for cmd in "$venv/bin/python" "$zstd python" "$stored python"; do
   for code in "pass" "import fastapi, my_package.web"; do
     $cmd -c "$code" >/dev/null 2>"$out/check.err" ||
       die "'$cmd -c \"$code\"' failed: $(tail -n 3 "$out/check.err")"
@@ -106,20 +106,20 @@ ls "$site"/fastapi/__pycache__/*.cpython-311.pyc >/dev/null 2>&1 ||
 json="$top/build/bench/coldstart.json"
 hyperfine --shell=none --style basic --warmup "$warmup" --runs "$runs" --export-json "$json" \
   -n "bare host: --version" "$host --version" \
-  -n "app.bin auto: --version" "$auto --version" \
-  -n "app.bin deflate: --version" "$deflate --version" \
+  -n "app.bin zstd: --version" "$zstd --version" \
+  -n "app.bin stored: --version" "$stored --version" \
   -n "venv python: pass" "$venv/bin/python -c pass" \
-  -n "app.bin auto: pass" "$auto python -c pass" \
-  -n "app.bin deflate: pass" "$deflate python -c pass" \
+  -n "app.bin zstd: pass" "$zstd python -c pass" \
+  -n "app.bin stored: pass" "$stored python -c pass" \
   -n "venv python: import fastapi" "$venv/bin/python -c 'import fastapi'" \
-  -n "app.bin auto: import fastapi" "$auto python -c 'import fastapi'" \
-  -n "app.bin deflate: import fastapi" "$deflate python -c 'import fastapi'" >&2
+  -n "app.bin zstd: import fastapi" "$zstd python -c 'import fastapi'" \
+  -n "app.bin stored: import fastapi" "$stored python -c 'import fastapi'" >&2
 
-"$PYTHON" -I - "$json" "$auto" "$deflate" "$host" "$venv" "$runs" <<'EOF' | tee "$top/build/bench/coldstart.md"
+"$PYTHON" -I - "$json" "$zstd" "$stored" "$host" "$venv" "$runs" <<'EOF' | tee "$top/build/bench/coldstart.md"
 import json, os, platform, sys
 from pathlib import Path
 
-data, auto, deflate, host, venv, runs = sys.argv[1:]
+data, zstd, stored, host, venv, runs = sys.argv[1:]
 results = {r["command"]: r for r in json.loads(Path(data).read_text())["results"]}
 
 
@@ -131,13 +131,13 @@ print(f"Cold start, {runs} runs each after warm-up (hyperfine -N); {os.cpu_count
       f"Linux {platform.release()}, load average {os.getloadavg()[0]:.2f}.\n")
 print("| code | runner | mean ± σ (ms) | min (ms) | ratio to venv python |")
 print("| --- | --- | ---: | ---: | ---: |")
-for runner in ("bare host", "app.bin auto", "app.bin deflate"):
+for runner in ("bare host", "app.bin zstd", "app.bin stored"):
     r = results[f"{runner}: --version"]
     print(f"| `--version` (no Python) | {runner} | {ms(r['mean'])} ± {ms(r['stddev'])} | "
           f"{ms(r['min'])} | |")
 for code in ("pass", "import fastapi"):
     base = results[f"venv python: {code}"]
-    for runner in ("venv python", "app.bin auto", "app.bin deflate"):
+    for runner in ("venv python", "app.bin zstd", "app.bin stored"):
         r = results[f"{runner}: {code}"]
         ratio = r["mean"] / base["mean"]
         # σ of the ratio by first-order error propagation.
@@ -162,9 +162,9 @@ site = Path(venv) / "lib" / "python3.11" / "site-packages"
 mib = 1024 * 1024
 print("\n| file | size (MiB) |")
 print("| --- | ---: |")
-print(f"| app.bin, `--compression auto` (default) | {size(auto) / mib:.1f} |")
-print(f"| app.bin, `--compression deflate` | {size(deflate) / mib:.1f} "
-      f"({size(deflate) / size(auto):.0%} of auto) |")
+print(f"| app.bin, `--compression zstd` (default) | {size(zstd) / mib:.1f} |")
+print(f"| app.bin, `--compression stored` | {size(stored) / mib:.1f} "
+      f"({size(stored) / size(zstd):.0%} of zstd) |")
 print(f"| of which the bare host | {size(host) / mib:.1f} |")
 print(f"| for comparison: the venv's site-packages (no __pycache__) | {tree_size(site) / mib:.1f} |")
 EOF

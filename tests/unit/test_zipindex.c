@@ -1,7 +1,7 @@
 /* zipindex: opening archives written by ziptest, lookups (find, lower_bound,
  * is_dir), byte-exact reads, and the archives it must reject: not a zip,
  * truncated anywhere, unsafe or duplicate names, inconsistent headers, and
- * damaged member data (CRC). */
+ * damaged member data (CRC, zstd frames), unsupported compression methods. */
 #include "check.h"
 #include "zipindex.h"
 #include "ziptest.h"
@@ -33,6 +33,9 @@ static const member members[] = {
     {"dir.x/y", "dot", 3, 0},
     {"dir0/y", "zero", 4, 0},
     {"emptydeflate", "", 0, ZT_DEFLATE},
+    {"big.zst", big, sizeof(big), ZT_ZSTD},
+    {"zst/small", "zstd", 4, ZT_ZSTD},
+    {"emptyzstd", "", 0, ZT_ZSTD},
 };
 #define NMEMBERS (sizeof(members) / sizeof(members[0]))
 
@@ -523,10 +526,16 @@ static void test_crc(void) {
   zt_add_ex(&z, "shorter", 7, "0123456789", 10, ZT_SIZE_MINUS1);
   zt_add_ex(&z, "longer-deflate", 14, "0123456789", 10, ZT_SIZE_PLUS1 | ZT_DEFLATE);
   zt_add_ex(&z, "shorter-deflate", 15, "0123456789", 10, ZT_SIZE_MINUS1 | ZT_DEFLATE);
+  zt_add_ex(&z, "badcrc-zstd", 11, big, sizeof(big), ZT_BAD_CRC | ZT_ZSTD);
+  zt_add_ex(&z, "longer-zstd", 11, "0123456789", 10, ZT_SIZE_PLUS1 | ZT_ZSTD);
+  zt_add_ex(&z, "shorter-zstd", 12, "0123456789", 10, ZT_SIZE_MINUS1 | ZT_ZSTD);
   zt_add_str(&z, "last", "end");
   size_t len;
   uint8_t *zip = zt_finish(&z, 0, &len);
   EXPECT_READ_FAILS(zip, len, "badcrc", "CRC");
+  EXPECT_READ_FAILS(zip, len, "badcrc-zstd", "CRC");
+  EXPECT_READ_FAILS(zip, len, "longer-zstd", "size");
+  EXPECT_READ_FAILS(zip, len, "shorter-zstd", "damaged");
   EXPECT_READ_FAILS(zip, len, "badcrc-deflate", "CRC");
   EXPECT_READ_FAILS(zip, len, "longer", NULL);
   EXPECT_READ_FAILS(zip, len, "shorter", NULL);
@@ -570,6 +579,36 @@ static void test_crc(void) {
   zip[deflated_at] ^= 0x01;
   EXPECT_READ_FAILS(zip, len, "deflated", NULL);
   free(zip);
+
+  /* A damaged zstd frame (its CRC right): every byte of it, one at a time. */
+  zt_init(&z);
+  zt_add_ex(&z, "z", 1, big, 2000, ZT_ZSTD);
+  zip = zt_finish(&z, 0, &len);
+  size_t frame_len = 0;
+  memcpy(&frame_len, zip + 18, 4); /* the local header's compressed size */
+  for (size_t at = 30 + 1; at < 30 + 1 + frame_len; at++) {
+    zip[at] ^= 0x55;
+    EXPECT_READ_FAILS(zip, len, "z", "damaged");
+    zip[at] ^= 0x55;
+  }
+  free(zip);
+}
+
+/* A compression method other than stored, deflate and zstd: the archive is
+ * refused when opened, naming the member and the method. */
+static void test_unsupported_method(void) {
+  ziptest z;
+  zt_init(&z);
+  zt_add_str(&z, "fine", "ok");
+  zt_add_ex(&z, "bz", 2, "data", 4, ZT_BZIP2_METHOD);
+  size_t len;
+  uint8_t *zip = zt_finish(&z, 0, &len);
+  zipindex zi;
+  char err[256] = "";
+  CHECK_EQ_INT(zipindex_open(&zi, zip, len, err, sizeof(err)), -1);
+  if (!CHECK(strstr(err, "bz") && strstr(err, "method 12")))
+    fprintf(stderr, "  err: %s\n", err);
+  free(zip);
 }
 
 /* Flips every byte of a small archive (two ways): the index never crashes,
@@ -581,6 +620,7 @@ static void test_every_byte_flipped(void) {
   zt_add_ex(&z, "a/two.bin", 9, binary, 64, 0);
   zt_add_ex(&z, "b/three.txt", 11, big, 300, ZT_DEFLATE);
   zt_add_str(&z, "c", "");
+  zt_add_ex(&z, "d.zst", 5, big, 300, ZT_ZSTD);
   size_t len;
   uint8_t *zip = zt_finish(&z, 0, &len);
   static const struct {
@@ -590,7 +630,8 @@ static void test_every_byte_flipped(void) {
   } want[] = {{"a/one.py", "print('one')\n", 13},
               {"a/two.bin", binary, 64},
               {"b/three.txt", big, 300},
-              {"c", "", 0}};
+              {"c", "", 0},
+              {"d.zst", big, 300}};
   int wrong = 0, opened = 0;
   static const uint8_t masks[] = {0x01, 0x80, 0xff};
   for (size_t m = 0; m < sizeof(masks); m++) {
@@ -605,14 +646,14 @@ static void test_every_byte_flipped(void) {
         for (size_t i = 0; i < zi.count; i++) {
           const zipindex_entry *e = &zi.entries[i];
           size_t w = 0;
-          while (w < 4 && strcmp(want[w].name, e->name) != 0)
+          while (w < 5 && strcmp(want[w].name, e->name) != 0)
             w++;
           char *buf;
           if (e->size > 1 << 20)
             continue; /* do not trust a damaged size for an allocation */
           if (read_member(&zi, e, &buf, err, sizeof(err)) != 0)
             continue;
-          if (w == 4 || e->size != want[w].len || memcmp(buf, want[w].data, e->size) != 0) {
+          if (w == 5 || e->size != want[w].len || memcmp(buf, want[w].data, e->size) != 0) {
             if (wrong++ < 5)
               fprintf(stderr, "  byte %zu ^ 0x%02x: member \"%s\" read back wrong data\n", at,
                       masks[m], e->name);
@@ -758,6 +799,7 @@ int main(void) {
   test_cp437_name();
   test_inconsistent_headers();
   test_crc();
+  test_unsupported_method();
   test_every_byte_flipped();
   test_many_members();
   test_zip64();

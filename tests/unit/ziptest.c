@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #define DOS_DATE_1980_01_01 ((0 << 9) | (1 << 5) | 1)
 
@@ -84,6 +85,16 @@ static uint8_t *deflate_raw(const void *data, size_t len, size_t *out_len) {
   return out;
 }
 
+/* A zstd frame with the content size, as appbin-pack writes (method 93). */
+static uint8_t *zstd_frame(const void *data, size_t len, size_t *out_len) {
+  size_t cap = ZSTD_compressBound(len);
+  uint8_t *out = xrealloc(NULL, cap);
+  *out_len = ZSTD_compress(out, cap, data, len, 3);
+  if (ZSTD_isError(*out_len))
+    abort();
+  return out;
+}
+
 void zt_add_ex(ziptest *z, const char *name, size_t name_len, const void *data, size_t len,
                unsigned flags) {
   uint32_t crc = zt_crc32(data, len);
@@ -97,16 +108,22 @@ void zt_add_ex(ziptest *z, const char *name, size_t name_len, const void *data, 
     packed = deflate_raw(data, len, &body_len);
     body = packed;
     method = 8;
+  } else if (flags & ZT_ZSTD) {
+    packed = zstd_frame(data, len, &body_len);
+    body = packed;
+    method = 93;
+  } else if (flags & ZT_BZIP2_METHOD) {
+    method = 12;
   }
   uint32_t usize = (uint32_t)len, csize = (uint32_t)body_len;
   if (flags & ZT_SIZE_PLUS1) {
     usize++;
-    if (!(flags & ZT_DEFLATE))
+    if (method == 0)
       csize++;
   }
   if (flags & ZT_SIZE_MINUS1) {
     usize--;
-    if (!(flags & ZT_DEFLATE))
+    if (method == 0)
       csize--;
   }
   uint32_t gp = (flags & ZT_UTF8) ? 1u << 11 : 0;

@@ -27,6 +27,8 @@ enum {
   ZT_EXEC_ATTRS = 1 << 6,  /* external attributes: -rwxr-xr-x (else -rw-r--r--) */
   ZT_SIZE_PLUS1 = 1 << 7,  /* both headers claim one byte more than stored */
   ZT_SIZE_MINUS1 = 1 << 8, /* both headers claim one byte less than stored */
+  ZT_ZSTD = 1 << 9,        /* a zstd frame (method 93) instead of stored */
+  ZT_BZIP2_METHOD = 1 << 10, /* stored bytes labelled method 12 (bzip2) */
 };
 
 /* Whole-archive flags (zt_finish). */
