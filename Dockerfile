@@ -11,8 +11,12 @@
 #
 # Build arguments:
 #   BUILDER_IMAGE  a Debian 12 image with apt (default debian:12)
-#   FINAL_IMAGE    the runtime base (default distroless base-debian13:nonroot;
-#                  any glibc >= 2.36 base works, e.g. base-debian12)
+#   FINAL_IMAGE    the runtime base (default distroless base-nossl-debian13:nonroot,
+#                  glibc only; any glibc >= 2.36 base works, e.g. base-debian12)
+#   PACK_OPTIONS   more appbin-pack options (default "--system-lib none": app.bin
+#                  carries its own libssl, libcrypto and zlib, which base-nossl
+#                  lacks; pass PACK_OPTIONS= to use those of a base that has
+#                  them, such as base-debian13, and get its OpenSSL updates)
 #   PIP_INDEX_URL  package index for pip (a mirror); Poetry reads the sources
 #                  in the project's pyproject.toml/poetry.lock
 #   PROJECT_DIR    the app's project in the build context (default examples)
@@ -25,7 +29,7 @@
 # is used by pip and Poetry only, and lands in no layer):
 #   docker build --secret id=ca-certificates,src=/etc/ssl/certs/ca-certificates.crt .
 ARG BUILDER_IMAGE=debian:12
-ARG FINAL_IMAGE=gcr.io/distroless/base-debian13:nonroot
+ARG FINAL_IMAGE=gcr.io/distroless/base-nossl-debian13:nonroot
 
 # --- builder: Debian 12 with apt downloads kept in a cache mount --------------
 FROM ${BUILDER_IMAGE} AS builder
@@ -109,7 +113,8 @@ RUN --mount=type=cache,target=/root/.cache/pypoetry \
 FROM host AS app
 COPY --from=venv /venv /venv
 ARG APP=my_package.web:app
-RUN /build/appbin-pack --venv /venv --app "$APP" -o /app.bin \
+ARG PACK_OPTIONS="--system-lib none"
+RUN /build/appbin-pack --venv /venv --app "$APP" -o /app.bin $PACK_OPTIONS \
  && /app.bin python -c "import sys; print('app.bin', sys.version.split()[0])"
 
 # --- final: one file on a distroless base --------------------------------------

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side comparison of the two ways to ship the example app in Docker:
-#   appbin    the top-level Dockerfile: one /app.bin on distroless base-debian13
+#   appbin    the top-level Dockerfile: one /app.bin on distroless base-nossl-debian13
 #   baseline  tests/bench/baseline/Dockerfile: a Poetry venv's lib/ + uvicorn on
 #             distroless python3-debian12 (the usual published recipe)
 # Both on local bases built from Debian packages (tests/docker/build-bases.sh).
@@ -51,11 +51,11 @@ pip_arg=()
 
 if [ $build = 1 ]; then
   DOCKER=$DOCKER "$top/tests/docker/build-bases.sh" builder-debian12 \
-    distroless-base-debian13 distroless-python3-debian12
+    distroless-base-nossl-debian13 distroless-python3-debian12
   t0=$(date +%s)
   "$DOCKER" build -q "${secret[@]}" "${pip_arg[@]}" \
     --build-arg BUILDER_IMAGE=appbin/builder-debian12 \
-    --build-arg FINAL_IMAGE=appbin/distroless-base-debian13:nonroot \
+    --build-arg FINAL_IMAGE=appbin/distroless-base-nossl-debian13:nonroot \
     -t "$APPBIN_IMAGE" . >/dev/null
   t1=$(date +%s)
   "$DOCKER" build -q "${secret[@]}" "${pip_arg[@]}" -f tests/bench/baseline/Dockerfile \

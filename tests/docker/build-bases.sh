@@ -5,13 +5,13 @@
 #   appbin/builder-debian12               Debian 12 minbase (debootstrap), apt
 #                                         sources (deb + deb-src) configured
 #   appbin/distroless-static-debian13     distroless-equivalent bases: the
-#   appbin/distroless-base-debian13       package sets distroless uses, the
-#   appbin/distroless-cc-debian13         files it adds (passwd, group,
-#   appbin/distroless-static-debian12     nsswitch.conf, os-release, CA bundle,
-#   appbin/distroless-base-debian12       status.d, /tmp, /home/nonroot), no
-#   appbin/distroless-cc-debian12         shell, no package manager; tags
-#   appbin/distroless-python3-debian12    :latest (root, /) and :nonroot
-#                                         (65532, /home/nonroot)
+#   appbin/distroless-base-nossl-debian13 package sets distroless uses, the
+#   appbin/distroless-base-debian13       files it adds (passwd, group,
+#   appbin/distroless-cc-debian13         nsswitch.conf, os-release, CA bundle,
+#   appbin/distroless-static-debian12     status.d, /tmp, /home/nonroot), no
+#   appbin/distroless-base-debian12       shell, no package manager; tags
+#   appbin/distroless-cc-debian12         :latest (root, /) and :nonroot
+#   appbin/distroless-python3-debian12    (65532, /home/nonroot)
 #
 # Usage: tests/docker/build-bases.sh [--force] [--no-verify] [IMAGE...]
 #   IMAGE is a short name (builder-debian12, distroless-base-debian13, ...);
@@ -60,10 +60,12 @@ python12=("${cc12[@]}" libbz2-1.0 libdb5.3 libexpat1 liblzma5 libsqlite3-0 libuu
   python3.11-minimal)
 static13=(base-files netbase tzdata media-types)
 base13=("${static13[@]}" libc6 libssl3t64 libzstd1 zlib1g)
+base_nossl13=("${static13[@]}" libc6)
 cc13=("${base13[@]}" libgomp1 libstdc++6 libgcc-s1 gcc-14-base)
 
 all_images=(builder-debian12
-  distroless-static-debian13 distroless-base-debian13 distroless-cc-debian13
+  distroless-static-debian13 distroless-base-nossl-debian13 distroless-base-debian13
+  distroless-cc-debian13
   distroless-static-debian12 distroless-base-debian12 distroless-cc-debian12
   distroless-python3-debian12)
 [ ${#wanted[@]} -gt 0 ] || wanted=("${all_images[@]}")
@@ -279,6 +281,7 @@ build_probes() {
     die "cannot link a static probe (libc6-dev)"
   cc -O2 -DWITH_SSL -o "$work/probe-dyn" "$work/probe.c" -lcrypto ||
     die "cannot link the dynamic probe (libssl-dev)"
+  cc -O2 -o "$work/probe-nossl" "$work/probe.c" || die "cannot link the glibc-only probe"
   c++ -O2 -o "$work/probe-cc" "$work/probe.cc" || die "cannot link the C++ probe"
   chmod 0755 "$work"/probe-*
   chmod 0755 "$work"
@@ -290,7 +293,7 @@ run_probe() { # IMAGE PROBE [ARGS] -> output; the probe is bind-mounted read-onl
   "$DOCKER" run --rm --network none -v "$work/$probe:/probe:ro" --entrypoint /probe "$image" "$@"
 }
 
-verify_image() { # SHORTNAME KIND(static|base|cc|python|builder)
+verify_image() { # SHORTNAME KIND(static|nossl|base|cc|python|builder)
   local name=$1 kind=$2 img="appbin/$1" out
   if [ "$kind" = builder ]; then
     out=$("$DOCKER" run --rm --network none "$img:latest" sh -c \
@@ -313,14 +316,21 @@ verify_image() { # SHORTNAME KIND(static|base|cc|python|builder)
   local files; files=$(grep -vc '/$' <<<"$listing")
   case $kind in
     static) out=$(run_probe "$img:nonroot" probe-static) ;;
+    nossl)
+      if "$DOCKER" run --rm --network none -v "$work/probe-dyn:/probe:ro" \
+        --entrypoint /lib64/ld-linux-x86-64.so.2 "$img:latest" --list /probe 2>&1 |
+        grep -q 'libcrypto.so.3 => /'; then die "$img has libcrypto"; fi
+      out=$(run_probe "$img:nonroot" probe-nossl) ;;
     *) # the image's own dynamic loader resolves the probe's libraries
        "$DOCKER" run --rm --network none -v "$work/probe-dyn:/probe:ro" \
-         --entrypoint /lib64/ld-linux-x86-64.so.2 "$img:latest" --list /probe |
+         --entrypoint /lib64/ld-linux-x86-64.so.2 "$img:latest" --list /probe 2>&1 |
          grep -q 'libcrypto.so.3 => /' || die "$img: ld.so cannot resolve libcrypto.so.3"
        out=$(run_probe "$img:nonroot" probe-dyn) ;;
   esac
   grep -q 'user=nonroot uid=65532 cwd=/home/nonroot' <<<"$out" || die "$img:nonroot probe said: $out"
-  out=$out" | "$(run_probe "$img:latest" "$([ "$kind" = static ] && echo probe-static || echo probe-dyn)")
+  local root_probe=probe-dyn
+  case $kind in static) root_probe=probe-static ;; nossl) root_probe=probe-nossl ;; esac
+  out=$out" | "$(run_probe "$img:latest" "$root_probe")
   grep -q 'user=root uid=0 cwd=/$' <<<"$out" || die "$img:latest probe said: $out"
   if [ "$kind" = cc ] || [ "$kind" = python ]; then
     out=$out" | "$(run_probe "$img:nonroot" probe-cc)
@@ -389,7 +399,8 @@ build_distroless() { # SHORTNAME VERSION SUITE KIND PKG...
 
 kind_of() {
   case $1 in
-    builder-*) echo builder ;; *-static-*) echo static ;; *-base-*) echo base ;;
+    builder-*) echo builder ;; *-static-*) echo static ;; *-base-nossl-*) echo nossl ;;
+    *-base-*) echo base ;;
     *-cc-*) echo cc ;; *-python3-*) echo python ;;
   esac
 }
@@ -407,6 +418,8 @@ for name in "${wanted[@]}"; do
   case $name in
     builder-debian12) build_builder_debian12 ;;
     distroless-static-debian13) build_distroless "$name" 13 trixie static "${static13[@]}" ;;
+    distroless-base-nossl-debian13)
+      build_distroless "$name" 13 trixie base-nossl "${base_nossl13[@]}" ;;
     distroless-base-debian13) build_distroless "$name" 13 trixie base "${base13[@]}" ;;
     distroless-cc-debian13) build_distroless "$name" 13 trixie cc "${cc13[@]}" ;;
     distroless-static-debian12) build_distroless "$name" 12 bookworm static "${static12[@]}" ;;

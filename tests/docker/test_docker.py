@@ -29,7 +29,7 @@ import pytest
 
 TOP = Path(__file__).resolve().parents[2]
 BUILDER = "appbin/builder-debian12"
-BASE13 = "appbin/distroless-base-debian13:nonroot"
+BASE13 = "appbin/distroless-base-nossl-debian13:nonroot"  # the Dockerfile's default kind
 BASE12 = "appbin/distroless-base-debian12:nonroot"
 IMAGE13 = "appbin-test/app:debian13"
 IMAGE12 = "appbin-test/app:debian12"
@@ -94,7 +94,7 @@ def build_image(tag: str, final_image: str, *extra: str) -> float:
 def bases() -> None:
     r = subprocess.run(
         ["bash", str(TOP / "tests/docker/build-bases.sh"), "builder-debian12",
-         "distroless-base-debian13", "distroless-base-debian12"],
+         "distroless-base-nossl-debian13", "distroless-base-debian12"],
         capture_output=True, text=True, timeout=900, env={**os.environ, "DOCKER": DOCKER})
     if r.returncode != 0:
         pytest.fail(f"build-bases.sh failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
@@ -107,8 +107,9 @@ def image(bases) -> str:
 
 
 @pytest.fixture(scope="module")
-def image12(image) -> str:  # after the first build: only the final stage differs
-    build_image(IMAGE12, BASE12)
+def image12(image) -> str:  # after the first build: only the last stages differ
+    # libssl, libcrypto and zlib from the base rather than bundled
+    build_image(IMAGE12, BASE12, "--build-arg", "PACK_OPTIONS=")
     return IMAGE12
 
 
@@ -238,6 +239,26 @@ def test_python_mode(image):
     assert r.stdout.strip() == "2", r.stderr
 
 
+_NATIVE_CHECK = """
+import ssl, zlib, sqlite3, lzma, bz2, ctypes, hashlib
+ctx = ssl.create_default_context()
+sqlite3.connect(":memory:").execute("select 1")
+maps = open("/proc/self/maps").read().splitlines()
+libssl = sorted({line.split()[-1] for line in maps if "libssl" in line})
+print(ssl.OPENSSL_VERSION, len(ctx.get_ca_certs()) > 0, zlib.crc32(b"x"), libssl)
+"""
+
+
+def test_native_modules_on_the_glibc_only_base(image):
+    """ssl (with the image's CA bundle), zlib, sqlite3, lzma, bz2 and ctypes work on
+    a base that has nothing but glibc: app.bin brings the libraries itself."""
+    r = docker("run", "--rm", "--read-only", "--cap-drop", "ALL", image, "python", "-c",
+               _NATIVE_CHECK)
+    assert r.stdout.startswith("OpenSSL 3.") and " True 2363233923 " in r.stdout, \
+        r.stdout + r.stderr
+    assert "/usr/lib/x86_64-linux-gnu/libssl.so.3" not in r.stdout  # not the base's
+
+
 # --- the server --------------------------------------------------------------------
 
 def test_serves_hello_read_only_as_65532(server):
@@ -300,6 +321,11 @@ def test_runs_on_debian12_base(image12):
     r = docker("run", "--rm", "--read-only", "--cap-drop", "ALL", image12,
                "python", "-c", "import ssl, sys; print(sys.version_info[:2], ssl.OPENSSL_VERSION)")
     assert r.stdout.startswith("(3, 11)"), r.stdout + r.stderr
+    # PACK_OPTIONS= : libssl is the base's own file
+    r = docker("run", "--rm", "--read-only", "--cap-drop", "ALL", image12, "python", "-c",
+               _NATIVE_CHECK)
+    assert " True 2363233923 " in r.stdout and "/libssl.so.3']" in r.stdout, r.stdout + r.stderr
+    assert "memfd" not in r.stdout, r.stdout
     c = Container(image12)
     try:
         body = wait_for_200(c.url + "/", c.cid)
