@@ -833,9 +833,9 @@ typedef struct RunnerObject {
   PyObject *owner;               /* the request or websocket */
   asgi_finish_fn finish;
   PyObject *loop;
-  PyObject *context;     /* the context of an eager start, for its task */
-  PyObject *pending;     /* what the eager first step yielded, or */
-  PyObject *pending_exc; /* the exception it propagated: its task's first step gets it */
+  PyObject *context;         /* the context of an eager start, for its task */
+  PyObject *pending;         /* what the eager first step yielded, or */
+  PyObject *pending_exc;     /* the exception it propagated: its task's first step gets it */
   struct RunnerObject *next; /* the server's eager queue (a reference) */
   int done;                  /* the awaitable ended and finish() ran */
 } RunnerObject;
@@ -951,7 +951,7 @@ static PyObject *runner_throw(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_DECREF(fut);
   }
   PyObject *throw = runner->inner ? PyObject_GetAttrString(runner->inner, "throw") : NULL;
-  if (!throw && !PyErr_Occurred())
+  if (!throw &&!PyErr_Occurred())
     PyErr_SetString(PyExc_RuntimeError, "the ASGI application was cleared");
   if (!throw)
     return NULL;
@@ -1101,9 +1101,9 @@ static PyObject *request_task_type(PyObject *task_type) {
   if (type)
     return Py_NewRef(type);
   PyObject *ns = Py_BuildValue("{s(s)ss}", "__slots__", "_appbin_runner", "__module__", "_appbin");
-  PyObject *t = ns ? PyObject_CallFunction((PyObject *)&PyType_Type, "s(O)O", "RequestTask",
-                                           task_type, ns)
-                   : NULL;
+  PyObject *t =
+      ns ? PyObject_CallFunction((PyObject *)&PyType_Type, "s(O)O", "RequestTask", task_type, ns)
+         : NULL;
   Py_XDECREF(ns);
   PyObject *slot = t ? PyObject_GetAttrString(t, "_appbin_runner") : NULL;
   if (!slot) {
@@ -1175,8 +1175,8 @@ static int eager_step(ServerObject *s, RunnerObject *runner) {
       PyException_SetTraceback(exc, tb);
     /* A cancellation nobody can see is dropped; KeyboardInterrupt and
      * SystemExit go through the task to the loop, as they would have. */
-    if (exc && (*task_runner(task) == NULL ||
-                !PyErr_GivenExceptionMatches(exc, s->cancelled_error))) {
+    if (exc &&
+        (*task_runner(task) == NULL || !PyErr_GivenExceptionMatches(exc, s->cancelled_error))) {
       runner->pending_exc = Py_NewRef(exc);
       rc = task_materialize(task);
     }
