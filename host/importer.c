@@ -707,14 +707,14 @@ static PyObject *appbin_manifest(PyObject *mod, PyObject *noargs) {
 
 static PyObject *appbin_release_memory(PyObject *mod, PyObject *noargs) {
   (void)mod, (void)noargs;
-  payload_release_pages(g.payload);
+  payload_drop_cache(g.payload);
   Py_RETURN_NONE;
 }
 
 static PyMethodDef appbin_functions[] = {
     {"release_memory", appbin_release_memory, METH_NOARGS,
-     "release_memory()\n--\n\nDrop the archive's pages from memory (they stay in the page "
-     "cache): call once start-up imports are done."},
+     "release_memory()\n--\n\nDrop the archive's pages from memory and from the page "
+     "cache (they are read again if needed): call once start-up imports are done."},
     {"read", appbin_read, METH_O, "read(member, /)\n--\n\nThe bytes of an archive member."},
     {"stat", appbin_stat, METH_O,
      "stat(member, /)\n--\n\n0 when missing, 1 for a file, 2 for a directory."},

@@ -113,6 +113,17 @@ void payload_release_pages(const payload *p) {
     madvise((void *)p->map, p->map_size, MADV_DONTNEED);
 }
 
+void payload_drop_cache(const payload *p) {
+  if (!p || !p->map)
+    return;
+  payload_release_pages(p);
+  int fd = p->path ? open(p->path, O_RDONLY | O_CLOEXEC) : -1;
+  if (fd >= 0) {
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); /* advice: failure changes nothing */
+    close(fd);
+  }
+}
+
 void payload_close(payload *p) {
   if (p->map)
     munmap((void *)p->map, p->map_size);

@@ -88,6 +88,11 @@ int payload_open(payload *p, const char *path, int checks, char *err, size_t err
  * stay in the page cache and fault back in when read again. */
 void payload_release_pages(const payload *p);
 
+/* payload_release_pages, and the file's pages are dropped from the page cache
+ * too (where no other process maps them): once start-up has read what it
+ * needs, a container's memory accounting no longer counts the whole file. */
+void payload_drop_cache(const payload *p);
+
 void payload_close(payload *p);
 
 #endif

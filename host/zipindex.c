@@ -102,8 +102,8 @@ int zipindex_open(zipindex *zi, const void *data, size_t len, char *err, size_t 
     }
     if (st.comp_method != ZIPINDEX_STORED && st.comp_method != ZIPINDEX_DEFLATED &&
         st.comp_method != ZIPINDEX_ZSTD) {
-      snprintf(err, errlen, "archive member %.200s uses unsupported compression method %u",
-               st.name, (unsigned)st.comp_method);
+      snprintf(err, errlen, "archive member %.200s uses unsupported compression method %u", st.name,
+               (unsigned)st.comp_method);
       goto fail;
     }
     zipindex_entry *e = &zi->entries[zi->count++];

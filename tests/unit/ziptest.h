@@ -18,16 +18,16 @@
 
 /* Per-member flags (zt_add_ex). */
 enum {
-  ZT_DEFLATE = 1 << 0,     /* raw deflate instead of stored */
-  ZT_BAD_CRC = 1 << 1,     /* record a wrong CRC-32, the same in both headers */
-  ZT_UTF8 = 1 << 2,        /* set general-purpose bit 11: the name is UTF-8 */
-  ZT_LOCAL_NAME = 1 << 3,  /* the local header's name differs (last byte ^ 1) */
-  ZT_LOCAL_SIZE = 1 << 4,  /* the local header's sizes are one more */
-  ZT_LOCAL_CRC = 1 << 5,   /* only the local header's CRC is wrong */
-  ZT_EXEC_ATTRS = 1 << 6,  /* external attributes: -rwxr-xr-x (else -rw-r--r--) */
-  ZT_SIZE_PLUS1 = 1 << 7,  /* both headers claim one byte more than stored */
-  ZT_SIZE_MINUS1 = 1 << 8, /* both headers claim one byte less than stored */
-  ZT_ZSTD = 1 << 9,        /* a zstd frame (method 93) instead of stored */
+  ZT_DEFLATE = 1 << 0,       /* raw deflate instead of stored */
+  ZT_BAD_CRC = 1 << 1,       /* record a wrong CRC-32, the same in both headers */
+  ZT_UTF8 = 1 << 2,          /* set general-purpose bit 11: the name is UTF-8 */
+  ZT_LOCAL_NAME = 1 << 3,    /* the local header's name differs (last byte ^ 1) */
+  ZT_LOCAL_SIZE = 1 << 4,    /* the local header's sizes are one more */
+  ZT_LOCAL_CRC = 1 << 5,     /* only the local header's CRC is wrong */
+  ZT_EXEC_ATTRS = 1 << 6,    /* external attributes: -rwxr-xr-x (else -rw-r--r--) */
+  ZT_SIZE_PLUS1 = 1 << 7,    /* both headers claim one byte more than stored */
+  ZT_SIZE_MINUS1 = 1 << 8,   /* both headers claim one byte less than stored */
+  ZT_ZSTD = 1 << 9,          /* a zstd frame (method 93) instead of stored */
   ZT_BZIP2_METHOD = 1 << 10, /* stored bytes labelled method 12 (bzip2) */
 };
 
