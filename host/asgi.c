@@ -434,19 +434,49 @@ static PyObject *build_full_path(ServerObject *s, const http_request *req) {
   return full;
 }
 
+/* The scope's keys in order, with what every request shares: copying this
+ * dict (a memcpy of its table) and replacing values costs less than building
+ * a new one key by key. */
+static PyObject *scope_template(ServerObject *s, int websocket) {
+  if (s->scope_template[websocket])
+    return s->scope_template[websocket];
+  PyObject *keys[] = {S.type,         S.asgi,    S.http_version, S.server,    S.client,
+                      S.scheme,       S.method,  S.root_path,    S.path,      S.raw_path,
+                      S.query_string, S.headers, S.state,        S.extensions};
+  PyObject *t = _PyDict_NewPresized(sizeof(keys) / sizeof(keys[0]));
+  for (size_t i = 0; t && i < sizeof(keys) / sizeof(keys[0]); i++) {
+    PyObject *value = keys[i] == S.type           ? (websocket ? S.websocket : S.http)
+                      : keys[i] == S.http_version ? S.v1_1
+                      : keys[i] == S.scheme       ? (websocket ? S.ws : S.http)
+                      : keys[i] == S.root_path    ? s->root_path
+                                                  : Py_None;
+    if ((keys[i] != S.method || !websocket) && PyDict_SetItem(t, keys[i], value) != 0)
+      Py_CLEAR(t);
+  }
+  PyObject *asgi = t ? _PyDict_NewPresized(2) : NULL;
+  if (!asgi || PyDict_SetItem(asgi, S.version, S.v3_0) ||
+      PyDict_SetItem(asgi, S.spec_version, S.v2_4)) {
+    Py_XDECREF(asgi);
+    Py_XDECREF(t);
+    return NULL;
+  }
+  s->scope_template[websocket] = t;
+  s->scope_asgi = asgi;
+  return t;
+}
+
 PyObject *asgi_build_scope(ServerObject *s, const http_request *req, int websocket) {
-  enum { N = 15 };
+  enum { N = 12 };
   PyObject *keys[N], *values[N] = {NULL};
   int n = 0, ok = 1;
+  PyObject *template = scope_template(s, websocket);
+  if (!template)
+    return NULL;
   PyObject *scheme = Py_NewRef(websocket ? S.ws : S.http);
   PyObject *client = req->unix_socket || req->client_port < 0
                          ? Py_NewRef(Py_None)
                          : addr_new(req->client_host, req->client_port);
   if (!client || (!req->unix_socket && apply_proxy_headers(s, req, websocket, &scheme, &client)))
-    ok = 0;
-  PyObject *asgi = _PyDict_NewPresized(2);
-  if (!asgi || PyDict_SetItem(asgi, S.version, S.v3_0) ||
-      PyDict_SetItem(asgi, S.spec_version, S.v2_4))
     ok = 0;
   PyObject *extensions = _PyDict_NewPresized(2);
   PyObject *ext1 = PyDict_New(), *ext2 = websocket ? NULL : PyDict_New();
@@ -457,15 +487,16 @@ PyObject *asgi_build_scope(ServerObject *s, const http_request *req, int websock
   Py_XDECREF(ext1);
   Py_XDECREF(ext2);
 #define ADD(key, value) (keys[n] = (key), values[n++] = (value))
-  ADD(S.type, Py_NewRef(websocket ? S.websocket : S.http));
-  ADD(S.asgi, asgi);
-  ADD(S.http_version, Py_NewRef(req->version_minor == 0 ? S.v1_0 : S.v1_1));
+  ADD(S.asgi, PyDict_Copy(s->scope_asgi));
+  if (req->version_minor == 0)
+    ADD(S.http_version, Py_NewRef(S.v1_0));
   ADD(S.server, server_addr(s, req));
   ADD(S.client, client);
-  ADD(S.scheme, scheme);
+  if (scheme != (websocket ? S.ws : S.http))
+    ADD(S.scheme, Py_NewRef(scheme));
+  Py_DECREF(scheme);
   if (!websocket)
     ADD(S.method, method_str(req));
-  ADD(S.root_path, Py_NewRef(s->root_path));
   ADD(S.path, build_full_path(s, req));
   ADD(S.raw_path, build_raw_path(s, req));
   ADD(S.query_string, PyBytes_FromStringAndSize(req->query, (Py_ssize_t)req->query_len));
@@ -473,7 +504,7 @@ PyObject *asgi_build_scope(ServerObject *s, const http_request *req, int websock
   ADD(S.state, s->state ? PyDict_Copy(s->state) : PyDict_New());
   ADD(S.extensions, extensions);
 #undef ADD
-  PyObject *scope = ok ? _PyDict_NewPresized(N) : NULL;
+  PyObject *scope = ok ? PyDict_Copy(template) : NULL;
   for (int i = 0; i < n && scope; i++)
     if (!values[i] || PyDict_SetItem(scope, keys[i], values[i]) != 0)
       Py_CLEAR(scope);
@@ -1144,23 +1175,28 @@ static int eager_step(ServerObject *s, RunnerObject *runner) {
   }
   Py_XSETREF(runner->context, context);
   *task_runner(task) = Py_NewRef((PyObject *)runner);
-  PyObject *args[2] = {s->loop, task}, *r = NULL;
   if (PyContext_Enter(context) != 0) {
     Py_DECREF(task);
     return -1;
   }
-  if (!(r = PyObject_Vectorcall(s->enter_task, args, 2, NULL))) {
+  /* asyncio's _enter_task(loop, task), on its dict: no other task may be
+   * running (none is, in the pump). */
+  PyObject *running = PyDict_SetDefault(s->current_tasks, s->loop, task);
+  if (running != task) {
+    if (running)
+      PyErr_Format(PyExc_RuntimeError,
+                   "Cannot enter into task %R while another task %R is "
+                   "being executed.",
+                   task, running);
     PyContext_Exit(context);
     Py_DECREF(task);
     return -1;
   }
-  Py_DECREF(r);
   PyObject *result, *type_, *exc, *tb;
   PySendResult status = runner_am_send((PyObject *)runner, Py_None, &result);
   PyErr_Fetch(&type_, &exc, &tb);
-  if (!(r = PyObject_Vectorcall(s->leave_task, args, 2, NULL)))
+  if (PyDict_DelItem(s->current_tasks, s->loop) != 0) /* _leave_task() */
     PyErr_WriteUnraisable(task);
-  Py_XDECREF(r);
   if (PyContext_Exit(context) != 0)
     PyErr_WriteUnraisable(task);
   int rc = 0;
@@ -1637,10 +1673,15 @@ static int asyncio_hooks(ServerObject *s) {
   PyObject *mod = PyImport_ImportModule("_asyncio");
   if (!mod)
     return -1;
-  s->enter_task = PyObject_GetAttrString(mod, "_enter_task");
-  s->leave_task = s->enter_task ? PyObject_GetAttrString(mod, "_leave_task") : NULL;
+  s->current_tasks = PyObject_GetAttrString(mod, "_current_tasks");
   Py_DECREF(mod);
-  if (!s->leave_task || !(mod = PyImport_ImportModule("asyncio")))
+  if (!s->current_tasks)
+    return -1;
+  if (!PyDict_Check(s->current_tasks)) {
+    PyErr_SetString(PyExc_TypeError, "_asyncio._current_tasks is not a dict");
+    return -1;
+  }
+  if (!(mod = PyImport_ImportModule("asyncio")))
     return -1;
   s->cancelled_error = PyObject_GetAttrString(mod, "CancelledError");
   Py_DECREF(mod);
@@ -1895,8 +1936,10 @@ static int server_traverse(ServerObject *s, visitproc visit, void *arg) {
   Py_VISIT(s->create_future);
   Py_VISIT(s->task_type);
   Py_VISIT(s->eager_task_type);
-  Py_VISIT(s->enter_task);
-  Py_VISIT(s->leave_task);
+  Py_VISIT(s->current_tasks);
+  Py_VISIT(s->scope_template[0]);
+  Py_VISIT(s->scope_template[1]);
+  Py_VISIT(s->scope_asgi);
   Py_VISIT(s->cancelled_error);
   Py_VISIT(s->call_soon);
   Py_VISIT(s->call_later);
@@ -1914,8 +1957,10 @@ static int server_clear(ServerObject *s) {
   Py_CLEAR(s->create_future);
   Py_CLEAR(s->task_type);
   Py_CLEAR(s->eager_task_type);
-  Py_CLEAR(s->enter_task);
-  Py_CLEAR(s->leave_task);
+  Py_CLEAR(s->current_tasks);
+  Py_CLEAR(s->scope_template[0]);
+  Py_CLEAR(s->scope_template[1]);
+  Py_CLEAR(s->scope_asgi);
   Py_CLEAR(s->cancelled_error);
   while (s->eager_head) { /* never left queued; for safety */
     RunnerObject *runner = (RunnerObject *)s->eager_head;

@@ -22,7 +22,7 @@ typedef struct ServerObject {
   PyObject *create_future, *call_soon, *call_later, *loop_time;
   PyObject *task_type, *loop_kwnames; /* asyncio.Task, ("loop",) */
   PyObject *eager_task_type;          /* the lazily initialised Task subclass */
-  PyObject *enter_task, *leave_task;  /* _asyncio._enter_task, _leave_task */
+  PyObject *current_tasks;            /* _asyncio._current_tasks: {loop: task} */
   PyObject *cancelled_error;          /* asyncio.CancelledError */
   PyObject *eager_head, *eager_tail;  /* Runners whose first step is due */
   int in_pump;                        /* inside server_pump's uv_run() */
@@ -40,7 +40,8 @@ typedef struct ServerObject {
   http_header *default_headers;
   size_t n_default_headers;
   PyObject *default_header_refs;
-  PyObject *server_addr; /* cached scope["server"] */
+  PyObject *server_addr;                    /* cached scope["server"] */
+  PyObject *scope_template[2], *scope_asgi; /* see scope_template() */
   char server_addr_host[64];
   int server_addr_port;
   /* WebSockets (--ws*) */
