@@ -76,6 +76,11 @@ int zipindex_open(zipindex *zi, const void *data, size_t len, char *err, size_t 
   zip_error_fini(&zerr);
   zi->zip = zip;
   zi->source = src;
+  if (pthread_mutex_init(&zi->read_lock, NULL) != 0) {
+    snprintf(err, errlen, "cannot create a mutex");
+    goto fail;
+  }
+  zi->read_lock_ready = 1;
 
   zip_int64_t n = zip_get_num_entries(zip, 0);
   if (n < 0 || (uint64_t)n >= UINT32_MAX) {
@@ -134,6 +139,9 @@ fail:
 }
 
 void zipindex_close(zipindex *zi) {
+  if (zi->read_lock_ready)
+    pthread_mutex_destroy(&zi->read_lock);
+  ZSTD_freeDCtx(zi->dctx); /* NULL is fine */
   if (zi->zip)
     zip_discard(zi->zip); /* also frees the source */
   else if (zi->source)
@@ -198,7 +206,11 @@ static int read_zstd(zipindex *zi, const zipindex_entry *e, void *buf, char *err
   }
   if (read_exactly(f, e, frame, e->comp_size, err, errlen) != 0)
     goto done;
-  size_t n = ZSTD_decompress(buf, (size_t)e->size, frame, (size_t)e->comp_size);
+  if (!zi->dctx && !(zi->dctx = ZSTD_createDCtx())) {
+    snprintf(err, errlen, "out of memory reading member %s", e->name);
+    goto done;
+  }
+  size_t n = ZSTD_decompressDCtx(zi->dctx, buf, (size_t)e->size, frame, (size_t)e->comp_size);
   if (ZSTD_isError(n) || n != e->size) {
     snprintf(err, errlen, "member %s is damaged: %s", e->name,
              ZSTD_isError(n) ? ZSTD_getErrorName(n) : "its size differs from the recorded one");
@@ -222,7 +234,7 @@ done:
   return rc;
 }
 
-int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
+static int read_locked(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
   if (e->method == ZIPINDEX_ZSTD)
     return read_zstd(zi, e, buf, err, errlen);
   zip_file_t *f = zip_fopen_index(zi->zip, e->zip_index, 0);
@@ -232,6 +244,13 @@ int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, s
   }
   int rc = read_exactly(f, e, buf, e->size, err, errlen);
   zip_fclose(f);
+  return rc;
+}
+
+int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
+  pthread_mutex_lock(&zi->read_lock);
+  int rc = read_locked(zi, e, buf, err, errlen);
+  pthread_mutex_unlock(&zi->read_lock);
   return rc;
 }
 

@@ -6,11 +6,14 @@
  * (method 93: libzip 1.7 hands over the raw frame and zstd decompresses it
  * here; the CRC-32 is checked either way).
  *
- * Not thread-safe: callers serialise access (the importer holds the GIL).
+ * zipindex_read may be called from several threads at once (the importer
+ * releases the GIL around it): libzip's reads of one archive share a source
+ * position, so a mutex serialises them. The rest is read-only after open.
  */
 #ifndef APPBIN_ZIPINDEX_H
 #define APPBIN_ZIPINDEX_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +36,9 @@ typedef struct zipindex {
   size_t count;
   uint32_t *slots; /* open addressing: entry index + 1, 0 = empty */
   size_t slot_mask;
+  pthread_mutex_t read_lock; /* held by zipindex_read */
+  int read_lock_ready;
+  void *dctx; /* ZSTD_DCtx, made on the first zstd read, reused under read_lock */
 } zipindex;
 
 /* Opens the zip archive held in `data` (not copied: must outlive the index).

@@ -329,6 +329,33 @@ except OSError as exc:
     assert out == [f"True {hello}", "FileNotFoundError"]
 
 
+def test_members_read_from_many_threads_at_once(app_bin):
+    """Reads release the GIL: threads reading members at the same time (lazy
+    imports in a thread pool, resources) each get their own member's bytes."""
+    code = """
+import _appbin, hashlib, sys, threading
+names = [n for n in ("stdlib/" + f for f in _appbin.listdir("stdlib"))
+         if n.endswith(".pyc")][:60]
+names.append("stdlib/lib-dynload/" + next(
+    f for f in _appbin.listdir("stdlib/lib-dynload") if f.startswith("_decimal")))
+want = {n: hashlib.sha256(_appbin.read(n)).digest() for n in names}
+errors = []
+def reader(k):
+    try:
+        for i in range(4000):
+            n = names[(i * 7 + k) % len(names)]
+            if hashlib.sha256(_appbin.read(n)).digest() != want[n]:
+                errors.append(n)
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=reader, args=(k,)) for k in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(len(names), errors[:3])
+"""
+    assert python_c(app_bin, code) == "61 []\n"
+
+
 # ---- importlib.metadata -------------------------------------------------------------
 
 
