@@ -1,12 +1,11 @@
 """End-to-end tests of the C HTTP layer (host/http_*.c) through
 tests/unit/http_test_server.c over real sockets.
 
-The server binary is taken from $APPBIN_HTTP_TEST_SERVER, else the most
-recently built of build/tests/unit/http-test-server,
-build/*/tests/unit/http-test-server and build/http-dev/http-test-server.
+The server binary is $APPBIN_HTTP_TEST_SERVER, else the build's
+tests/unit/http-test-server (the build is build/, or $APPBIN_BUILD_DIR, as
+for the other end-to-end tests).
 """
 
-import glob
 import os
 import signal
 import socket
@@ -24,13 +23,11 @@ def _server_binary():
     env = os.environ.get("APPBIN_HTTP_TEST_SERVER")
     if env:
         return env
-    cands = glob.glob(os.path.join(ROOT, "build", "tests", "unit", "http-test-server"))
-    cands += glob.glob(os.path.join(ROOT, "build", "*", "tests", "unit", "http-test-server"))
-    cands += glob.glob(os.path.join(ROOT, "build", "http-dev", "http-test-server"))
-    cands = [c for c in cands if os.access(c, os.X_OK)]
-    if not cands:
-        pytest.skip("http-test-server not built")
-    return max(cands, key=os.path.getmtime)  # the most recently built
+    build = os.path.join(ROOT, os.environ.get("APPBIN_BUILD_DIR") or "build")
+    path = os.path.join(build, "tests", "unit", "http-test-server")
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"{path} not built")
+    return path
 
 
 class Server:
