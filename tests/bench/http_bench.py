@@ -130,6 +130,10 @@ def run_wrk(port, duration, connections, cpu=None):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"{errors.group(1)} non-2xx responses")
+    # connect/read/write errors and timeouts would make a rate meaningless
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock and any(int(n) for n in sock.groups()):
+        raise RuntimeError(f"wrk: {sock.group(0)}")
     return rps, total, float(p99.group(1)) * scale
 
 
