@@ -199,14 +199,16 @@ class AppBin:
         return RawConn(self.port, timeout=timeout)
 
     def poll_result(self, key, want, path="/result", timeout=10, field=None):
-        """GETs path?key=KEY until the JSON value (or value[field]) satisfies want."""
+        """GETs path?key=KEY until the JSON value (or value[field]) satisfies want.
+
+        A value that is not there yet (null) is not given to want."""
         deadline = time.monotonic() + timeout
         value = None
         while time.monotonic() < deadline:
             value = self.get(path, params={"key": key}).json()
             if field is not None and isinstance(value, dict):
                 value = value.get(field)
-            if want(value):
+            if value is not None and want(value):
                 return value
             time.sleep(0.05)
         raise AssertionError(f"result {key!r} is {value!r} after {timeout}s")
