@@ -522,6 +522,15 @@ def serve(options):
 
     _log_level = options["log_level"]
     _catch_early_signals()
+    # No cyclic collection while start-up imports: nearly everything it
+    # allocates lives as long as the process (and is frozen below), so the
+    # collections the allocations would trigger only cost start-up time
+    # (about 20 ms of 330 for a FastAPI app). The few cycles it leaves (some
+    # 650 objects for FastAPI) are frozen with the rest: a full collection
+    # to find them would cost more (28 ms) than they weigh.
+    import gc
+
+    gc.disable()
     try:
         app = load_app(options["app"], options["factory"])
     except AppLoadError as exc:
@@ -629,6 +638,7 @@ async def _serve(loop, app, options):
     import gc
 
     gc.freeze()
+    gc.enable()
     _appbin.release_memory()
     log(2, f"appbin running on {where} (Press CTRL+C to quit)")
 

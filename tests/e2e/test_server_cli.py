@@ -494,6 +494,16 @@ def test_ipv6_loopback(appbin):
     server.stop()
 
 
+def test_collector_is_on_and_start_up_frozen_once_serving(appbin):
+    """Start-up runs without the cyclic collector; serving runs with it, and
+    what start-up made is frozen out of its way."""
+    server = appbin()
+    state = httpx.get(server.where + "/gc").json()
+    assert state["enabled"] is True
+    assert state["frozen"] > 1000
+    server.stop()
+
+
 # ---- worker processes ----------------------------------------------------------------------------
 
 
