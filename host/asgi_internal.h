@@ -1,7 +1,8 @@
-/* Pieces of the ASGI bridge (host/asgi.c) shared with the WebSocket side
- * (host/asgi_ws.c). Not part of any public API: every symbol here is hidden
- * from the executable's dynamic symbol table (the host is linked with
- * --export-dynamic for extension modules). */
+/* What the files of the ASGI bridge share: asgi.c (the Server, the pump, the
+ * module's types), asgi_log.c, asgi_scope.c, asgi_task.c, asgi_http.c and
+ * asgi_ws.c. Not part of any public API: every symbol here is hidden from the
+ * executable's dynamic symbol table (the host is linked with --export-dynamic
+ * for extension modules). */
 #ifndef APPBIN_ASGI_INTERNAL_H
 #define APPBIN_ASGI_INTERNAL_H
 
@@ -14,17 +15,20 @@
 
 enum { LOG_TRACE, LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR, LOG_CRITICAL };
 
+/* One _appbin.Server. asgi.c owns it and releases every reference in it;
+ * the other files read it and fill only what their comments name. */
 typedef struct ServerObject {
   PyObject_HEAD uv_loop_t uv;
   http_server *http;
   int uv_ready, closed, reader_added;
   PyObject *app, *loop, *state, *root_path, *root_path_bytes, *runtime;
   PyObject *create_future, *call_soon, *call_later, *loop_time;
+  /* set by asgi_task_setup() */
   PyObject *task_type, *loop_kwnames; /* asyncio.Task, ("loop",) */
   PyObject *eager_task_type;          /* the lazily initialised Task subclass */
   PyObject *current_tasks;            /* _asyncio._current_tasks: {loop: task} */
   PyObject *cancelled_error;          /* asyncio.CancelledError */
-  PyObject *eager_head, *eager_tail;  /* Runners whose first step is due */
+  PyObject *eager_head, *eager_tail;  /* asgi_task.c's queue: Runners whose first step is due */
   int in_pump;                        /* inside server_pump's uv_run() */
   PyObject *pump;                     /* bound _pump method */
   PyObject *timer;
@@ -35,11 +39,12 @@ typedef struct ServerObject {
   int log_level, access_log, proxy_headers, trust_all_proxies;
   char **trusted; /* --forwarded-allow-ips */
   size_t ntrusted;
-  char *access_buf;
+  char *access_buf; /* allocated by asgi.c, filled and flushed by asgi_log.c */
   size_t access_len, access_cap;
   http_header *default_headers;
   size_t n_default_headers;
   PyObject *default_header_refs;
+  /* asgi_scope.c's caches */
   PyObject *server_addr;                    /* cached scope["server"] */
   PyObject *scope_template[2], *scope_asgi; /* see scope_template() */
   char server_addr_host[64];
@@ -53,9 +58,23 @@ typedef struct ServerObject {
   int ws_per_message_deflate;
 } ServerObject;
 
+/* Leading and trailing blanks (spaces, tabs) off [*p, *p + *len). */
+static inline void asgi_trim(const char **p, size_t *len) {
+  while (*len && (**p == ' ' || **p == '\t'))
+    (*p)++, (*len)--;
+  while (*len && ((*p)[*len - 1] == ' ' || (*p)[*len - 1] == '\t'))
+    (*len)--;
+}
+
+/* --- host/asgi.c: the module (which owns ClientDisconnected) and the pump --- */
 /* send() after the client went away (ASGI spec 2.4), an OSError subclass. */
 extern PyObject *asgi_ClientDisconnected;
+/* Runs uv_run() soon from the asyncio loop: after anything that may have
+ * queued libuv work outside uv_run() (writes, reads resumed, closes). */
+void asgi_schedule_pump(ServerObject *s);
 
+/* --- host/asgi_log.c: stderr; the access lines wait in s->access_buf --- */
+int asgi_log_init(void); /* interned strings */
 /* Logging to stderr in uvicorn's format (level: LOG_*). */
 void asgi_log(ServerObject *s, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -63,27 +82,27 @@ void asgi_log(ServerObject *s, int level, const char *fmt, ...)
 void asgi_log_exception(ServerObject *s, const char *msg, PyObject *exc);
 /* The current Python exception (cleared). */
 void asgi_log_current_exception(ServerObject *s, const char *msg);
+/* An access line "prefix status reason", if the access log is on. */
+void asgi_log_access(ServerObject *s, const char *prefix, int status);
+/* Writes the buffered access lines (after each pump, and on close). */
+void asgi_log_flush(ServerObject *s);
 
+/* --- host/asgi_scope.c: scopes are new dicts the caller owns --- */
+int asgi_scope_init(void); /* interned strings */
+/* The first request header with this (lowercase) name, or NULL. */
+const http_header *asgi_find_header(const http_request *req, const char *name);
+/* The scope of an http (websocket 0) or websocket (1) request, without the
+ * websocket-only "subprotocols". */
+PyObject *asgi_build_scope(ServerObject *s, const http_request *req, int websocket);
+
+/* --- host/asgi_task.c: the app's task holds its owner through the Runner --- */
+int asgi_task_init(void); /* interned strings, the Ready and Runner types */
 /* An awaitable already done with value (new reference). */
 PyObject *asgi_ready_new(PyObject *value);
 /* Resolves a pending future with result (exc_type NULL) or exc_type(msg), and
  * clears *waiter. A future that is already done (cancelled) is left alone.
  * Returns 1 if the future took the result, else 0. */
 int asgi_resolve(PyObject **waiter, PyObject *result, PyObject *exc_type, const char *msg);
-/* Runs uv_run() soon from the asyncio loop: after anything that may have
- * queued libuv work outside uv_run() (writes, reads resumed, closes). */
-void asgi_schedule_pump(ServerObject *s);
-
-/* The first request header with this (lowercase) name, or NULL. */
-const http_header *asgi_find_header(const http_request *req, const char *name);
-/* The scope of an http (websocket 0) or websocket (1) request, without the
- * websocket-only "subprotocols". */
-PyObject *asgi_build_scope(ServerObject *s, const http_request *req, int websocket);
-/* ASGI [name, value] pairs into http_header entries pointing into the bytes
- * objects, which `keep` (a list) holds. At most max entries. */
-int asgi_convert_headers(PyObject *headers, http_header *out, size_t max, size_t *n,
-                         PyObject *keep);
-
 /* Called once when the application's coroutine ends: returned (exc NULL,
  * cancelled 0), raised exc, or was cancelled (cancelled 1). */
 typedef void (*asgi_finish_fn)(PyObject *owner, PyObject *exc, int cancelled);
@@ -91,11 +110,27 @@ typedef void (*asgi_finish_fn)(PyObject *owner, PyObject *exc, int cancelled);
  * finish(owner, ...) runs when it ends. -1 with an exception set if the app
  * could not be started. Inside the pump, the coroutine's first step runs
  * eagerly once uv_run() returns, and a Task is only set up if it suspends
- * (see "Eager first steps" in asgi.c). */
+ * (see "Eager first steps" in asgi_task.c). */
 int asgi_start_app(ServerObject *s, PyObject *scope, PyObject *receive, PyObject *send,
                    PyObject *owner, asgi_finish_fn finish);
+/* Server.__init__: the task fields of s (asyncio.Task with Runner registered
+ * as a Coroutine, RequestTask, _current_tasks, CancelledError). */
+int asgi_task_setup(ServerObject *s);
+/* The queued first steps, once uv_run() has returned. */
+void asgi_task_run_eager(ServerObject *s);
+/* Drops the queued Runners without running them (the Server's tp_clear). */
+void asgi_task_clear_eager(ServerObject *s);
 
-/* --- host/asgi_ws.c --- */
+/* --- host/asgi_http.c: req->user holds a Request until on_request_done --- */
+int asgi_http_init(void); /* interned strings, the Request type */
+/* The HTTP layer's callbacks for a Server (http_server_new). */
+extern const http_callbacks asgi_http_callbacks;
+/* ASGI [name, value] pairs into http_header entries pointing into the bytes
+ * objects, which `keep` (a list) holds. At most max entries. */
+int asgi_convert_headers(PyObject *headers, http_header *out, size_t max, size_t *n,
+                         PyObject *keep);
+
+/* --- host/asgi_ws.c: req->user and the upgraded stream each hold a WebSocket --- */
 int asgi_ws_init(PyObject *module); /* types and interned strings */
 /* An upgrade request asking for a WebSocket (GET, Upgrade: websocket). */
 int asgi_ws_is_websocket(const http_request *req);
