@@ -43,7 +43,8 @@ static int strings_init(void) {
 void asgi_schedule_pump(ServerObject *s) {
   if (s->pump_scheduled || s->closed)
     return;
-  PyObject *h = PyObject_CallOneArg(s->call_soon, s->pump);
+  PyObject *args[2] = {s->pump, s->context};
+  PyObject *h = PyObject_Vectorcall(s->call_soon, args, 1, s->context_kwnames);
   if (!h) {
     PyErr_WriteUnraisable((PyObject *)s);
     return;
@@ -78,7 +79,8 @@ static int server_arm_timer(ServerObject *s) {
   PyObject *delay = PyFloat_FromDouble(timeout / 1000.0);
   if (!delay)
     return -1;
-  s->timer = PyObject_CallFunctionObjArgs(s->call_later, delay, s->pump, NULL);
+  PyObject *args[3] = {delay, s->pump, s->context};
+  s->timer = PyObject_Vectorcall(s->call_later, args, 2, s->context_kwnames);
   Py_DECREF(delay);
   if (!s->timer)
     return -1;
@@ -193,7 +195,9 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
   s->app = Py_NewRef(app);
   s->loop = Py_NewRef(loop);
   s->state = state == Py_None ? NULL : Py_NewRef(state);
-  if (!(s->runtime = PyImport_ImportModule("_appbin_runtime")) ||
+  if (!(s->context = PyContext_CopyCurrent()) ||
+      !(s->context_kwnames = Py_BuildValue("(s)", "context")) ||
+      !(s->runtime = PyImport_ImportModule("_appbin_runtime")) ||
       !(s->create_future = PyObject_GetAttr(loop, S.create_future)) || asgi_task_setup(s) != 0 ||
       !(s->call_soon = PyObject_GetAttr(loop, S.call_soon)) ||
       !(s->call_later = PyObject_GetAttr(loop, S.call_later)) ||
@@ -405,6 +409,7 @@ static PyObject *server_stats(ServerObject *s, PyObject *noargs) {
 static int server_traverse(ServerObject *s, visitproc visit, void *arg) {
   Py_VISIT(s->app);
   Py_VISIT(s->loop);
+  Py_VISIT(s->context);
   Py_VISIT(s->state);
   Py_VISIT(s->pump);
   Py_VISIT(s->timer);
@@ -440,7 +445,9 @@ static int server_clear(ServerObject *s) {
   Py_CLEAR(s->scope_asgi);
   Py_CLEAR(s->cancelled_error);
   asgi_task_clear_eager(s); /* never left queued; for safety */
-  Py_CLEAR(s->loop_kwnames);
+  Py_CLEAR(s->task_kwnames);
+  Py_CLEAR(s->context);
+  Py_CLEAR(s->context_kwnames);
   Py_CLEAR(s->call_soon);
   Py_CLEAR(s->call_later);
   Py_CLEAR(s->loop_time);

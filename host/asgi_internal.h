@@ -23,8 +23,11 @@ typedef struct ServerObject {
   int uv_ready, closed, reader_added;
   PyObject *app, *loop, *state, *root_path, *root_path_bytes, *runtime;
   PyObject *create_future, *call_soon, *call_later, *loop_time;
+  /* The context Server() was made in: every request starts in a copy of it,
+   * and the pump runs in it (not in the request whose send() woke it). */
+  PyObject *context, *context_kwnames; /* ("context",) */
   /* set by asgi_task_setup() */
-  PyObject *task_type, *loop_kwnames; /* asyncio.Task, ("loop",) */
+  PyObject *task_type, *task_kwnames; /* asyncio.Task, ("loop", "context") */
   PyObject *eager_task_type;          /* the lazily initialised Task subclass */
   PyObject *current_tasks;            /* _asyncio._current_tasks: {loop: task} */
   PyObject *cancelled_error;          /* asyncio.CancelledError */

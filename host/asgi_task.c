@@ -336,7 +336,7 @@ static PyTypeObject RunnerType = {
  * step). So inside the pump, asgi_start_app() only queues the Runner; once
  * uv_run() has returned (where the task's step would have run, outside any
  * libuv callback, one loop iteration earlier) each queued Runner's first step
- * runs here, as a Task's step runs it: in a copy of the context, with
+ * runs here, as a Task's step runs it: in a copy of the server's context, with
  * asyncio.current_task() set to a task.
  *
  * That task is an instance of RequestTask, an asyncio.Task subclass whose
@@ -384,8 +384,32 @@ static int task_setattro(PyObject *task, PyObject *name, PyObject *value) {
   return PyObject_GenericSetAttr(task, name, value);
 }
 
+/* The slots through which C code reaches a Future's fields without an
+ * attribute lookup (await, iter, repr): set up the task first, then run
+ * asyncio.Task's own. */
+static unaryfunc task_base_await, task_base_repr;
+static getiterfunc task_base_iter;
+
+static PyObject *task_await(PyObject *task) {
+  if (*task_runner(task) && task_materialize(task) != 0)
+    return NULL;
+  return task_base_await(task);
+}
+
+static PyObject *task_iter(PyObject *task) {
+  if (*task_runner(task) && task_materialize(task) != 0)
+    return NULL;
+  return task_base_iter(task);
+}
+
+static PyObject *task_repr(PyObject *task) {
+  if (*task_runner(task) && task_materialize(task) != 0)
+    return NULL;
+  return task_base_repr(task);
+}
+
 /* class RequestTask(asyncio.Task): __slots__ = ("_appbin_runner",), with the
- * attribute hooks above. Made once per process. */
+ * attribute and slot hooks above. Made once per process. */
 static PyObject *request_task_type(PyObject *task_type) {
   static PyObject *type;
   if (type)
@@ -407,9 +431,21 @@ static PyObject *request_task_type(PyObject *task_type) {
   }
   task_runner_offset = ((PyMemberDescrObject *)slot)->d_member->offset;
   Py_DECREF(slot);
-  ((PyTypeObject *)t)->tp_getattro = task_getattro;
-  ((PyTypeObject *)t)->tp_setattro = task_setattro;
-  PyType_Modified((PyTypeObject *)t);
+  PyTypeObject *base = (PyTypeObject *)task_type, *sub = (PyTypeObject *)t;
+  if (!base->tp_as_async || !base->tp_as_async->am_await || !base->tp_iter || !base->tp_repr ||
+      !sub->tp_as_async) {
+    Py_DECREF(t);
+    return PyErr_Format(PyExc_TypeError, "asyncio.Task lacks await, iter or repr");
+  }
+  task_base_await = base->tp_as_async->am_await;
+  task_base_iter = base->tp_iter;
+  task_base_repr = base->tp_repr;
+  sub->tp_getattro = task_getattro;
+  sub->tp_setattro = task_setattro;
+  sub->tp_as_async->am_await = task_await; /* the heap type's own table */
+  sub->tp_iter = task_iter;
+  sub->tp_repr = task_repr;
+  PyType_Modified(sub);
   type = t;
   return Py_NewRef(type);
 }
@@ -425,7 +461,7 @@ static void eager_enqueue(ServerObject *s, PyObject *runner) {
 /* The runner's first step, as its task's first step would run it. -1 with
  * an exception set if it could not be run or handed over to its task. */
 static int eager_step(ServerObject *s, RunnerObject *runner) {
-  PyObject *context = PyContext_CopyCurrent();
+  PyObject *context = PyContext_Copy(s->context);
   PyTypeObject *type = (PyTypeObject *)s->eager_task_type;
   PyObject *task = context ? type->tp_alloc(type, 0) : NULL;
   if (!task) {
@@ -520,9 +556,12 @@ int asgi_start_app(ServerObject *s, PyObject *scope, PyObject *receive, PyObject
     eager_enqueue(s, runner); /* its first step runs when uv_run() returns */
     return 0;
   }
-  /* asyncio.Task(runner, loop=loop), as loop.create_task() does. */
-  PyObject *args[2] = {runner, s->loop};
-  PyObject *task = runner ? PyObject_Vectorcall(s->task_type, args, 1, s->loop_kwnames) : NULL;
+  /* asyncio.Task(runner, loop=loop, context=<a copy of the server's>), as
+   * loop.create_task() does. */
+  PyObject *context = runner ? PyContext_Copy(s->context) : NULL;
+  PyObject *args[3] = {runner, s->loop, context};
+  PyObject *task = context ? PyObject_Vectorcall(s->task_type, args, 1, s->task_kwnames) : NULL;
+  Py_XDECREF(context);
   Py_XDECREF(runner);
   if (!task)
     return -1;
@@ -570,7 +609,8 @@ static int asyncio_hooks(ServerObject *s) {
 }
 
 int asgi_task_setup(ServerObject *s) {
-  if (!(s->task_type = runner_task_type()) || !(s->loop_kwnames = Py_BuildValue("(s)", "loop")) ||
+  if (!(s->task_type = runner_task_type()) ||
+      !(s->task_kwnames = Py_BuildValue("(ss)", "loop", "context")) ||
       !(s->eager_task_type = request_task_type(s->task_type)) || asyncio_hooks(s) != 0)
     return -1;
   return 0;

@@ -69,6 +69,17 @@ def test_task_used_after_its_request(tasks_server):
     assert get(tasks_server, "stashed") == {"result": None, "done": True, "cancelled": False}
 
 
+def test_task_repr_in_first_step(tasks_server):
+    assert get(tasks_server, "task_repr") == {"repr": ["<RequestTask", "pending"]}
+
+
+def test_task_used_after_its_request_awaited_directly(tasks_server):
+    assert get(tasks_server, "stash") == {}
+    assert get(tasks_server, "stashed_await") == {"result": None, "done": True, "again": []}
+    assert get(tasks_server, "stash") == {}
+    assert get(tasks_server, "stashed_iter") == {"result": None, "iterator": "FutureIter"}
+
+
 def test_many_requests_in_flight(tasks_server):
     import concurrent.futures
 
@@ -78,3 +89,15 @@ def test_many_requests_in_flight(tasks_server):
     assert len(results) == len(routes)
     assert "Task was destroyed" not in tasks_server.log()
     assert "Traceback" not in tasks_server.log()
+
+
+def test_context_of_pipelined_requests(tasks_server):
+    """Requests that arrive together on one connection each start from the
+    server's context, not from the one the previous request left behind
+    (that request's send() runs in its own context and wakes the server)."""
+    from server_fixtures import RawConn, build_request
+
+    with RawConn(tasks_server.port) as conn:
+        conn.send(b"".join(build_request("GET", "/context") for _ in range(8)))
+        bodies = [conn.read_response().body for _ in range(8)]
+    assert [b'{"seen": "unset", "kept": "set"}'] * 8 == bodies
