@@ -6,7 +6,6 @@ pathsend / zerocopysend extensions.
 
 import hashlib
 import json
-import re
 import time
 
 import pytest
