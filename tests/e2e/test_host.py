@@ -285,6 +285,16 @@ def test_server_mode_does_not_import_from_the_working_directory(app_bin, tmp_pat
 # ---- `app.bin python`: the command line of python3.11 ------------------------
 
 
+@pytest.mark.parametrize("tz", [None, "Europe/Paris", "America/New_York"])
+def test_time_zone_is_the_callers(app_bin, tz):
+    """The host pins TZ while it indexes the archive (libzip's mktime calls);
+    Python sees the caller's TZ, or none, and the zone it names."""
+    code = "import os, time; print(os.environ.get('TZ'), time.tzname, time.localtime(0).tm_hour)"
+    want = subprocess.run(["/usr/bin/python3.11", "-I", "-c", code], capture_output=True,
+                          text=True, env=clean_env(TZ=tz), check=True).stdout
+    assert python_c(app_bin, code, env=clean_env(TZ=tz)) == want
+
+
 def test_dash_c_and_argv(app_bin):
     out = python_c(app_bin, "import sys, json; print(json.dumps(sys.argv))", "a", "-b", "--c")
     assert json.loads(out) == ["-c", "a", "-b", "--c"]
