@@ -20,10 +20,7 @@ static struct {
 } S;
 
 static int strings_init(void) {
-  static const struct {
-    PyObject **slot;
-    const char *text;
-  } table[] = {
+  static const asgi_intern_entry table[] = {
       {&S.create_future, "create_future"},
       {&S.call_soon, "call_soon"},
       {&S.call_later, "call_later"},
@@ -32,10 +29,7 @@ static int strings_init(void) {
       {&S.remove_reader, "remove_reader"},
       {&S.cancel, "cancel"},
   };
-  for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
-    if (!*table[i].slot && !(*table[i].slot = PyUnicode_InternFromString(table[i].text)))
-      return -1;
-  return 0;
+  return ASGI_INTERN(table);
 }
 
 /* ---- the libuv <-> asyncio pump ------------------------------------------------- */

@@ -19,10 +19,7 @@ static struct {
 } S;
 
 static int strings_init(void) {
-  static const struct {
-    PyObject **slot;
-    const char *text;
-  } table[] = {
+  static const asgi_intern_entry table[] = {
       {&S.type, "type"},
       {&S.client, "client"},
       {&S.path, "path"},
@@ -41,9 +38,8 @@ static int strings_init(void) {
       {&S.response_zerocopysend, "http.response.zerocopysend"},
       {&S.done, "done"},
   };
-  for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
-    if (!*table[i].slot && !(*table[i].slot = PyUnicode_InternFromString(table[i].text)))
-      return -1;
+  if (ASGI_INTERN(table) != 0)
+    return -1;
   if (!S.empty_bytes && !(S.empty_bytes = PyBytes_FromStringAndSize("", 0)))
     return -1;
   return 0;

@@ -61,6 +61,20 @@ typedef struct ServerObject {
   int ws_per_message_deflate;
 } ServerObject;
 
+/* Each asgi file interns the strings it looks up once, from a table. */
+typedef struct asgi_intern_entry {
+  PyObject **slot;
+  const char *text;
+} asgi_intern_entry;
+
+static inline int asgi_intern(const asgi_intern_entry *table, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!*table[i].slot && !(*table[i].slot = PyUnicode_InternFromString(table[i].text)))
+      return -1;
+  return 0;
+}
+#define ASGI_INTERN(table) asgi_intern((table), sizeof(table) / sizeof((table)[0]))
+
 /* Leading and trailing blanks (spaces, tabs) off [*p, *p + *len). */
 static inline void asgi_trim(const char **p, size_t *len) {
   while (*len && (**p == ' ' || **p == '\t'))

@@ -13,16 +13,10 @@ static const char *const level_tags[] = {
 static struct { PyObject *log_exception; } S;
 
 static int strings_init(void) {
-  static const struct {
-    PyObject **slot;
-    const char *text;
-  } table[] = {
+  static const asgi_intern_entry table[] = {
       {&S.log_exception, "log_exception"},
   };
-  for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
-    if (!*table[i].slot && !(*table[i].slot = PyUnicode_InternFromString(table[i].text)))
-      return -1;
-  return 0;
+  return ASGI_INTERN(table);
 }
 
 int asgi_log_init(void) { return strings_init(); }

@@ -16,10 +16,7 @@ static struct {
 } S;
 
 static int strings_init(void) {
-  static const struct {
-    PyObject **slot;
-    const char *text;
-  } table[] = {
+  static const asgi_intern_entry table[] = {
       {&S.type, "type"},
       {&S.asgi, "asgi"},
       {&S.version, "version"},
@@ -49,10 +46,7 @@ static int strings_init(void) {
       {&S.zerocopysend_ext, "http.response.zerocopysend"},
       {&S.ws_http_response_ext, "websocket.http.response"},
   };
-  for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
-    if (!*table[i].slot && !(*table[i].slot = PyUnicode_InternFromString(table[i].text)))
-      return -1;
-  return 0;
+  return ASGI_INTERN(table);
 }
 
 int asgi_scope_init(void) { return strings_init(); }

@@ -10,19 +10,13 @@
 static struct { PyObject *done, *set_result, *set_exception, *cancel; } S;
 
 static int strings_init(void) {
-  static const struct {
-    PyObject **slot;
-    const char *text;
-  } table[] = {
+  static const asgi_intern_entry table[] = {
       {&S.done, "done"},
       {&S.set_result, "set_result"},
       {&S.set_exception, "set_exception"},
       {&S.cancel, "cancel"},
   };
-  for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
-    if (!*table[i].slot && !(*table[i].slot = PyUnicode_InternFromString(table[i].text)))
-      return -1;
-  return 0;
+  return ASGI_INTERN(table);
 }
 
 /* ---- Ready: an awaitable that is already done ------------------------------ */

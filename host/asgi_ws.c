@@ -64,10 +64,7 @@ typedef struct {
 static PyTypeObject WebSocketType;
 
 static int strings_init(void) {
-  static const struct {
-    PyObject **slot;
-    const char *text;
-  } table[] = {
+  static const asgi_intern_entry table[] = {
       {&W.type, "type"},
       {&W.text, "text"},
       {&W.bytes, "bytes"},
@@ -89,10 +86,7 @@ static int strings_init(void) {
       {&W.response_body, "websocket.http.response.body"},
       {&W.empty, ""},
   };
-  for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
-    if (!*table[i].slot && !(*table[i].slot = PyUnicode_InternFromString(table[i].text)))
-      return -1;
-  return 0;
+  return ASGI_INTERN(table);
 }
 
 static int type_is(PyObject *type, PyObject *str) {
