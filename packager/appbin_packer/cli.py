@@ -51,9 +51,9 @@ def build_parser():
                         help="do not copy the system libraries extension modules need")
     parser.add_argument("--system-lib", action="append", dest="system_libs", metavar="SONAME",
                         help="a library the target system provides, never bundled; repeatable "
-                             "(default: libcrypto.so.3 libssl.so.3 libz.so.1, which every "
-                             "Debian and distroless base image has); --system-lib none "
-                             "bundles them too")
+                             "(default: libcrypto.so.3 libssl.so.3 libz.so.1, which Debian "
+                             "and distroless's base and cc images have); --system-lib none "
+                             "bundles them too (for a glibc-only base such as base-nossl)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print no size summary")
     parser.add_argument("--version", action="version", version=f"appbin-pack {VERSION}")
     return parser

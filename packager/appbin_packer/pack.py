@@ -32,8 +32,8 @@ class Options:
     excludes: tuple = ()
     defaults: tuple = ()  # (option, value) pairs
     bundle_libs: bool = True
-    # Libraries left to the system: every Debian (and distroless base) image
-    # has them, and the host's distribution keeps them patched.
+    # Libraries left to the system: Debian and distroless's base and cc
+    # images have them, and the target's distribution keeps them patched.
     system_libs: tuple = ("libcrypto.so.3", "libssl.so.3", "libz.so.1")
 
 
