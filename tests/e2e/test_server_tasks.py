@@ -69,6 +69,11 @@ def test_task_used_after_its_request(tasks_server):
     assert get(tasks_server, "stashed") == {"result": None, "done": True, "cancelled": False}
 
 
+def test_asyncio_timeout_and_task_group(tasks_server):
+    assert get(tasks_server, "asyncio_timeout") == {"timed_out": True, "cancelling": 0,
+                                                    "parts": [0, 1, 2]}
+
+
 def test_task_repr_in_first_step(tasks_server):
     assert get(tasks_server, "task_repr") == {"repr": ["<RequestTask", "pending"]}
 
