@@ -122,6 +122,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s: error: %s: %s\n", prog, exe, err);
     return 1;
   }
+  if (has_payload)
+    zipindex_trust(&zi); /* payload_open checked the archive's SHA-256 */
 
   cli_options opts;
   if (cli_parse(argc, argv, has_payload ? &mf : NULL, &opts, err, sizeof(err)) != 0) {

@@ -38,7 +38,8 @@ typedef struct zipindex {
   size_t slot_mask;
   pthread_mutex_t read_lock; /* held by zipindex_read */
   int read_lock_ready;
-  void *dctx; /* ZSTD_DCtx, made on the first zstd read, reused under read_lock */
+  void *dctx;  /* ZSTD_DCtx, made on the first zstd read, reused under read_lock */
+  int trusted; /* zipindex_trust(): zstd reads skip the CRC-32 */
 } zipindex;
 
 /* Opens the zip archive held in `data` (not copied: must outlive the index).
@@ -47,6 +48,13 @@ typedef struct zipindex {
  * and members compressed with a method other than the three above.
  * Returns 0, or -1 with a message in err. */
 int zipindex_open(zipindex *zi, const void *data, size_t len, char *err, size_t errlen);
+
+/* The caller has verified every byte of the archive (the payload's SHA-256,
+ * of a file the kernel keeps from being written while it runs): reads of
+ * zstd members skip the CRC-32, which costs about as much as decompressing
+ * them. libzip still checks stored and deflated members (it offers no way
+ * not to for a whole-member read). */
+void zipindex_trust(zipindex *zi);
 
 void zipindex_close(zipindex *zi);
 

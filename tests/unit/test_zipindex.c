@@ -594,6 +594,53 @@ static void test_crc(void) {
   free(zip);
 }
 
+/* zipindex_trust(): zstd members read without their CRC-32 (a wrong one no
+ * longer fails), stored and deflated ones are still checked (by libzip), and
+ * a damaged zstd frame still fails. */
+static void test_trusted(void) {
+  ziptest z;
+  zt_init(&z);
+  zt_add_ex(&z, "stored", 6, "some content", 12, ZT_BAD_CRC);
+  zt_add_ex(&z, "zstd", 4, big, sizeof(big), ZT_BAD_CRC | ZT_ZSTD);
+  zt_add_ex(&z, "deflated", 8, big, sizeof(big), ZT_BAD_CRC | ZT_DEFLATE);
+  size_t len;
+  uint8_t *zip = zt_finish(&z, 0, &len);
+  zipindex zi;
+  char err[256] = "";
+  if (CHECK_EQ_INT(zipindex_open(&zi, zip, len, err, sizeof(err)), 0)) {
+    const zipindex_entry *stored = zipindex_find(&zi, "stored", 6);
+    const zipindex_entry *zstd = zipindex_find(&zi, "zstd", 4);
+    const zipindex_entry *deflated = zipindex_find(&zi, "deflated", 8);
+    char *buf;
+    if (CHECK(stored && zstd && deflated)) {
+      CHECK_EQ_INT(read_member(&zi, stored, &buf, err, sizeof(err)), -1);
+      CHECK_EQ_INT(read_member(&zi, zstd, &buf, err, sizeof(err)), -1);
+      zipindex_trust(&zi);
+      CHECK_EQ_INT(read_member(&zi, stored, &buf, err, sizeof(err)), -1);
+      if (CHECK_EQ_INT(read_member(&zi, zstd, &buf, err, sizeof(err)), 0)) {
+        CHECK(memcmp(buf, big, sizeof(big)) == 0);
+        free(buf);
+      }
+      CHECK_EQ_INT(read_member(&zi, deflated, &buf, err, sizeof(err)), -1);
+    }
+    zipindex_close(&zi);
+  }
+  free(zip);
+
+  zt_init(&z);
+  zt_add_ex(&z, "broken", 6, big, 2000, ZT_ZSTD);
+  zip = zt_finish(&z, 0, &len);
+  zip[30 + 6 + 8] ^= 0x55; /* inside the frame, past its header */
+  if (CHECK_EQ_INT(zipindex_open(&zi, zip, len, err, sizeof(err)), 0)) {
+    zipindex_trust(&zi);
+    const zipindex_entry *broken = zipindex_find(&zi, "broken", 6);
+    char *buf;
+    CHECK(broken && read_member(&zi, broken, &buf, err, sizeof(err)) == -1);
+    zipindex_close(&zi);
+  }
+  free(zip);
+}
+
 /* A compression method other than stored, deflate and zstd: the archive is
  * refused when opened, naming the member and the method. */
 static void test_unsupported_method(void) {
@@ -800,6 +847,7 @@ int main(void) {
   test_inconsistent_headers();
   test_crc();
   test_unsupported_method();
+  test_trusted();
   test_every_byte_flipped();
   test_many_members();
   test_zip64();
