@@ -112,6 +112,11 @@ class Entry:
         return self.filename.endswith("/")
 
 
+def check_compression(method):
+    """Raises PackError now, before any packing, if `method` cannot be written."""
+    _compressor(method, DEFAULT_LEVEL[method])
+
+
 def _compressor(method, level):
     """A function bytes -> compressed bytes for `method`, or None for stored."""
     if method == ZSTD:

@@ -8,7 +8,8 @@ import sysconfig
 from pathlib import Path
 
 from . import VERSION
-from .archive import LIBS_PREFIX, MANIFEST_MEMBER, Member, manifest_bytes, write_app
+from .archive import (LIBS_PREFIX, MANIFEST_MEMBER, Member, check_compression, manifest_bytes,
+                      write_app)
 from .collect import (SITE_PREFIX, excluded, is_shared_object, site_packages_files,
                       stdlib_files)
 from .elfdeps import DependencyResolver
@@ -50,6 +51,7 @@ def pack(options, warn):
     """Packs according to `options`; `warn(message)` reports non-fatal problems."""
     check_output(options.output)
     check_host(options.host)
+    check_compression(options.compression)
     site_dir = find_site_packages(options.venv)
     site = site_packages_files(site_dir)
     for message in site.warnings:

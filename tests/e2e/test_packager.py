@@ -192,6 +192,26 @@ def test_usage_errors_exit_2(tmp_path, run_appbin_pack, stub_host, args, fragmen
     assert_nothing_written(out)
 
 
+def test_zstd_without_the_zstandard_module(tmp_path, stub_host):
+    """A packager Python without zstandard: a message saying what to install,
+    exit 1, no output; --compression deflate still works."""
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    out = tmp_path / "out"
+    out.mkdir()
+    code = ("import sys; sys.modules['zstandard'] = None; "
+            f"sys.path.insert(0, {str(ROOT / 'packager')!r}); "
+            "from appbin_packer.cli import main; sys.exit(main(sys.argv[1:]))")
+    argv = [PYTHON, "-I", "-c", code, "--venv", venv, "--app", "fakeapp:app", "--host",
+            stub_host, "-o", out / "app.bin", "--quiet"]
+    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=300)
+    assert_error(result, 1, "apt-get install python3-zstandard")
+    assert_nothing_written(out)
+    result = subprocess.run([str(a) for a in argv] + ["--compression", "deflate"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (out / "app.bin").exists()
+
+
 def test_missing_required_arguments_exit_2(run_appbin_pack):
     assert_error(run_appbin_pack("--app", "a:b"), 2, "--venv")
 
