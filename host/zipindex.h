@@ -4,7 +4,8 @@
  *
  * Members are stored, deflated (libzip inflates them) or zstd-compressed
  * (method 93: libzip 1.7 hands over the raw frame and zstd decompresses it
- * here; the CRC-32 is checked either way).
+ * here). Reads check the CRC-32, except those of zstd members once the caller
+ * has vouched for the archive (zipindex_trust).
  *
  * zipindex_read may be called from several threads at once (the importer
  * releases the GIL around it): libzip's reads of one archive share a source
