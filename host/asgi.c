@@ -122,24 +122,10 @@ static int dict_double(PyObject *opts, const char *key, double dflt, double *out
 }
 
 static int parse_trusted(ServerObject *s, const char *ips) {
-  for (const char *p = ips; *p;) {
-    size_t n = strcspn(p, ",");
-    const char *h = p;
-    size_t hn = n;
-    asgi_trim(&h, &hn);
-    if (hn == 1 && *h == '*') {
-      s->trust_all_proxies = 1;
-    } else if (hn) {
-      char **t = PyMem_Realloc(s->trusted, (s->ntrusted + 1) * sizeof(*t));
-      if (!t)
-        return -1;
-      s->trusted = t;
-      if (!(t[s->ntrusted] = PyMem_Malloc(hn + 1)))
-        return -1;
-      memcpy(t[s->ntrusted], h, hn);
-      t[s->ntrusted++][hn] = '\0';
-    }
-    p += n + (p[n] == ',');
+  char err[160];
+  if (ipallow_parse(&s->trusted, ips, err, sizeof(err)) != 0) {
+    PyErr_Format(PyExc_ValueError, "--forwarded-allow-ips: %s", err);
+    return -1;
   }
   return 0;
 }
@@ -462,9 +448,7 @@ static void server_dealloc(ServerObject *s) {
   Py_XDECREF(s->default_header_refs);
   Py_XDECREF(s->server_addr);
   PyMem_Free(s->default_headers);
-  for (size_t i = 0; i < s->ntrusted; i++)
-    PyMem_Free(s->trusted[i]);
-  PyMem_Free(s->trusted);
+  ipallow_free(&s->trusted);
   PyMem_Free(s->access_buf);
   Py_TYPE(s)->tp_free((PyObject *)s);
 }
