@@ -70,6 +70,8 @@ typedef struct http_hdr_span {
 } http_hdr_span;
 
 enum http_span_kind { SPAN_NONE, SPAN_METHOD, SPAN_URL, SPAN_FIELD, SPAN_VALUE };
+/* What llhttp reads next (see "Shapes llhttp refuses" in http_conn.c). */
+enum http_framing { FR_HEAD, FR_DATA, FR_CHUNK_LINE, FR_TRAILERS };
 enum http_timer_mode { TIMER_OFF, TIMER_IDLE, TIMER_HEAD, TIMER_LINGER, TIMER_STREAM, TIMER_FLUSH };
 
 /* An upgraded connection's consumer side (embedded in http_conn). */
@@ -115,6 +117,8 @@ struct http_conn {
   uint64_t head_start_abs; /* stream offset where the head began */
   size_t trailer_bytes;    /* bytes of trailers / chunk extensions */
   size_t ext_bytes;        /* chunk-extension bytes of the current chunk */
+  uint8_t framing;         /* enum http_framing */
+  bool reqline_seen;       /* FR_HEAD: the request line's end was prescanned */
   int perr_status;         /* error found by a callback: status to answer */
   const char *perr_msg;
 

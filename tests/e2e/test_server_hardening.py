@@ -188,3 +188,190 @@ def test_forwarded_allow_ips_bad_value_exits_2(appbin, value):
     assert len(out.strip().splitlines()) == 1, out
     rc, out = appbin.run("--port", "0", env={"APPBIN_FORWARDED_ALLOW_IPS": value}, timeout=30)
     assert rc == 2 and "--forwarded-allow-ips" in out, out
+
+
+# ---- 7. RFC 9110/9112 details ------------------------------------------------------------------
+
+
+def _answer(server, data, chunks=None):
+    """Sends data (or the pieces in chunks, one by one) on a new connection;
+    returns (first response, the connection)."""
+    conn = server.connect(timeout=10)
+    for piece in chunks or [data]:
+        conn.send(piece)
+        if chunks:
+            time.sleep(0.05)
+    return conn.read_response(), conn
+
+
+def _refused(server, data, status, chunks=None):
+    resp, conn = _answer(server, data, chunks)
+    assert resp.status == status, resp
+    assert resp.header("connection") == "close"
+    assert conn.wait_closed(5)
+    conn.close()
+    return resp
+
+
+def test_over_long_request_target_is_414(raw_server):
+    long_target = b"/" + b"a" * 20000
+    _refused(raw_server, b"GET " + long_target + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414)
+    # the same when it arrives in pieces, and with a query
+    _refused(raw_server, None, 414, chunks=[b"GET /?q=", b"b" * 9000, b"c" * 9000,
+                                            b" HTTP/1.1\r\nHost: a\r\n\r\n"])
+    # a target that fits, with headers that do not, is still 431
+    _refused(raw_server, b"GET /" + b"a" * 8000 + b" HTTP/1.1\r\nHost: a\r\nX-Big: "
+             + b"b" * 9000 + b"\r\n\r\n", 431)
+
+
+def test_expect_100_continue_is_ignored_on_http10(raw_server):
+    """RFC 9110 10.1.1: a server MUST ignore an Expect: 100-continue sent in an
+    HTTP/1.0 request (no interim response, the body is read straight away)."""
+    conn = raw_server.connect(timeout=10)
+    conn.send(b"POST /echo HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello")
+    data = conn.read_to_eof()
+    assert not re.search(rb"^HTTP/1\.\d 100", data, re.M), data
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\nhello"), data
+    # on HTTP/1.1 it still holds the body back until the app reads it
+    with raw_server.connect(timeout=10) as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        assert conn.read_response(allow_interim=True).status == 100
+        conn.send(b"hello")
+        assert conn.read_response().body == b"hello"
+
+
+@pytest.mark.parametrize("framing", [
+    b"Content-Length: 5\t",
+    b"Content-Length: 5 \t ",
+    b"Content-Length:\t5\t",
+    b"Transfer-Encoding: chunked\t",
+    b"Transfer-Encoding:\tchunked \t",
+])
+def test_trailing_htab_is_whitespace_after_framing_values(raw_server, framing):
+    """OWS (SP or HTAB) around a field value is not part of it (RFC 9110 5.5)."""
+    body = b"5\r\nhello\r\n0\r\n\r\n" if b"chunked" in framing else b"hello"
+    with raw_server.connect(timeout=10) as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: a\r\n" + framing + b"\r\n\r\n" + body)
+        assert conn.read_response().body == b"hello"
+        assert conn.request("GET", "/").body == b"hello"  # framing was understood
+
+
+def test_trailing_htab_split_across_reads(raw_server):
+    resp, conn = _answer(raw_server, None, chunks=[
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5", b"\t", b"\t", b"\r\n\r\nhel",
+        b"lo"])
+    assert resp.body == b"hello"
+    conn.close()
+
+
+@pytest.mark.parametrize("line", [
+    b"5 ;a=b",            # BWS before the extension
+    b"5\t;a=b",
+    b"5 \t ;a",
+    b"5; a=b",            # BWS after the semicolon
+    b"5;a = b",           # and around '='
+    b"5;a=\"x\\\"y\"",    # a quoted-pair in a quoted value
+    b"5;a=\"x\\\\\";b=\"\"",
+    b"5;a=\"\tx y\";c;d=e",
+    b"005;name",
+])
+def test_chunk_extensions_are_accepted_and_ignored(raw_server, line):
+    with raw_server.connect(timeout=10) as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  + line + b"\r\nhello\r\n0 ; last=\"1\"\r\n\r\n")
+        assert conn.read_response().body == b"hello"
+        assert conn.request("GET", "/").body == b"hello"
+
+
+def test_chunk_extensions_split_across_reads(raw_server):
+    resp, conn = _answer(raw_server, None, chunks=[
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 ", b";a=",
+        b"\"x\\", b"\"y\"", b"\r", b"\nhel", b"lo\r\n0", b"\r\n\r\n"])
+    assert resp.body == b"hello"
+    conn.close()
+
+
+@pytest.mark.parametrize("line", [
+    b"5;a=\"x",          # unterminated quoted string
+    b"5;a=\"x\ry\"",      # CR inside
+    b"5;a=\"x\\\ry\"",    # a quoted-pair cannot escape CR
+    b"5;=b",             # no name
+    b"5;a=b c",          # two values
+    b"5;a b",
+    b"5 ",               # BWS only precedes ';'
+    b" 5",
+    b"5;a=\x01",
+    b"5;" + b"a" * 5000,  # too long
+    b"x5;a",
+])
+def test_bad_chunk_lines_are_still_400(raw_server, line):
+    _refused(raw_server, b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+             + line + b"\r\nhello\r\n0\r\n\r\n", 400)
+
+
+def test_chunk_data_that_looks_like_a_chunk_line_is_data(raw_server):
+    """The body bytes are never rewritten: only chunk-size lines are read as
+    such (a chunk whose data is '5 ;a=b\\t\\r\\n')."""
+    data = b"5 ;a=b\t\r\n"
+    with raw_server.connect(timeout=10) as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  + b"%x\r\n" % len(data) + data + b"\r\n0\r\n\r\n")
+        assert conn.read_response().body == data
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 13\r\n\r\nHTTP/1.2 x\t\r\n")
+        assert conn.read_response().body == b"HTTP/1.2 x\t\r\n"
+
+
+@pytest.mark.parametrize("host", [b"user@a", b"a b", b"a,b", b"a:8x", b"a/b", b"a:80:80",
+                                  b"[::1", b"::1", b"a\"b", b"a?b", b"a#b", b"a%zz", b"[v1]x",
+                                  b"a:99999999999"])
+def test_invalid_host_is_400(raw_server, host):
+    _refused(raw_server, b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n", 400)
+    assert "/never" not in raw_server.get("/seen").json()
+
+
+@pytest.mark.parametrize("host", [b"a", b"a:80", b"a:", b"127.0.0.1:8000", b"[::1]:8000",
+                                  b"[::1]", b"xn--bcher-kva.example", b"a-b.c_d~e", b"a%41",
+                                  b"[v7.x:y]", b"", b"EXAMPLE.com"])
+def test_valid_host_is_served(raw_server, host):
+    with raw_server.connect() as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        assert conn.read_response().status == 200
+
+
+@pytest.mark.parametrize("version", [b"1.2", b"1.9"])
+def test_higher_http1_minor_version_is_processed_as_1_1(raw_server, version):
+    """RFC 9110 2.5: a 1.x request with x > 1 is answered as HTTP/1.1."""
+    with raw_server.connect(timeout=10) as conn:
+        conn.send(b"GET /scope HTTP/" + version + b"\r\nHost: a\r\n\r\n")
+        resp = conn.read_response()
+        assert resp.version == "HTTP/1.1" and resp.status == 200
+        assert json.loads(resp.body)["http_version"] == "1.1"
+        # a keep-alive connection, as for 1.1; in pieces too
+        for piece in (b"GET / HTTP/1.", version[-1:], b"\r\nHost: a\r\n\r\n"):
+            conn.send(piece)
+            time.sleep(0.05)
+        assert conn.read_response().body == b"hello"
+
+
+@pytest.mark.parametrize("version", [b"2.0", b"0.9", b"1.10", b"3.1", b"1.x"])
+def test_other_versions_are_still_refused(raw_server, version):
+    resp, conn = _answer(raw_server, b"GET / HTTP/" + version + b"\r\nHost: a\r\n\r\n")
+    assert resp.status in (400, 505), resp
+    conn.close()
+
+
+@pytest.mark.parametrize("codings", [
+    [b"gzip, chunked"], [b"gzip", b"chunked"], [b"deflate ,chunked"], [b"x-custom, chunked"],
+])
+def test_unknown_transfer_coding_is_501(raw_server, codings):
+    head = b"".join(b"Transfer-Encoding: " + c + b"\r\n" for c in codings)
+    _refused(raw_server, b"POST /echo HTTP/1.1\r\nHost: a\r\n" + head + b"\r\n"
+             b"5\r\nhello\r\n0\r\n\r\n", 501)
+
+
+@pytest.mark.parametrize("codings", [b"chunked, chunked", b"gzip", b"chunked, gzip",
+                                     b"chunked;x=1"])
+def test_transfer_codings_that_break_framing_are_still_400(raw_server, codings):
+    _refused(raw_server, b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + codings
+             + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400)
