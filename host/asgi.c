@@ -233,8 +233,13 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
   if (!(s->access_buf = PyMem_Malloc(s->access_cap)))
     return -1;
 
-  if (uv_loop_init(&s->uv) != 0) {
-    PyErr_SetString(PyExc_OSError, "cannot create the libuv loop");
+  int uv_rc = uv_loop_init(&s->uv);
+  if (uv_rc != 0) {
+    PyObject *args = Py_BuildValue("(is)", -uv_rc, "cannot create the libuv loop");
+    if (args) {
+      PyErr_SetObject(PyExc_OSError, args);
+      Py_DECREF(args);
+    }
     return -1;
   }
   s->uv_ready = 1;
@@ -258,9 +263,18 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
   return 0;
 }
 
+/* OSError(errno, "cannot listen on WHERE: why"). */
 static PyObject *listen_error(int rc, const char *where) {
-  return PyErr_Format(PyExc_OSError, "cannot listen on %s: %s", where,
-                      rc < -20000 ? http_strerror(rc) : uv_strerror(rc));
+  PyObject *msg = PyUnicode_FromFormat("cannot listen on %s: %s", where,
+                                       rc < -20000 ? http_strerror(rc) : uv_strerror(rc));
+  if (msg) {
+    PyObject *args = Py_BuildValue("(iN)", rc < -20000 ? 0 : -rc, msg);
+    if (args) {
+      PyErr_SetObject(PyExc_OSError, args);
+      Py_DECREF(args);
+    }
+  }
+  return NULL;
 }
 
 static PyObject *server_listen_tcp(ServerObject *s, PyObject *args) {

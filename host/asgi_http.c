@@ -311,6 +311,8 @@ static void finish_with_500(RequestObject *r) {
     return;
   ServerObject *s = r->server;
   Py_INCREF(r); /* on_request calls this holding only the layer's reference */
+  if (r->started && http_response_retract(r->req) == 0)
+    r->started = 0; /* nothing of the response left yet: a 500 replaces it */
   if (r->started) {
     http_response_abort(r->req);
   } else {

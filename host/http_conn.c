@@ -215,6 +215,7 @@ static void on_write(uv_write_t *wr, int status);
 
 /* Hand wbuf[skip..] to uv_write() (nothing in flight). */
 static void conn_submit(http_conn *c, size_t skip) {
+  c->resp_head_unsent = false;
   http_buf tmp = c->wfly;
   c->wfly = c->wbuf;
   c->wbuf = tmp;
@@ -233,6 +234,7 @@ static void conn_submit(http_conn *c, size_t skip) {
 void http_conn_out_flush(http_conn *c) {
   if (c->in_process || c->writing || c->wbuf.len == 0 || c->closed)
     return;
+  c->resp_head_unsent = false;
   if (c->sink) {
     c->sink(c, c->wbuf.base, c->wbuf.len, c->sink_data);
     c->wbuf.len = 0;
@@ -268,6 +270,7 @@ int http_conn_out_write(http_conn *c, const void *data, size_t len, const char *
   }
   uv_buf_t b[3];
   unsigned nb = 0;
+  c->resp_head_unsent = false;
   if (c->wbuf.len)
     b[nb++] = uv_buf_init(c->wbuf.base, (unsigned)c->wbuf.len);
   b[nb++] = uv_buf_init((char *)data, (unsigned)len);

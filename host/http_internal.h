@@ -49,6 +49,9 @@ struct http_server {
   size_t n_active;  /* requests handed to the consumer, not yet terminal */
   uint64_t n_requests;
 
+  uint64_t nofile;       /* RLIMIT_NOFILE when created */
+  int fd_warn_at;        /* an accepted fd this high is near the limit */
+  uint64_t fd_warned_at; /* uv_now() of the last such warning, 0 never */
   bool accepting;
   bool max_reached;
   bool shutting_down;
@@ -127,6 +130,8 @@ struct http_conn {
   int64_t resp_remaining; /* declared content-length left, -1 = none */
   uint64_t resp_body_bytes;
   int resp_status;
+  size_t resp_head_at;   /* where the open head starts in wbuf */
+  bool resp_head_unsent; /* no byte of wbuf left since the head was queued */
 
   /* --- output --- */
   http_buf wbuf;   /* queued, not yet handed to the kernel/libuv */

@@ -4,6 +4,9 @@
 #include <Python.h>
 
 #include <stdio.h>
+#include <sys/resource.h>
+
+#define MIN_NOFILE 64 /* open files a server needs to start, with some connections */
 
 static const char *const lifespan_names[] = {"auto", "on", "off"};
 
@@ -64,7 +67,22 @@ static PyObject *options_dict(const cli_options *o) {
   return d;
 }
 
+int serve_check_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+      rl.rlim_cur >= MIN_NOFILE)
+    return 0;
+  fprintf(stderr,
+          "app.bin: error: too few file descriptors: the open-file limit (RLIMIT_NOFILE) is "
+          "%llu, a server needs at least %d (raise it: ulimit -n, systemd LimitNOFILE=, "
+          "docker run --ulimit nofile=)\n",
+          (unsigned long long)rl.rlim_cur, MIN_NOFILE);
+  return -1;
+}
+
 int serve_run(const cli_options *opts) {
+  if (serve_check_fd_limit() != 0)
+    return 1;
   if (!opts->app) {
     fprintf(stderr, "app.bin: error: no application: pack with --app MODULE:ATTR or pass --app\n");
     return 1;

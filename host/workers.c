@@ -1,5 +1,7 @@
 #include "workers.h"
 
+#include "serve.h"
+
 #include <errno.h>
 #include <netdb.h>
 #include <signal.h>
@@ -131,6 +133,8 @@ static int exit_status(int status) {
 int workers_run(cli_options *opts, int *is_worker) {
   *is_worker = 0;
   int n = opts->workers;
+  if (serve_check_fd_limit() != 0)
+    return 1;
   int fd = workers_bind(opts);
   if (fd < 0)
     return 1;

@@ -476,6 +476,8 @@ class Lifespan:
         return True
 
     async def _main(self):
+        import asyncio
+
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
                  "state": self.state}
         try:
@@ -484,6 +486,8 @@ class Lifespan:
             self.error = True
             if self.startup_failed or self.shutdown_failed:
                 return
+            if self.startup_done.is_set() and isinstance(exc, asyncio.CancelledError):
+                return  # cancelled as the server goes down (after an error while serving)
             if self.mode == "auto":
                 log(2, "ASGI 'lifespan' protocol appears unsupported.")
             else:
@@ -532,22 +536,44 @@ def serve(options):
 
     gc.disable()
     try:
-        app = load_app(options["app"], options["factory"])
-    except AppLoadError as exc:
-        log(4, str(exc))
-        return 1
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        return loop.run_until_complete(_serve(loop, app, options))
-    finally:
         try:
-            _cancel_all_tasks(loop)
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
+            app = load_app(options["app"], options["factory"])
+        except AppLoadError as exc:
+            log(4, str(exc))
+            return 1
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            return loop.run_until_complete(_serve(loop, app, options))
         finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+            try:
+                _cancel_all_tasks(loop)
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+    except OSError as exc:
+        if not _out_of_fds(exc):
+            raise
+        log(4, _fd_limit_message(exc))
+        return 1
+
+
+def _out_of_fds(exc):
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)
+
+
+def _fd_limit_message(exc):
+    """One line for running out of file descriptors, naming the limit."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return (f"{exc.strerror or exc}: too few file descriptors (the open-file limit, "
+            f"RLIMIT_NOFILE, is {soft}: raise it with ulimit -n, systemd LimitNOFILE= or "
+            f"docker run --ulimit nofile=)")
 
 
 class _Signals:
@@ -626,7 +652,7 @@ async def _serve(loop, app, options):
     try:
         where = _listen(server, options)
     except OSError as exc:
-        log(4, str(exc))
+        log(4, _fd_limit_message(exc) if _out_of_fds(exc) else exc.strerror or str(exc))
         await lifespan.shutdown()
         server.close()
         return 1

@@ -375,3 +375,91 @@ def test_unknown_transfer_coding_is_501(raw_server, codings):
 def test_transfer_codings_that_break_framing_are_still_400(raw_server, codings):
     _refused(raw_server, b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + codings
              + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400)
+
+
+# ---- 8. error messages -------------------------------------------------------------------------
+
+
+def test_uds_in_a_missing_directory_says_so(appbin, tmp_path):
+    for workers in ("1", "2"):
+        rc, out = appbin.run("--uds", tmp_path / "missing" / "app.sock", "--workers", workers,
+                             timeout=60)
+        assert rc == 1, out
+        assert re.search(r"no such file or directory", out, re.I), out
+        assert "permission denied" not in out.lower()
+        assert "Traceback" not in out
+
+
+def _with_nofile(limit):
+    import resource
+
+    def set_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    return set_limit
+
+
+def _run_limited(server_app_bin, limit, *args, timeout=60):
+    result = subprocess.run([str(server_app_bin), "--port", "0", *args],
+                            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                            preexec_fn=_with_nofile(limit))
+    return result.returncode, (result.stdout + result.stderr).decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("limit", [12, 16, 24])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_too_few_file_descriptors_is_one_line(server_app_bin, limit, workers):
+    rc, out = _run_limited(server_app_bin, limit, "--workers", workers)
+    assert rc == 1, out
+    lines = out.strip().splitlines()
+    assert len(lines) == 1, out
+    assert "RLIMIT_NOFILE" in lines[0] and str(limit) in lines[0], out
+    assert "Traceback" not in out and "lifespan" not in out
+
+
+def test_running_out_of_file_descriptors_while_serving(appbin, server_app_bin, tmp_path):
+    """Past the start-up check, running out of descriptors for connections is
+    logged (a few times, naming the limit), never crashes, and serving
+    resumes."""
+    log_path = tmp_path / "emfile.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(server_app_bin), "--port", "0"], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=_with_nofile(64))
+    try:
+        deadline = time.monotonic() + 30
+        while not re.search(r"running on http://127\.0\.0\.1:(\d+)", log_path.read_text()):
+            assert time.monotonic() < deadline and proc.poll() is None, log_path.read_text()
+            time.sleep(0.05)
+        port = int(re.search(r"running on http://127\.0\.0\.1:(\d+)",
+                             log_path.read_text()).group(1))
+        conns = []
+        for _ in range(90):
+            try:
+                conns.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+            except OSError:
+                break
+        time.sleep(1.5)
+        for c in conns:
+            c.close()
+        time.sleep(0.5)
+        with RawConn(port, timeout=10) as conn:
+            assert conn.request("GET", "/").body == b"hello"
+        log = log_path.read_text()
+        assert proc.poll() is None, log
+        warnings = re.findall(r"^WARNING: .*open-file limit.*", log, re.M)
+        assert warnings and len(warnings) <= 3, log
+        assert "RLIMIT_NOFILE 64" in warnings[0], log
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_response_start_twice_gets_a_500(raw_server):
+    start = len(raw_server.log())
+    with raw_server.connect() as conn:
+        resp = conn.request("GET", "/start-twice")
+        assert resp.status == 500 and resp.body == b"Internal Server Error", resp
+        assert conn.wait_closed(5)
+    raw_server.wait_log(r"Expected ASGI message 'http.response.body'", start=start)
+    raw_server.wait_log(r'"GET /start-twice HTTP/1.1" 500', start=start)
+    assert " 200" not in raw_server.log()[start:].split("/start-twice")[1].split("\n")[0]
