@@ -6,7 +6,9 @@
 
 #include "asgi_internal.h"
 #include "http.h"
+#include "worker_board.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -312,6 +314,34 @@ static PyObject *server_listen_fd(ServerObject *s, PyObject *arg) {
   return Py_NewRef(Py_None);
 }
 
+static void on_beat(uv_timer_t *t) {
+  (void)t;
+  workers_beat();
+}
+
+/* A supervised worker: the supervisor checks that the loop beats, and asks
+ * for the Python stacks (SIGUSR2, faulthandler) before it replaces a worker
+ * whose loop stays blocked. */
+static int start_beating(ServerObject *s) {
+  double interval = workers_beat_interval();
+  if (interval <= 0)
+    return 0;
+  PyObject *fh = PyImport_ImportModule("faulthandler");
+  PyObject *r = fh ? PyObject_CallMethod(fh, "register", "i", SIGUSR2) : NULL;
+  Py_XDECREF(fh);
+  if (!r)
+    return -1;
+  Py_DECREF(r);
+  uint64_t ms = (uint64_t)(interval * 1000);
+  if (uv_timer_init(&s->uv, &s->beat_timer) != 0 ||
+      uv_timer_start(&s->beat_timer, on_beat, ms, ms) != 0) {
+    PyErr_SetString(PyExc_OSError, "cannot start the worker's heartbeat timer");
+    return -1;
+  }
+  s->beat_on = 1;
+  return 0;
+}
+
 static PyObject *server_start(ServerObject *s, PyObject *noargs) {
   (void)noargs;
   PyObject *fd = PyLong_FromLong(uv_backend_fd(&s->uv));
@@ -323,6 +353,9 @@ static PyObject *server_start(ServerObject *s, PyObject *noargs) {
     return NULL;
   Py_DECREF(r);
   s->reader_added = 1;
+  if (!s->beat_on && start_beating(s) != 0)
+    return NULL;
+  workers_serving();
   asgi_schedule_pump(s);
   Py_RETURN_NONE;
 }
@@ -339,6 +372,7 @@ static PyObject *server_shutdown(ServerObject *s, PyObject *noargs) {
   if (!fut)
     return NULL;
   Py_XSETREF(s->closed_future, Py_NewRef(fut));
+  workers_stopping();
   http_server_shutdown(s->http, server_on_closed);
   asgi_schedule_pump(s);
   return fut;
@@ -377,6 +411,10 @@ static PyObject *server_close(ServerObject *s, PyObject *noargs) {
   if (s->closed)
     Py_RETURN_NONE;
   server_release(s);
+  if (s->beat_on) {
+    uv_close((uv_handle_t *)&s->beat_timer, NULL);
+    s->beat_on = 0;
+  }
   if (s->http) {
     http_server_abort(s->http);
     /* Run the loop until every handle's close callback ran. */

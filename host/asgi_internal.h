@@ -40,6 +40,8 @@ typedef struct ServerObject {
   int pump_scheduled;
   PyObject *closed_future;
   PyObject *on_max_requests;
+  uv_timer_t beat_timer; /* --workers: tells the supervisor the loop is alive */
+  int beat_on;
   int log_level, access_log, proxy_headers;
   ipallow trusted;  /* --forwarded-allow-ips */
   char *access_buf; /* allocated by asgi.c, filled and flushed by asgi_log.c */

@@ -66,6 +66,10 @@ static const opt_spec options[] = {
      "answer 503 beyond N concurrent requests (default: no limit)"},
     {"limit-max-requests", OPT_LONG, OFF(limit_max_requests), 0, LONG_MAX, "N",
      "a worker exits after N requests (default: no limit)"},
+    {"limit-max-requests-jitter", OPT_LONG, OFF(limit_max_requests_jitter), 0, LONG_MAX, "N",
+     "each worker adds a random 0..N to --limit-max-requests (default 0)"},
+    {"timeout-worker-healthcheck", OPT_SECONDS, OFF(timeout_worker_healthcheck), 0, 0, "SECONDS",
+     "--workers: replace a worker whose event loop is blocked this long (default 30; 0: off)"},
     {"lifespan", OPT_LIFESPAN, OFF(lifespan), 0, 0, "auto|on|off", "ASGI lifespan (default auto)"},
     {"log-level", OPT_LEVEL, OFF(log_level), 0, 0, "LEVEL",
      "trace|debug|info|warning|error|critical (default info)"},
@@ -106,6 +110,7 @@ static void set_defaults(cli_options *o) {
   o->timeout_keep_alive = 5;
   o->timeout_request_header = 10;
   o->timeout_graceful_shutdown = 30;
+  o->timeout_worker_healthcheck = 30;
   o->lifespan = LIFESPAN_AUTO;
   o->log_level = LOG_INFO;
   o->access_log = 1;

@@ -22,6 +22,7 @@
 #define ZERO_COPY_MIN 4096    /* body writes at least this big skip the copy */
 #define FILE_CHUNK 65536      /* pread() fallback chunk for sendfile */
 #define STREAM_FLUSH_MS 10000 /* a closed stream's last output must leave within this */
+#define FRESH_GRACE_MS 1000   /* shutting down: how long a new, silent connection may wait */
 
 static const llhttp_settings_t parser_settings;
 static void conn_process(http_conn *c);
@@ -627,6 +628,16 @@ void http_conn_shutdown(http_conn *c) {
       stream_notify_shutdown(c);
     return;
   }
+  if (!c->had_request && !c->parse_dead) {
+    /* Accepted but not served yet (its request may be in the socket or on
+     * the way): its first request is served, then it closes. A head being
+     * read keeps the header timeout; a silent one gets a short grace. */
+    if (!c->in_head && !conn_has_input(c) && c->timer_open) {
+      c->timer_mode = TIMER_IDLE;
+      uv_timer_start(&c->timer, on_timer, FRESH_GRACE_MS, 0);
+    }
+    return;
+  }
   c->parse_dead = true;
   if (c->in_head || http_conn_out_pending(c) == 0)
     http_conn_close_now(c);
@@ -1005,6 +1016,7 @@ static int on_headers_complete(llhttp_t *p) {
   http_conn *c = CONN_OF_PARSER(p);
   http_server *srv = c->srv;
   c->in_head = false;
+  c->had_request = true;
   conn_timer(c, TIMER_OFF, 0);
   if (p->http_major != 1 || p->http_minor > 1)
     return p->http_major == 0 ? perr(c, 400, "Invalid HTTP version")

@@ -163,6 +163,7 @@ struct http_conn {
   bool in_trailers;   /* after the last chunk, parsing trailers */
   bool req_active;    /* req handed to the consumer, no terminal call yet */
   bool req_internal;  /* req answered by the layer (503), never shown */
+  bool had_request;   /* a request head was read on this connection */
   bool body_done;     /* message complete seen for req */
   bool body_expected; /* content-length > 0 or chunked */
   bool body_paused;   /* consumer paused the body (or expect-continue) */

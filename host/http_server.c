@@ -385,9 +385,41 @@ int http_server_port(const http_server *srv) {
 
 /* ---- stopping --------------------------------------------------------------------- */
 
+/* Connections the kernel completed but nobody accepted yet: served like any
+ * other (their clients may have sent a request already) instead of being
+ * reset when the socket closes. */
+static void accept_backlog(http_server *srv) {
+  for (size_t i = 0; i < srv->n_listeners; i++) {
+    http_listener *l = srv->listeners[i];
+    uv_os_fd_t lfd;
+    if (l == NULL || uv_is_closing(&l->h.handle) || uv_fileno(&l->h.handle, &lfd) != 0)
+      continue;
+    for (int k = 0; k < 65536; k++) {
+      int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0)
+        break; /* EAGAIN: none left (or EMFILE: no room for more) */
+      http_conn *c = http_conn_new(srv, l->is_pipe);
+      if (c == NULL) {
+        close(fd);
+        break;
+      }
+      if ((l->is_pipe ? uv_pipe_open(&c->h.pipe, fd) : uv_tcp_open(&c->h.tcp, fd)) != 0) {
+        close(fd);
+        http_conn_close_now(c);
+        continue;
+      }
+      if (!l->is_pipe)
+        uv_tcp_nodelay(&c->h.tcp, 1);
+      http_conn_start(c);
+    }
+  }
+}
+
 void http_server_shutdown(http_server *srv, void (*on_closed)(http_server *srv)) {
   srv->shutting_down = true;
   srv->on_closed = on_closed;
+  if (srv->accepting)
+    accept_backlog(srv);
   close_listeners(srv);
   for (http_conn *c = srv->conns, *next; c; c = next) {
     next = c->next;

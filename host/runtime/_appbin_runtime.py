@@ -577,29 +577,43 @@ def _fd_limit_message(exc):
 
 
 class _Signals:
-    """SIGTERM/SIGINT seen so far: the first asks for a graceful stop, the
-    second for an immediate one."""
+    """SIGTERM/SIGINT seen so far. The first asks for a graceful stop. While
+    draining, a SIGINT (a second Ctrl-C) asks for an immediate stop; a
+    SIGTERM does not: process managers and shell wrappers repeat SIGTERM
+    (and escalate with SIGKILL after their own grace period), and with
+    --workers a group signal reaches a worker twice, directly and relayed by
+    the supervisor (which relays SIGTERM whatever it got first)."""
 
     count = 0
+    force_requested = False
     stop = None  # asyncio.Event, once serving
     force = None
 
     @classmethod
-    def received(cls, *_args):
+    def received(cls, signum, *_args):
+        import signal
+
         cls.count += 1
+        if cls.count > 1 and signum == signal.SIGINT:
+            cls.force_requested = True
+        log(1, f"Received {signal.Signals(signum).name} (signal {cls.count}"
+               f"{', stopping at once' if cls.force_requested else ''})")
         if cls.stop is not None:
             cls.stop.set()
-        if cls.count > 1 and cls.force is not None:
+        if cls.force_requested and cls.force is not None:
             cls.force.set()
 
 
 def _catch_early_signals():
     """A signal during the app's import or lifespan startup stops the server
-    cleanly once startup is done, instead of killing it half-way."""
+    cleanly once startup is done, instead of killing it half-way. A
+    supervised worker starts with both signals blocked (so that none kills
+    it before this point): they are delivered now."""
     import signal
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _Signals.received)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def _cancel_request_tasks(keep):
@@ -645,9 +659,12 @@ async def _serve(loop, app, options):
     lifespan = Lifespan(app, options["lifespan"], state)
     if not await lifespan.startup():
         return 3
-    if _Signals.count:
+    inherited = options.get("fd", -1) >= 0
+    if _Signals.count and not inherited:
         log(2, "Stopped before serving: a signal arrived during startup")
         return 0 if await lifespan.shutdown() else 1
+    # With an inherited socket (--fd, or a worker's), connections may have
+    # queued while the app started: they are served, then the server drains.
     server = Server(app, loop, options, state)
     try:
         where = _listen(server, options)
@@ -670,10 +687,12 @@ async def _serve(loop, app, options):
 
     _Signals.stop, _Signals.force = asyncio.Event(), asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _Signals.received)
+        loop.add_signal_handler(sig, _Signals.received, sig)
     server.on_max_requests = _Signals.stop.set
-    if _Signals.count:  # a signal between startup and here
+    if _Signals.count:  # a signal during startup or between startup and here
         _Signals.stop.set()
+    if _Signals.force_requested:
+        _Signals.force.set()
     await _Signals.stop.wait()
 
     log(2, "Shutting down")

@@ -463,3 +463,233 @@ def test_response_start_twice_gets_a_500(raw_server):
     raw_server.wait_log(r"Expected ASGI message 'http.response.body'", start=start)
     raw_server.wait_log(r'"GET /start-twice HTTP/1.1" 500', start=start)
     assert " 200" not in raw_server.log()[start:].split("/start-twice")[1].split("\n")[0]
+
+
+# ---- 4, 5, 6. the supervisor (--workers) -------------------------------------------------------
+
+
+def _workers(appbin, *args, n=2, env=None, session=False, ready=True):
+    """app.bin --workers n on a fixed port; waits until n workers serve."""
+    port = free_port()
+    server = appbin("--workers", str(n), "--port", port, *args, ready=False, env=env,
+                    session=session)
+    server.port = port
+    if ready:
+        _wait_count(server, "Application startup complete.", n)
+    return server
+
+
+def _wait_count(server, text, n, timeout=30):
+    deadline = time.monotonic() + timeout
+    while server.log().count(text) < n:
+        assert time.monotonic() < deadline, f"{text!r} x{n}:\n{server.log()[-4000:]}"
+        assert server.proc.poll() is None, server.log()[-4000:]
+        time.sleep(0.05)
+
+
+def _in_flight(server, tag, seconds):
+    conn = RawConn(server.port, timeout=30)
+    conn.send(build_request("GET", f"/slow?s={seconds}&tag={tag}"))
+    server.wait_log(f"APP: slow request started {tag}")
+    return conn
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_group_signal_drains_workers(appbin, sig):
+    """systemd's KillMode=control-group, Ctrl-C in a terminal, docker stop of a
+    shell-wrapped entrypoint: the signal reaches the supervisor and every
+    worker. The in-flight request still finishes."""
+    server = _workers(appbin, session=True)
+    try:
+        conn = _in_flight(server, "grp", 2)
+        os.killpg(server.pid, sig)
+        resp = conn.read_response()
+        assert resp.status == 200 and resp.body == b"slow done grp"
+        assert server.wait_exit(30) == 0
+        assert "graceful shutdown timeout" not in server.log()
+        assert server.log().count("Application shutdown complete.") == 2
+    finally:
+        server.kill_group()
+
+
+def test_repeated_sigterm_still_drains(appbin):
+    """A wrapper or process manager repeating SIGTERM does not cut requests
+    short (SIGKILL after its own grace period is how they insist)."""
+    server = _workers(appbin)
+    try:
+        conn = _in_flight(server, "twice", 2)
+        server.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        server.send_signal(signal.SIGTERM)
+        assert conn.read_response().body == b"slow done twice"
+        assert server.wait_exit(30) == 0
+    finally:
+        server.kill_group()
+
+
+def test_second_ctrl_c_stops_workers_at_once(appbin):
+    """A deliberate second Ctrl-C (SIGINT to the group again) does not wait."""
+    server = _workers(appbin, session=True)
+    try:
+        conn = _in_flight(server, "again", 60)
+        start = time.monotonic()
+        os.killpg(server.pid, signal.SIGINT)
+        _wait_count(server, "Shutting down", 2)
+        os.killpg(server.pid, signal.SIGINT)
+        assert conn.wait_closed(10)
+        assert b"slow done" not in conn.buf
+        server.wait_exit(15)
+        assert time.monotonic() - start < 12
+    finally:
+        server.kill_group()
+
+
+@pytest.mark.parametrize("factory", ["segfault", "exit0"])
+def test_workers_failing_at_start_up_back_off_then_stop(appbin, factory):
+    start = time.monotonic()
+    rc, out = appbin.run("--workers", "2", "--port", free_port(), "--factory", "--app",
+                         f"appbin_serverapps.startup:{factory}", timeout=60)
+    elapsed = time.monotonic() - start
+    assert rc != 0, out
+    assert re.search(r"ERROR: +Worker \[\d+\] failed to start \((killed by SIGSEGV|exit 0)\), "
+                     r"5 start-up failures in a row; stopping", out), out
+    assert "restarting in 0.5 s" in out and "restarting in 1.0 s" in out, out
+    assert out.count("Started worker process") <= 8, out
+    assert elapsed > 1.5, (elapsed, out)  # backed off, not ~15 restarts a second
+
+
+def test_a_worker_crashing_at_start_up_recovers_after_back_off(appbin, tmp_path):
+    counter = tmp_path / "crashes"
+    server = _workers(appbin, "--factory", "--app", "appbin_serverapps.startup:crash_first",
+                      n=2, env={"APPBIN_TEST_CRASH_FILE": str(counter),
+                                "APPBIN_TEST_CRASHES": "3"})
+    try:
+        log = server.log()
+        assert log.count("APP: crash") == 3
+        assert re.search(r"failed to start \(killed by SIGSEGV\); restarting in 0\.5 s", log), log
+        with RawConn(server.port, timeout=10) as conn:
+            assert conn.request("GET", "/").body == b"hello"
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+
+
+@pytest.mark.parametrize("wait_for", ["slow start", "Started worker process"])
+def test_sigterm_while_workers_start_serves_queued_connections(appbin, wait_for):
+    """Connections queue on the supervisor's socket while workers start; a
+    SIGTERM then (during the app's import, or before Python even runs) lets
+    the workers start, serve what queued, and drain."""
+    env = {"APPBIN_TEST_STARTUP_SLEEP": "2"}
+    args = ["--factory", "--app", "appbin_serverapps.startup:slow"]
+    server = _workers(appbin, *args, env=env, ready=False)
+    try:
+        _wait_count(server, wait_for, 2)
+        conns = []
+        for i in range(4):
+            conn = RawConn(server.port, timeout=30)
+            conn.send(build_request("GET", f"/?queued={i}"))
+            conns.append(conn)
+        server.send_signal(signal.SIGTERM)
+        for conn in conns:
+            resp = conn.read_response()
+            assert resp.status == 200 and resp.body == b"hello", resp
+        assert server.wait_exit(30) == 0, server.log()
+        assert "killed by SIGTERM" not in server.log()
+    finally:
+        server.kill_group()
+
+
+def _limits_logged(log):
+    return [int(n) for n in re.findall(r"Maximum request limit of (\d+) exceeded", log)]
+
+
+def test_limit_max_requests_jitter(appbin):
+    server = _workers(appbin, "--limit-max-requests", "2", "--limit-max-requests-jitter", "40")
+    try:
+        deadline = time.monotonic() + 60
+        while len(_limits_logged(server.log())) < 4:
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            try:
+                with RawConn(server.port, timeout=5) as conn:
+                    conn.request("GET", "/", headers=[("Connection", "close")])
+            except (OSError, EOFError):
+                time.sleep(0.05)
+        limits = _limits_logged(server.log())
+        assert all(2 <= n <= 42 for n in limits), limits
+        assert len(set(limits)) > 1, limits
+    finally:
+        server.kill_group()
+
+
+def test_limit_max_requests_jitter_single_process(appbin):
+    server = appbin("--limit-max-requests", "3", "--limit-max-requests-jitter", "5")
+    served = 0
+    while served < 20:
+        try:
+            with server.connect() as conn:
+                conn.request("GET", "/")
+            served += 1
+        except (OSError, EOFError):
+            break
+    assert server.wait_exit(15) == 0
+    assert 3 <= served <= 8
+    assert _limits_logged(server.log()) == [served]
+
+
+def test_without_jitter_the_limit_is_exact(appbin):
+    server = appbin("--limit-max-requests", "3")
+    for _ in range(3):
+        with server.connect() as conn:
+            conn.request("GET", "/")
+    assert server.wait_exit(15) == 0
+    assert _limits_logged(server.log()) == [3]
+
+
+def test_blocked_worker_is_reported_and_replaced(appbin):
+    server = _workers(appbin, "--timeout-worker-healthcheck", "1.5")
+    try:
+        blocker = RawConn(server.port, timeout=30)
+        blocker.send(build_request("GET", "/pid?block=20"))
+        victim = int(server.wait_log(r"APP: pid (\d+) blocking").group(1))
+        match = server.wait_log(r"ERROR: +Worker \[(\d+)\] failed its healthcheck: its event loop "
+                                r"has been blocked for [\d.]+ s", timeout=10)
+        assert int(match.group(1)) == victim
+        # its Python stacks (faulthandler), naming the blocking call in the app
+        server.wait_log(r'File ".*raw\.py", line \d+ in pid', timeout=5)
+        assert blocker.wait_closed(10)
+        deadline = time.monotonic() + 20
+        while pid_alive(victim) or len(children_of(server.pid)) != 2:
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.1)
+        _wait_count(server, "Application startup complete.", 3)
+        pids = set()
+        for _ in range(10):
+            with RawConn(server.port, timeout=10) as conn:
+                pids.add(int(conn.request("GET", "/pid").body))
+        assert victim not in pids
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+
+
+def test_a_worker_busy_for_less_than_the_limit_is_left_alone(appbin):
+    server = _workers(appbin, "--timeout-worker-healthcheck", "4")
+    try:
+        with RawConn(server.port, timeout=30) as conn:
+            assert conn.request("GET", "/pid?block=1").status == 200
+        time.sleep(1)
+        assert "healthcheck" not in server.log()
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--limit-max-requests-jitter", "-1"], "--limit-max-requests-jitter"),
+    (["--limit-max-requests-jitter", "x"], "--limit-max-requests-jitter"),
+    (["--timeout-worker-healthcheck", "-2"], "--timeout-worker-healthcheck"),
+    (["--timeout-worker-healthcheck", "soon"], "--timeout-worker-healthcheck"),
+])
+def test_supervisor_flags_bad_values_exit_2(appbin, args, flag):
+    rc, out = appbin.run(*args, "--port", "0", timeout=30)
+    assert rc == 2 and flag in out, out
