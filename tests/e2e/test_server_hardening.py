@@ -544,11 +544,15 @@ def test_second_ctrl_c_stops_workers_at_once(appbin):
         server.kill_group()
 
 
+# Under ASan a SIGSEGV is the sanitizer's report and exit 1: let it kill.
+NATIVE_SEGV = {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":handle_segv=0"}
+
+
 @pytest.mark.parametrize("factory", ["segfault", "exit0"])
 def test_workers_failing_at_start_up_back_off_then_stop(appbin, factory):
     start = time.monotonic()
     rc, out = appbin.run("--workers", "2", "--port", free_port(), "--factory", "--app",
-                         f"appbin_serverapps.startup:{factory}", timeout=60)
+                         f"appbin_serverapps.startup:{factory}", timeout=60, env=NATIVE_SEGV)
     elapsed = time.monotonic() - start
     assert rc != 0, out
     assert re.search(r"ERROR: +Worker \[\d+\] failed to start \((killed by SIGSEGV|exit 0)\), "
@@ -562,7 +566,7 @@ def test_a_worker_crashing_at_start_up_recovers_after_back_off(appbin, tmp_path)
     counter = tmp_path / "crashes"
     server = _workers(appbin, "--factory", "--app", "appbin_serverapps.startup:crash_first",
                       n=2, env={"APPBIN_TEST_CRASH_FILE": str(counter),
-                                "APPBIN_TEST_CRASHES": "3"})
+                                "APPBIN_TEST_CRASHES": "3", **NATIVE_SEGV})
     try:
         log = server.log()
         assert log.count("APP: crash") == 3
