@@ -68,6 +68,8 @@ static PyTypeObject WebSocketType;
  * which runs inside the request's terminal call (the last write, an abort,
  * the upgrade): whoever makes that call must hold another one. */
 #define ASSERT_CALLER_HOLDS(ws) assert(!(ws)->req || Py_REFCNT(ws) >= 2)
+/* The same for the stream: its on_close drops the stream's reference. */
+#define ASSERT_CALLER_HOLDS_STREAM(ws) assert(!(ws)->stream || Py_REFCNT(ws) >= 2)
 
 static int strings_init(void) {
   static const asgi_intern_entry table[] = {
@@ -261,6 +263,7 @@ static void send_close_frame(WebSocketObject *ws, int code, const char *reason, 
  * error, keepalive timeout, shutdown, failing app): the close frame, then a
  * graceful TCP close. */
 static void fail_connection(WebSocketObject *ws, int code, const char *reason) {
+  ASSERT_CALLER_HOLDS_STREAM(ws);
   size_t rlen = reason ? strlen(reason) : 0;
   ws->lost = 1;
   set_disconnect(ws, code, reason, rlen);
@@ -350,6 +353,7 @@ static int on_event(WebSocketObject *ws, ws_event ev) {
     }
     return 0;
   case WS_EV_CLOSE:
+    ASSERT_CALLER_HOLDS_STREAM(ws);
     if (!ws->close_sent) { /* the peer starts the closing handshake: answer it */
       ws->lost = 1;
       set_disconnect(ws, p->close_code, p->close_reason, p->close_reason_len);
@@ -417,6 +421,7 @@ static void stream_on_timer(http_stream *st) {
     fail_connection(ws, WS_CLOSE_INTERNAL_ERROR, "keepalive ping timeout");
     break;
   case WT_CLOSE: /* no close reply in time */
+    ASSERT_CALLER_HOLDS_STREAM(ws);
     if (ws->stream)
       http_stream_close(ws->stream, false);
     break;

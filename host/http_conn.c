@@ -814,12 +814,16 @@ static bool ieq(const char *a, size_t an, const char *lit) {
   return true;
 }
 
-static bool is_unreserved_or_subdelim(unsigned char ch) {
-  /* RFC 3986 unreserved and sub-delims, but ',': a Host with a comma is two
-   * values folded into one (duplicate Host headers joined by a proxy). */
-  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-         (ch && strchr("-._~!$&'()*+;=", ch));
-}
+/* RFC 3986 unreserved and sub-delims but ',': a Host with a comma is two
+ * values folded into one (duplicate Host headers joined by a proxy). */
+static const bool host_chars[256] = {
+    ['0' ... '9'] = true, ['a' ... 'z'] = true, ['A' ... 'Z'] = true, ['-'] = true, ['.'] = true,
+    ['_'] = true,         ['~'] = true,         ['!'] = true,         ['$'] = true, ['&'] = true,
+    ['\''] = true,        ['('] = true,         [')'] = true,         ['*'] = true, ['+'] = true,
+    [';'] = true,         ['='] = true,
+};
+
+static bool is_unreserved_or_subdelim(unsigned char ch) { return host_chars[ch]; }
 
 static bool is_hex(char ch) {
   return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f');
@@ -857,14 +861,14 @@ static bool host_valid(const char *v, size_t n) {
     }
     i = len + 2;
   } else {
-    for (; i < n && v[i] != ':'; i++) {
-      if (v[i] == '%') {
-        if (i + 2 >= n || !is_hex(v[i + 1]) || !is_hex(v[i + 2]))
-          return false;
-        i += 2;
-      } else if (!is_unreserved_or_subdelim((unsigned char)v[i])) {
+    for (;;) {
+      while (i < n && host_chars[(unsigned char)v[i]])
+        i++;
+      if (i == n || v[i] != '%')
+        break;
+      if (i + 2 >= n || !is_hex(v[i + 1]) || !is_hex(v[i + 2]))
         return false;
-      }
+      i += 3;
     }
   }
   if (i == n)
@@ -1059,7 +1063,9 @@ static int on_headers_complete(llhttp_t *p) {
   srv->n_active++;
   http_server__count_request(srv); /* may start a graceful shutdown */
   srv->cb.on_request(&c->req);
-  if (c->parse_dead || c->closing || (c->req_active && c->body_paused && has_body))
+  /* a chunked body's first chunk-size line goes through conn_prescan() */
+  if (c->parse_dead || c->closing || (c->req_active && c->body_paused && has_body) ||
+      (p->flags & F_CHUNKED))
     return HPE_PAUSED;
   return 0;
 }
@@ -1185,28 +1191,44 @@ static void conn_parse_error(http_conn *c, llhttp_errno_t err) {
 static bool is_ows(char ch) { return ch == ' ' || ch == '\t'; }
 
 /* FR_HEAD: how much of data llhttp may read now. */
+/* Just past the blank line ending a head ("\n\r\n"), or NULL. */
+static char *head_end(char *p, size_t len) {
+  char *end = p + len;
+  while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+    if (end - p >= 3 && p[1] == '\r' && p[2] == '\n')
+      return p + 3;
+    p++;
+  }
+  return NULL;
+}
+
 static size_t prescan_head(http_conn *c, char *data, size_t len) {
-  char *end = memmem(data, len, "\r\n\r\n", 4);
-  size_t feed = end ? (size_t)(end - data) + 4 : len;
   if (!c->reqline_seen) {
     size_t i = 0;
-    while (i < feed && (data[i] == '\r' || data[i] == '\n'))
+    while (i < len && (data[i] == '\r' || data[i] == '\n'))
       i++; /* empty lines before the request line: llhttp's business */
-    char *lf = memchr(data + i, '\n', feed - i);
+    char *lf = memchr(data + i, '\n', len - i);
     if (!lf) { /* hold back what may be the start of a split " HTTP/1.2" */
-      char *sp = memrchr(data + i, ' ', feed - i);
-      size_t tail = sp ? (size_t)(data + feed - sp - 1) : 0;
+      char *sp = memrchr(data + i, ' ', len - i);
+      size_t tail = sp ? (size_t)(data + len - sp - 1) : 0;
       if (sp && tail <= 8 && memcmp(sp + 1, "HTTP/1.", tail < 7 ? tail : 7) == 0 &&
           (tail < 8 || (sp[8] >= '0' && sp[8] <= '9')))
         return (size_t)(sp - data);
-      return feed;
+      return len;
     }
     c->reqline_seen = true;
     if (lf - data >= VERSION_TAIL && lf[-1] == '\r' && memcmp(lf - 10, " HTTP/1.", 8) == 0 &&
         lf[-2] >= '2' && lf[-2] <= '9')
       lf[-2] = '1';
   }
-  for (char *t = memchr(data, '\t', feed); t; t = memchr(t, '\t', (size_t)(data + feed - t))) {
+  /* No HTAB: nothing to rewrite, and llhttp may read on past the head (it
+   * pauses there when a chunked body follows, see on_headers_complete). */
+  char *t = memchr(data, '\t', len);
+  if (!t)
+    return len;
+  char *end = head_end(data, len);
+  size_t feed = end ? (size_t)(end - data) : len;
+  for (; t && t < data + feed; t = memchr(t, '\t', (size_t)(data + feed - t))) {
     char *run_end = t;
     while (run_end < data + feed && is_ows(*run_end))
       run_end++;
