@@ -324,8 +324,9 @@ static int on_exit_of(supervisor *sv, int i, int status) {
     return 0;
   }
   int served = atomic_load(&board->slot[i].state) != SLOT_STARTING;
-  if (served) {
-    log_line("WARNING:", "Worker [%d] exited (%s); restarting", (int)pid, why);
+  if (served) { /* exit 0: --limit-max-requests, or a stop signal sent to it alone */
+    log_line(WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "INFO:" : "WARNING:",
+             "Worker [%d] exited (%s); restarting", (int)pid, why);
   } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
     /* a bad app, a lifespan failure: every restart would fail the same way */
     log_line("ERROR:", "Worker [%d] failed to start (%s); stopping", (int)pid, why);
