@@ -3,10 +3,11 @@
 The C importer (the _appbin module) finds and loads modules; this module holds
 what is Python by nature: the path-entry finder behind sys.path entries and
 package __path__ inside the archive (pkgutil), importlib.resources' reader,
-importlib.metadata's Distribution, .pth processing, the exception hook that
-shows source lines, and loading the ASGI application. The archive is also a
-read-only directory tree at "<app.bin>/" (host/archfs*.c): open(), os.stat()
-and os.listdir() work on the paths __file__ and __path__ name.
+importlib.metadata's Distribution, .pth processing, and loading the ASGI
+application. The archive is also a read-only directory tree at "<app.bin>/"
+(host/archfs*.c): open(), os.stat() and os.listdir() work on the paths
+__file__ and __path__ name, so linecache, tracebacks and warnings read
+source lines the way they do from a venv.
 """
 
 import sys
@@ -27,7 +28,6 @@ def setup():
     """Finish interpreter setup once the importer is on sys.meta_path."""
     sys.path_hooks.insert(0, _path_hook)
     sys.path_importer_cache.clear()
-    sys.excepthook = excepthook
     _process_pth_files()
 
 
@@ -137,27 +137,6 @@ def _process_pth(name):
             traceback.print_exception(exc, file=sys.stderr)
             print("\nRemainder of file ignored", file=sys.stderr)
             break
-
-
-# ---- tracebacks --------------------------------------------------------------
-
-
-def excepthook(exc_type, exc, tb):
-    """sys.excepthook: the traceback module reads source lines through the
-    loaders (linecache), which 3.11's built-in printer does not.
-
-    KeyboardInterrupt goes to the built-in hook: importing traceback here
-    would run code that clears the interpreter's note that the process must
-    die by SIGINT (exit status 130, as python3.11 does)."""
-    if issubclass(exc_type, KeyboardInterrupt):
-        sys.__excepthook__(exc_type, exc, tb)
-        return
-    try:
-        import traceback
-
-        traceback.print_exception(exc_type, exc, tb)
-    except Exception:
-        sys.__excepthook__(exc_type, exc, tb)
 
 
 # ---- importlib.resources --------------------------------------------------------
