@@ -19,6 +19,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -70,28 +71,28 @@ _Static_assert(sizeof(struct dirent) == sizeof(struct dirent64), "x86-64: one di
 
 #define ARCHFS_REAL_FUNCS(X)                                                                       \
   X(open)                                                                                          \
-  X(open64) X(__open_2) X(__open64_2) X(openat) X(openat64) X(__openat_2) X(__openat64_2) X(creat) \
-      X(creat64) X(fopen) X(fopen64) X(stat) X(stat64) X(lstat) X(lstat64) X(fstat) X(fstat64)     \
-          X(fstatat) X(fstatat64) X(statx) X(access) X(faccessat) X(euidaccess) X(eaccess)         \
-              X(opendir) X(fdopendir) X(readdir) X(readdir64) X(readdir_r) X(readdir64_r)          \
-                  X(closedir) X(dirfd) X(rewinddir) X(seekdir) X(telldir) X(scandir) X(scandir64)  \
-                      X(readlink) X(readlinkat) X(__readlink_chk) X(__readlinkat_chk) X(realpath)  \
-                          X(__realpath_chk) X(canonicalize_file_name) X(getcwd) X(__getcwd_chk) X( \
-                              get_current_dir_name) X(chdir) X(fchdir) X(statvfs) X(statvfs64)     \
-                              X(fstatvfs) X(fstatvfs64) X(close) X(fclose) X(dup) X(dup2) X(dup3)  \
-                                  X(fcntl) X(fcntl64) X(close_range) X(closefrom) X(mkdir)         \
-                                      X(mkdirat) X(rmdir) X(unlink) X(unlinkat) X(rename)          \
-                                          X(renameat) X(renameat2) X(link) X(linkat) X(symlink)    \
-                                              X(symlinkat) X(chmod) X(fchmodat) X(lchmod) X(chown) \
-                                                  X(lchown) X(fchownat) X(truncate) X(truncate64)  \
-                                                      X(utime) X(utimes) X(lutimes) X(futimesat)   \
-                                                          X(utimensat) X(mknod) X(mknodat)         \
-                                                              X(mkfifo) X(mkfifoat) X(getxattr)    \
-                                                                  X(lgetxattr) X(listxattr)        \
-                                                                      X(llistxattr) X(setxattr)    \
-                                                                          X(lsetxattr)             \
-                                                                              X(removexattr)       \
-                                                                                  X(lremovexattr)
+  X(open64)                                                                                        \
+  X(__open_2) X(__open64_2) X(openat) X(openat64) X(__openat_2) X(__openat64_2) X(creat) X(        \
+      creat64) X(fopen) X(fopen64) X(stat) X(stat64) X(lstat) X(lstat64) X(fstat) X(fstat64)       \
+      X(fstatat) X(fstatat64) X(statx) X(access) X(faccessat) X(euidaccess) X(eaccess) X(opendir)  \
+          X(fdopendir) X(readdir) X(readdir64) X(readdir_r) X(readdir64_r) X(closedir) X(dirfd)    \
+              X(rewinddir) X(seekdir) X(telldir) X(scandir) X(scandir64) X(readlink) X(readlinkat) \
+                  X(__readlink_chk) X(__readlinkat_chk) X(realpath) X(__realpath_chk)              \
+                      X(canonicalize_file_name) X(getcwd) X(__getcwd_chk) X(get_current_dir_name)  \
+                          X(chdir) X(fchdir) X(statvfs) X(statvfs64) X(fstatvfs) X(fstatvfs64)     \
+                              X(close) X(fclose) X(dup) X(dup2) X(dup3) X(fcntl) X(fcntl64)        \
+                                  X(close_range) X(closefrom) X(mkdir) X(mkdirat) X(rmdir)         \
+                                      X(unlink) X(unlinkat) X(rename) X(renameat) X(renameat2)     \
+                                          X(link) X(linkat) X(symlink) X(symlinkat) X(chmod)       \
+                                              X(fchmodat) X(lchmod) X(chown) X(lchown) X(fchownat) \
+                                                  X(truncate) X(truncate64) X(utime) X(utimes)     \
+                                                      X(lutimes) X(futimesat) X(utimensat)         \
+                                                          X(mknod) X(mknodat) X(mkfifo)            \
+                                                              X(mkfifoat) X(getxattr) X(lgetxattr) \
+                                                                  X(listxattr) X(llistxattr)       \
+                                                                      X(setxattr) X(lsetxattr)     \
+                                                                          X(removexattr)           \
+                                                                              X(lremovexattr)
 
 #define ARCHFS_DECLARE_REAL(name) static void *next_##name;
 ARCHFS_REAL_FUNCS(ARCHFS_DECLARE_REAL)
@@ -1509,6 +1510,12 @@ int linkat(int fd1, const char *from, int fd2, const char *to, int flags) {
 
 static void unmount_at_exit(void) { g.mounted = 0; }
 
+/* A fork while another thread reads a member (the importer and open() both
+ * read with the GIL released) would leave the child a read lock it can
+ * never take: fork waits for the read in progress instead. */
+static void fork_prepare(void) { pthread_mutex_lock(&g.zi->read_lock); }
+static void fork_done(void) { pthread_mutex_unlock(&g.zi->read_lock); }
+
 #define ARCHFS_RESOLVE(name) (void)real_fn(&next_##name, #name);
 
 int archfs_mount(const char *exe, zipindex *zi, char *err, size_t errlen) {
@@ -1518,15 +1525,16 @@ int archfs_mount(const char *exe, zipindex *zi, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot stat %s: %s", exe, strerror(errno));
     return -1;
   }
+  g.zi = zi;
   g.root = strdup(exe);
-  if (!g.root || atexit(unmount_at_exit) != 0) {
+  if (!g.root || atexit(unmount_at_exit) != 0 ||
+      pthread_atfork(fork_prepare, fork_done, fork_done) != 0) {
     free(g.root);
     g.root = NULL;
     snprintf(err, errlen, "out of memory");
     return -1;
   }
   archfs_init(&g.fs, zi, g.root);
-  g.zi = zi;
   g.exe_dev = st.st_dev;
   g.exe_ino = st.st_ino;
   g.uid = st.st_uid;

@@ -580,6 +580,35 @@ def test_fork_and_subprocess(app_bin):
     assert run_json(app_bin, code) == [0, 0, True]
 
 
+def test_fork_while_threads_read(app_bin):
+    """fork() while other threads are reading members: the child must not
+    inherit the archive's read lock held (it would hang on its first read)."""
+    code = """
+    import os, sys, threading
+    path = sys.executable + "/site-packages/certifi/cacert.pem"
+    stop = False
+    def reader():
+        while not stop:
+            open(path, "rb").read()
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    statuses = set()
+    for _ in range(100):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if open(path, "rb").read() else 1)
+        statuses.add(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    stop = True
+    for t in threads:
+        t.join()
+    print(sorted(statuses))
+    """
+    result = python(app_bin, "-W", "ignore", "-c", textwrap.dedent(code), timeout=60)
+    assert result.returncode == 0, describe(result)
+    assert result.stdout.strip() == "[0]"
+
+
 # ---- Python's users of paths ------------------------------------------------------------
 
 
