@@ -133,6 +133,7 @@ static int private_file_write(const char *name, const void *data, size_t len, ch
 
 int extload_write(const char *name, const void *data, size_t len, char *path, size_t pathlen,
                   char *err, size_t errlen) {
+  /* Called only under archfs_code_path's lock: one at a time. */
   if (memfd_state >= 0) {
     int fd = memfd_open(basename_of(name), 1);
     if (fd >= 0) {

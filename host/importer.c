@@ -109,16 +109,12 @@ static PyObject *native_path(const zipindex_entry *e) {
     Py_XINCREF(path);
     return path;
   }
-  PyObject *data = read_member(e);
-  if (!data) {
-    Py_DECREF(key);
-    return NULL;
-  }
+  /* archfs keeps one in-memory copy per member, shared with dlopen() of
+   * the member's archive path (ctypes.CDLL), so neither loads it twice. */
   char buf[4096], err[512];
-  int rc = extload_write(e->name, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data), buf,
-                         sizeof(buf), err, sizeof(err));
-  Py_DECREF(data);
-  if (rc != 0) {
+  int rc;
+  Py_BEGIN_ALLOW_THREADS rc = archfs_code_path(e, buf, sizeof(buf), err, sizeof(err));
+  Py_END_ALLOW_THREADS if (rc != 0) {
     Py_DECREF(key);
     return PyErr_Format(PyExc_ImportError, "appbin: %s", err);
   }

@@ -421,7 +421,9 @@ def test_from_root_and_with_an_empty_environment(app_bin, where):
                       len(open(certifi.where()).read()) > 1000,
                       sorted(os.listdir(os.path.dirname(__import__("appbin_testpkg").__file__) + "/data"))]))
     """
-    env = {} if where == "env -i" else None
+    env = None
+    if where == "env -i":  # nothing but the sanitizer's settings on the ASan host
+        env = {k: v for k, v in os.environ.items() if k == "ASAN_OPTIONS"}
     got = run_json(app_bin, code, cwd="/", env=env)
     assert got == ["/", f"{app_bin}/site-packages/certifi/cacert.pem", True, True,
                    ["hello.txt", "sub"]]
@@ -532,6 +534,34 @@ def test_libc_through_the_global_scope(app_bin):
     got = run_json(app_bin, code)
     hello = (FIXTURES / "appbin_testpkg/appbin_testpkg/data/hello.txt").read_text()
     assert got == [hello, 0, True, 0]
+
+
+def test_ctypes_loads_a_library_by_its_archive_path(app_bin, test_venv):
+    """ctypes.CDLL(os.path.dirname(__file__) + "/lib.so"), as packages that
+    ship plain shared libraries do: dlopen() of an archive path loads the
+    member's in-memory copy, the same one the importer uses (one inode in
+    /proc/self/maps, one handle), also by a relative path after chdir."""
+    so = next((site(test_venv) / "pydantic_core").glob("_pydantic_core*.so")).name
+    code = f"""
+    import ctypes, json, os, sys
+    import pydantic_core._pydantic_core as ext
+    path = os.path.dirname(ext.__file__) + "/{so}"
+    lib = ctypes.CDLL(path)
+    again = ctypes.CDLL(sys.executable + "/site-packages/pydantic_core/../pydantic_core/{so}")
+    os.chdir(os.path.dirname(path))
+    rel = ctypes.CDLL("./{so}")
+    inodes = {{l.split()[4] for l in open("/proc/self/maps") if "{so}" in l}}
+    try:
+        ctypes.CDLL(sys.executable + "/site-packages/pydantic_core/nope.so")
+        missing = "loaded"
+    except OSError as exc:
+        missing = str(exc)
+    print(json.dumps([hasattr(lib, "PyInit__pydantic_core"), lib._handle == again._handle == rel._handle,
+                      len(inodes), missing]))
+    """
+    found, same, inodes, missing = run_json(app_bin, code)
+    assert found and same and inodes == 1
+    assert "nope.so" in missing
 
 
 # ---- concurrency, processes ------------------------------------------------------------
