@@ -421,9 +421,12 @@ static int fill_member(void *buf, void *ctx, char *err, size_t errlen) {
 
 /* A descriptor for a directory, or an O_PATH one for a file: app.bin opened
  * O_PATH (a raw openat() relative to it fails with ENOTDIR, never reaching
- * something else), tracked as the node. */
+ * something else), tracked as the node. Through /proc/self/exe, so it is
+ * the running file even if app.bin's path now names a newer one. */
 static int open_placeholder(const archfs_node *n, int flags) {
-  int fd = REAL(open)(g.root, O_PATH | (flags & O_CLOEXEC));
+  int fd = REAL(open)("/proc/self/exe", O_PATH | (flags & O_CLOEXEC));
+  if (fd < 0)
+    fd = REAL(open)(g.root, O_PATH | (flags & O_CLOEXEC));
   if (fd < 0)
     return -1;
   if (fd_track(fd, n, g.exe_ino) != 0) {

@@ -213,7 +213,9 @@ static int data_memfd(const char *name, size_t len, extload_fill_fn fill, void *
     }
     return -2;
   }
-  if (fill_file(fd, len, fill, ctx, name, err, errlen) != 0) {
+  /* write() left the offset at the end: the reader starts at 0 (the /proc
+   * reopen below would too, not the memfd itself where /proc is missing). */
+  if (fill_file(fd, len, fill, ctx, name, err, errlen) != 0 || lseek(fd, 0, SEEK_SET) != 0) {
     int saved = errno;
     close(fd);
     errno = saved;
