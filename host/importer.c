@@ -363,6 +363,12 @@ static PyObject *importer_create_module(PyObject *self, PyObject *spec) {
   return result;
 }
 
+static PyObject *call_runtime(const char *func, PyObject *arg1, PyObject *arg2);
+
+/* pkg_resources learns once loaded that our modules' files are files
+ * (_appbin_runtime.adopt_pkg_resources). */
+#define PKG_RESOURCES "pkg_resources"
+
 static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   (void)self;
   PyObject *spec = PyObject_GetAttrString(module, "__spec__");
@@ -396,6 +402,13 @@ static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   if (!r)
     return NULL;
   Py_DECREF(r);
+  if (m->name_len == sizeof(PKG_RESOURCES) - 1 &&
+      memcmp(m->name, PKG_RESOURCES, m->name_len) == 0) {
+    r = call_runtime("adopt_pkg_resources", module, Py_None);
+    if (!r)
+      return NULL;
+    Py_DECREF(r);
+  }
   Py_RETURN_NONE;
 }
 
@@ -482,14 +495,10 @@ static PyObject *importer_get_data(PyObject *self, PyObject *path) {
     return NULL;
   size_t len;
   const char *member = member_of_path(cpath, &len);
-  if (!member)
-    return read_disk_file(path);
-  const zipindex_entry *e = zipindex_find(g.zi, member, len);
-  if (!e) {
-    errno = ENOENT;
-    return PyErr_SetFromErrnoWithFilenameObject(PyExc_FileNotFoundError, path);
-  }
-  return read_member(e);
+  const zipindex_entry *e = member ? zipindex_find(g.zi, member, len) : NULL;
+  /* Other spellings ("pkg/../pkg/x", a directory) and real files: through
+   * the file system, where archfs serves the archive's with its errors. */
+  return e ? read_member(e) : read_disk_file(path);
 }
 
 static PyObject *call_runtime(const char *func, PyObject *arg1, PyObject *arg2) {

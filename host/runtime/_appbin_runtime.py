@@ -177,6 +177,23 @@ def resource_reader(fullname, member_dirs):
     return _reader_type()(member_dirs)
 
 
+def adopt_pkg_resources(module, _unused=None):
+    """Called once pkg_resources is loaded. It gives loaders it does not know
+    a provider that can only read bytes (NullProvider: resource_isdir,
+    resource_listdir and resource_exists raise), and finds no distributions
+    or namespace packages on path entries whose finder it does not know. The
+    archive is a directory tree, so our loader and path-entry finder get what
+    packages and directories on disk get."""
+    module.register_loader_type(type(_appbin.importer), module.DefaultProvider)
+    module.register_finder(ArchivePathFinder, module.find_on_path)
+    module.register_namespace_handler(ArchivePathFinder, module.file_ns_handler)
+    # The master working set was built while the module ran, without them.
+    working_set = module.working_set
+    for entry in list(working_set.entries):
+        for dist in module.find_distributions(entry, True):
+            working_set.add(dist, entry, False)
+
+
 # ---- the ASGI application -------------------------------------------------------
 
 

@@ -675,6 +675,62 @@ def test_uncaught_exception_shows_source_lines(app_bin):
     assert src[raise_line - 1].strip() in result.stderr, describe(result)
 
 
+@pytest.fixture(scope="session")
+def setuptools_app(tmp_path_factory, run_appbin_pack, appbin_host):
+    """app.bin of a venv whose one distribution requires setuptools (so
+    setuptools and pkg_resources are packed)."""
+    from conftest import _cached_build, build_pip_venv
+    local = [FIXTURES / "appbin_uses_setuptools"]
+    venv = _cached_build("uses-setuptools", [], local,
+                         lambda target: build_pip_venv(target, [], local))
+    out = tmp_path_factory.mktemp("setuptools-app") / "app.bin"
+    result = run_appbin_pack("--venv", venv, "--app", "appbin_uses_setuptools:greeting",
+                             "--host", appbin_host, "-o", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    return Path(os.path.realpath(out)), venv
+
+
+def test_pkg_resources_reads_archive_files(setuptools_app):
+    """pkg_resources over archive packages: the file-system provider (as for
+    packages on disk, not the read-only NullProvider) and a working set built
+    by listing sys.path, the same as the venv's python says."""
+    app, venv = setuptools_app
+    code = """
+    import json, os, sys, pkg_resources as r, appbin_uses_setuptools as m
+    top = os.path.dirname(os.path.dirname(m.__file__))
+    print(json.dumps([m.greeting(), r.resource_isdir(m.__name__, "data"),
+                      r.resource_listdir(m.__name__, "data"),
+                      r.resource_exists(m.__name__, "data/greeting.txt"),
+                      os.path.relpath(r.resource_filename(m.__name__, "data/greeting.txt"), top),
+                      r.get_distribution("appbin-uses-setuptools").version,
+                      sorted(d.project_name for d in r.working_set if d.project_name != "pip")]))
+    """
+    ours = run_json(app, code)
+    result = subprocess.run([str(Path(venv) / "bin" / "python"), "-I", "-c", textwrap.dedent(code)],
+                            capture_output=True, text=True, check=True)
+    assert ours == json.loads(result.stdout)
+    assert ours[:4] == ["hello through pkg_resources\n", True, ["greeting.txt"], True]
+
+
+def test_get_data_of_other_spellings(app_bin):
+    """A loader's get_data (pkgutil.get_data) with '..' in the path or a
+    directory answers as the file system does."""
+    code = f"""
+    import errno, json, pkgutil, sys, appbin_testpkg
+    loader = appbin_testpkg.__loader__
+    def err(path):
+        try:
+            return len(loader.get_data(path))
+        except OSError as exc:
+            return errno.errorcode[exc.errno]
+    root = sys.executable + "/{PKG}"
+    print(json.dumps([err(root + "/data/sub/../hello.txt"), err(root + "/data"),
+                      err(root + "/data/nope"), len(pkgutil.get_data("appbin_testpkg", "data/sub/../hello.txt"))]))
+    """
+    size = len((FIXTURES / "appbin_testpkg/appbin_testpkg/data/hello.txt").read_bytes())
+    assert run_json(app_bin, code) == [size, "EISDIR", "ENOENT", size]
+
+
 def test_copy_out_of_the_archive(app_bin, tmp_path):
     """shutil.copytree/copy2 (sendfile from the memfd, copystat, xattrs)."""
     code = f"""
