@@ -481,6 +481,7 @@ def test_c_library_reads_archive_files(app_bin, test_venv, probe_library, tmp_pa
     out["stat_notdir"] = lib.probe_stat(f + b"/x", 3, ctypes.byref(mode), ctypes.byref(ino))
     out["listdir"] = [lib.probe_listdir(d, buf, 65536), buf.value.decode()]
     out["scandir"] = [lib.probe_scandir(d, buf2, 4096), buf2.value.decode()]
+    out["seekdir"] = [lib.probe_seekdir(d), lib.probe_seekdir(root + b"/site-packages")]
     out["access"] = [lib.probe_access(f, os.R_OK), lib.probe_access(f, os.W_OK),
                      lib.probe_access(d + b"/nope", os.F_OK)]
     out["realpath"] = [lib.probe_realpath(root + b"/{PKG}/data/sub/../hello.txt", buf, 4096),
@@ -506,6 +507,7 @@ def test_c_library_reads_archive_files(app_bin, test_venv, probe_library, tmp_pa
     assert got["stat_notdir"] == -errno.ENOTDIR
     assert got["listdir"] == [2, "hello.txt \nsub/\n"]
     assert got["scandir"] == [2, "hello.txt"]
+    assert got["seekdir"][0] == 4 and got["seekdir"][1] > 20  # with . and ..
     assert got["access"] == [0, -errno.EROFS, -errno.ENOENT]
     assert got["realpath"] == [0, f"{app_bin}/{PKG}/data/hello.txt"]
     assert got["readlink"] == [-errno.EINVAL, -errno.ENOENT]
