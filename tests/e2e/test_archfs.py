@@ -341,6 +341,9 @@ def test_path_spellings(app_bin, tmp_path):
         tmp + "/app-link/../" + os.path.basename(root) + "/{PKG}/data/hello.txt",
         root + "/../" + os.path.basename(root) + "/{PKG}/data/hello.txt",
     ]
+    os.chdir(tmp)  # relative spellings: the kernel's cwd, then app.bin by a symlink
+    spellings += ["app-link/{PKG}/data/hello.txt", "./app-link//{PKG}/data/sub/../hello.txt",
+                  "dir-link/" + os.path.basename(root) + "/{PKG}/data/hello.txt"]
     same = [open(p).read() == want for p in spellings]
     dirs = [os.path.isdir(root + "/{PKG}/data/"), os.path.isdir(root + "/{PKG}/data//"),
             os.path.isdir(root + "/{PKG}/data/."), os.path.isdir(tmp + "/app-link/site-packages"),
@@ -360,7 +363,7 @@ def test_path_spellings(app_bin, tmp_path):
     finally:
         shutil.rmtree(sibling.parent)
         beside.unlink()
-    assert got["same"] == [True] * 10
+    assert got["same"] == [True] * 13
     assert got["dirs"] == [True, True, True, True, True, ["hello.txt", "sub"]]
     assert got["escape"] == got["escape2"] == "next to app.bin"
     assert got["sibling"] == "a real file" and got["sibling_dir"] == ["real.txt"]
