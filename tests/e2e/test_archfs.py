@@ -638,7 +638,7 @@ def test_fork_while_threads_read(app_bin):
     for t in threads:
         t.start()
     statuses = set()
-    for _ in range(100):
+    for _ in range(40):
         pid = os.fork()
         if pid == 0:
             os._exit(0 if open(path, "rb").read() else 1)
@@ -648,7 +648,9 @@ def test_fork_while_threads_read(app_bin):
         t.join()
     print(sorted(statuses))
     """
-    result = python(app_bin, "-W", "ignore", "-c", textwrap.dedent(code), timeout=60)
+    # A hang is the failure; the limit leaves room for a loaded machine and
+    # the ASan host's slow forks (the unfixed host hung within a few forks).
+    result = python(app_bin, "-W", "ignore", "-c", textwrap.dedent(code), timeout=240)
     assert result.returncode == 0, describe(result)
     assert result.stdout.strip() == "[0]"
 
