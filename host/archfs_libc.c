@@ -7,7 +7,8 @@
  * that reach app.bin some other way. Nothing here takes a lock: the
  * descriptor table and the virtual working directory are atomics, so the
  * functions stay usable between fork() and exec() (subprocess's child calls
- * close, dup2 and chdir there). */
+ * close, dup2 and chdir there); a vfork() child, which shares its parent's
+ * memory, leaves both as they are (owner_pid). */
 #undef _FORTIFY_SOURCE
 
 #include "archfs_libc.h"
@@ -145,6 +146,14 @@ static fd_slot *fd_chunks[FD_CHUNKS];
  * working directory is in effect. */
 static uint64_t vcwd;
 
+/* The process the table and vcwd describe: set at mount and in fork()
+ * children. A vfork() child (_posixsubprocess's, which closes every
+ * descriptor and chdirs before exec) runs in its parent's memory: it must
+ * change neither. getpid() is only asked when something would change. */
+static pid_t owner_pid;
+
+static int in_owner(void) { return getpid() == __atomic_load_n(&owner_pid, __ATOMIC_RELAXED); }
+
 static fd_slot *fd_slot_of(int fd, int create) {
   if (fd < 0 || fd >= FD_CHUNK * FD_CHUNKS)
     return NULL;
@@ -163,7 +172,7 @@ static fd_slot *fd_slot_of(int fd, int create) {
 }
 
 static int fd_track(int fd, const archfs_node *node, uint64_t real_ino) {
-  fd_slot *s = fd_slot_of(fd, 1);
+  fd_slot *s = in_owner() ? fd_slot_of(fd, 1) : NULL;
   if (!s)
     return -1;
   __atomic_store_n(&s->real_ino, real_ino, __ATOMIC_RELAXED);
@@ -173,7 +182,7 @@ static int fd_track(int fd, const archfs_node *node, uint64_t real_ino) {
 
 static void fd_forget(int fd) {
   fd_slot *s = fd_slot_of(fd, 0);
-  if (s && __atomic_load_n(&s->node, __ATOMIC_RELAXED))
+  if (s && __atomic_load_n(&s->node, __ATOMIC_RELAXED) && in_owner())
     __atomic_store_n(&s->node, 0, __ATOMIC_RELEASE);
 }
 
@@ -215,12 +224,18 @@ static void fd_copy(int from, int to) {
 }
 
 static void fd_forget_range(unsigned first, unsigned last) {
+  int owner = -1; /* asked at the first tracked descriptor */
   for (unsigned c = first / FD_CHUNK; c < FD_CHUNKS && c <= last / FD_CHUNK; c++) {
     fd_slot *chunk = __atomic_load_n(&fd_chunks[c], __ATOMIC_ACQUIRE);
     for (unsigned i = 0; chunk && i < FD_CHUNK; i++) {
       unsigned fd = c * FD_CHUNK + i;
-      if (fd >= first && fd <= last && __atomic_load_n(&chunk[i].node, __ATOMIC_RELAXED))
-        __atomic_store_n(&chunk[i].node, 0, __ATOMIC_RELEASE);
+      if (fd < first || fd > last || !__atomic_load_n(&chunk[i].node, __ATOMIC_RELAXED))
+        continue;
+      if (owner < 0)
+        owner = in_owner();
+      if (!owner)
+        return;
+      __atomic_store_n(&chunk[i].node, 0, __ATOMIC_RELEASE);
     }
   }
 }
@@ -1139,11 +1154,20 @@ char *get_current_dir_name(void) {
   return vcwd_path(NULL, 0);
 }
 
+/* A vfork() child's chdir into the archive changes nothing: the program it
+ * executes starts in the real working directory anyway. */
 static int enter_node(const archfs_node *n) {
   if (n->kind != ARCHFS_DIR)
     return fail(ENOTDIR);
-  __atomic_store_n(&vcwd, archfs_node_pack(n), __ATOMIC_RELEASE);
+  if (in_owner())
+    __atomic_store_n(&vcwd, archfs_node_pack(n), __ATOMIC_RELEASE);
   return 0;
+}
+
+/* After the kernel's working directory changed: the virtual one ends. */
+static void leave_vcwd(void) {
+  if (__atomic_load_n(&vcwd, __ATOMIC_RELAXED) && in_owner())
+    __atomic_store_n(&vcwd, 0, __ATOMIC_RELEASE);
 }
 
 /* Entering an archive directory only changes the virtual working directory
@@ -1154,7 +1178,7 @@ int chdir(const char *path) {
   while (k == ROUTE_OUT) {
     int rc = REAL(chdir)(r.path);
     if (rc == 0)
-      __atomic_store_n(&vcwd, 0, __ATOMIC_RELEASE);
+      leave_vcwd();
     if (rc == 0 || (k = reroute(AT_FDCWD, &r)) == ROUTE_DONE)
       return rc;
   }
@@ -1167,7 +1191,7 @@ int fchdir(int fd) {
     return enter_node(&n);
   int rc = REAL(fchdir)(fd);
   if (rc == 0)
-    __atomic_store_n(&vcwd, 0, __ATOMIC_RELEASE);
+    leave_vcwd();
   return rc;
 }
 
@@ -1668,6 +1692,11 @@ static void fork_done(void) {
   pthread_mutex_unlock(&code_lock);
 }
 
+static void fork_child(void) {
+  __atomic_store_n(&owner_pid, getpid(), __ATOMIC_RELAXED);
+  fork_done();
+}
+
 #define ARCHFS_RESOLVE(name) (void)real_fn(&next_##name, #name);
 
 int archfs_mount(const char *exe, zipindex *zi, char *err, size_t errlen) {
@@ -1680,7 +1709,7 @@ int archfs_mount(const char *exe, zipindex *zi, char *err, size_t errlen) {
   g.zi = zi;
   g.root = strdup(exe);
   if (!g.root || atexit(unmount_at_exit) != 0 ||
-      pthread_atfork(fork_prepare, fork_done, fork_done) != 0) {
+      pthread_atfork(fork_prepare, fork_done, fork_child) != 0) {
     free(g.root);
     g.root = NULL;
     snprintf(err, errlen, "out of memory");
@@ -1693,6 +1722,7 @@ int archfs_mount(const char *exe, zipindex *zi, char *err, size_t errlen) {
   g.gid = st.st_gid;
   g.mtime = st.st_mtim;
   g.ctime = st.st_ctim;
+  owner_pid = getpid();
   g.mounted = 1;
   return 0;
 }

@@ -624,6 +624,44 @@ def test_fork_and_subprocess(app_bin):
     assert run_json(app_bin, code) == [0, 0, True]
 
 
+def test_subprocess_leaves_the_parents_view_alone(app_bin, tmp_path):
+    """subprocess's child (_posixsubprocess, a vfork() child: the parent's
+    memory until it execs) closes every inherited descriptor and chdirs to
+    cwd=: the parent's archive descriptors and virtual working directory must
+    be as they were afterwards."""
+    code = f"""
+    import json, os, stat, subprocess, sys
+    d = sys.executable + "/{PKG}/data"
+    dev = os.stat(d).st_dev
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    ffd = os.open(d + "/hello.txt", os.O_RDONLY)
+    os.chdir(d)
+    def listdir(fd):
+        try:
+            return sorted(os.listdir(fd))
+        except OSError as exc:
+            return str(exc)
+    def view():
+        return [stat.S_ISDIR(os.fstat(dfd).st_mode), os.fstat(dfd).st_dev == dev,
+                os.fstat(ffd).st_dev == dev, stat.S_IMODE(os.fstat(ffd).st_mode),
+                listdir(dfd), os.getcwd() == d, os.path.isfile("hello.txt")]
+    out = {{"before": view()}}
+    subprocess.run(["/bin/true"], check=True)  # close_fds: close_range() in the child
+    out["after close_fds"] = view()
+    subprocess.run(["/bin/true"], cwd={str(tmp_path)!r}, check=True)  # chdir() in the child
+    out["after cwd="] = view()
+    subprocess.run(["/bin/true"], cwd=d + "/sub", check=True)  # an archive cwd= too
+    out["after archive cwd="] = view()
+    print(json.dumps(out))
+    """
+    got = run_json(app_bin, code)
+    want = [True, True, True, 0o444, ["hello.txt", "sub"], True, True]
+    assert got["before"] == want
+    assert got["after close_fds"] == want
+    assert got["after cwd="] == want
+    assert got["after archive cwd="] == want
+
+
 def test_fork_while_threads_read(app_bin):
     """fork() while other threads are reading members: the child must not
     inherit the archive's read lock held (it would hang on its first read)."""
