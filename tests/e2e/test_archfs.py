@@ -529,6 +529,46 @@ def test_c_library_reads_archive_files(app_bin, test_venv, probe_library, tmp_pa
     assert got["outside"] == [len("outside"), "outside", -errno.ENOENT]
 
 
+def test_errno_is_left_alone_on_success(app_bin, tmp_path):
+    """A call that succeeds leaves errno as the caller had it, as glibc's do:
+    an archive open (the member's read), a path reaching app.bin through a
+    symlink (found after glibc's ENOTDIR), fclose of a stream without a
+    descriptor (fmemopen), and outside paths."""
+    (tmp_path / "app-link").symlink_to(app_bin)
+    (tmp_path / "real.txt").write_text("real")
+    code = f"""
+    import ctypes, json, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    for name in ("fopen", "opendir", "fmemopen"):
+        getattr(libc, name).restype = ctypes.c_void_p
+    libc.fclose.argtypes = libc.closedir.argtypes = [ctypes.c_void_p]
+    libc.fmemopen.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    d = (sys.executable + "/{PKG}/data").encode()
+    link = {str(tmp_path / "app-link")!r}.encode() + b"/{PKG}/data/hello.txt"
+    real = {str(tmp_path / "real.txt")!r}.encode()
+    st, buf = ctypes.create_string_buffer(256), ctypes.create_string_buffer(64)
+    calls = {{
+        "open file": lambda: libc.open(d + b"/hello.txt", 0) >= 0,
+        "open dir": lambda: libc.open(d, 0) >= 0,
+        "fopen": lambda: bool(libc.fopen(d + b"/sub/x.json", b"r")),
+        "opendir": lambda: bool(libc.opendir(d)),
+        "stat through a symlink": lambda: libc.stat(link, st) == 0,
+        "open through a symlink": lambda: libc.open(link, 0) >= 0,
+        "fclose(fmemopen)": lambda: libc.fclose(libc.fmemopen(buf, 64, b"w")) == 0,
+        "open outside": lambda: libc.open(real, 0) >= 0,
+        "stat outside": lambda: libc.stat(real, st) == 0,
+    }}
+    out = {{}}
+    for name, call in calls.items():
+        ctypes.set_errno(77)
+        ok = call()
+        out[name] = [ok, ctypes.get_errno()]
+    print(json.dumps(out))
+    """
+    got = run_json(app_bin, code)
+    assert got == {name: [True, 77] for name in got} and len(got) == 9, got
+
+
 def test_libc_through_the_global_scope(app_bin):
     """ctypes.CDLL(None) finds the host's definitions first, as any symbol
     reference from a shared object does."""
