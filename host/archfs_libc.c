@@ -255,6 +255,7 @@ typedef struct route {
   archfs_node node;
   int parent_ok;
   int depth;
+  int saved_errno;              /* the caller's, for a success after reroute */
   char buf[ARCHFS_PATH_MAX];    /* a joined or escaped path */
   char member[ARCHFS_PATH_MAX]; /* the normalised member */
 } route;
@@ -324,6 +325,7 @@ static int route_at(int dirfd, const char *path, route *r) {
   r->path = path;
   r->depth = 0;
   r->parent_ok = 0;
+  r->saved_errno = errno;
   if (!g.mounted || !path)
     return ROUTE_OUT;
   return route_path(r, dirfd);
@@ -331,7 +333,8 @@ static int route_at(int dirfd, const char *path, route *r) {
 
 /* glibc failed on r->path: with ENOTDIR the path may go through app.bin by
  * another name. Finds the first regular file on the path; if it is app.bin,
- * routes the rest. ROUTE_DONE (errno ENOTDIR again) when it is not ours. */
+ * routes the rest (errno as the caller had it, unless ROUTE_ERR). ROUTE_DONE
+ * (errno ENOTDIR again) when it is not ours. */
 static int reroute(int dirfd, route *r) {
   if (errno != ENOTDIR || !g.mounted)
     return ROUTE_DONE;
@@ -349,7 +352,11 @@ static int reroute(int dirfd, route *r) {
       continue;
     if (S_ISREG(st.st_mode) && st.st_ino == g.exe_ino && st.st_dev == g.exe_dev) {
       int k = route_rest(r, p + i + 1);
-      return k == ROUTE_AGAIN ? route_path(r, AT_FDCWD) : k;
+      if (k == ROUTE_AGAIN)
+        k = route_path(r, AT_FDCWD);
+      if (k != ROUTE_ERR)
+        errno = r->saved_errno;
+      return k;
     }
     break;
   }
@@ -440,6 +447,7 @@ static int fill_member(void *buf, void *ctx, char *err, size_t errlen) {
  * something else), tracked as the node. Through /proc/self/exe, so it is
  * the running file even if app.bin's path now names a newer one. */
 static int open_placeholder(const archfs_node *n, int flags) {
+  int saved = errno;
   int fd = REAL(open)("/proc/self/exe", O_PATH | (flags & O_CLOEXEC));
   if (fd < 0)
     fd = REAL(open)(g.root, O_PATH | (flags & O_CLOEXEC));
@@ -449,11 +457,13 @@ static int open_placeholder(const archfs_node *n, int flags) {
     REAL(close)(fd);
     return fail(EMFILE);
   }
+  errno = saved;
   return fd;
 }
 
 static int open_member(const archfs_node *n, int flags) {
   zipindex_entry *e = &g.zi->entries[n->index];
+  int saved = errno; /* the read and the memfd's making leave theirs */
   char err[512] = "";
   int fd = extload_data_fd(e->name, (size_t)e->size, fill_member, e, flags & O_CLOEXEC, err,
                            sizeof(err));
@@ -471,6 +481,7 @@ static int open_member(const archfs_node *n, int flags) {
   struct stat64 st;
   if (REAL(fstat64)(fd, &st) == 0)
     (void)fd_track(fd, n, st.st_ino); /* beyond the table: untracked, still readable */
+  errno = saved;
   return fd;
 }
 
@@ -1242,10 +1253,13 @@ int close(int fd) {
   return REAL(close)(fd);
 }
 
-/* glibc's fclose closes the descriptor internally, past close() above. */
+/* glibc's fclose closes the descriptor internally, past close() above.
+ * fileno() says EBADF for a stream without one (fmemopen, fopencookie). */
 int fclose(FILE *f) {
   if (f) {
+    int saved = errno;
     int fd = fileno(f);
+    errno = saved;
     if (fd >= 0)
       fd_forget(fd);
   }
