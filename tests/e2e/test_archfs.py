@@ -416,6 +416,30 @@ def test_chdir_into_the_archive(app_bin, tmp_path):
     assert got["above"] == str(app_bin.parent)
 
 
+def test_empty_path_names_the_virtual_working_directory(app_bin):
+    """fstatat(AT_FDCWD, "", AT_EMPTY_PATH) and statx() the same way ask about
+    the working directory: in the archive, its directory, as stat(".")."""
+    code = f"""
+    import ctypes, json, os, stat, struct, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
+    os.chdir(sys.executable + "/{PKG}/data")
+    dot = os.stat(".")
+    buf = ctypes.create_string_buffer(512)
+    rc = libc.fstatat(AT_FDCWD, b"", buf, AT_EMPTY_PATH)
+    dev, ino, _, mode = struct.unpack_from("QQQI", buf.raw)  # struct stat on x86-64
+    buf = ctypes.create_string_buffer(512)
+    rcx = libc.statx(AT_FDCWD, b"", AT_EMPTY_PATH, 0x7ff, buf)
+    xmode, = struct.unpack_from("H", buf.raw, 28)  # struct statx: stx_mode,
+    xino, = struct.unpack_from("Q", buf.raw, 32)   # stx_ino,
+    major, minor = struct.unpack_from("II", buf.raw, 136)  # stx_dev_major/minor
+    print(json.dumps([[rc, dev == dot.st_dev, ino == dot.st_ino, mode == dot.st_mode],
+                      [rcx, os.makedev(major, minor) == dot.st_dev, xino == dot.st_ino,
+                       xmode == dot.st_mode], stat.S_ISDIR(dot.st_mode)]))
+    """
+    assert run_json(app_bin, code) == [[0, True, True, True], [0, True, True, True], True]
+
+
 @pytest.mark.parametrize("where", ["root", "env -i"])
 def test_from_root_and_with_an_empty_environment(app_bin, where):
     code = f"""
