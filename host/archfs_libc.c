@@ -721,10 +721,17 @@ static int names_dirfd(const char *path, int flags) {
   return path && path[0] == '\0' && (flags & AT_EMPTY_PATH);
 }
 
+/* Whether dirfd is AT_FDCWD with a virtual working directory, *node. */
+static int names_vcwd(int dirfd, archfs_node *node) {
+  return dirfd == AT_FDCWD && route_base(AT_FDCWD, node);
+}
+
 static int fstatat_common(int dirfd, const char *path, void *st, int flags, int is64) {
+  archfs_node n;
   if (names_dirfd(path, flags)) {
+    if (names_vcwd(dirfd, &n))
+      return node_stat64(&n, st);
     int rc = is64 ? REAL(fstatat64)(dirfd, path, st, flags) : REAL(fstatat)(dirfd, path, st, flags);
-    archfs_node n;
     if (rc == 0 && fd_check(dirfd, ((struct stat *)st)->st_ino, &n))
       node_stat64(&n, st);
     return rc;
@@ -744,9 +751,13 @@ int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags) {
 }
 
 int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *stx) {
+  archfs_node n;
   if (names_dirfd(path, flags)) {
+    if (names_vcwd(dirfd, &n)) {
+      node_statx(&n, stx);
+      return 0;
+    }
     int rc = REAL(statx)(dirfd, path, flags, mask, stx);
-    archfs_node n;
     if (rc == 0 && fd_check(dirfd, stx->stx_ino, &n))
       node_statx(&n, stx);
     return rc;
