@@ -370,6 +370,36 @@ def test_path_spellings(app_bin, tmp_path):
     assert got["realpath"] == [f"{app_bin}/{PKG}/data/hello.txt", f"{app_bin}/{PKG}/data"]
 
 
+def test_path_length_limit_is_the_kernels(app_bin, tmp_path):
+    """A path of PATH_MAX (4096) bytes or more is ENAMETOOLONG inside the
+    archive as outside it, however many of its components are empty; one
+    byte shorter still resolves. Relative paths in an archive working
+    directory too."""
+    (tmp_path / "f.txt").write_text("x")
+    code = f"""
+    import errno, json, os, sys
+    def padded(prefix, name, total):  # prefix + slashes + name, total bytes long
+        return prefix + "/" * (total - len(prefix) - len(name)) + name
+    def err(path):
+        try:
+            os.stat(path)
+            with open(path, "rb"):
+                return "ok"
+        except OSError as exc:
+            return errno.errorcode[exc.errno]
+    out = {{}}
+    for total in (4095, 4096, 9000):
+        out[total] = [err(padded({str(tmp_path)!r}, "f.txt", total)),
+                      err(padded(sys.executable + "/{PKG}", "data/hello.txt", total))]
+    os.chdir(sys.executable + "/{PKG}")
+    out["relative"] = [err(padded("data", "hello.txt", 4095)), err(padded("data", "hello.txt", 4096))]
+    print(json.dumps(out))
+    """
+    assert run_json(app_bin, code) == {"4095": ["ok", "ok"], "4096": ["ENAMETOOLONG"] * 2,
+                                       "9000": ["ENAMETOOLONG"] * 2,
+                                       "relative": ["ok", "ENAMETOOLONG"]}
+
+
 def test_chdir_into_the_archive(app_bin, tmp_path):
     """A virtual working directory: getcwd reports the archive path, relative
     paths (Python's and C's) resolve against it, '..' above the root and a
