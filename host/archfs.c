@@ -71,13 +71,23 @@ static int missing(const zipindex *zi, char *member, size_t m, int *parent_ok) {
 
 int archfs_lookup(const archfs *fs, const char *rest, char member[ARCHFS_PATH_MAX],
                   archfs_node *node, const char **escape, int *parent_ok) {
+  static const archfs_node root = {ARCHFS_DIR, 0, 0};
+  return archfs_lookup_at(fs, &root, rest, member, node, escape, parent_ok);
+}
+
+int archfs_lookup_at(const archfs *fs, const archfs_node *base, const char *rest,
+                     char member[ARCHFS_PATH_MAX], archfs_node *node, const char **escape,
+                     int *parent_ok) {
   const zipindex *zi = fs->zi;
-  size_t m = 0;
+  size_t m = base->len;
   int need_dir = 0;  /* a '/' followed the last name: it must be a directory */
   int dot_after = 0; /* and a "." too: a missing name could not be created */
   const char *p = rest;
   *parent_ok = 0;
-  member[0] = '\0';
+  if (m >= ARCHFS_PATH_MAX) /* never from a lookup; a listed name can be longer */
+    return -ENAMETOOLONG;
+  memcpy(member, archfs_node_name(fs, base), m);
+  member[m] = '\0';
   for (;;) {
     const char *c = p;
     size_t n = strcspn(c, "/");

@@ -71,6 +71,12 @@ const char *archfs_inside(const archfs *fs, const char *path);
 int archfs_lookup(const archfs *fs, const char *rest, char member[ARCHFS_PATH_MAX],
                   archfs_node *node, const char **escape, int *parent_ok);
 
+/* archfs_lookup of `rest` relative to the directory `base` (a relative path
+ * in an archive working directory, or after a directory descriptor). */
+int archfs_lookup_at(const archfs *fs, const archfs_node *base, const char *rest,
+                     char member[ARCHFS_PATH_MAX], archfs_node *node, const char **escape,
+                     int *parent_ok);
+
 /* Writes "<root's directory><escape>" ("/" when both are empty) into out.
  * Returns its length, or -ENAMETOOLONG when it does not fit in outlen. */
 int archfs_escape_path(const archfs *fs, const char *escape, char *out, size_t outlen);

@@ -256,13 +256,14 @@ typedef struct route {
   int parent_ok;
   int depth;
   int saved_errno;              /* the caller's, for a success after reroute */
-  char buf[ARCHFS_PATH_MAX];    /* a joined or escaped path */
+  char buf[ARCHFS_PATH_MAX];    /* an escaped path */
   char member[ARCHFS_PATH_MAX]; /* the normalised member */
 } route;
 
-static int route_rest(route *r, const char *rest) {
+/* Resolves `rest` from the directory `base`. */
+static int route_rest(route *r, const archfs_node *base, const char *rest) {
   const char *escape;
-  int rc = archfs_lookup(&g.fs, rest, r->member, &r->node, &escape, &r->parent_ok);
+  int rc = archfs_lookup_at(&g.fs, base, rest, r->member, &r->node, &escape, &r->parent_ok);
   if (rc == ARCHFS_FOUND)
     return ROUTE_IN;
   if (rc < 0) {
@@ -289,32 +290,31 @@ static int route_base(int dirfd, archfs_node *base) {
   return fd_node(dirfd, base);
 }
 
+static const archfs_node root_node = {ARCHFS_DIR, 0, 0};
+
 static int route_path(route *r, int dirfd) {
   for (;;) {
-    const char *rest;
+    const char *rest = r->path;
+    archfs_node base = root_node;
     if (r->path[0] == '/') {
       rest = archfs_inside(&g.fs, r->path);
       if (!rest)
         return ROUTE_OUT;
     } else {
-      archfs_node base;
       if (r->path[0] == '\0' || !route_base(dirfd, &base))
         return ROUTE_OUT;
       if (base.kind != ARCHFS_DIR) {
         errno = ENOTDIR;
         return ROUTE_ERR;
       }
-      size_t plen = strlen(r->path);
-      if (base.len + 1 + plen + 1 > sizeof(r->buf)) {
-        errno = ENAMETOOLONG;
-        return ROUTE_ERR;
-      }
-      memmove(r->buf + base.len + 1, r->path, plen + 1);
-      memcpy(r->buf, archfs_node_name(&g.fs, &base), base.len);
-      r->buf[base.len] = '/';
-      rest = r->buf;
     }
-    int k = route_rest(r, rest);
+    /* The kernel takes no path of PATH_MAX bytes or more, whatever it
+     * names (an escaped path in r->buf is always shorter). */
+    if (strnlen(r->path, ARCHFS_PATH_MAX) == ARCHFS_PATH_MAX) {
+      errno = ENAMETOOLONG;
+      return ROUTE_ERR;
+    }
+    int k = route_rest(r, &base, rest);
     if (k != ROUTE_AGAIN)
       return k;
   }
@@ -351,7 +351,7 @@ static int reroute(int dirfd, route *r) {
     if (S_ISDIR(st.st_mode))
       continue;
     if (S_ISREG(st.st_mode) && st.st_ino == g.exe_ino && st.st_dev == g.exe_dev) {
-      int k = route_rest(r, p + i + 1);
+      int k = route_rest(r, &root_node, p + i + 1);
       if (k == ROUTE_AGAIN)
         k = route_path(r, AT_FDCWD);
       if (k != ROUTE_ERR)

@@ -170,6 +170,42 @@ static void run(const archfs *fs, const model *m, const char *path) {
     abort();
 }
 
+/* The path relative to each directory of the root (as after chdir into it,
+ * or from a directory descriptor): the same answer as with the directory's
+ * name in front (unless a name is both a file and a directory). */
+static void check_relative(const archfs *fs, const model *m, const char *path) {
+  if (m->conflict)
+    return;
+  archfs_node root = {ARCHFS_DIR, 0, 0};
+  size_t cursor = archfs_dir_begin(&root), n = strlen(path);
+  archfs_dirent de;
+  while (archfs_dir_next(fs, &root, &cursor, &de)) {
+    if (de.node.kind != ARCHFS_DIR || de.len > ARCHFS_NAME_MAX)
+      continue;
+    char member[ARCHFS_PATH_MAX], jmember[ARCHFS_PATH_MAX];
+    archfs_node node, jnode;
+    const char *escape = NULL, *jescape = NULL;
+    int parent_ok, jparent_ok;
+    int rc = archfs_lookup_at(fs, &de.node, path, member, &node, &escape, &parent_ok);
+    char *joined = malloc(de.len + 1 + n + 1);
+    memcpy(joined, de.name, de.len);
+    joined[de.len] = '/';
+    memcpy(joined + de.len + 1, path, n + 1);
+    int jrc = archfs_lookup(fs, joined, jmember, &jnode, &jescape, &jparent_ok);
+    if (rc != -ENAMETOOLONG && jrc != -ENAMETOOLONG) {
+      if (rc != jrc)
+        abort();
+      if (rc == ARCHFS_FOUND && (node.kind != jnode.kind || strcmp(member, jmember) != 0))
+        abort();
+      if (rc == ARCHFS_ESCAPED && strcmp(escape, jescape) != 0)
+        abort();
+      if (rc == -ENOENT && parent_ok != jparent_ok)
+        abort();
+    }
+    free(joined);
+  }
+}
+
 /* archfs_inside on the path as given (often shorter than the root: it must
  * not be read past its end) and with the root in front. */
 static void check_inside(const archfs *fs, const char *path) {
@@ -266,6 +302,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!all_clean)
       m.conflict = 1;
     run(&fs, &m, path);
+    check_relative(&fs, &m, path);
     check_inside(&fs, path);
     zipindex_close(&zi);
   }

@@ -168,6 +168,37 @@ static void test_lookups(void) {
   expect_found(longpath, ARCHFS_DIR, "");
 }
 
+/* Lookups relative to a directory: the same as from the root with the
+ * directory's path in front, whatever that adds to the path's length. */
+static void test_lookups_from_a_directory(void) {
+  archfs_node base, node;
+  char member[ARCHFS_PATH_MAX], name[ARCHFS_PATH_MAX];
+  const char *escape;
+  int po;
+  if (!CHECK_EQ_INT(look("site-packages/pkg/data", &base, name, NULL), ARCHFS_FOUND))
+    return;
+  CHECK_EQ_INT(archfs_lookup_at(&fs, &base, "sub/b.json", member, &node, &escape, &po),
+               ARCHFS_FOUND);
+  CHECK_STR(member, "site-packages/pkg/data/sub/b.json");
+  CHECK_EQ_INT(archfs_lookup_at(&fs, &base, "./../data.txt", member, &node, &escape, &po),
+               ARCHFS_FOUND);
+  CHECK_STR(member, "site-packages/pkg/data.txt");
+  CHECK_EQ_INT(archfs_lookup_at(&fs, &base, "../../..", member, &node, &escape, &po), ARCHFS_FOUND);
+  CHECK(node.kind == ARCHFS_DIR && node.len == 0);
+  CHECK_EQ_INT(archfs_lookup_at(&fs, &base, "../../../../x", member, &node, &escape, &po),
+               ARCHFS_ESCAPED);
+  CHECK_STR(escape, "/x");
+  CHECK_EQ_INT(archfs_lookup_at(&fs, &base, "a.txt/x", member, &node, &escape, &po), -ENOTDIR);
+  CHECK_EQ_INT(archfs_lookup_at(&fs, &base, "new", member, &node, &escape, &po), -ENOENT);
+  CHECK_EQ_INT(po, 1);
+  /* A relative path of nearly PATH_MAX bytes, most of them empty components. */
+  static char rel[ARCHFS_PATH_MAX];
+  memset(rel, '/', sizeof(rel) - 1);
+  memcpy(rel + sizeof(rel) - 1 - 5, "a.txt", 6);
+  CHECK_EQ_INT(archfs_lookup_at(&fs, &base, rel, member, &node, &escape, &po), ARCHFS_FOUND);
+  CHECK_STR(member, "site-packages/pkg/data/a.txt");
+}
+
 static void test_escape_from_root_directory(void) {
   archfs top;
   archfs_init(&top, &zi, "/app.bin");
@@ -311,6 +342,7 @@ int main(void) {
   setup();
   test_inside();
   test_lookups();
+  test_lookups_from_a_directory();
   test_escape_from_root_directory();
   test_listings();
   test_cursor_resumes();
