@@ -504,7 +504,7 @@ def probe_library(tmp_path_factory):
 def test_c_library_reads_archive_files(app_bin, test_venv, probe_library, tmp_path):
     """A C library loaded from disk, calling libc itself: stdio, open/read,
     openat relative to a directory descriptor, every stat flavour (statx and
-    glibc < 2.33's __xstat/__lxstat/__fxstat), opendir/readdir, scandir,
+    glibc < 2.33's __xstat/__lxstat/__fxstat), opendir/readdir, scandir(at),
     access, realpath, readlink, chdir/getcwd, and writes refused."""
     (tmp_path / "outside.txt").write_text("outside")
     code = f"""
@@ -538,6 +538,9 @@ def test_c_library_reads_archive_files(app_bin, test_venv, probe_library, tmp_pa
     out["stat_notdir"] = lib.probe_stat(f + b"/x", 3, ctypes.byref(mode), ctypes.byref(ino))
     out["listdir"] = [lib.probe_listdir(d, buf, 65536), buf.value.decode()]
     out["scandir"] = [lib.probe_scandir(d, buf2, 4096), buf2.value.decode()]
+    out["scandirat"] = [lib.probe_scandirat(d, None, buf2, 4096), buf2.value.decode(),
+                        lib.probe_scandirat(d, b"sub", buf2, 4096), buf2.value.decode(),
+                        lib.probe_scandirat(d, b"nope", buf2, 4096)]
     out["seekdir"] = [lib.probe_seekdir(d), lib.probe_seekdir(root + b"/site-packages")]
     out["glob"] = [lib.probe_glob(root + b"/{PKG}/data/*", buf, 65536), buf.value.decode(),
                    lib.probe_glob(root + b"/{PKG}/d*/s*/*.json", buf2, 4096), buf2.value.decode(),
@@ -569,6 +572,7 @@ def test_c_library_reads_archive_files(app_bin, test_venv, probe_library, tmp_pa
     assert got["stat_notdir"] == -errno.ENOTDIR
     assert got["listdir"] == [2, "hello.txt \nsub/\n"]
     assert got["scandir"] == [2, "hello.txt"]
+    assert got["scandirat"] == [2, "hello.txt", 1, "x.json", -errno.ENOENT]
     assert got["seekdir"][0] == 4 and got["seekdir"][1] > 20  # with . and ..
     pkg = f"{app_bin}/{PKG}"
     assert got["glob"] == [2, f"{pkg}/data/hello.txt\n{pkg}/data/sub\n", 1,
