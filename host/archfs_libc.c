@@ -78,7 +78,7 @@ _Static_assert(sizeof(struct dirent) == sizeof(struct dirent64), "x86-64: one di
   X(stat) X(stat64) X(lstat) X(lstat64) X(fstat) X(fstat64) X(fstatat) X(fstatat64) X(statx)       \
   X(access) X(faccessat) X(euidaccess) X(eaccess)                                                  \
   X(opendir) X(fdopendir) X(readdir) X(readdir64) X(readdir_r) X(readdir64_r) X(closedir)          \
-  X(dirfd) X(rewinddir) X(seekdir) X(telldir) X(scandir) X(scandir64)                              \
+  X(dirfd) X(rewinddir) X(seekdir) X(telldir) X(scandir) X(scandir64) X(scandirat) X(scandirat64)  \
   X(readlink) X(readlinkat) X(__readlink_chk) X(__readlinkat_chk)                                  \
   X(realpath) X(__realpath_chk) X(canonicalize_file_name)                                          \
   X(getcwd) X(__getcwd_chk) X(get_current_dir_name) X(chdir) X(fchdir)                             \
@@ -1058,6 +1058,22 @@ int scandir64(const char *path, struct dirent64 ***namelist, int (*filter)(const
               int (*compar)(const struct dirent64 **, const struct dirent64 **)) {
   PASS_OUTSIDE(int, FAILED_INT, AT_FDCWD, path, r, k,
                REAL(scandir64)(r.path, namelist, filter, compar));
+  return scandir_node(&r, k, (struct dirent ***)namelist, (dirent_filter)(void (*)(void))filter,
+                      (dirent_compar)(void (*)(void))compar);
+}
+
+int scandirat(int dirfd, const char *path, struct dirent ***namelist, dirent_filter filter,
+              dirent_compar compar) {
+  PASS_OUTSIDE(int, FAILED_INT, dirfd, path, r, k,
+               REAL(scandirat)(dirfd, r.path, namelist, filter, compar));
+  return scandir_node(&r, k, namelist, filter, compar);
+}
+
+int scandirat64(int dirfd, const char *path, struct dirent64 ***namelist,
+                int (*filter)(const struct dirent64 *),
+                int (*compar)(const struct dirent64 **, const struct dirent64 **)) {
+  PASS_OUTSIDE(int, FAILED_INT, dirfd, path, r, k,
+               REAL(scandirat64)(dirfd, r.path, namelist, filter, compar));
   return scandir_node(&r, k, (struct dirent ***)namelist, (dirent_filter)(void (*)(void))filter,
                       (dirent_compar)(void (*)(void))compar);
 }
