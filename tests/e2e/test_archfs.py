@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 import zipfile
 from pathlib import Path
@@ -926,6 +927,58 @@ def test_outside_paths_are_untouched(app_bin, tmp_path):
 
 
 # ---- bad input ------------------------------------------------------------------------
+
+
+NULL_PATH_CALLS = """
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+buf = ctypes.create_string_buffer(4096)
+libc.fopen.restype = libc.realpath.restype = ctypes.c_void_p
+N, AT_FDCWD = None, -100
+calls = {
+    "open": lambda: libc.open(N, 0), "openat": lambda: libc.openat(AT_FDCWD, N, 0),
+    "creat": lambda: libc.creat(N, 0o600), "fopen": lambda: libc.fopen(N, b"r"),
+    "stat": lambda: libc.stat(N, buf), "lstat": lambda: libc.lstat(N, buf),
+    "fstatat": lambda: libc.fstatat(AT_FDCWD, N, buf, 0),
+    "statx": lambda: libc.statx(AT_FDCWD, N, 0, 0x7ff, buf), "access": lambda: libc.access(N, 0),
+    "faccessat": lambda: libc.faccessat(AT_FDCWD, N, 0, 0),
+    "euidaccess": lambda: libc.euidaccess(N, 0), "mkdir": lambda: libc.mkdir(N, 0o700),
+    "rmdir": lambda: libc.rmdir(N), "unlink": lambda: libc.unlink(N), "chdir": lambda: libc.chdir(N),
+    "readlink": lambda: libc.readlink(N, buf, 10), "realpath": lambda: libc.realpath(N, buf),
+    "chmod": lambda: libc.chmod(N, 0o600), "chown": lambda: libc.chown(N, 0, 0),
+    "truncate": lambda: libc.truncate(N, 0), "utime": lambda: libc.utime(N, N),
+    "utimensat": lambda: libc.utimensat(AT_FDCWD, N, N, 0), "rename": lambda: libc.rename(N, N),
+    "link": lambda: libc.link(N, N), "symlink": lambda: libc.symlink(b"x", N),
+    "mkfifo": lambda: libc.mkfifo(N, 0o600), "statvfs": lambda: libc.statvfs(N, buf),
+    "getxattr": lambda: libc.getxattr(N, b"user.x", buf, 10),
+}
+out = {}
+for name, call in calls.items():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a crash takes only the child
+        ctypes.set_errno(0)
+        rc = call()
+        os.write(w, json.dumps([rc if rc is None or rc < 1 << 32 else "ptr",
+                                ctypes.get_errno()]).encode())
+        os._exit(0)
+    os.close(w)
+    status = os.waitpid(pid, 0)[1]
+    got = os.read(r, 100)
+    os.close(r)
+    out[name] = json.loads(got) if got else f"status {os.waitstatus_to_exitcode(status)}"
+print(json.dumps(out))
+"""
+
+
+def test_null_paths_fail_as_in_glibc(app_bin):
+    """A NULL path is EFAULT (EINVAL for realpath and utimensat) from glibc,
+    never a crash: the same answers as this Python's own glibc gives."""
+    want = json.loads(subprocess.run([sys.executable, "-c", NULL_PATH_CALLS], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert want["stat"] == [-1, errno.EFAULT]  # the reference is glibc's answer
+    assert run_json(app_bin, NULL_PATH_CALLS) == want
+
 
 
 def _member_data_offset(app_bin, member):
