@@ -899,6 +899,51 @@ def test_copy_out_of_the_archive(app_bin, tmp_path):
     assert (tmp_path / "one.txt").read_bytes() == (data / "hello.txt").read_bytes()
 
 
+def test_archive_descriptors_are_no_handle_on_app_bin(app_bin, tmp_path):
+    """A descriptor of an archive directory (or an O_PATH one of a file)
+    gives no way to app.bin itself: chmod and utime through
+    /proc/self/fd/N, linkat(AT_EMPTY_PATH) and a reopen through /proc leave
+    app.bin as it was (a copy here: the unfixed host changed it) and read
+    the member, not app.bin; faccessat(AT_EMPTY_PATH) says read-only."""
+    copy = tmp_path / "app.bin"
+    shutil.copy2(app_bin, copy)
+    before = copy.stat()
+    code = f"""
+    import ctypes, errno, json, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
+    d = sys.executable + "/{PKG}/data"
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    proc = "/proc/self/fd/%d" % fd
+    def err(call, *args):
+        try:
+            call(*args)
+            return "ok"
+        except OSError as exc:
+            return errno.errorcode[exc.errno]
+    out = {{"chmod": err(os.chmod, proc, 0o700), "utime": err(os.utime, proc, (1, 1))}}
+    rc = libc.linkat(fd, b"", AT_FDCWD, {str(tmp_path / "hard")!r}.encode(), AT_EMPTY_PATH)
+    out["linkat"] = rc
+    rc = libc.faccessat(fd, b"", os.W_OK, AT_EMPTY_PATH)
+    out["faccessat W_OK"] = errno.errorcode.get(ctypes.get_errno()) if rc else "ok"
+    out["faccessat R_OK"] = libc.faccessat(fd, b"", os.R_OK, AT_EMPTY_PATH)
+    pfd = os.open(d + "/hello.txt", os.O_PATH)
+    out["O_PATH reopen"] = open("/proc/self/fd/%d" % pfd, "rb").read().decode("latin-1")
+    out["O_PATH fstat"] = os.fstat(pfd).st_size == os.stat(d + "/hello.txt").st_size
+    print(json.dumps(out))
+    """
+    got = run_json(copy, code)
+    after = copy.stat()
+    assert (after.st_mode, after.st_mtime_ns, after.st_nlink) == \
+        (before.st_mode, before.st_mtime_ns, before.st_nlink), got
+    hard = tmp_path / "hard"
+    assert not hard.exists() or not os.path.samefile(hard, copy), got
+    assert got["faccessat W_OK"] == "EROFS" and got["faccessat R_OK"] == 0, got
+    assert got["O_PATH reopen"] == \
+        (FIXTURES / "appbin_testpkg/appbin_testpkg/data/hello.txt").read_text(), got
+    assert got["O_PATH fstat"] is True
+
+
 def test_outside_paths_are_untouched(app_bin, tmp_path):
     """Real files next to and far from app.bin: same answers, same errno."""
     (tmp_path / "f.txt").write_text("x")
