@@ -130,10 +130,10 @@ static struct {
 } g;
 
 /* Descriptors that name archive files and directories: the packed node and
- * the inode of the real file behind the descriptor (a memfd, or app.bin for
- * directories and O_PATH opens), compared with fstat's before the node is
- * believed, so a descriptor closed behind our back (by glibc internally)
- * and reused is never taken for an archive file. */
+ * the inode of the real file behind the descriptor (a memfd; app.bin for
+ * directories where memfd is missing), compared with fstat's before the
+ * node is believed, so a descriptor closed behind our back (by glibc
+ * internally) and reused is never taken for an archive file. */
 #define FD_CHUNK 1024
 #define FD_CHUNKS 1024 /* descriptors below 2^20 */
 typedef struct fd_slot {
@@ -451,18 +451,22 @@ static int fill_member(void *buf, void *ctx, char *err, size_t errlen) {
   return zipindex_read(g.zi, ctx, buf, err, errlen);
 }
 
-/* A descriptor for a directory, or an O_PATH one for a file: app.bin opened
- * O_PATH (a raw openat() relative to it fails with ENOTDIR, never reaching
- * something else), tracked as the node. Through /proc/self/exe, so it is
- * the running file even if app.bin's path now names a newer one. */
+/* A descriptor for a directory, tracked as the node: an empty sealed memfd
+ * of its own. A raw openat() relative to it fails with ENOTDIR, and chmod,
+ * utimes or a link through /proc/self/fd/N or AT_EMPTY_PATH reach only it.
+ * Where memfd is missing, app.bin opened O_PATH (through /proc/self/exe: the
+ * running file even if its path now names a newer one). */
 static int open_placeholder(const archfs_node *n, int flags) {
   int saved = errno;
-  int fd = REAL(open)("/proc/self/exe", O_PATH | (flags & O_CLOEXEC));
+  int fd = extload_empty_fd(flags & O_CLOEXEC);
+  if (fd < 0)
+    fd = REAL(open)("/proc/self/exe", O_PATH | (flags & O_CLOEXEC));
   if (fd < 0)
     fd = REAL(open)(g.root, O_PATH | (flags & O_CLOEXEC));
   if (fd < 0)
     return -1;
-  if (fd_track(fd, n, g.exe_ino) != 0) {
+  struct stat64 st;
+  if (REAL(fstat64)(fd, &st) != 0 || fd_track(fd, n, st.st_ino) != 0) {
     REAL(close)(fd);
     return fail(EMFILE);
   }
@@ -509,9 +513,7 @@ static int node_open(const archfs_node *n, int flags) {
     return fail(ENOTDIR);
   if (acc != O_RDONLY || (flags & O_TRUNC))
     return fail(EROFS);
-  if (flags & O_PATH)
-    return open_placeholder(n, flags);
-  return open_member(n, flags);
+  return open_member(n, flags); /* O_PATH too: reopened through /proc, it reads the member */
 }
 
 /* An archive path that does not exist: a create there is refused as EROFS
@@ -823,6 +825,9 @@ int access(const char *path, int mode) {
 }
 
 int faccessat(int dirfd, const char *path, int mode, int flags) {
+  archfs_node n;
+  if (names_dirfd(path, flags) && (names_vcwd(dirfd, &n) || fd_node(dirfd, &n)))
+    return node_access(&n, mode);
   PASS_OUTSIDE(int, FAILED_INT, dirfd, path, r, k, REAL(faccessat)(dirfd, r.path, mode, flags));
   return k == ROUTE_ERR ? -1 : node_access(&r.node, mode);
 }

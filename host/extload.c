@@ -268,6 +268,16 @@ static int data_private_file(const char *name, size_t len, extload_fill_fn fill,
   return ro;
 }
 
+int extload_empty_fd(int cloexec) {
+  int fd = memfd_open("appbin-dir", 0);
+  if (fd < 0)
+    return -1;
+  (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+  if (!cloexec)
+    (void)fcntl(fd, F_SETFD, 0);
+  return fd;
+}
+
 int extload_data_fd(const char *name, size_t len, extload_fill_fn fill, void *ctx, int cloexec,
                     char *err, size_t errlen) {
   /* A member larger than the machine's memory cannot be materialised; say so

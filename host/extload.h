@@ -35,6 +35,12 @@ typedef int (*extload_fill_fn)(void *buf, void *ctx, char *err, size_t errlen);
 int extload_data_fd(const char *name, size_t len, extload_fill_fn fill, void *ctx, int cloexec,
                     char *err, size_t errlen);
 
+/* An empty in-memory file, sealed against growing: a descriptor that reaches
+ * nothing else (archfs's stand-in for an archive directory). `cloexec`: the
+ * descriptor gets FD_CLOEXEC. Returns it, or -1 with errno set where memfd
+ * is unavailable. */
+int extload_empty_fd(int cloexec);
+
 /* 1 when debug logging is on: set by the interpreter setup. */
 extern int extload_debug;
 
