@@ -452,13 +452,23 @@ static int fill_member(void *buf, void *ctx, char *err, size_t errlen) {
 }
 
 /* A descriptor for a directory, tracked as the node: an empty sealed memfd
- * of its own. A raw openat() relative to it fails with ENOTDIR, and chmod,
- * utimes or a link through /proc/self/fd/N or AT_EMPTY_PATH reach only it.
- * Where memfd is missing, app.bin opened O_PATH (through /proc/self/exe: the
- * running file even if its path now names a newer one). */
+ * of its own, reopened O_PATH (read() fails, EBADF, as a directory's does).
+ * A raw openat() relative to it fails with ENOTDIR, and chmod, utimes or a link
+ * through /proc/self/fd/N or AT_EMPTY_PATH reach only it. Where memfd is
+ * missing, app.bin opened O_PATH (through /proc/self/exe: the running file
+ * even if its path now names a newer one). */
 static int open_placeholder(const archfs_node *n, int flags) {
   int saved = errno;
   int fd = extload_empty_fd(flags & O_CLOEXEC);
+  if (fd >= 0) {
+    char proc[64];
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+    int path_fd = REAL(open)(proc, O_PATH | (flags & O_CLOEXEC));
+    if (path_fd >= 0) {
+      REAL(close)(fd);
+      fd = path_fd;
+    }
+  }
   if (fd < 0)
     fd = REAL(open)("/proc/self/exe", O_PATH | (flags & O_CLOEXEC));
   if (fd < 0)
