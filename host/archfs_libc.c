@@ -452,11 +452,11 @@ static int fill_member(void *buf, void *ctx, char *err, size_t errlen) {
 }
 
 /* A descriptor for a directory, tracked as the node: an empty sealed memfd
- * of its own, reopened O_PATH (read() fails, EBADF, as a directory's does).
- * A raw openat() relative to it fails with ENOTDIR, and chmod, utimes or a link
- * through /proc/self/fd/N or AT_EMPTY_PATH reach only it. Where memfd is
- * missing, app.bin opened O_PATH (through /proc/self/exe: the running file
- * even if its path now names a newer one). */
+ * of its own, reopened O_PATH (read() fails with EBADF, not EISDIR, but
+ * fails). A raw openat() relative to it fails with ENOTDIR, and chmod,
+ * utimes or a link through /proc/self/fd/N or AT_EMPTY_PATH reach only it.
+ * Where memfd is missing, app.bin opened O_PATH (through /proc/self/exe: the
+ * running file even if its path now names a newer one). */
 static int open_placeholder(const archfs_node *n, int flags) {
   int saved = errno;
   int fd = extload_empty_fd(flags & O_CLOEXEC);
