@@ -711,7 +711,19 @@ static PyObject *appbin_release_memory(PyObject *mod, PyObject *noargs) {
   Py_RETURN_NONE;
 }
 
+static PyObject *appbin_verify_wait(PyObject *mod, PyObject *noargs) {
+  (void)mod, (void)noargs;
+  char err[512];
+  int rc;
+  Py_BEGIN_ALLOW_THREADS rc = zipindex_verify_wait(g.zi, err, sizeof(err));
+  Py_END_ALLOW_THREADS if (rc != 0) return PyErr_Format(PyExc_OSError, "appbin: %s", err);
+  Py_RETURN_NONE;
+}
+
 static PyMethodDef appbin_functions[] = {
+    {"verify_wait", appbin_verify_wait, METH_NOARGS,
+     "verify_wait()\n--\n\nReturn once every byte of the archive is verified (the check "
+     "started with the server); a damaged archive ends the process."},
     {"release_memory", appbin_release_memory, METH_NOARGS,
      "release_memory()\n--\n\nDrop the archive's pages from memory and from the page "
      "cache (they are read again if needed): call once start-up imports are done."},

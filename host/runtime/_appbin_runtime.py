@@ -622,6 +622,9 @@ async def _serve(loop, app, options):
     if _Signals.count:
         log(2, "Stopped before serving: a signal arrived during startup")
         return 0 if await lifespan.shutdown() else 1
+    # No connection before every byte of the archive is verified (the check
+    # started with the process; it is long done by now, normally).
+    _appbin.verify_wait()
     server = Server(app, loop, options, state)
     try:
         where = _listen(server, options)

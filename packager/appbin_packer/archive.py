@@ -5,7 +5,12 @@ written here rather than with zipfile (which cannot write zstd members), on
 its own, so its offsets are relative to the archive start, and
 deterministically: members sorted bytewise (with an entry for every
 directory, which zipimport needs to find namespace packages), fixed
-timestamps and modes, no extra fields, no comment.
+timestamps and modes, no comment, and one extra field in each central
+directory entry: the SHA-256 of the member's record (local header, name and
+data), which the host checks when it first reads the member. The trailer
+holds the SHA-256 of the index (central directory and end records), which
+the host checks when it opens the archive: together they cover every byte
+without the host hashing what it does not read.
 
 Members are compressed with zstd (zip method 93) by default: it makes the
 file about 45% of its stored size and decompresses several times faster than
@@ -26,7 +31,7 @@ from pathlib import Path
 from . import PackError
 
 PAYLOAD_MAGIC = b"APPBIN\0\1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TRAILER_SIZE = 64
 _TRAILER = struct.Struct("<8sIIQQ32s")
 assert _TRAILER.size == TRAILER_SIZE
@@ -56,6 +61,9 @@ _END = struct.Struct("<IHHHHIIH")
 _END64 = struct.Struct("<IQHHIIQQQQ")
 _END64_LOCATOR = struct.Struct("<IIQI")
 _U16, _U32 = 0xFFFF, 0xFFFFFFFF
+# Central directory extra field: the SHA-256 of the member's record ("ab").
+_DIGEST_FIELD = struct.Struct("<HH32s")
+_DIGEST_FIELD_ID = 0x6261
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +88,7 @@ class WrittenApp:
     archive_size: int
     total_size: int
     entries: list  # Entry of every member, directories included
+    index_sha256: bytes  # what the trailer holds
 
 
 def manifest_bytes(entries):
@@ -88,13 +97,14 @@ def manifest_bytes(entries):
     return ("# appbin manifest\n" + "".join(line + "\n" for line in lines)).encode("utf-8")
 
 
-def trailer_bytes(archive_offset, archive_size, sha256):
+def trailer_bytes(archive_offset, archive_size, index_sha256):
     """The 64-byte trailer described in host/payload.h."""
-    return _TRAILER.pack(PAYLOAD_MAGIC, FORMAT_VERSION, 0, archive_offset, archive_size, sha256)
+    return _TRAILER.pack(PAYLOAD_MAGIC, FORMAT_VERSION, 0, archive_offset, archive_size,
+                         index_sha256)
 
 
 def parse_trailer(data):
-    """Inverse of trailer_bytes(): (magic, version, flags, offset, size, sha256)."""
+    """Inverse of trailer_bytes(): (magic, version, flags, offset, size, index sha256)."""
     return _TRAILER.unpack(data[-TRAILER_SIZE:])
 
 
@@ -107,6 +117,7 @@ class Entry:
     compress_size: int
     compress_type: int
     CRC: int
+    record_sha256: bytes  # of the local header, name and data
 
     def is_dir(self):
         return self.filename.endswith("/")
@@ -142,7 +153,8 @@ def _compressor(method, level):
 def write_zip(members, fileobj, compression, level=None):
     """Writes `members` (and their directories) as a zip to `fileobj`.
 
-    Returns the Entry of every member, directories included, in archive order.
+    Returns (the Entry of every member, directories included, in archive
+    order; the SHA-256 of the index: central directory and end records).
     """
     by_name = {m.name: m for m in members}
     names = sorted(set(by_name) | _directories(by_name), key=lambda n: n.encode("utf-8"))
@@ -169,34 +181,43 @@ def write_zip(members, fileobj, compression, level=None):
         crc = zlib.crc32(data)
         if offset > _U32 or len(body) > _U32 or len(data) > _U32:
             raise PackError("the archive would be over 4 GiB, which appbin-pack cannot write")
-        fileobj.write(_LOCAL.pack(0x04034B50, version, flags, method, _DOS_TIME, _DOS_DATE, crc,
-                                  len(body), len(data), len(raw_name), 0))
+        header = _LOCAL.pack(0x04034B50, version, flags, method, _DOS_TIME, _DOS_DATE, crc,
+                             len(body), len(data), len(raw_name), 0)
+        record = hashlib.sha256(header)
+        record.update(raw_name)
+        record.update(body)
+        digest = record.digest()
+        fileobj.write(header)
         fileobj.write(raw_name)
         fileobj.write(body)
+        extra = _DIGEST_FIELD.pack(_DIGEST_FIELD_ID, 32, digest)
         attributes = mode << 16 | (_MSDOS_DIRECTORY if name.endswith("/") else 0)
         central.append(_CENTRAL.pack(0x02014B50, _UNIX << 8 | version, version, flags, method,
                                      _DOS_TIME, _DOS_DATE, crc, len(body), len(data),
-                                     len(raw_name), 0, 0, 0, 0, attributes, offset) + raw_name)
-        entries.append(Entry(name, len(data), len(body), method, crc))
+                                     len(raw_name), len(extra), 0, 0, 0, attributes, offset)
+                       + raw_name + extra)
+        entries.append(Entry(name, len(data), len(body), method, crc, digest))
         offset += _LOCAL.size + len(raw_name) + len(body)
-    directory = b"".join(central)
-    fileobj.write(directory)
-    _write_end(fileobj, len(central), offset, len(directory))
-    return entries
+    index = b"".join(central)
+    index += _end_records(len(central), offset, len(index))
+    fileobj.write(index)
+    return entries, hashlib.sha256(index).digest()
 
 
-def _write_end(fileobj, count, directory_offset, directory_size):
+def _end_records(count, directory_offset, directory_size):
     """The end of central directory record, preceded by the zip64 ones when
     there are more members than its 16-bit count holds (as zipfile does)."""
     if directory_offset + directory_size > _U32:
         raise PackError("the archive would be over 4 GiB, which appbin-pack cannot write")
+    records = b""
     if count >= _U16:
         end64_offset = directory_offset + directory_size
-        fileobj.write(_END64.pack(0x06064B50, _END64.size - 12, _UNIX << 8 | 45, 45, 0, 0,
-                                  count, count, directory_size, directory_offset))
-        fileobj.write(_END64_LOCATOR.pack(0x07064B50, 0, end64_offset, 1))
+        records += _END64.pack(0x06064B50, _END64.size - 12, _UNIX << 8 | 45, 45, 0, 0,
+                               count, count, directory_size, directory_offset)
+        records += _END64_LOCATOR.pack(0x07064B50, 0, end64_offset, 1)
         count = _U16
-    fileobj.write(_END.pack(0x06054B50, 0, 0, count, count, directory_size, directory_offset, 0))
+    return records + _END.pack(0x06054B50, 0, 0, count, count, directory_size,
+                               directory_offset, 0)
 
 
 def _directories(names):
@@ -224,28 +245,18 @@ def write_app(output, host, members, compression, level=None):
         raise PackError(f"cannot write {output}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as out, tempfile.TemporaryFile(dir=output.parent) as archive:
-            entries = write_zip(members, archive, compression, level)
+            entries, index_sha256 = write_zip(members, archive, compression, level)
             with open(host, "rb") as host_file:
                 shutil.copyfileobj(host_file, out, _COPY_CHUNK)
             host_size = out.tell()
-            archive_size, digest = _copy_hashing(archive, out)
-            out.write(trailer_bytes(host_size, archive_size, digest))
+            archive.seek(0)
+            shutil.copyfileobj(archive, out, _COPY_CHUNK)
+            archive_size = out.tell() - host_size
+            out.write(trailer_bytes(host_size, archive_size, index_sha256))
             total_size = out.tell()
         os.chmod(temp_name, 0o755)
         os.replace(temp_name, output)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
-    return WrittenApp(host_size, archive_size, total_size, entries)
-
-
-def _copy_hashing(source, out):
-    """Copies `source` from its start to `out`; returns (size, SHA-256 digest)."""
-    source.seek(0)
-    sha = hashlib.sha256()
-    size = 0
-    while chunk := source.read(_COPY_CHUNK):
-        sha.update(chunk)
-        out.write(chunk)
-        size += len(chunk)
-    return size, sha.digest()
+    return WrittenApp(host_size, archive_size, total_size, entries, index_sha256)

@@ -136,7 +136,7 @@ def _library_members(files, site_dir, bundle, system_libs, warn):
 def _manifest(options, preloads):
     """The manifest's entries (see host/payload.h)."""
     entries = {
-        "format": "1",
+        "format": "2",
         "appbin_version": VERSION,
         "python_version": platform.python_version(),
         "app": options.app,
