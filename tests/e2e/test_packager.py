@@ -320,9 +320,11 @@ def test_output_is_host_plus_archive_plus_trailer(packed, payload, stub_host):
     path = packed[0]
     host = stub_host.read_bytes()
     assert payload.data.startswith(host)
-    assert (payload.version, payload.flags, payload.offset) == (1, 0, len(host))
+    assert (payload.version, payload.flags, payload.offset) == (2, 0, len(host))
     assert payload.offset + payload.size + 64 == len(payload.data)
-    assert hashlib.sha256(payload.archive_bytes).digest() == payload.sha256
+    # The trailer's digest is the index's: central directory and end records.
+    index = payload.archive_bytes[payload.zip.start_dir:]
+    assert hashlib.sha256(index).digest() == payload.sha256
     assert stat.S_IMODE(path.stat().st_mode) == 0o755
 
 
@@ -333,7 +335,14 @@ def test_zip_entries_are_normalised(payload):
     for info in payload.zip.infolist():
         assert info.date_time == (1980, 1, 1, 0, 0, 0)
         assert info.create_system == 3
-        assert info.extra == b""
+        # The only extra field: the SHA-256 of the member's record (local
+        # header, name, data), which the host checks on first read.
+        at = info.header_offset
+        record = payload.archive_bytes[at:at + 30 + len(info.orig_filename.encode())
+                                       + info.compress_size]
+        assert struct.unpack("<HH", payload.archive_bytes[at + 26:at + 30])[1] == 0
+        assert info.extra == struct.pack("<HH", 0x6261, 32) + hashlib.sha256(record).digest(), \
+            info.filename
         # zstd by default; stored where that does not shrink the member
         if info.compress_type == zipfile.ZIP_STORED:
             data = payload.read(info.filename)
@@ -451,7 +460,7 @@ def test_manifest(payload, python_version, test_app):
     lines = payload.manifest()
     assert lines == sorted(lines)
     manifest = payload.manifest_dict()
-    assert manifest["format"] == "1"
+    assert manifest["format"] == "2"
     assert manifest["appbin_version"] == VERSION
     assert manifest["python_version"] == python_version
     assert manifest["app"] == test_app
