@@ -10,7 +10,9 @@
  * first time it is read; and, for a server, every member, in a background
  * thread started here that the server waits for before it listens (a
  * supervisor of several workers checks before it forks them). Damage found
- * at any point ends the process with one line naming the member.
+ * at any point ends the process with one line naming the member. In python
+ * mode a second thread checks members ahead of the imports once there are
+ * more than a few, but only what the program reads must be intact.
  */
 #include "cli.h"
 #include "healthcheck.h"
@@ -176,6 +178,10 @@ int main(int argc, char **argv) {
   }
   int debug = opts.log_level <= LOG_DEBUG;
   if (opts.mode == CLI_PYTHON) {
+    /* A program that imports more than the interpreter's own start-up gets
+     * the other members checked in a second thread, ahead of its imports;
+     * `python -c pass` and the like hash only what they read. */
+    zipindex_verify_start_after(&zi, 16);
     /* Python sees argv[0] followed by what came after "python". */
     char **pyargv = calloc((size_t)opts.python_argc + 2, sizeof(*pyargv));
     if (!pyargv) {

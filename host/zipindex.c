@@ -2,11 +2,13 @@
 
 #include "sha256.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -58,6 +60,14 @@ static int damaged(const zipindex *zi, char *err, size_t errlen, const char *fmt
   snprintf(err, errlen, "%s", msg);
   return -1;
 }
+
+/* Damage found by a check that only prefetches (quiet): no handler, the
+ * reader that needs the member will find it again and report it. */
+#define DAMAGED(zi, quiet, err, errlen, ...)                                                       \
+  ((quiet) ? fail((err), (errlen), __VA_ARGS__) : damaged((zi), (err), (errlen), __VA_ARGS__))
+
+static void start_verifier(zipindex *zi, int quiet);
+static void join_verifier(zipindex *zi);
 
 static uint64_t name_hash(const char *s, size_t len) {
   uint64_t h = 1469598103934665603ULL; /* FNV-1a */
@@ -302,7 +312,12 @@ static int open_index(zipindex *zi, const void *data, size_t len, const uint8_t 
     fail(err, errlen, "archive's central directory holds more than its %zu members", n);
     goto fail;
   }
-  qsort(zi->entries, zi->count, sizeof(*zi->entries), entry_cmp);
+  /* appbin-pack writes the directory sorted: check rather than sort. */
+  size_t unsorted = 1;
+  while (unsorted < zi->count && entry_cmp(&zi->entries[unsorted - 1], &zi->entries[unsorted]) < 0)
+    unsorted++;
+  if (unsorted < zi->count)
+    qsort(zi->entries, zi->count, sizeof(*zi->entries), entry_cmp);
   for (size_t i = 1; i < zi->count; i++) {
     if (entry_cmp(&zi->entries[i - 1], &zi->entries[i]) == 0) {
       fail(err, errlen, "archive has a duplicate member: %.200s", zi->entries[i].name);
@@ -333,8 +348,7 @@ int zipindex_open_verified(zipindex *zi, const void *data, size_t len,
 void zipindex_on_damage(zipindex *zi, zipindex_damage_fn fn) { zi->on_damage = fn; }
 
 void zipindex_close(zipindex *zi) {
-  if (zi->verifier_running)
-    pthread_join(zi->verifier, NULL);
+  join_verifier(zi);
   if (zi->lock_ready)
     pthread_mutex_destroy(&zi->dctx_lock);
   ZSTD_freeDCtx(zi->dctx); /* NULL is fine */
@@ -363,32 +377,36 @@ typedef struct record {
   uint64_t data_at, end;
 } record;
 
-static int find_record(const zipindex *zi, const zipindex_entry *e, record *r, char *err,
+static int find_record(const zipindex *zi, const zipindex_entry *e, int quiet, record *r, char *err,
                        size_t errlen) {
   uint64_t limit = zi->index_offset, at = e->offset;
   const uint8_t *h = zi->data + at;
   if (limit - at < LOCAL_SIZE || le32(h) != LOCAL_SIG)
-    return damaged(zi, err, errlen, "member %s is damaged: no local header where it should be",
-                   e->name);
+    return DAMAGED(zi, quiet, err, errlen,
+                   "member %s is damaged: no local header where it should be", e->name);
   size_t nlen = le16(h + 26), xlen = le16(h + 28);
   if (limit - at - LOCAL_SIZE < nlen + xlen)
-    return damaged(zi, err, errlen, "member %s is damaged: its local header is truncated", e->name);
+    return DAMAGED(zi, quiet, err, errlen, "member %s is damaged: its local header is truncated",
+                   e->name);
   r->data_at = at + LOCAL_SIZE + nlen + xlen;
   if (nlen != e->name_len || memcmp(h + LOCAL_SIZE, e->name, nlen) != 0 ||
       le16(h + 8) != e->method || le32(h + 14) != e->crc || le32(h + 18) != e->comp_size ||
       le32(h + 22) != e->size || (le16(h + 6) & (FLAG_ENCRYPTED | FLAG_DATA_DESCRIPTOR)))
-    return damaged(zi, err, errlen,
+    return DAMAGED(zi, quiet, err, errlen,
                    "member %s is damaged: its local header disagrees with the central directory",
                    e->name);
   if (limit - r->data_at < e->comp_size)
-    return damaged(zi, err, errlen, "member %s is damaged: its data runs into the index", e->name);
+    return DAMAGED(zi, quiet, err, errlen, "member %s is damaged: its data runs into the index",
+                   e->name);
   r->end = r->data_at + e->comp_size;
   return 0;
 }
 
-/* Checks a member's record against its digest, once. */
-static int check_record(zipindex *zi, const zipindex_entry *e, const record *r, char *err,
-                        size_t errlen) {
+
+/* Checks a member's record against its digest, once. A reader's first
+ * checks count towards zipindex_verify_start_after(). */
+static int check_record(zipindex *zi, const zipindex_entry *e, const record *r, int reader,
+                        int quiet, char *err, size_t errlen) {
   if (!e->digest)
     return 0;
   _Atomic unsigned char *checked = &zi->checked[e - zi->entries];
@@ -397,10 +415,13 @@ static int check_record(zipindex *zi, const zipindex_entry *e, const record *r, 
   uint8_t digest[SHA256_DIGEST_SIZE];
   sha256_digest(zi->data + e->offset, (size_t)(r->end - e->offset), digest);
   if (memcmp(digest, e->digest, SHA256_DIGEST_SIZE) != 0)
-    return damaged(zi, err, errlen,
+    return DAMAGED(zi, quiet, err, errlen,
                    "member %s is damaged or was modified (its SHA-256 differs from the index's)",
                    e->name);
   atomic_store_explicit(checked, 1, memory_order_release);
+  if (reader && zi->start_after &&
+      atomic_fetch_add_explicit(&zi->first_reads, 1, memory_order_relaxed) + 1 == zi->start_after)
+    start_verifier(zi, 1);
   return 0;
 }
 
@@ -454,11 +475,12 @@ static int unzstd_member(zipindex *zi, const zipindex_entry *e, const uint8_t *s
   return 0;
 }
 
-int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
+static int read_member(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
   if (e->comp_size > SIZE_MAX || e->size > SIZE_MAX)
     return fail(err, errlen, "member %s is too large", e->name);
   record r = {0, 0};
-  if (find_record(zi, e, &r, err, errlen) != 0 || check_record(zi, e, &r, err, errlen) != 0)
+  if (find_record(zi, e, 0, &r, err, errlen) != 0 ||
+      check_record(zi, e, &r, 1, 0, err, errlen) != 0)
     return -1;
   const uint8_t *src = zi->data + r.data_at;
   int rc;
@@ -479,13 +501,22 @@ int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, s
   return rc == 0 ? check_crc(zi, e, buf, err, errlen) : -1;
 }
 
+int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
+  errno = 0;
+  int rc = read_member(zi, e, buf, err, errlen);
+  if (rc != 0)
+    errno = errno == ENOMEM ? ENOMEM : EIO; /* malloc() failing says ENOMEM */
+  return rc;
+}
+
 const void *zipindex_stored_data(zipindex *zi, const zipindex_entry *e, char *err, size_t errlen) {
   if (e->method != ZIPINDEX_STORED) {
     fail(err, errlen, "member %s is compressed", e->name);
     return NULL;
   }
   record r = {0, 0};
-  if (find_record(zi, e, &r, err, errlen) != 0 || check_record(zi, e, &r, err, errlen) != 0)
+  if (find_record(zi, e, 0, &r, err, errlen) != 0 ||
+      check_record(zi, e, &r, 1, 0, err, errlen) != 0)
     return NULL;
   if (e->comp_size != e->size) {
     damaged(zi, err, errlen, "member %s is damaged: its sizes disagree", e->name);
@@ -505,7 +536,12 @@ static int offset_cmp(const void *a, const void *b) {
   return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
-int zipindex_verify_all(zipindex *zi, char *err, size_t errlen) {
+/* Checks every member not checked yet, in archive order (appbin-pack puts
+ * what start-up reads first), and that the records follow one another from
+ * the archive's start to the index, so that no byte escapes every digest.
+ * `quiet` (a prefetch for readers): damage is not reported, and the pass
+ * goes on past it. */
+static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
   if (!zi->verified)
     return fail(err, errlen, "archive carries no digests to verify");
   if (atomic_load(&zi->all_checked))
@@ -516,60 +552,80 @@ int zipindex_verify_all(zipindex *zi, char *err, size_t errlen) {
   for (size_t i = 0; i < zi->count; i++)
     order[i] = (by_offset){zi->entries[i].offset, i};
   qsort(order, zi->count, sizeof(*order), offset_cmp);
-  /* In archive order: the records must follow one another from the start to
-   * the index, so that no byte escapes every digest. */
   uint64_t at = 0;
   int rc = 0;
-  for (size_t k = 0; k < zi->count && rc == 0; k++) {
+  for (size_t k = 0; k < zi->count && (rc == 0 || quiet); k++) {
     const zipindex_entry *e = &zi->entries[order[k].entry];
     record r = {0, 0};
+    int bad = 0;
     if (e->offset != at)
-      rc = damaged(zi, err, errlen,
-                   "archive is damaged: %s bytes at offset %llu belong to no member",
-                   e->offset > at ? "the" : "overlapping", (unsigned long long)at);
-    else if ((rc = find_record(zi, e, &r, err, errlen)) == 0 &&
-             (rc = check_record(zi, e, &r, err, errlen)) == 0)
-      at = r.end;
+      bad = DAMAGED(zi, quiet, err, errlen,
+                    "archive is damaged: %s bytes at offset %llu belong to no member",
+                    e->offset > at ? "the" : "overlapping", (unsigned long long)at);
+    else if ((bad = find_record(zi, e, quiet, &r, err, errlen)) == 0)
+      bad = check_record(zi, e, &r, 0, quiet, err, errlen);
+    if (bad)
+      rc = -1;
+    at = r.end ? r.end : e->offset; /* past a bad header: the next record's start */
   }
   free(order);
   if (rc == 0 && at != zi->index_offset)
-    rc =
-        damaged(zi, err, errlen, "archive is damaged: the bytes at offset %llu belong to no member",
-                (unsigned long long)at);
+    rc = DAMAGED(zi, quiet, err, errlen,
+                 "archive is damaged: the bytes at offset %llu belong to no member",
+                 (unsigned long long)at);
   if (rc == 0)
     atomic_store(&zi->all_checked, 1);
   return rc;
 }
 
+int zipindex_verify_all(zipindex *zi, char *err, size_t errlen) {
+  return verify_members(zi, 0, err, errlen);
+}
+
 static void *verifier_main(void *arg) {
   zipindex *zi = arg;
-  zi->verifier_rc = zipindex_verify_all(zi, zi->verifier_err, sizeof(zi->verifier_err));
+  zi->verifier_rc =
+      verify_members(zi, zi->verifier_quiet, zi->verifier_err, sizeof(zi->verifier_err));
   return NULL;
 }
 
-int zipindex_verify_start(zipindex *zi) {
-  if (zi->verifier_running)
-    return 0;
+static void start_verifier(zipindex *zi, int quiet) {
+  if (atomic_exchange(&zi->verifier_started, 1))
+    return;
+  zi->verifier_quiet = quiet;
   /* Signals stay with the threads that handle them (Python's main thread). */
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   int rc = pthread_create(&zi->verifier, NULL, verifier_main, zi);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (rc != 0)
-    return -1;
-  zi->verifier_running = 1;
-  return 0;
+  if (rc == 0) {
+    zi->verifier_pid = getpid();
+    atomic_store(&zi->verifier_running, 1);
+  }
+}
+
+int zipindex_verify_start(zipindex *zi) {
+  start_verifier(zi, 0);
+  return atomic_load(&zi->verifier_running) ? 0 : -1;
+}
+
+void zipindex_verify_start_after(zipindex *zi, unsigned reads) { zi->start_after = reads; }
+
+/* Joins the verifier thread, if this process has one running. */
+static void join_verifier(zipindex *zi) {
+  if (atomic_load(&zi->verifier_running) && zi->verifier_pid == getpid()) {
+    pthread_join(zi->verifier, NULL);
+    atomic_store(&zi->verifier_running, 0);
+  }
 }
 
 int zipindex_verify_wait(zipindex *zi, char *err, size_t errlen) {
-  if (zi->verifier_running) {
-    pthread_join(zi->verifier, NULL);
-    zi->verifier_running = 0;
-    if (zi->verifier_rc != 0)
-      return fail(err, errlen, "%s", zi->verifier_err);
-  }
-  return zipindex_verify_all(zi, err, errlen);
+  int had_thread = atomic_load(&zi->verifier_running) && zi->verifier_pid == getpid();
+  join_verifier(zi);
+  if (had_thread && zi->verifier_rc != 0 && !zi->verifier_quiet)
+    return fail(err, errlen, "%s", zi->verifier_err);
+  return verify_members(zi, 0, err, errlen); /* nothing left to hash, normally */
 }
 
 size_t zipindex_lower_bound(const zipindex *zi, const char *prefix, size_t len) {

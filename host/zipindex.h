@@ -36,6 +36,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define ZIPINDEX_SHA256_SIZE 32
 /* Central directory extra field holding a member's record SHA-256 ("ab"). */
@@ -75,9 +76,14 @@ typedef struct zipindex {
   int lock_ready;
   void *dctx; /* ZSTD_DCtx, made on the first zstd read */
   pthread_t verifier;
-  int verifier_running; /* zipindex_verify_start() started a thread not yet joined */
+  atomic_int verifier_started; /* a thread was asked for (once) */
+  atomic_int verifier_running; /* it was made and not yet joined */
+  pid_t verifier_pid;          /* by this process (a fork's child has none) */
+  int verifier_quiet;          /* a prefetch for readers: reports no damage */
   int verifier_rc;
   char verifier_err[512];
+  unsigned start_after;    /* zipindex_verify_start_after(); 0: never */
+  atomic_uint first_reads; /* members readers checked themselves */
 } zipindex;
 
 /* Opens the zip archive held in `data` (not copied: must outlive the index),
@@ -107,7 +113,8 @@ const zipindex_entry *zipindex_find(const zipindex *zi, const char *name, size_t
 
 /* Reads a whole member into `buf`, which holds at least entry->size bytes.
  * Returns 0, or -1 with a message in err (after the damage handler, if any,
- * returned). */
+ * returned) and errno ENOMEM (out of memory) or EIO (anything else: a
+ * damaged member). */
 int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen);
 
 /* The bytes of a stored member, in place (verified, as zipindex_read would):
@@ -124,6 +131,13 @@ int zipindex_verify_all(zipindex *zi, char *err, size_t errlen);
  * Returns 0, or -1 when no thread could be made (zipindex_verify_wait then
  * checks in the caller's thread). */
 int zipindex_verify_start(zipindex *zi);
+
+/* Once readers have checked `reads` members themselves, starts a thread
+ * that checks the others in archive order ahead of them, so that they find
+ * most members checked already: for a program that reads many members on
+ * one core while another is free. It reports no damage (the reader of a
+ * damaged member does) and needs no waiting for. */
+void zipindex_verify_start_after(zipindex *zi, unsigned reads);
 
 /* Waits for the verifier thread (or, without one, runs the check now) and
  * returns its result: 0 when every byte is intact, -1 with err. */

@@ -12,10 +12,12 @@ holds the SHA-256 of the index (central directory and end records), which
 the host checks when it opens the archive: together they cover every byte
 without the host hashing what it does not read.
 
-Members are compressed with zstd (zip method 93) by default: it makes the
-file about 45% of its stored size and decompresses several times faster than
-deflate, so start-up is no slower than from stored members (there is less
-to hash). A member that does not shrink is stored.
+Members that start-up does not run (sources, data, metadata) are compressed
+with zstd (zip method 93) by default; start-up code (.pyc, shared objects) is
+stored, because the host uses stored members in place: it unmarshals a .pyc
+straight from its mapping of the file and copies an extension module once,
+where decompressing them costs more than the venv pays to read its files.
+A member that does not shrink is stored.
 """
 
 import dataclasses
@@ -150,58 +152,88 @@ def _compressor(method, level):
     return None
 
 
-def write_zip(members, fileobj, compression, level=None):
+def write_zip(members, fileobj, compression, level=None, compress_code=False):
     """Writes `members` (and their directories) as a zip to `fileobj`.
 
-    Returns (the Entry of every member, directories included, in archive
-    order; the SHA-256 of the index: central directory and end records).
+    Start-up code (.pyc files and shared objects) is stored, to be used in
+    place from the host's mapping of the file (marshalled, or copied once into
+    the in-memory file the dynamic loader opens), unless `compress_code`; the
+    other members are compressed with `compression`. Records are laid out in
+    the order start-up reads them, roughly: the manifest, the stdlib's code,
+    site-packages' code, bundled libraries, then everything else (the host's
+    background check hashes in that order, ahead of the imports); the central
+    directory lists them sorted by name.
+
+    Returns (the Entry of every member, directories included, in name order;
+    the SHA-256 of the index: central directory and end records).
     """
     by_name = {m.name: m for m in members}
     names = sorted(set(by_name) | _directories(by_name), key=lambda n: n.encode("utf-8"))
     compress = _compressor(compression, DEFAULT_LEVEL[compression] if level is None else level)
-    central = []
-    entries = []
-    offset = 0
+    records = {}
     for name in names:
         member = by_name.get(name)
         data = b"" if member is None else member.read()
         method, body = STORED, data
-        if compress is not None and data:
+        if compress is not None and data and (compress_code or not _is_code(member)):
             packed = compress(data)
             if len(packed) < len(data):
                 method, body = compression, packed
-        if member is None:
-            mode = _DIRECTORY_MODE
-        else:
-            mode = _EXECUTABLE_MODE if member.executable else _FILE_MODE
         raw_name = name.encode("utf-8")
         flags = 0 if raw_name.isascii() else _UTF8_NAME
         # version needed: 2.0 (deflate, directories), 6.3 (zstd)
         version = 63 if method == ZSTD else 20
         crc = zlib.crc32(data)
-        if offset > _U32 or len(body) > _U32 or len(data) > _U32:
+        if len(body) > _U32 or len(data) > _U32:
             raise PackError("the archive would be over 4 GiB, which appbin-pack cannot write")
         header = _LOCAL.pack(0x04034B50, version, flags, method, _DOS_TIME, _DOS_DATE, crc,
                              len(body), len(data), len(raw_name), 0)
-        record = hashlib.sha256(header)
-        record.update(raw_name)
-        record.update(body)
-        digest = record.digest()
-        fileobj.write(header)
-        fileobj.write(raw_name)
-        fileobj.write(body)
+        record = header + raw_name + body
+        records[name] = (record, hashlib.sha256(record).digest(), member, data, body, method,
+                         version, flags, crc)
+    offsets, offset = {}, 0
+    for name in sorted(names, key=lambda n: _layout_key(n, by_name.get(n))):
+        if offset > _U32:
+            raise PackError("the archive would be over 4 GiB, which appbin-pack cannot write")
+        offsets[name] = offset
+        fileobj.write(records[name][0])
+        offset += len(records[name][0])
+    central, entries = [], []
+    for name in names:
+        _, digest, member, data, body, method, version, flags, crc = records[name]
+        if member is None:
+            mode = _DIRECTORY_MODE
+        else:
+            mode = _EXECUTABLE_MODE if member.executable else _FILE_MODE
+        raw_name = name.encode("utf-8")
         extra = _DIGEST_FIELD.pack(_DIGEST_FIELD_ID, 32, digest)
         attributes = mode << 16 | (_MSDOS_DIRECTORY if name.endswith("/") else 0)
         central.append(_CENTRAL.pack(0x02014B50, _UNIX << 8 | version, version, flags, method,
                                      _DOS_TIME, _DOS_DATE, crc, len(body), len(data),
-                                     len(raw_name), len(extra), 0, 0, 0, attributes, offset)
+                                     len(raw_name), len(extra), 0, 0, 0, attributes,
+                                     offsets[name])
                        + raw_name + extra)
         entries.append(Entry(name, len(data), len(body), method, crc, digest))
-        offset += _LOCAL.size + len(raw_name) + len(body)
     index = b"".join(central)
     index += _end_records(len(central), offset, len(index))
     fileobj.write(index)
     return entries, hashlib.sha256(index).digest()
+
+
+def _is_code(member):
+    """Whether start-up runs this member: a .pyc or a shared object."""
+    return member is not None and (member.executable or member.name.endswith(".pyc"))
+
+
+def _layout_key(name, member):
+    """Where a member's record goes: (group, name), groups in start-up order."""
+    if name == MANIFEST_MEMBER:
+        group = 0
+    elif _is_code(member):
+        group = {"stdlib": 1, "site-packages": 2}.get(name.split("/", 1)[0], 3)
+    else:
+        group = 4
+    return group, name.encode("utf-8")
 
 
 def _end_records(count, directory_offset, directory_size):
@@ -231,7 +263,7 @@ def _directories(names):
     return directories
 
 
-def write_app(output, host, members, compression, level=None):
+def write_app(output, host, members, compression, level=None, compress_code=False):
     """Writes host + zip(members) + trailer to `output`, atomically, mode 0755.
 
     The file is assembled under a temporary name in the output's directory
@@ -245,7 +277,8 @@ def write_app(output, host, members, compression, level=None):
         raise PackError(f"cannot write {output}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as out, tempfile.TemporaryFile(dir=output.parent) as archive:
-            entries, index_sha256 = write_zip(members, archive, compression, level)
+            entries, index_sha256 = write_zip(members, archive, compression, level,
+                                              compress_code)
             with open(host, "rb") as host_file:
                 shutil.copyfileobj(host_file, out, _COPY_CHUNK)
             host_size = out.tell()

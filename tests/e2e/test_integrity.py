@@ -1,10 +1,11 @@
 """End-to-end tests of the payload's integrity guarantee (README, "Integrity").
 
-A small venv holding a probe package is packed with stored members, so that a
-flipped byte lands exactly where the test wants it: inside a module's code
-(a string constant of the code that would write a marker file), an
-extension module, a data file, the manifest, the central directory and its
-digests. Each damaged copy must be refused with one line naming the member
+A small venv holding a probe package is packed with the default options
+(code stored, so that a flipped byte lands exactly where the test wants it,
+inside a string constant of the code that would write a marker file; data,
+sources and the manifest zstd-compressed), and a byte is flipped in a
+module's code, an extension module, a data file, the manifest, the central
+directory and its digests. Each damaged copy must be refused with one line naming the member
 (or the index), and no code of a damaged member may run: the marker files
 must not exist afterwards. Servers must refuse a damaged member they never
 read, before they listen.
@@ -14,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -40,7 +42,7 @@ EXTENSION = "stdlib/lib-dynload/_json.cpython-311-x86_64-linux-gnu.so"
 
 @pytest.fixture(scope="session")
 def probe_app(tmp_path_factory, run_appbin_pack, appbin_host):
-    """app.bin (stored members) of a venv holding only the probe package."""
+    """app.bin (default options) of a venv holding only the probe package."""
     root = tmp_path_factory.mktemp("integrity")
     venv = root / "venv"
     subprocess.run(["/usr/bin/python3.11", "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -50,7 +52,7 @@ def probe_app(tmp_path_factory, run_appbin_pack, appbin_host):
         (site / name).write_text(text)
     output = root / "app.bin"
     result = run_appbin_pack("--venv", venv, "--app", APP, "--host", appbin_host, "-o", output,
-                             "--compression", "stored", "--quiet")
+                             "--quiet")
     assert result.returncode == 0, result.stderr
     return Path(os.path.realpath(output))
 
@@ -96,7 +98,7 @@ def assert_refused(result, *fragments):
 
 def data_offset_of(app_bin, member, needle=None):
     """File offset of `needle` inside a stored member's data (the middle of
-    the data without one)."""
+    the data, stored or compressed, without one)."""
     _, start, size = member_offsets(app_bin, member)
     with open(app_bin, "rb") as f:
         f.seek(start)
@@ -113,6 +115,12 @@ def data_offset_of(app_bin, member, needle=None):
 
 def test_the_probe_runs_from_an_intact_file(probe_app, marker):
     prefix, made = marker
+    # What the damage tests rely on: code stored, data and manifest zstd.
+    archive = zipfile.ZipFile(probe_app)
+    methods = {name: archive.getinfo(name).compress_type for name in (
+        "site-packages/integrity_probe/ran.pyc", EXTENSION, "stdlib/json/__init__.pyc",
+        "site-packages/integrity_probe/data.txt", "appbin/manifest")}
+    assert list(methods.values()) == [0, 0, 0, 93, 93], methods
     result = run_probe(probe_app, prefix, "python", "-c",
                        "import integrity_probe.ran, json, importlib.resources as r; "
                        "print(r.files('integrity_probe').joinpath('data.txt').read_text()[:18])")
@@ -166,7 +174,7 @@ def test_damaged_local_header_is_refused(probe_app, damaged):
 
 
 def test_damaged_manifest_is_refused_by_every_command(probe_app, damaged):
-    bad = damaged(data_offset_of(probe_app, "appbin/manifest", b"app="))
+    bad = damaged(data_offset_of(probe_app, "appbin/manifest"))
     for argv in (["--version"], ["python", "-c", "pass"], ["--port", "0"], ["healthcheck"]):
         assert_refused(run([bad, *argv], timeout=30), "member appbin/manifest is damaged")
 

@@ -740,6 +740,49 @@ static void test_verified(void) {
   }
   free(zip);
 
+  /* The prefetching thread (after a reader's first check): it checks what
+   * readers have not, reports no damage (the reader of the damaged member
+   * would), and waiting afterwards reports it once. */
+  zt_init(&z);
+  z.digests = 1;
+  zt_add_str(&z, "a", "first");
+  zt_add_ex(&z, "bad", 3, "damaged", 7, ZT_BAD_DIGEST);
+  for (int i = 0; i < 50; i++) {
+    char name[16];
+    snprintf(name, sizeof(name), "m%02d", i);
+    zt_add_ex(&z, name, strlen(name), big, sizeof(big), i % 2 ? ZT_ZSTD : 0);
+  }
+  zip = zt_finish_digested(&z, 0, &len, sha);
+  if (CHECK_EQ_INT(zipindex_open_verified(&zi, zip, len, sha, err, sizeof(err)), 0)) {
+    zipindex_on_damage(&zi, record_damage);
+    damage_calls = 0;
+    zipindex_verify_start_after(&zi, 1);
+    CHECK_EQ_INT(atomic_load(&zi.verifier_started), 0);
+    char buf[8];
+    e = zipindex_find(&zi, "a", 1);
+    CHECK(zipindex_read(&zi, e, buf, err, sizeof(err)) == 0 && !memcmp(buf, "first", 5));
+    CHECK_EQ_INT(atomic_load(&zi.verifier_started), 1);
+    /* Readers go on meanwhile, checking what the thread has not reached. */
+    char *out = malloc(sizeof(big));
+    int bad_reads = 0;
+    for (int i = 49; i >= 0; i--) {
+      char name[16];
+      snprintf(name, sizeof(name), "m%02d", i);
+      e = zipindex_find(&zi, name, 3);
+      bad_reads +=
+          zipindex_read(&zi, e, out, err, sizeof(err)) != 0 || memcmp(out, big, sizeof(big)) != 0;
+    }
+    CHECK_EQ_INT(bad_reads, 0);
+    free(out);
+    CHECK_EQ_INT(zipindex_verify_wait(&zi, err, sizeof(err)), -1);
+    CHECK_CONTAINS(err, "bad is damaged");
+    CHECK_EQ_INT(damage_calls, 1);
+    for (size_t i = 0; i < zi.count; i++)
+      CHECK_EQ_INT(zi.checked[i], strcmp(zi.entries[i].name, "bad") != 0);
+    zipindex_close(&zi);
+  }
+  free(zip);
+
   /* Bytes between records, or records that overlap: the background check
    * refuses the archive even though every member reads. */
   zt_init(&z);
