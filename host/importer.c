@@ -2,6 +2,7 @@
 
 #include "asgi.h"
 #include "extload.h"
+#include "extremap.h"
 #include "modindex.h"
 #include "version.h"
 
@@ -152,6 +153,34 @@ static PyObject *native_path(const zipindex_entry *e) {
   return path;
 }
 
+/* Once the loader has loaded a stored member from its memfd copy, maps the
+ * pages still backed by the copy from app.bin instead and frees the copy:
+ * what stays resident is what was touched, as for a file on disk. */
+static void release_native_copy(const zipindex_entry *e, PyObject *path) {
+  const char *cpath = PyUnicode_AsUTF8(path);
+  int memfd;
+  char tail, err[512];
+  if (!cpath) {
+    PyErr_Clear();
+    return;
+  }
+  if (e->method != ZIPINDEX_STORED || g.payload->fd < 0 ||
+      sscanf(cpath, "/proc/self/fd/%d%c", &memfd, &tail) != 1)
+    return; /* a compressed member, or the private directory's file */
+  const char *data = zipindex_stored_data(g.zi, e, err, sizeof(err));
+  long freed =
+      data ? extremap_to_file(memfd, g.payload->fd, (uint64_t)(data - (const char *)g.payload->map),
+                              err, sizeof(err))
+           : -1;
+  if (extload_debug) {
+    if (freed >= 0)
+      fprintf(stderr, "appbin: debug: %s mapped from the archive, %ld bytes of copy freed\n",
+              e->name, freed);
+    else
+      fprintf(stderr, "appbin: debug: %s stays on its in-memory copy: %s\n", e->name, err);
+  }
+}
+
 /* Loads the libraries an extension module needs, dependencies first, so that
  * the dynamic loader finds them already loaded by soname. */
 static int preload_libraries(const zipindex_entry *ext) {
@@ -192,6 +221,7 @@ static int preload_libraries(const zipindex_entry *ext) {
       }
       if (extload_debug)
         fprintf(stderr, "appbin: debug: preloaded %s for %s\n", lib->name, ext->name);
+      release_native_copy(lib, path);
       Py_DECREF(path);
     }
     libs += n;
@@ -206,11 +236,15 @@ static PyObject *create_extension(PyObject *spec, PyObject *name, const modindex
   if (!path)
     return NULL;
   PyObject *tmp_spec = make_spec(name, Py_None, path);
-  Py_DECREF(path);
-  if (!tmp_spec)
+  if (!tmp_spec) {
+    Py_DECREF(path);
     return NULL;
+  }
   PyObject *module = PyObject_CallOneArg(g.create_dynamic, tmp_spec);
   Py_DECREF(tmp_spec);
+  if (module)
+    release_native_copy(m->ext, path);
+  Py_DECREF(path);
   if (!module)
     return NULL;
   if (PyModule_Check(module)) {

@@ -57,6 +57,7 @@ int payload_parse_trailer(const uint8_t *tail, uint64_t file_size, payload_trail
 
 int payload_open(payload *p, const char *path, char *err, size_t errlen) {
   memset(p, 0, sizeof(*p));
+  p->fd = -1;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return payload_error(err, errlen, "cannot open %s: %s", path, strerror(errno));
@@ -80,9 +81,12 @@ int payload_open(payload *p, const char *path, char *err, size_t errlen) {
     return -1;
   }
   void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
-  if (map == MAP_FAILED)
-    return payload_error(err, errlen, "cannot map %s: %s", path, strerror(errno));
+  if (map == MAP_FAILED) {
+    payload_error(err, errlen, "cannot map %s: %s", path, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  p->fd = fd; /* stored shared objects get mapped from it (host/extremap.h) */
   p->map = map;
   p->map_size = (size_t)size;
   p->archive = p->map + p->trailer.archive_offset;
@@ -104,16 +108,16 @@ void payload_drop_cache(const payload *p) {
   if (!p || !p->map)
     return;
   payload_release_pages(p);
-  int fd = p->path ? open(p->path, O_RDONLY | O_CLOEXEC) : -1;
-  if (fd >= 0) {
-    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); /* advice: failure changes nothing */
-    close(fd);
-  }
+  if (p->fd >= 0)
+    (void)posix_fadvise(p->fd, 0, 0, POSIX_FADV_DONTNEED); /* advice: failure changes nothing */
 }
 
 void payload_close(payload *p) {
   if (p->map)
     munmap((void *)p->map, p->map_size);
+  if (p->fd >= 0 && p->map)
+    close(p->fd);
   free(p->path);
   memset(p, 0, sizeof(*p));
+  p->fd = -1;
 }

@@ -76,6 +76,7 @@ typedef struct payload_trailer {
 
 typedef struct payload {
   char *path;         /* absolute path of the file holding the payload */
+  int fd;             /* open on it (close-on-exec), -1 when closed */
   const uint8_t *map; /* the whole file, mapped read-only */
   size_t map_size;
   const uint8_t *archive; /* points into map */

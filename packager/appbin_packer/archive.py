@@ -66,6 +66,10 @@ _U16, _U32 = 0xFFFF, 0xFFFFFFFF
 # Central directory extra field: the SHA-256 of the member's record ("ab").
 _DIGEST_FIELD = struct.Struct("<HH32s")
 _DIGEST_FIELD_ID = 0x6261
+# Local header extra field padding a stored shared object to a page boundary.
+_ALIGN_FIELD = struct.Struct("<HHH")
+_ALIGN_FIELD_ID = 0xD935
+_PAGE = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +156,7 @@ def _compressor(method, level):
     return None
 
 
-def write_zip(members, fileobj, compression, level=None, compress_code=False):
+def write_zip(members, fileobj, compression, level=None, compress_code=False, base=0):
     """Writes `members` (and their directories) as a zip to `fileobj`.
 
     Start-up code (.pyc files and shared objects) is stored, to be used in
@@ -162,7 +166,10 @@ def write_zip(members, fileobj, compression, level=None, compress_code=False):
     the order start-up reads them, roughly: the manifest, the stdlib's code,
     site-packages' code, bundled libraries, then everything else (the host's
     background check hashes in that order, ahead of the imports); the central
-    directory lists them sorted by name.
+    directory lists them sorted by name. A stored shared object's data starts
+    on a page boundary of the file (the archive starts `base` bytes into it),
+    padded with an alignment extra field in its local header, so that the
+    host can map its pages straight from app.bin once it is loaded.
 
     Returns (the Entry of every member, directories included, in name order;
     the SHA-256 of the index: central directory and end records).
@@ -170,54 +177,72 @@ def write_zip(members, fileobj, compression, level=None, compress_code=False):
     by_name = {m.name: m for m in members}
     names = sorted(set(by_name) | _directories(by_name), key=lambda n: n.encode("utf-8"))
     compress = _compressor(compression, DEFAULT_LEVEL[compression] if level is None else level)
-    records = {}
+    packed = {}
     for name in names:
         member = by_name.get(name)
         data = b"" if member is None else member.read()
         method, body = STORED, data
         if compress is not None and data and (compress_code or not _is_code(member)):
-            packed = compress(data)
-            if len(packed) < len(data):
-                method, body = compression, packed
-        raw_name = name.encode("utf-8")
-        flags = 0 if raw_name.isascii() else _UTF8_NAME
-        # version needed: 2.0 (deflate, directories), 6.3 (zstd)
-        version = 63 if method == ZSTD else 20
-        crc = zlib.crc32(data)
+            smaller = compress(data)
+            if len(smaller) < len(data):
+                method, body = compression, smaller
         if len(body) > _U32 or len(data) > _U32:
             raise PackError("the archive would be over 4 GiB, which appbin-pack cannot write")
-        header = _LOCAL.pack(0x04034B50, version, flags, method, _DOS_TIME, _DOS_DATE, crc,
-                             len(body), len(data), len(raw_name), 0)
-        record = header + raw_name + body
-        records[name] = (record, hashlib.sha256(record).digest(), member, data, body, method,
-                         version, flags, crc)
-    offsets, offset = {}, 0
+        packed[name] = (member, data, body, method)
+    offsets, digests, offset = {}, {}, 0
     for name in sorted(names, key=lambda n: _layout_key(n, by_name.get(n))):
+        member, data, body, method = packed[name]
+        raw_name = name.encode("utf-8")
+        extra = b""
+        if method == STORED and member is not None and member.executable and body:
+            extra = _alignment_field(base + offset + _LOCAL.size + len(raw_name))
+        header = _LOCAL.pack(0x04034B50, _version(method), _flags(raw_name), method, _DOS_TIME,
+                             _DOS_DATE, zlib.crc32(data), len(body), len(data), len(raw_name),
+                             len(extra))
+        record = header + raw_name + extra + body
         if offset > _U32:
             raise PackError("the archive would be over 4 GiB, which appbin-pack cannot write")
-        offsets[name] = offset
-        fileobj.write(records[name][0])
-        offset += len(records[name][0])
+        offsets[name], digests[name] = offset, hashlib.sha256(record).digest()
+        fileobj.write(record)
+        offset += len(record)
     central, entries = [], []
     for name in names:
-        _, digest, member, data, body, method, version, flags, crc = records[name]
+        member, data, body, method = packed[name]
         if member is None:
             mode = _DIRECTORY_MODE
         else:
             mode = _EXECUTABLE_MODE if member.executable else _FILE_MODE
         raw_name = name.encode("utf-8")
-        extra = _DIGEST_FIELD.pack(_DIGEST_FIELD_ID, 32, digest)
+        version, crc = _version(method), zlib.crc32(data)
+        extra = _DIGEST_FIELD.pack(_DIGEST_FIELD_ID, 32, digests[name])
         attributes = mode << 16 | (_MSDOS_DIRECTORY if name.endswith("/") else 0)
-        central.append(_CENTRAL.pack(0x02014B50, _UNIX << 8 | version, version, flags, method,
-                                     _DOS_TIME, _DOS_DATE, crc, len(body), len(data),
-                                     len(raw_name), len(extra), 0, 0, 0, attributes,
-                                     offsets[name])
+        central.append(_CENTRAL.pack(0x02014B50, _UNIX << 8 | version, version,
+                                     _flags(raw_name), method, _DOS_TIME, _DOS_DATE, crc,
+                                     len(body), len(data), len(raw_name), len(extra), 0, 0, 0,
+                                     attributes, offsets[name])
                        + raw_name + extra)
-        entries.append(Entry(name, len(data), len(body), method, crc, digest))
+        entries.append(Entry(name, len(data), len(body), method, crc, digests[name]))
     index = b"".join(central)
     index += _end_records(len(central), offset, len(index))
     fileobj.write(index)
     return entries, hashlib.sha256(index).digest()
+
+
+def _version(method):
+    """Version needed to extract: 2.0 (deflate, directories), 6.3 (zstd)."""
+    return 63 if method == ZSTD else 20
+
+
+def _flags(raw_name):
+    return 0 if raw_name.isascii() else _UTF8_NAME
+
+
+def _alignment_field(data_at):
+    """A local header extra field (id 0xd935, as Android's zipalign writes:
+    the alignment, then zeros) that moves data due at `data_at` (a file
+    offset, before the field) to the next page boundary."""
+    padding = -(data_at + _ALIGN_FIELD.size) % _PAGE
+    return _ALIGN_FIELD.pack(_ALIGN_FIELD_ID, 2 + padding, _PAGE) + bytes(padding)
 
 
 def _is_code(member):
@@ -278,7 +303,7 @@ def write_app(output, host, members, compression, level=None, compress_code=Fals
     try:
         with os.fdopen(fd, "wb") as out, tempfile.TemporaryFile(dir=output.parent) as archive:
             entries, index_sha256 = write_zip(members, archive, compression, level,
-                                              compress_code)
+                                              compress_code, base=os.path.getsize(host))
             with open(host, "rb") as host_file:
                 shutil.copyfileobj(host_file, out, _COPY_CHUNK)
             host_size = out.tell()

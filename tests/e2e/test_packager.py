@@ -338,11 +338,21 @@ def test_zip_entries_are_normalised(payload):
         # The only extra field: the SHA-256 of the member's record (local
         # header, name, data), which the host checks on first read.
         at = info.header_offset
-        record = payload.archive_bytes[at:at + 30 + len(info.orig_filename.encode())
-                                       + info.compress_size]
-        assert struct.unpack("<HH", payload.archive_bytes[at + 26:at + 30])[1] == 0
+        name_len, extra_len = struct.unpack("<HH", payload.archive_bytes[at + 26:at + 30])
+        data_at = at + 30 + name_len + extra_len
+        record = payload.archive_bytes[at:data_at + info.compress_size]
         assert info.extra == struct.pack("<HH", 0x6261, 32) + hashlib.sha256(record).digest(), \
             info.filename
+        # Local headers have none, but a stored shared object's pads its data
+        # to a page boundary of the file (an alignment field, id 0xd935).
+        shared_object = re.search(r"\.so(\.|$)", info.filename) and info.file_size
+        if shared_object and info.compress_type == zipfile.ZIP_STORED:
+            local_extra = payload.archive_bytes[at + 30 + name_len:data_at]
+            assert local_extra[:2] == b"\x35\xd9" and local_extra[4:6] == b"\x00\x10"
+            assert local_extra[6:] == bytes(extra_len - 6)
+            assert (payload.offset + data_at) % 4096 == 0, info.filename
+        else:
+            assert extra_len == 0, info.filename
         # Start-up code stored (used in place); the rest zstd by default,
         # stored where that does not shrink the member.
         code = info.filename.endswith(".pyc") or re.search(r"\.so(\.|$)", info.filename)
@@ -557,7 +567,8 @@ def test_records_are_laid_out_for_start_up(payload):
     at = 0
     for info in infos:
         assert info.header_offset == at, info.filename
-        at += 30 + len(info.orig_filename.encode()) + info.compress_size
+        extra_len = struct.unpack("<H", payload.archive_bytes[at + 28:at + 30])[0]
+        at += 30 + len(info.orig_filename.encode()) + extra_len + info.compress_size
     assert at == payload.zip.start_dir
 
 
