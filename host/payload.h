@@ -32,6 +32,14 @@
  * and everything (in a background thread) before a server accepts connections
  * (host/zipindex.h). Format 1 hashed the whole archive at every start.
  *
+ * Layout: the records are in start-up order (manifest, stdlib code,
+ * site-packages code, other code, the rest); .pyc files and shared objects
+ * are stored (unless packed with --compress-code), and a stored shared
+ * object's local header carries an alignment extra field (id 0xd935, as
+ * Android's zipalign writes) so that its data starts on a 4096-byte boundary
+ * of the file: the host maps its pages from there once it is loaded
+ * (host/extremap.h).
+ *
  * Members of the archive (paths use '/', sorted bytewise, fixed timestamps):
  *   appbin/manifest          key=value lines, '#' starts a comment
  *   appbin/libs/<soname>     shared libraries the extension modules need that
