@@ -402,7 +402,6 @@ static int find_record(const zipindex *zi, const zipindex_entry *e, int quiet, r
   return 0;
 }
 
-
 /* Checks a member's record against its digest, once. A reader's first
  * checks count towards zipindex_verify_start_after(). */
 static int check_record(zipindex *zi, const zipindex_entry *e, const record *r, int reader,
