@@ -106,7 +106,7 @@ static void on_damage(const char *message) {
 static void print_version(const payload *p, const manifest *mf) {
   printf("appbin %s\npython %s\n", APPBIN_VERSION, APPBIN_PYTHON_VERSION);
   if (!p->map) {
-    printf("payload: none\n");
+    printf("payload: none (this host reads format %d)\n", PAYLOAD_FORMAT_VERSION);
     return;
   }
   char hex[2 * SHA256_DIGEST_SIZE + 1];

@@ -133,7 +133,8 @@ def test_bare_host_says_it_has_no_payload(appbin_host, argv):
 def test_bare_host_version(appbin_host, python_version):
     result = run([appbin_host, "--version"])
     assert result.returncode == 0, describe(result)
-    assert result.stdout.splitlines()[1:] == [f"python {python_version}", "payload: none"]
+    assert result.stdout.splitlines()[1:] == [f"python {python_version}",
+                                              "payload: none (this host reads format 2)"]
 
 
 def test_strip_drops_the_payload(app_bin, damaged_copy):

@@ -81,7 +81,7 @@ def write_stub_host(path, python_version, extra_lines=""):
         #!/bin/sh
         echo "appbin {VERSION}"
         echo "python {python_version}"
-        echo "payload: none"
+        echo "payload: none (this host reads format 2)"
         {extra_lines}
         """))
     path.chmod(0o755)
@@ -287,6 +287,21 @@ def test_host_of_another_python(pack, tmp_path):
     host = write_stub_host(tmp_path / "host312", "3.12.0")
     result, output = pack(venv, app="fakeapp:app", host=host)
     assert_error(result, 1, "Python 3.12.0", "rebuild the host")
+    assert_nothing_written(output.parent)
+
+
+@pytest.mark.parametrize("line, reads", [("payload: none", 1),
+                                         ("payload: none (this host reads format 3)", 3)])
+def test_host_of_another_payload_format(pack, tmp_path, python_version, line, reads):
+    """A host from before format 2 (it does not say which format it reads:
+    1) or from after: refused before anything is written."""
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    host = tmp_path / "host"
+    host.write_text(f'#!/bin/sh\necho "appbin {VERSION}"\necho "python {python_version}"\n'
+                    f'echo "{line}"\n')
+    host.chmod(0o755)
+    result, output = pack(venv, app="fakeapp:app", host=host)
+    assert_error(result, 1, f"reads payload format {reads}", "writes format 2", "rebuild the host")
     assert_nothing_written(output.parent)
 
 
