@@ -85,6 +85,10 @@ long extremap_to_file(int memfd, int file_fd, uint64_t file_offset, char *err, s
     rc = fail(err, errlen, "cannot read /proc/self/pagemap");
     goto done;
   }
+  /* The ELF header stays readable through the path: a dlopen() of another
+   * spelling of it reads the header before it finds the object loaded. */
+  if (npages)
+    keep[0] = 1;
   for (size_t v = 0; v < nvmas && rc == 0; v++) {
     const vma *m = &vmas[v];
     size_t n = (m->end - m->start) / (size_t)ps;

@@ -12,9 +12,10 @@
  * it touched (which the kernel may drop and read again). So every page still
  * backed by the memfd is mapped again, same address and protection, from the
  * stored member inside app.bin (appbin-pack aligns stored shared objects to
- * the page size), and the memfd is truncated to nothing. Its descriptor
- * stays open: its /proc/self/fd path must never name other bytes while the
- * loader knows the object by it.
+ * the page size), and the memfd's pages are freed but the first (the ELF
+ * header, which a dlopen() of another spelling of the path reads before it
+ * finds the object loaded). Its descriptor stays open: its /proc/self/fd
+ * path must never name other bytes while the loader knows the object by it.
  *
  * Needs /proc/self/maps and /proc/self/pagemap (the page flags, which any
  * process may read of itself); without them, or for anything unexpected,

@@ -116,6 +116,22 @@ static void test_remap(void) {
   CHECK_EQ_INT(l.sum(), sum);
   CHECK_EQ_INT(l.bump(), 42);
   CHECK(dlsym(l.handle, "extremap_probe_counter") != NULL);
+  /* The header is still readable through the path, and another spelling
+   * of it finds the object loaded. */
+  char magic[4] = "";
+  CHECK(pread(l.memfd, magic, 4, 0) == 4 && memcmp(magic,
+                                                   "\x7f"
+                                                   "ELF",
+                                                   4) == 0);
+  char other[80];
+  snprintf(other, sizeof(other), "/proc/self/fd/../fd/%d", l.memfd);
+  void *again = dlopen(other, RTLD_NOW | RTLD_LOCAL);
+  if (CHECK(again != NULL)) {
+    CHECK(dlsym(again, "extremap_probe_bump") == (void *)l.bump);
+    dlclose(again);
+  } else {
+    fprintf(stderr, "  dlopen(%s): %s\n", other, dlerror());
+  }
   close(fd);
   /* Closing the file does not matter: the mappings hold it. */
   CHECK_EQ_INT(l.sum(), sum);
