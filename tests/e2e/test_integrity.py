@@ -305,3 +305,32 @@ def test_server_refuses_damage_in_the_archive_s_last_byte(probe_app, tmp_path, m
     assert rc == 1 and "running on" not in err and "is damaged" in err, err
     assert made() == []
     bad.unlink()
+
+
+# ---- python mode with the prefetching check running ------------------------------
+
+MANY_IMPORTS = ("import asyncio, json, email.message, http.client, decimal, logging, "
+                "argparse, unittest, xml.etree.ElementTree, sqlite3, zipfile, tarfile, csv")
+
+
+def test_prefetch_does_not_stop_a_program_over_damage_it_never_reads(probe_app, damaged,
+                                                                       marker):
+    """Enough imports start the second thread, which hashes every member,
+    the damaged one too: it reports nothing, the program runs to its end."""
+    prefix, made = marker
+    bad = damaged(data_offset_of(probe_app, "site-packages/integrity_probe/unused.pyc",
+                                 b".unused") + 2)
+    code = f"{MANY_IMPORTS}\nimport time; time.sleep(0.3)\nprint('done')"
+    result = run_probe(bad, prefix, "python", "-c", code)
+    assert result.returncode == 0 and result.stdout == "done\n", describe(result)
+    assert made() == []
+
+
+def test_prefetch_does_not_hide_damage_a_program_reads(probe_app, damaged, marker):
+    """The same, then the damaged module is imported: refused as ever."""
+    prefix, made = marker
+    bad = damaged(data_offset_of(probe_app, "site-packages/integrity_probe/ran.pyc", b".ran") + 2)
+    code = f"{MANY_IMPORTS}\nimport time; time.sleep(0.3)\nimport integrity_probe.ran"
+    result = run_probe(bad, prefix, "python", "-c", code)
+    assert_refused(result, "member site-packages/integrity_probe/ran.pyc is damaged")
+    assert made() == []
