@@ -2,13 +2,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #define PAGEMAP_PRESENT (1ULL << 63)
@@ -19,7 +19,7 @@
 typedef struct vma {
   uintptr_t start, end;
   uint64_t offset; /* in the memfd */
-  int prot;
+  int prot;        /* PROT_WRITE: the loader's data, which stays */
 } vma;
 
 static long fail(char *err, size_t errlen, const char *fmt, ...)
@@ -32,38 +32,52 @@ static long fail(char *err, size_t errlen, const char *fmt, ...) {
   return -1;
 }
 
-/* The mappings of the file (dev, ino) in /proc/self/maps. */
-static int find_vmas(dev_t dev, ino_t ino, vma *out, size_t max, size_t *n) {
-  FILE *maps = fopen("/proc/self/maps", "re");
-  if (!maps)
-    return -1;
-  char *line = NULL;
-  size_t cap = 0;
-  int rc = 0;
-  *n = 0;
-  while (getline(&line, &cap, maps) > 0) {
-    unsigned long start, end, offset, inode;
-    unsigned major, minor;
-    char perms[8];
-    if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &offset, &major, &minor,
-               &inode) != 7)
+typedef struct segments {
+  const char *path; /* the name the object was loaded by */
+  uintptr_t page;
+  vma *out;
+  size_t max, n;
+  int found, overflow;
+} segments;
+
+/* dl_iterate_phdr: the file-backed pages of the object's PT_LOAD segments,
+ * as the loader mapped them (with their protection, from the segment's
+ * flags). */
+static int find_segments(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  segments *s = arg;
+  if (!info->dlpi_name || strcmp(info->dlpi_name, s->path) != 0)
+    return 0;
+  s->found = 1;
+  for (size_t i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD || ph->p_filesz == 0)
       continue;
-    if (inode != ino || major != major(dev) || minor != minor(dev))
-      continue;
-    if (*n == max || perms[3] != 'p') { /* too many, or shared: not the loader's */
-      rc = -1;
-      break;
+    if (s->n == s->max || ph->p_vaddr % s->page != ph->p_offset % s->page) {
+      s->overflow = 1;
+      return 1;
     }
-    out[(*n)++] = (vma){start, end, offset,
-                        (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
-                            (perms[2] == 'x' ? PROT_EXEC : 0)};
+    uintptr_t start = (info->dlpi_addr + ph->p_vaddr) & ~(s->page - 1);
+    uintptr_t end = (info->dlpi_addr + ph->p_vaddr + ph->p_filesz + s->page - 1) & ~(s->page - 1);
+    s->out[s->n++] =
+        (vma){start, end, ph->p_offset & ~(uint64_t)(s->page - 1),
+              (ph->p_flags & PF_R ? PROT_READ : 0) | (ph->p_flags & PF_W ? PROT_WRITE : 0) |
+                  (ph->p_flags & PF_X ? PROT_EXEC : 0)};
   }
-  free(line);
-  fclose(maps);
-  return rc;
+  return 1;
 }
 
-long extremap_to_file(int memfd, int file_fd, uint64_t file_offset, char *err, size_t errlen) {
+/* Whether another segment maps the page at `addr` too (segments that share
+ * a page keep it where the loader put it). */
+static int page_shared(const vma *vmas, size_t n, size_t self, uintptr_t addr) {
+  for (size_t i = 0; i < n; i++)
+    if (i != self && addr >= vmas[i].start && addr < vmas[i].end)
+      return 1;
+  return 0;
+}
+
+long extremap_to_file(const char *path, int memfd, int file_fd, uint64_t file_offset, char *err,
+                      size_t errlen) {
   long ps = sysconf(_SC_PAGESIZE);
   struct stat st;
   if (ps <= 0 || file_offset % (uint64_t)ps != 0)
@@ -71,9 +85,11 @@ long extremap_to_file(int memfd, int file_fd, uint64_t file_offset, char *err, s
   if (fstat(memfd, &st) != 0)
     return fail(err, errlen, "fstat: %s", strerror(errno));
   vma vmas[MAX_VMAS];
-  size_t nvmas;
-  if (find_vmas(st.st_dev, st.st_ino, vmas, MAX_VMAS, &nvmas) != 0)
-    return fail(err, errlen, "cannot read its mappings in /proc/self/maps");
+  segments seg = {path, (uintptr_t)ps, vmas, MAX_VMAS, 0, 0, 0};
+  dl_iterate_phdr(find_segments, &seg);
+  if (!seg.found || seg.overflow)
+    return fail(err, errlen, "%s", seg.found ? "unexpected segments" : "not loaded");
+  size_t nvmas = seg.n;
   size_t npages = ((size_t)st.st_size + (size_t)ps - 1) / (size_t)ps;
   /* File pages that must stay in the memfd: mapped past its end (the bytes
    * beyond it differ in app.bin), or swapped out. */
@@ -111,7 +127,8 @@ long extremap_to_file(int memfd, int file_fd, uint64_t file_offset, char *err, s
       uint64_t page_at = m->offset + (uint64_t)i * (uint64_t)ps;
       int copied = (flags[i] & PAGEMAP_PRESENT) && !(flags[i] & PAGEMAP_FILE);
       int stays = (m->prot & PROT_WRITE) || (flags[i] & PAGEMAP_SWAPPED) ||
-                  page_at + (uint64_t)ps > (uint64_t)st.st_size;
+                  page_at + (uint64_t)ps > (uint64_t)st.st_size ||
+                  page_shared(vmas, nvmas, v, m->start + i * (size_t)ps);
       if (copied || stays) {
         if (stays && !copied && page_at / (uint64_t)ps < npages)
           keep[page_at / (uint64_t)ps] = 1;
@@ -123,7 +140,8 @@ long extremap_to_file(int memfd, int file_fd, uint64_t file_offset, char *err, s
         uint64_t next_at = m->offset + (uint64_t)j * (uint64_t)ps;
         if (((flags[j] & PAGEMAP_PRESENT) && !(flags[j] & PAGEMAP_FILE)) ||
             (m->prot & PROT_WRITE) || (flags[j] & PAGEMAP_SWAPPED) ||
-            next_at + (uint64_t)ps > (uint64_t)st.st_size)
+            next_at + (uint64_t)ps > (uint64_t)st.st_size ||
+            page_shared(vmas, nvmas, v, m->start + j * (size_t)ps))
           break;
         j++;
       }

@@ -17,9 +17,10 @@
  * finds the object loaded). Its descriptor stays open: its /proc/self/fd
  * path must never name other bytes while the loader knows the object by it.
  *
- * Needs /proc/self/maps and /proc/self/pagemap (the page flags, which any
- * process may read of itself); without them, or for anything unexpected,
- * the object stays as it is, on its memfd.
+ * The object's segments come from the loader (dl_iterate_phdr), the state
+ * of their pages from /proc/self/pagemap (the page flags, which any process
+ * may read of itself); without it, or for anything unexpected, the object
+ * stays as it is, on its memfd.
  */
 #ifndef APPBIN_EXTREMAP_H
 #define APPBIN_EXTREMAP_H
@@ -27,11 +28,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Remaps the pages of the object loaded from `memfd` that are still backed
- * by it from `file_fd` at `file_offset` (page-aligned: where the memfd's
- * byte 0 is in that file; the bytes must be the same), then truncates the
- * memfd. Returns the bytes of shared memory freed, or -1 with a message in
- * err (the object is then left on its memfd, intact). */
-long extremap_to_file(int memfd, int file_fd, uint64_t file_offset, char *err, size_t errlen);
+/* Remaps the pages of the object loaded from `memfd` (by the name `path`,
+ * as given to dlopen) that are still backed by it from `file_fd` at
+ * `file_offset` (page-aligned: where the memfd's byte 0 is in that file; the
+ * bytes must be the same), then frees the memfd's other pages. Returns the
+ * bytes of shared memory freed, or -1 with a message in err (the object is
+ * then left on its memfd, intact). */
+long extremap_to_file(const char *path, int memfd, int file_fd, uint64_t file_offset, char *err,
+                      size_t errlen);
 
 #endif

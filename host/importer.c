@@ -169,8 +169,8 @@ static void release_native_copy(const zipindex_entry *e, PyObject *path) {
     return; /* a compressed member, or the private directory's file */
   const char *data = zipindex_stored_data(g.zi, e, err, sizeof(err));
   long freed =
-      data ? extremap_to_file(memfd, g.payload->fd, (uint64_t)(data - (const char *)g.payload->map),
-                              err, sizeof(err))
+      data ? extremap_to_file(cpath, memfd, g.payload->fd,
+                              (uint64_t)(data - (const char *)g.payload->map), err, sizeof(err))
            : -1;
   if (extload_debug) {
     if (freed >= 0)

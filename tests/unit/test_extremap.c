@@ -33,6 +33,7 @@ static void read_probe(void) {
 }
 
 typedef struct loaded {
+  char path[64];
   int memfd;
   void *handle;
   int (*bump)(void);
@@ -41,13 +42,12 @@ typedef struct loaded {
 
 /* The probe written to a memfd and loaded from it, as extload does. */
 static loaded load_from_memfd(void) {
-  loaded l = {-1, NULL, NULL, NULL};
+  loaded l = {"", -1, NULL, NULL, NULL};
   l.memfd = memfd_create("extremap_probe.so", MFD_CLOEXEC);
   if (l.memfd < 0 || write(l.memfd, so_bytes, so_len) != (ssize_t)so_len)
     return l;
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/self/fd/%d", l.memfd);
-  l.handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  snprintf(l.path, sizeof(l.path), "/proc/self/fd/%d", l.memfd);
+  l.handle = dlopen(l.path, RTLD_NOW | RTLD_LOCAL);
   if (l.handle) {
     l.bump = (int (*)(void))dlsym(l.handle, "extremap_probe_bump");
     l.sum = (uint32_t(*)(void))dlsym(l.handle, "extremap_probe_sum");
@@ -105,7 +105,7 @@ static void test_remap(void) {
   char err[256] = "";
   struct stat before, after;
   fstat(l.memfd, &before);
-  long freed = extremap_to_file(l.memfd, fd, 8192, err, sizeof(err));
+  long freed = extremap_to_file(l.path, l.memfd, fd, 8192, err, sizeof(err));
   if (!CHECK(freed > 0))
     fprintf(stderr, "  err: %s\n", err);
   fstat(l.memfd, &after);
@@ -144,7 +144,7 @@ static void test_unaligned_offset_is_refused(void) {
   uint32_t sum = l.sum();
   int fd = container("unaligned", 100);
   char err[256] = "";
-  CHECK_EQ_INT(extremap_to_file(l.memfd, fd, 100, err, sizeof(err)), -1);
+  CHECK_EQ_INT(extremap_to_file(l.path, l.memfd, fd, 100, err, sizeof(err)), -1);
   CHECK_CONTAINS(err, "aligned");
   CHECK(memfd_mappings(l.memfd, 1) > 0);
   CHECK_EQ_INT(l.sum(), sum);
@@ -152,12 +152,18 @@ static void test_unaligned_offset_is_refused(void) {
 }
 
 static void test_not_loaded(void) {
-  /* A memfd nothing maps: nothing to remap, its pages freed. */
+  /* A memfd the loader does not know: refused, left alone. */
   int memfd = memfd_create("plain", MFD_CLOEXEC);
   CHECK(memfd >= 0 && write(memfd, so_bytes, so_len) == (ssize_t)so_len);
   int fd = container("plain", 4096);
-  char err[256] = "";
-  CHECK(extremap_to_file(memfd, fd, 4096, err, sizeof(err)) >= 0);
+  char err[256] = "", path[64];
+  snprintf(path, sizeof(path), "/proc/self/fd/%d", memfd);
+  struct stat before, after;
+  fstat(memfd, &before);
+  CHECK_EQ_INT(extremap_to_file(path, memfd, fd, 4096, err, sizeof(err)), -1);
+  CHECK_CONTAINS(err, "not loaded");
+  fstat(memfd, &after);
+  CHECK_EQ_INT(after.st_blocks, before.st_blocks);
   close(memfd);
   close(fd);
 }
