@@ -290,8 +290,8 @@ def test_server_mode_does_not_import_from_the_working_directory(app_bin, tmp_pat
 
 @pytest.mark.parametrize("tz", [None, "Europe/Paris", "America/New_York"])
 def test_time_zone_is_the_callers(app_bin, tz):
-    """The host pins TZ while it indexes the archive (libzip's mktime calls);
-    Python sees the caller's TZ, or none, and the zone it names."""
+    """Python sees the caller's TZ, or none, and the zone it names (the host
+    once pinned TZ while libzip indexed the archive)."""
     code = "import os, time; print(os.environ.get('TZ'), time.tzname, time.localtime(0).tm_hour)"
     want = subprocess.run(["/usr/bin/python3.11", "-I", "-c", code], capture_output=True,
                           text=True, env=clean_env(TZ=tz), check=True).stdout
