@@ -514,8 +514,7 @@ int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, s
   return read_with_errno(zi, e, buf, 0, err, errlen);
 }
 
-int zipindex_read_data(zipindex *zi, const zipindex_entry *e, void *buf, char *err,
-                       size_t errlen) {
+int zipindex_read_data(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
   return read_with_errno(zi, e, buf, 1, err, errlen);
 }
 

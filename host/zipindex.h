@@ -120,8 +120,7 @@ int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, s
 /* zipindex_read for data a reader can do without (a file opened by path):
  * damage is not reported to the damage handler, the call fails with EIO and
  * the message, and the caller says what it does about it. */
-int zipindex_read_data(zipindex *zi, const zipindex_entry *e, void *buf, char *err,
-                       size_t errlen);
+int zipindex_read_data(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen);
 
 /* The bytes of a stored member, in place (verified, as zipindex_read would):
  * no copy. NULL with a message in err for a compressed member (say so with
