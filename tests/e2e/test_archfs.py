@@ -704,6 +704,46 @@ def test_threads_open_concurrently(app_bin, test_venv):
     assert run_json(app_bin, code) == [600, [], True]
 
 
+def test_descriptor_copies_and_closes(app_bin):
+    """The descriptor table follows dup, F_DUPFD, dup2/dup3 over an archive
+    descriptor and over a real one, close and close_range: a copy of an
+    archive descriptor is one, a real file dup2'd or reopened over its
+    number is real again."""
+    code = f"""
+    import fcntl, json, os, stat, sys
+    d = sys.executable + "/{PKG}/data"
+    dev = os.stat(d).st_dev
+    def what(fd):
+        st = os.fstat(fd)
+        if st.st_dev != dev:
+            return "real"
+        return "archive dir" if stat.S_ISDIR(st.st_mode) else "archive file"
+    real = os.open("/proc/self/stat", os.O_RDONLY)
+    dfd = os.open(d, os.O_RDONLY)
+    ffd = os.open(d + "/hello.txt", os.O_RDONLY)
+    out = {{}}
+    a = os.dup(dfd)
+    out["dup"] = what(a)
+    out["F_DUPFD"] = what(fcntl.fcntl(ffd, fcntl.F_DUPFD, 100))
+    os.dup2(dfd, 200)
+    out["dup2"] = what(200)
+    os.dup2(ffd, 200, inheritable=False)  # dup3
+    out["dup3 over an archive one"] = what(200)
+    os.dup2(real, 200)
+    out["dup2 of a real one over it"] = what(200)
+    os.close(dfd)
+    out["copy after close"] = [what(a), sorted(os.listdir(a))]
+    os.closerange(a, a + 1)  # close_range()
+    n = os.open("/proc/self/stat", os.O_RDONLY)
+    out["number reused"] = [n == a, what(n)]
+    print(json.dumps(out))
+    """
+    assert run_json(app_bin, code) == {
+        "dup": "archive dir", "F_DUPFD": "archive file", "dup2": "archive dir",
+        "dup3 over an archive one": "archive file", "dup2 of a real one over it": "real",
+        "copy after close": ["archive dir", ["hello.txt", "sub"]], "number reused": [True, "real"]}
+
+
 def test_fork_and_subprocess(app_bin):
     code = f"""
     import json, os, subprocess, sys
