@@ -250,20 +250,25 @@ enum {
   ROUTE_DONE,  /* reroute: glibc's answer stands */
 };
 
+/* Every interposed function holds one on its stack, also for paths outside
+ * the archive (a signal handler on a small alternate stack may call them):
+ * the scratch space of lookups lives in the frames of the functions below,
+ * which only paths inside (or through) the archive reach. */
 typedef struct route {
   const char *path; /* the caller's path, or buf */
   archfs_node node;
   int parent_ok;
   int depth;
-  int saved_errno;              /* the caller's, for a success after reroute */
-  char buf[ARCHFS_PATH_MAX];    /* an escaped path */
-  char member[ARCHFS_PATH_MAX]; /* the normalised member */
+  int saved_errno;           /* the caller's, for a success after reroute */
+  char buf[ARCHFS_PATH_MAX]; /* an escaped path */
 } route;
 
 /* Resolves `rest` from the directory `base`. */
-static int route_rest(route *r, const archfs_node *base, const char *rest) {
+__attribute__((noinline)) static int route_rest(route *r, const archfs_node *base,
+                                                const char *rest) {
+  char member[ARCHFS_PATH_MAX];
   const char *escape;
-  int rc = archfs_lookup_at(&g.fs, base, rest, r->member, &r->node, &escape, &r->parent_ok);
+  int rc = archfs_lookup_at(&g.fs, base, rest, member, &r->node, &escape, &r->parent_ok);
   if (rc == ARCHFS_FOUND)
     return ROUTE_IN;
   if (rc < 0) {
@@ -344,18 +349,19 @@ static int route_at(int dirfd, const char *path, route *r) {
  * another name. Finds the first regular file on the path; if it is app.bin,
  * routes the rest (errno as the caller had it, unless ROUTE_ERR). ROUTE_DONE
  * (errno ENOTDIR again) when it is not ours. */
-static int reroute(int dirfd, route *r) {
+__attribute__((noinline)) static int reroute(int dirfd, route *r) {
   if (errno != ENOTDIR || !g.mounted)
     return ROUTE_DONE;
   const char *p = r->path;
   size_t n = strnlen(p, ARCHFS_PATH_MAX);
+  char prefix[ARCHFS_PATH_MAX];
   for (size_t i = 1; i < n; i++) {
     if (p[i] != '/' || p[i - 1] == '/')
       continue;
-    memcpy(r->member, p, i);
-    r->member[i] = '\0';
+    memcpy(prefix, p, i);
+    prefix[i] = '\0';
     struct stat64 st;
-    if (REAL(fstatat64)(dirfd, r->member, &st, 0) != 0)
+    if (REAL(fstatat64)(dirfd, prefix, &st, 0) != 0)
       break;
     if (S_ISDIR(st.st_mode))
       continue;
