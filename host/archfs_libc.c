@@ -326,8 +326,9 @@ static int route_path(route *r, int dirfd) {
 }
 
 /* glibc's headers declare most path parameters nonnull, so the compiler
- * would drop a NULL check of one; glibc's own functions hand NULL to the
- * kernel (EFAULT). The empty asm hides what the compiler believes. */
+ * would drop a NULL check of one (the empty asm hides what it believes),
+ * and handing NULL on to glibc's function would be undefined: a NULL path is
+ * answered here as the kernel answers glibc's call (EFAULT). */
 static inline void *nullable(const void *p) {
   __asm__("" : "+r"(p));
   return (void *)p;
@@ -340,7 +341,11 @@ static int route_at(int dirfd, const char *path, route *r) {
   r->depth = 0;
   r->parent_ok = 0;
   r->saved_errno = errno;
-  if (!g.mounted || !path)
+  if (!path) {
+    errno = EFAULT;
+    return ROUTE_ERR;
+  }
+  if (!g.mounted)
     return ROUTE_OUT;
   return route_path(r, dirfd);
 }
@@ -742,10 +747,11 @@ int fstat64(int fd, struct stat64 *st) {
   return rc;
 }
 
-/* An empty path with AT_EMPTY_PATH asks about dirfd itself. */
+/* An empty path with AT_EMPTY_PATH asks about dirfd itself (so does NULL
+ * since Linux 6.11: glibc's call is then made with ""). */
 static int names_dirfd(const char *path, int flags) {
   path = nullable(path);
-  return path && path[0] == '\0' && (flags & AT_EMPTY_PATH);
+  return (flags & AT_EMPTY_PATH) && (!path || path[0] == '\0');
 }
 
 /* Whether dirfd is AT_FDCWD with a virtual working directory, *node. */
@@ -758,7 +764,7 @@ static int fstatat_common(int dirfd, const char *path, void *st, int flags, int 
   if (names_dirfd(path, flags)) {
     if (names_vcwd(dirfd, &n))
       return node_stat64(&n, st);
-    int rc = is64 ? REAL(fstatat64)(dirfd, path, st, flags) : REAL(fstatat)(dirfd, path, st, flags);
+    int rc = is64 ? REAL(fstatat64)(dirfd, "", st, flags) : REAL(fstatat)(dirfd, "", st, flags);
     if (rc == 0 && fd_check(dirfd, ((struct stat *)st)->st_ino, &n))
       node_stat64(&n, st);
     return rc;
@@ -784,7 +790,7 @@ int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *s
       node_statx(&n, stx);
       return 0;
     }
-    int rc = REAL(statx)(dirfd, path, flags, mask, stx);
+    int rc = REAL(statx)(dirfd, "", flags, mask, stx);
     if (rc == 0 && fd_check(dirfd, stx->stx_ino, &n))
       node_statx(&n, stx);
     return rc;
@@ -879,7 +885,7 @@ typedef struct archfs_dirstream {
 } archfs_dirstream;
 
 static archfs_dirstream *ours(DIR *d) {
-  archfs_dirstream *s = nullable(d); /* closedir(NULL) is EINVAL */
+  archfs_dirstream *s = (archfs_dirstream *)(void *)d;
   return s && s->magic == DIR_MAGIC && s->magic2 == DIR_MAGIC2 ? s : NULL;
 }
 
@@ -992,6 +998,8 @@ int readdir64_r(DIR *d, struct dirent64 *entry, struct dirent64 **result) {
 #pragma GCC diagnostic pop
 
 int closedir(DIR *d) {
+  if (!nullable(d))
+    return fail(EINVAL); /* glibc's answer */
   archfs_dirstream *s = ours(d);
   if (!s)
     return REAL(closedir)(d);
@@ -1149,8 +1157,11 @@ static size_t node_path(const archfs_node *n, char *out) {
 /* glibc's realpath walks the path with its internal lstat and fails inside
  * the archive; the archive's paths are canonical once normalised. */
 static char *realpath_node(const route *r, int k, char *resolved, size_t resolvedlen) {
-  if (k == ROUTE_ERR)
+  if (k == ROUTE_ERR) {
+    if (!r->path)
+      errno = EINVAL; /* glibc's answer for NULL */
     return NULL;
+  }
   size_t len = node_path(&r->node, NULL);
   if (len + 1 > PATH_MAX || (resolved && len + 1 > resolvedlen)) {
     errno = ENAMETOOLONG;
@@ -1498,6 +1509,8 @@ int futimesat(int dirfd, const char *path, const struct timeval times[2]) {
 }
 
 int utimensat(int dirfd, const char *path, const struct timespec times[2], int flags) {
+  if (!nullable(path))
+    return fail(EINVAL); /* glibc's answer (futimens is its own function) */
   REFUSE_WRITE(dirfd, path, WRITE_MODIFY, REAL(utimensat)(dirfd, r.path, times, flags));
 }
 
