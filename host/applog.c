@@ -1,5 +1,7 @@
 #include "applog.h"
 
+#include "cli.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,9 +23,9 @@ static struct { int level, json, colors; } cfg = {LOG_INFO, 0, 0};
 
 static int clamp(int level) { return level < LOG_TRACE ? LOG_TRACE : level > 5 ? 5 : level; }
 
-void applog_setup(cli_log_level level, cli_log_format format, int use_colors) {
+void applog_setup(int level, int json, int use_colors) {
   cfg.level = level;
-  cfg.json = format == LOG_FORMAT_JSON;
+  cfg.json = json != 0;
   cfg.colors = use_colors < 0 ? isatty(STDERR_FILENO) : use_colors != 0;
   if (cfg.json)
     cfg.colors = 0;

@@ -6,20 +6,18 @@
  * (asgi_log.c) write through it, so that every line of a process has the
  * same shape; the runtime's Python formatters produce the same shapes.
  *
- * Levels are cli_log_level values (LOG_TRACE .. LOG_CRITICAL). Thread-safe:
+ * Levels are cli_log_level values (0 trace .. 5 critical). Thread-safe:
  * each line is one fwrite() on stderr.
  */
 #ifndef APPBIN_APPLOG_H
 #define APPBIN_APPLOG_H
 
-#include "cli.h"
-
 #include <stddef.h>
 
-/* Sets the level, the format and colours (use_colors -1: when stderr is a
- * terminal, as uvicorn decides). Before any call, lines are INFO+, text,
- * without colours. */
-void applog_setup(cli_log_level level, cli_log_format format, int use_colors);
+/* Sets the level (a cli_log_level), JSON or text, and colours (use_colors
+ * -1: when stderr is a terminal, as uvicorn decides). Before any call, lines
+ * are INFO+, text, without colours. */
+void applog_setup(int level, int json, int use_colors);
 int applog_enabled(int level);
 int applog_is_json(void);
 int applog_colors(void);

@@ -1,25 +1,52 @@
-/* asgi_log: log lines in uvicorn's format on stderr, exceptions with their
- * tracebacks through the runtime, and the access log, buffered per pump. */
+/* asgi_log: the server's log lines and access log, and its metrics.
+ *
+ * Two ways out. Direct (the default): lines are written here in C, as
+ * uvicorn's text or as JSON (applog.c decides the shape and the colours);
+ * access lines wait in s->access_buf and go out once per pump. Through
+ * Python (--log-config, s->log_python): messages go to the runtime's log(),
+ * that is the "uvicorn.error" logger, and access records are queued and
+ * handed to the "uvicorn.access" logger after each pump with uvicorn's
+ * arguments, so that the user's handlers and formatters apply. Exceptions
+ * always go through the runtime (their tracebacks need Python). */
 #include "asgi_internal.h"
+
+#include "applog.h"
+#include "metrics.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-static const char *const level_tags[] = {
-    "TRACE:    ", "DEBUG:    ", "INFO:     ", "WARNING:  ", "ERROR:    ", "CRITICAL: "};
-
 /* Interned strings, created once. */
-static struct { PyObject *log_exception; } S;
+static struct { PyObject *log_exception, *log, *emit_access; } S;
 
 static int strings_init(void) {
   static const asgi_intern_entry table[] = {
       {&S.log_exception, "log_exception"},
+      {&S.log, "log"},
+      {&S.emit_access, "emit_access"},
   };
   return ASGI_INTERN(table);
 }
 
 int asgi_log_init(void) { return strings_init(); }
+
+/* runtime.log(level, msg), keeping whatever exception is being handled. */
+static void log_via_runtime(ServerObject *s, int level, const char *msg) {
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  PyObject *lvl = PyLong_FromLong(level);
+  PyObject *text = lvl ? PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "replace") : NULL;
+  PyObject *r = text ? PyObject_CallMethodObjArgs(s->runtime, S.log, lvl, text, NULL) : NULL;
+  if (!r) {
+    PyErr_Clear();
+    applog_message(level, "uvicorn.error", msg);
+  }
+  Py_XDECREF(r);
+  Py_XDECREF(text);
+  Py_XDECREF(lvl);
+  PyErr_Restore(type, value, tb);
+}
 
 void asgi_log(ServerObject *s, int level, const char *fmt, ...) {
   if (level < s->log_level)
@@ -29,7 +56,10 @@ void asgi_log(ServerObject *s, int level, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  fprintf(stderr, "%s%s\n", level_tags[level], msg);
+  if (s->log_python)
+    log_via_runtime(s, level, msg);
+  else
+    applog_message(level, "uvicorn.error", msg);
 }
 
 /* Logs the current Python exception with a traceback, through the runtime. */
@@ -52,12 +82,38 @@ void asgi_log_exception(ServerObject *s, const char *msg, PyObject *exc) {
   Py_XDECREF(text);
   if (!r) {
     PyErr_Clear();
-    fprintf(stderr, "%s%s\n", level_tags[LOG_ERROR], msg);
+    applog_message(LOG_ERROR, "uvicorn.error", msg);
   }
   Py_XDECREF(r);
 }
 
 /* ---- access log ------------------------------------------------------------ */
+
+void asgi_log_client(char out[ASGI_LOG_CLIENT_MAX], const http_request *req, PyObject *client) {
+  strcpy(out, "-");
+  if (client && PyTuple_Check(client) && PyTuple_GET_SIZE(client) == 2) {
+    PyObject *h = PyTuple_GET_ITEM(client, 0), *p = PyTuple_GET_ITEM(client, 1);
+    const char *host = PyUnicode_Check(h) ? PyUnicode_AsUTF8(h) : NULL;
+    long port = PyLong_Check(p) ? PyLong_AsLong(p) : -1;
+    if (host)
+      snprintf(out, ASGI_LOG_CLIENT_MAX, "%s:%ld", host, port);
+    PyErr_Clear();
+  } else if (req->unix_socket) {
+    strcpy(out, "unix");
+  }
+}
+
+static void flush_records(ServerObject *s) {
+  PyObject *records = s->access_records;
+  if (!records || PyList_GET_SIZE(records) == 0)
+    return;
+  s->access_records = NULL;
+  PyObject *r = PyObject_CallMethodObjArgs(s->runtime, S.emit_access, records, NULL);
+  if (!r)
+    asgi_log_current_exception(s, "cannot write the access log");
+  Py_XDECREF(r);
+  Py_DECREF(records);
+}
 
 void asgi_log_flush(ServerObject *s) {
   if (s->access_len) {
@@ -65,23 +121,132 @@ void asgi_log_flush(ServerObject *s) {
     fflush(stderr);
     s->access_len = 0;
   }
+  flush_records(s);
 }
 
-void asgi_log_access(ServerObject *s, const char *prefix, int status) {
-  if (!s->access_log || s->log_level > LOG_INFO)
-    return;
-  char line[800];
-  int n = snprintf(line, sizeof(line), "%s%s %d %s\n", level_tags[LOG_INFO], prefix, status,
-                   http_status_reason(status));
-  if (n <= 0)
-    return;
-  if ((size_t)n >= sizeof(line))
-    n = sizeof(line) - 1;
-  if (s->access_len + (size_t)n > s->access_cap) {
+static void buffer_line(ServerObject *s, const char *line, size_t n) {
+  if (s->access_len + n > s->access_cap) {
     asgi_log_flush(s);
-    if ((size_t)n > s->access_cap)
+    if (n > s->access_cap)
       return;
   }
-  memcpy(s->access_buf + s->access_len, line, (size_t)n);
-  s->access_len += (size_t)n;
+  memcpy(s->access_buf + s->access_len, line, n);
+  s->access_len += n;
+}
+
+/* The request id header's value, or NULL. */
+static const http_header *request_id(ServerObject *s, const http_request *req) {
+  return s->request_id_header[0] ? asgi_find_header(req, s->request_id_header) : NULL;
+}
+
+/* uvicorn's colours: the request line bold, the status by class. */
+static const char *const status_colours[6] = {"",         "\033[97m", "\033[32m",
+                                              "\033[33m", "\033[31m", "\033[91m"};
+
+static void access_text(ServerObject *s, const http_request *req, const char *client, int status) {
+  char line[800];
+  int tlen = (int)(req->target_len > 300 ? 300 : req->target_len);
+  int colours = applog_colors(), cls = status / 100;
+  int n = snprintf(line, sizeof(line), "%s%s - \"%s%.*s %.*s HTTP/%d.%d%s\" %s%d %s%s\n",
+                   applog_level_prefix(LOG_INFO), client, colours ? "\033[1m" : "",
+                   (int)req->method_len, req->method, tlen, req->target, req->version_major,
+                   req->version_minor, colours ? "\033[0m" : "",
+                   colours ? status_colours[cls >= 1 && cls <= 5 ? cls : 0] : "", status,
+                   http_status_reason(status), colours ? "\033[0m" : "");
+  if (n <= 0)
+    return;
+  if ((size_t)n >= sizeof(line)) {
+    n = sizeof(line) - 1;
+    line[n - 1] = '\n';
+  }
+  buffer_line(s, line, (size_t)n);
+}
+
+/* Appends "s" as a JSON string (quoted) at *n. */
+static void json_str(char *line, size_t cap, size_t *n, const char *s, size_t len) {
+  if (*n + 3 > cap)
+    return;
+  line[(*n)++] = '"';
+  *n += applog_json_escape(line + *n, cap - *n - 1, s, len);
+  line[(*n)++] = '"';
+}
+
+static void json_raw(char *line, size_t cap, size_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void json_raw(char *line, size_t cap, size_t *n, const char *fmt, ...) {
+  if (*n >= cap)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  int k = vsnprintf(line + *n, cap - *n, fmt, ap);
+  va_end(ap);
+  if (k > 0)
+    *n = *n + (size_t)k >= cap ? cap - 1 : *n + (size_t)k;
+}
+
+static void access_json(ServerObject *s, const http_request *req, const char *client, int status,
+                        uint64_t body_bytes) {
+  char line[2048];
+  const size_t cap = sizeof(line) - 2; /* room for "}\n" */
+  size_t n = 0;
+  char now[25];
+  applog_time(now);
+  uint64_t us = req->start_ns ? (uv_hrtime() - req->start_ns) / 1000 : 0;
+  json_raw(line, cap, &n,
+           "{\"time\":\"%s\",\"level\":\"INFO\",\"logger\":\"uvicorn.access\",\"client\":", now);
+  json_str(line, cap, &n, client, strlen(client));
+  json_raw(line, cap, &n, ",\"method\":\"%.*s\",\"path\":", (int)req->method_len, req->method);
+  json_str(line, cap, &n, req->target, req->target_len > 1024 ? 1024 : req->target_len);
+  json_raw(line, cap, &n,
+           ",\"http_version\":\"%d.%d\",\"status\":%d,\"duration_ms\":%llu.%03llu,\"bytes\":%llu",
+           req->version_major, req->version_minor, status, (unsigned long long)(us / 1000),
+           (unsigned long long)(us % 1000), (unsigned long long)body_bytes);
+  const http_header *id = request_id(s, req);
+  if (id) {
+    json_raw(line, cap, &n, ",\"request_id\":");
+    json_str(line, cap, &n, id->value, id->value_len > 200 ? 200 : id->value_len);
+  }
+  line[n++] = '}';
+  line[n++] = '\n';
+  buffer_line(s, line, n);
+}
+
+/* (client, method, path, version, status, duration_ms, bytes, request_id) for
+ * the runtime's emit_access(): uvicorn's five log arguments, then extras. */
+static void access_record(ServerObject *s, const http_request *req, const char *client, int status,
+                          uint64_t body_bytes) {
+  if (!s->access_records && !(s->access_records = PyList_New(0))) {
+    PyErr_Clear();
+    return;
+  }
+  const http_header *id_header = request_id(s, req);
+  double ms = req->start_ns ? (double)(uv_hrtime() - req->start_ns) / 1e6 : 0.0;
+  char version[16];
+  snprintf(version, sizeof(version), "%d.%d", req->version_major, req->version_minor);
+  PyObject *path = PyUnicode_DecodeLatin1(req->target, (Py_ssize_t)req->target_len, NULL);
+  PyObject *id =
+      id_header ? PyUnicode_DecodeLatin1(id_header->value, (Py_ssize_t)id_header->value_len, NULL)
+                : Py_NewRef(Py_None);
+  PyObject *rec =
+      path && id ? Py_BuildValue("(ss#OsidKO)", client, req->method, (Py_ssize_t)req->method_len,
+                                 path, version, status, ms, (unsigned long long)body_bytes, id)
+                 : NULL;
+  if (!rec || PyList_Append(s->access_records, rec) != 0)
+    PyErr_Clear();
+  Py_XDECREF(rec);
+  Py_XDECREF(path);
+  Py_XDECREF(id);
+}
+
+void asgi_log_response(ServerObject *s, const http_request *req, const char *client, int status,
+                       uint64_t body_bytes, bool complete) {
+  metrics_observe(status, body_bytes, req ? req->start_ns : 0);
+  if (!req || !client || !complete || !s->access_log)
+    return;
+  if (s->log_python)
+    access_record(s, req, client, status, body_bytes);
+  else if (applog_is_json())
+    access_json(s, req, client, status, body_bytes);
+  else
+    access_text(s, req, client, status);
 }

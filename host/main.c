@@ -9,6 +9,7 @@
 #include "healthcheck.h"
 #include "interp.h"
 #include "manifest.h"
+#include "ops.h"
 #include "payload.h"
 #include "serve.h"
 #include "sha256.h"
@@ -162,12 +163,16 @@ int main(int argc, char **argv) {
       return rc;
     return interp_run_python();
   }
+  if ((rc = ops_prepare(&opts)) != 0)
+    return rc;
   if (opts.workers > 1) {
     int is_worker;
     rc = workers_run(&opts, &is_worker);
     if (!is_worker)
       return rc;
   }
+  if (ops_start_serving(&opts) != 0)
+    return 1;
   if (interp_start(exe, &p, &zi, &mf, INTERP_SERVER, argc, argv, debug, &rc) != 0)
     return rc;
   rc = serve_run(&opts);

@@ -4,6 +4,7 @@
  * without colours, and whole lines in both formats (stderr to a file). */
 #include "applog.h"
 #include "check.h"
+#include "cli.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,16 +50,16 @@ static void test_time_and_prefixes(void) {
   CHECK_EQ_INT((long long)strlen(now), 24);
   CHECK(now[4] == '-' && now[7] == '-' && now[10] == 'T' && now[13] == ':' && now[16] == ':' &&
         now[19] == '.' && now[23] == 'Z');
-  applog_setup(LOG_INFO, LOG_FORMAT_TEXT, 0);
+  applog_setup(LOG_INFO, 0, 0);
   CHECK_STR(applog_level_prefix(LOG_INFO), "INFO:     ");
   CHECK_STR(applog_level_prefix(LOG_WARNING), "WARNING:  ");
   CHECK_STR(applog_level_prefix(LOG_CRITICAL), "CRITICAL: ");
   CHECK_STR(applog_level_name(LOG_ERROR), "ERROR");
-  applog_setup(LOG_INFO, LOG_FORMAT_TEXT, 1);
+  applog_setup(LOG_INFO, 0, 1);
   CHECK_STR(applog_level_prefix(LOG_INFO), "\033[32mINFO\033[0m:     ");
   CHECK_STR(applog_level_prefix(LOG_ERROR), "\033[31mERROR\033[0m:    ");
   CHECK_EQ_INT(applog_colors(), 1);
-  applog_setup(LOG_INFO, LOG_FORMAT_JSON, 1); /* JSON never has colours */
+  applog_setup(LOG_INFO, 1, 1); /* JSON never has colours */
   CHECK_EQ_INT(applog_colors(), 0);
   CHECK_EQ_INT(applog_is_json(), 1);
   CHECK_EQ_INT(applog_enabled(LOG_DEBUG), 0);
@@ -87,14 +88,14 @@ static char *capture(void (*emit)(void)) {
 }
 
 static void emit_text(void) {
-  applog_setup(LOG_INFO, LOG_FORMAT_TEXT, 0);
+  applog_setup(LOG_INFO, 0, 0);
   applog(LOG_INFO, "Started worker process [%d]", 42);
   applog(LOG_DEBUG, "not shown");
   applog(LOG_WARNING, "careful");
 }
 
 static void emit_json(void) {
-  applog_setup(LOG_DEBUG, LOG_FORMAT_JSON, -1);
+  applog_setup(LOG_DEBUG, 1, -1);
   applog(LOG_ERROR, "bad \"thing\"\n%s", "second line");
   applog_message(LOG_DEBUG, "uvicorn.access", "x\xff");
 }
