@@ -1,5 +1,7 @@
 #include "workers.h"
 
+#include "applog.h"
+
 #include <errno.h>
 #include <netdb.h>
 #include <signal.h>
@@ -29,15 +31,8 @@ static double now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void log_info(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("INFO:     ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-}
+/* Log lines in the format of the workers' own (applog: text or JSON). */
+#define log_info(...) applog(LOG_INFO, __VA_ARGS__)
 
 static int bind_unix(const char *path, int backlog) {
   struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -194,15 +189,14 @@ int workers_run(cli_options *opts, int *is_worker) {
         }
         if (WIFEXITED(status) && code != 0 && now() - ws[i].started < EARLY_EXIT_SECONDS) {
           /* Failing at start (bad app, lifespan failure): restarting would loop. */
-          fprintf(stderr, "ERROR:    Worker [%d] failed to start (exit %d); stopping\n", (int)pid,
-                  code);
+          applog(LOG_ERROR, "Worker [%d] failed to start (exit %d); stopping", (int)pid, code);
           stopping = 1;
           status_out = code;
           deadline = now() + opts->timeout_graceful_shutdown + KILL_GRACE_SECONDS;
           signal_all(ws, n, SIGTERM);
           break;
         }
-        fprintf(stderr, "WARNING:  Worker [%d] exited (status %d); restarting\n", (int)pid, code);
+        applog(LOG_WARNING, "Worker [%d] exited (status %d); restarting", (int)pid, code);
         if (spawn(&ws[i], &oldmask) == 0) {
           free(ws);
           *is_worker = 1;

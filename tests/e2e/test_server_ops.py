@@ -207,6 +207,25 @@ def test_log_format_json(ops):
     assert "Finished server process" in messages
 
 
+def test_log_format_json_with_workers(ops):
+    """The supervisor's lines are JSON too."""
+    port = free_port()
+    server = ops("--workers", "2", "--port", port, "--log-format", "json")
+    server.port = port
+    deadline = time.monotonic() + 30
+    while server.log().count("appbin running on socket") < 2:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
+    server.get("/status")
+    server.wait_log(r'"logger":"uvicorn\.access"')
+    assert server.stop() == 0
+    records = [json.loads(line) for line in server_lines(server.log())]
+    messages = [r.get("message", "") for r in records]
+    assert any(m.startswith("Started parent process") for m in messages)
+    assert sum(m.startswith("Started worker process") for m in messages) == 2
+    assert any(m.startswith("Finished parent process") for m in messages)
+
+
 def test_request_id_header_option(ops):
     server = ops("--log-format", "json", "--request-id-header", "X-Trace")
     server.get("/status", headers={"x-trace": "t-1", "x-request-id": "ignored"})
