@@ -97,6 +97,13 @@ size_t applog_json_escape(char *out, size_t cap, const char *s, size_t n) {
     return 0;
   for (size_t i = 0; i < n;) {
     unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') { /* the common case */
+      if (o + 1 >= cap)
+        break;
+      out[o++] = (char)c;
+      i++;
+      continue;
+    }
     char esc[8];
     const char *piece = esc;
     size_t plen, take = 1;

@@ -13,6 +13,7 @@
 #include "applog.h"
 #include "metrics.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -124,14 +125,32 @@ void asgi_log_flush(ServerObject *s) {
   flush_records(s);
 }
 
-static void buffer_line(ServerObject *s, const char *line, size_t n) {
-  if (s->access_len + n > s->access_cap) {
+/* Room for a line of at most max bytes at the end of the access buffer
+ * (flushing it first if needed); the caller adds what it wrote to
+ * access_len. Lines are built in place with memcpy: an snprintf costs more
+ * than the rest of the access log. */
+static char *line_start(ServerObject *s, size_t max) {
+  assert(max <= s->access_cap);
+  if (s->access_len + max > s->access_cap)
     asgi_log_flush(s);
-    if (n > s->access_cap)
-      return;
-  }
-  memcpy(s->access_buf + s->access_len, line, n);
-  s->access_len += n;
+  return s->access_buf + s->access_len;
+}
+
+static inline char *put(char *p, const char *src, size_t n) {
+  memcpy(p, src, n);
+  return p + n;
+}
+#define PUT_LIT(p, lit) put((p), (lit), sizeof(lit) - 1)
+
+static char *put_uint(char *p, uint64_t v) {
+  char digits[20];
+  int n = 0;
+  do
+    digits[n++] = (char)('0' + v % 10);
+  while ((v /= 10) != 0);
+  while (n)
+    *p++ = digits[--n];
+  return p;
 }
 
 /* The request id header's value, or NULL. */
@@ -139,76 +158,86 @@ static const http_header *request_id(ServerObject *s, const http_request *req) {
   return s->request_id_header[0] ? asgi_find_header(req, s->request_id_header) : NULL;
 }
 
+#define TEXT_TARGET_MAX 300
+#define TEXT_LINE_MAX (64 + ASGI_LOG_CLIENT_MAX + 64 + TEXT_TARGET_MAX + 128)
+
 /* uvicorn's colours: the request line bold, the status by class. */
 static const char *const status_colours[6] = {"",         "\033[97m", "\033[32m",
                                               "\033[33m", "\033[31m", "\033[91m"};
 
+/* INFO:     client - "METHOD target HTTP/x.y" status reason */
 static void access_text(ServerObject *s, const http_request *req, const char *client, int status) {
-  char line[800];
-  int tlen = (int)(req->target_len > 300 ? 300 : req->target_len);
+  char *start = line_start(s, TEXT_LINE_MAX), *p = start;
   int colours = applog_colors(), cls = status / 100;
-  int n = snprintf(line, sizeof(line), "%s%s - \"%s%.*s %.*s HTTP/%d.%d%s\" %s%d %s%s\n",
-                   applog_level_prefix(LOG_INFO), client, colours ? "\033[1m" : "",
-                   (int)req->method_len, req->method, tlen, req->target, req->version_major,
-                   req->version_minor, colours ? "\033[0m" : "",
-                   colours ? status_colours[cls >= 1 && cls <= 5 ? cls : 0] : "", status,
-                   http_status_reason(status), colours ? "\033[0m" : "");
-  if (n <= 0)
-    return;
-  if ((size_t)n >= sizeof(line)) {
-    n = sizeof(line) - 1;
-    line[n - 1] = '\n';
+  const char *prefix = applog_level_prefix(LOG_INFO), *reason = http_status_reason(status);
+  p = put(p, prefix, strlen(prefix));
+  p = put(p, client, strnlen(client, ASGI_LOG_CLIENT_MAX));
+  p = PUT_LIT(p, " - \"");
+  if (colours)
+    p = PUT_LIT(p, "\033[1m");
+  p = put(p, req->method, req->method_len > 32 ? 32 : req->method_len);
+  *p++ = ' ';
+  p = put(p, req->target, req->target_len > TEXT_TARGET_MAX ? TEXT_TARGET_MAX : req->target_len);
+  p = PUT_LIT(p, " HTTP/");
+  p = put_uint(p, (uint64_t)req->version_major % 10);
+  *p++ = '.';
+  p = put_uint(p, (uint64_t)req->version_minor % 10);
+  if (colours)
+    p = PUT_LIT(p, "\033[0m");
+  p = PUT_LIT(p, "\" ");
+  if (colours) {
+    const char *c = status_colours[cls >= 1 && cls <= 5 ? cls : 0];
+    p = put(p, c, strlen(c));
   }
-  buffer_line(s, line, (size_t)n);
+  p = put_uint(p, (uint64_t)(status < 0 ? 0 : status % 1000));
+  *p++ = ' ';
+  p = put(p, reason, strnlen(reason, 64));
+  if (colours)
+    p = PUT_LIT(p, "\033[0m");
+  *p++ = '\n';
+  s->access_len += (size_t)(p - start);
 }
 
-/* Appends "s" as a JSON string (quoted) at *n. */
-static void json_str(char *line, size_t cap, size_t *n, const char *s, size_t len) {
-  if (*n + 3 > cap)
-    return;
-  line[(*n)++] = '"';
-  *n += applog_json_escape(line + *n, cap - *n - 1, s, len);
-  line[(*n)++] = '"';
-}
-
-static void json_raw(char *line, size_t cap, size_t *n, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void json_raw(char *line, size_t cap, size_t *n, const char *fmt, ...) {
-  if (*n >= cap)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  int k = vsnprintf(line + *n, cap - *n, fmt, ap);
-  va_end(ap);
-  if (k > 0)
-    *n = *n + (size_t)k >= cap ? cap - 1 : *n + (size_t)k;
-}
+#define JSON_PATH_MAX 2048 /* escaped bytes */
+#define JSON_ID_MAX 256
+/* the fixed part (names, time, numbers) is under 300 bytes */
+#define JSON_LINE_MAX (512 + 6 * ASGI_LOG_CLIENT_MAX + 6 * 32 + JSON_PATH_MAX + JSON_ID_MAX)
 
 static void access_json(ServerObject *s, const http_request *req, const char *client, int status,
                         uint64_t body_bytes) {
-  char line[2048];
-  const size_t cap = sizeof(line) - 2; /* room for "}\n" */
-  size_t n = 0;
-  char now[25];
-  applog_time(now);
+  char *start = line_start(s, JSON_LINE_MAX), *p = start;
   uint64_t us = req->start_ns ? (uv_hrtime() - req->start_ns) / 1000 : 0;
-  json_raw(line, cap, &n,
-           "{\"time\":\"%s\",\"level\":\"INFO\",\"logger\":\"uvicorn.access\",\"client\":", now);
-  json_str(line, cap, &n, client, strlen(client));
-  json_raw(line, cap, &n, ",\"method\":\"%.*s\",\"path\":", (int)req->method_len, req->method);
-  json_str(line, cap, &n, req->target, req->target_len > 1024 ? 1024 : req->target_len);
-  json_raw(line, cap, &n,
-           ",\"http_version\":\"%d.%d\",\"status\":%d,\"duration_ms\":%llu.%03llu,\"bytes\":%llu",
-           req->version_major, req->version_minor, status, (unsigned long long)(us / 1000),
-           (unsigned long long)(us % 1000), (unsigned long long)body_bytes);
+  p = PUT_LIT(p, "{\"time\":\"");
+  applog_time(p); /* 24 characters and a NUL */
+  p += 24;
+  p = PUT_LIT(p, "\",\"level\":\"INFO\",\"logger\":\"uvicorn.access\",\"client\":\"");
+  p += applog_json_escape(p, 6 * ASGI_LOG_CLIENT_MAX, client, strlen(client));
+  p = PUT_LIT(p, "\",\"method\":\"");
+  p += applog_json_escape(p, 6 * 32, req->method, req->method_len > 32 ? 32 : req->method_len);
+  p = PUT_LIT(p, "\",\"path\":\"");
+  p += applog_json_escape(p, JSON_PATH_MAX, req->target, req->target_len);
+  p = PUT_LIT(p, "\",\"http_version\":\"");
+  p = put_uint(p, (uint64_t)req->version_major % 10);
+  *p++ = '.';
+  p = put_uint(p, (uint64_t)req->version_minor % 10);
+  p = PUT_LIT(p, "\",\"status\":");
+  p = put_uint(p, (uint64_t)(status < 0 ? 0 : status));
+  p = PUT_LIT(p, ",\"duration_ms\":");
+  p = put_uint(p, us / 1000);
+  *p++ = '.';
+  *p++ = (char)('0' + us % 1000 / 100);
+  *p++ = (char)('0' + us % 100 / 10);
+  *p++ = (char)('0' + us % 10);
+  p = PUT_LIT(p, ",\"bytes\":");
+  p = put_uint(p, body_bytes);
   const http_header *id = request_id(s, req);
   if (id) {
-    json_raw(line, cap, &n, ",\"request_id\":");
-    json_str(line, cap, &n, id->value, id->value_len > 200 ? 200 : id->value_len);
+    p = PUT_LIT(p, ",\"request_id\":\"");
+    p += applog_json_escape(p, JSON_ID_MAX, id->value, id->value_len);
+    *p++ = '"';
   }
-  line[n++] = '}';
-  line[n++] = '\n';
-  buffer_line(s, line, n);
+  p = PUT_LIT(p, "}\n");
+  s->access_len += (size_t)(p - start);
 }
 
 /* (client, method, path, version, status, duration_ms, bytes, request_id) for

@@ -119,7 +119,7 @@ def measure(app, args, n, functions=False):
                     break
         costs = {}
         if functions:
-            annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(out)],
+            annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(out)],
                                        capture_output=True, text=True).stdout
             for line in annotated.splitlines():
                 m = re.match(r"\s*([\d,]+) \([^)]*\)\s+\S*:(\w+)(?:'\d+)? ", line)

@@ -181,6 +181,11 @@ def test_log_format_json(ops):
     bad.send(b"GET /status?code=204 HTTP/1.1\r\nHost: a\r\nX-Request-ID: \xff\xfeid\r\n\r\n")
     assert bad.read_response().status == 204
     bad.close()
+    long = server.connect()  # escapes and truncation keep lines whole and valid
+    long.send(b"GET /status?q=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\nX-Request-ID: "
+              + b'"\\' * 3000 + b"\r\n\r\n")
+    assert long.read_response().status == 200
+    long.close()
     server.wait_log(r'"message":"json from the app"')
     server.wait_log(r'"status":204')
     server.stop()
@@ -200,6 +205,10 @@ def test_log_format_json(ops):
     failed = next(r for r in access if r["path"] == "/raise")
     assert failed["status"] == 500 and "request_id" not in failed
     assert next(r for r in access if r["status"] == 204)["request_id"] == "\ufffd\ufffdid"
+    truncated = next(r for r in access if r["path"].startswith("/status?q=aaa"))
+    assert 2000 < len(truncated["path"]) <= 2048 and set(truncated["path"][10:]) == {"a"}
+    assert 100 < len(truncated["request_id"]) <= 128
+    assert set(truncated["request_id"]) == {'"', "\\"}
     error = next(r for r in records if r.get("message") == "Exception in ASGI application")
     assert error["level"] == "ERROR" and "opsapps raised on purpose" in error["exc_info"]
     messages = [r.get("message") for r in records]
