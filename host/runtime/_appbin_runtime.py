@@ -791,6 +791,9 @@ def serve(options):
     except AppLoadError as exc:
         log(4, str(exc))
         return 1
+    except Exception as exc:  # raised by the app's import: logged like any error line
+        log_exception(f"Error loading ASGI app '{options['app']}'", exc)
+        return 1
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:

@@ -235,6 +235,15 @@ def test_log_format_json_with_workers(ops):
     assert any(m.startswith("Finished parent process") for m in messages)
 
 
+def test_app_import_error_is_a_log_line(ops):
+    rc, out = ops.run("--app", "appbin_opsapps.broken:app", "--port", "0", "--log-format", "json")
+    assert rc == 1
+    (record,) = [json.loads(line) for line in server_lines(out) if "broken" in line]
+    assert record["level"] == "ERROR"
+    assert record["message"] == "Error loading ASGI app 'appbin_opsapps.broken:app'"
+    assert "RuntimeError: opsapps broken at import" in record["exc_info"]
+
+
 def test_request_id_header_option(ops):
     server = ops("--log-format", "json", "--request-id-header", "X-Trace")
     server.get("/status", headers={"x-trace": "t-1", "x-request-id": "ignored"})
