@@ -122,6 +122,9 @@ static uint64_t rss_bytes(pid_t pid) {
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
+/* about 4 KiB of fixed text, and a line under 100 bytes per worker */
+size_t metrics_render_bound(void) { return 8192 + 128 * (size_t)nslots; }
+
 size_t metrics_render(char *buf, size_t cap) {
   out o = {buf, cap, 0, 0};
   if (cap == 0)

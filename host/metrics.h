@@ -73,7 +73,8 @@ static inline void metrics_set_gauges(size_t connections, size_t in_flight, size
 }
 
 /* The exposition of every slot into buf (NUL-terminated); the length, or
- * 0 if cap is too small. */
+ * 0 if cap is too small. metrics_render_bound() bytes are always enough. */
 size_t metrics_render(char *buf, size_t cap);
+size_t metrics_render_bound(void);
 
 #endif

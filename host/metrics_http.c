@@ -63,20 +63,20 @@ static void on_written(uv_write_t *wr, int status) {
 }
 
 static void respond(mconn *c, int status, const char *reason, const char *extra, int head_only) {
-  size_t cap = 4096 + 256 * 1024;
+  const size_t head_room = 512;
+  size_t cap = head_room + (status == 200 ? metrics_render_bound() : 256);
   char *resp = malloc(cap);
   if (!resp) {
     conn_close(c);
     return;
   }
-  const size_t head_room = 512;
   size_t body_len;
   if (status == 200) {
     body_len = metrics_render(resp + head_room, cap - head_room);
   } else {
     body_len = (size_t)snprintf(resp + head_room, cap - head_room, "%s\n", reason);
   }
-  char head[head_room];
+  char head[512];
   int hn = snprintf(head, sizeof(head),
                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s"
                     "Connection: close\r\n\r\n",
