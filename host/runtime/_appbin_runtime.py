@@ -575,7 +575,7 @@ def _load_log_config(path):
                 for formatter in (config.get("formatters") or {}).values():
                     for key in ("()", "class"):
                         if isinstance(formatter, dict) and _stand_in(formatter.get(key)):
-                            formatter[key] = _logging_classes()[_stand_in(formatter[key])]
+                            formatter[key] = "_appbin_runtime." + _stand_in(formatter[key])
             logging.config.dictConfig(config)
         else:
             import configparser

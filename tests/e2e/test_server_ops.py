@@ -364,6 +364,19 @@ def test_log_config_dict(ops, tmp_path, suffix):
     assert reference and normalise(access) == normalise(reference[0])
 
 
+def test_log_config_formatter_class_key(ops, tmp_path):
+    """dictConfig's other spelling: "class" with "format" (a
+    logging.Formatter subclass, as uvicorn's are)."""
+    config = json.loads(json.dumps(UVICORN_CONFIG))
+    config["formatters"]["default"] = {"class": "uvicorn.logging.DefaultFormatter",
+                                       "format": "CLS %(levelprefix)s %(message)s"}
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps(config))
+    server = ops("--log-config", path)
+    server.get("/log", params={"msg": "class key"})
+    server.wait_log(r"^CLS INFO:     class key$")
+
+
 def test_log_config_ini(ops, tmp_path):
     path = tmp_path / "log.ini"
     path.write_text("""
