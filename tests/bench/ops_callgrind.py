@@ -65,13 +65,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+PIPELINE = 1
+
+
 def requests(port, n):
+    """n requests on one keep-alive connection, PIPELINE at a time."""
     with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-        for _ in range(n):
-            s.sendall(REQUEST)
+        for done in range(0, n, PIPELINE):
+            batch = min(PIPELINE, n - done)
+            s.sendall(REQUEST * batch)
             data = b""
-            while not data.endswith(b"Hello, world!"):
-                chunk = s.recv(4096)
+            while data.count(b"Hello, world!") < batch:
+                chunk = s.recv(65536)
                 if not chunk:
                     raise RuntimeError("connection closed")
                 data += chunk
@@ -140,7 +145,11 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--config", action="append", choices=sorted(CONFIGS))
     parser.add_argument("--functions", action="store_true")
+    parser.add_argument("--pipeline", type=int, default=1,
+                        help="requests sent together (1: one at a time)")
     opts = parser.parse_args()
+    global PIPELINE
+    PIPELINE = opts.pipeline
     WORK.mkdir(parents=True, exist_ok=True)
     app = pack(opts.host)
     names = opts.config or list(CONFIGS)
