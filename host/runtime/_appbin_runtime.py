@@ -432,8 +432,6 @@ def _logging_classes():
     if _logging_classes_cache is not None:
         return _logging_classes_cache
     import copy
-    import http
-    import json
     import logging
     import time
 
@@ -463,6 +461,8 @@ def _logging_classes():
 
     class AccessFormatter(DefaultFormatter):
         def formatMessage(self, record):
+            import http
+
             recordcopy = copy.copy(record)
             client_addr, method, full_path, http_version, status_code = recordcopy.args[:5]
             try:
@@ -488,6 +488,8 @@ def _logging_classes():
             super().__init__(fmt=fmt, datefmt=datefmt, style=style)
 
         def format(self, record):
+            import json
+
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             out = {"time": f"{stamp}.{int(record.msecs):03d}Z", "level": record.levelname,
                    "logger": record.name}
