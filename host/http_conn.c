@@ -1023,6 +1023,10 @@ static void conn_parse_error(http_conn *c, llhttp_errno_t err) {
       c->srv->cb.on_disconnect(&c->req);
     if (c->closed)
       return;
+    /* reported once, by the request's terminal call (not complete) */
+    c->resp_status = status;
+    http_response__simple(c, status, msg, true);
+    return;
   }
   http_response__error(c, status, msg);
 }

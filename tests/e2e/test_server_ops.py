@@ -525,6 +525,11 @@ def test_metrics_exposition(ops):
     raw.send(b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n")  # the layer's own 400
     assert raw.read_response().status == 400
     raw.close()
+    raw = server.connect()  # a body broken while the app reads it: one 400, counted once
+    raw.send(b"POST /status HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"5\r\nhello\r\nzz\r\n")
+    assert raw.read_response().status == 400
+    raw.close()
     families = parse(scrape(port))
     kinds = {name: kind for name, (kind, _) in families.items()}
     assert kinds == {
@@ -540,12 +545,13 @@ def test_metrics_exposition(ops):
     }
     total = "appbin_http_requests_total"
     assert value(families, "appbin_http_requests", total, status="2xx") == 2
-    assert value(families, "appbin_http_requests", total, status="4xx") == 2  # 404, the 400
+    assert value(families, "appbin_http_requests", total, status="4xx") == 3  # 404, 2 x 400
     assert value(families, "appbin_http_requests", total, status="5xx") == 2  # 503, /raise
     assert value(families, "appbin_http_requests", total, status="1xx") == 0
+    assert value(families, "appbin_http_requests", total, status="other") == 0
     hist = "appbin_http_request_duration_seconds"
     count = value(families, hist, hist + "_count")
-    assert count == 5  # the layer's 400 reached no app
+    assert count == 6  # the broken body's request reached the app, the bad head did not
     buckets = sorted(((float(dict(k[1])["le"]), v) for k, v in families[hist][1].items()
                       if k[0] == hist + "_bucket"))
     assert buckets[-1] == (float("inf"), count)
