@@ -10,11 +10,13 @@ starts app.bin under valgrind --tool=callgrind with instrumentation off,
 warms up with 300 keep-alive requests, counts the instructions of the next
 --requests ones (callgrind_control -i on/off; every thread of the process),
 and prints instructions per request: the median (and the range) of
---repeat runs, interleaved, since whole-request counts move by a few percent
-from run to run (the asyncio loop's interleaving under valgrind). The added
-code's own cost is exact: --functions prints, per request, the inclusive
-instructions of the operations functions (needs a host with symbols:
-cmake -B build-prof -DCMAKE_BUILD_TYPE=RelWithDebInfo).
+--repeat runs, interleaved, since whole-process counts move by several
+percent from run to run (how the asyncio loop's iterations fall under
+valgrind). --functions (a host with symbols: cmake -B build-prof
+-DCMAKE_BUILD_TYPE=RelWithDebInfo) also prints, per request, the inclusive
+instructions of the server's pump (server_pump: libuv, the HTTP layer, the
+ASGI bridge and the app's step; within 1% from run to run) and of the
+operations functions on the request path, exact.
 """
 
 import argparse
@@ -86,7 +88,7 @@ def requests(port, n):
 # the access log's functions then: format_log_prefix, asgi_log_access).
 FUNCTIONS = ("asgi_log_response", "server_sync_gauges", "uv_hrtime", "on_response_done",
              "metrics_observe_slow", "access_text", "access_json", "asgi_log_flush",
-             "format_log_prefix", "asgi_log_access")
+             "format_log_prefix", "asgi_log_access", "server_pump")
 
 
 def measure(app, args, n, functions=False):
