@@ -9,7 +9,8 @@
  * Option values come from, lowest precedence first: built-in defaults, the
  * payload manifest (default.<option>=value, set by appbin-pack --default),
  * environment variables (APPBIN_<OPTION>, dashes as underscores), the
- * command line.
+ * command line. An --env-file is loaded after this (ops.c), as uvicorn loads
+ * its env file after reading its own options: it does not set options.
  */
 #ifndef APPBIN_CLI_H
 #define APPBIN_CLI_H
