@@ -9,6 +9,7 @@
 #include "http.h"
 #include "metrics.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -247,8 +248,9 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
     PyErr_SetString(PyExc_ValueError, "--request-id-header is too long");
     return -1;
   }
-  for (size_t i = 0; i <= strlen(rid_s); i++)
-    s->request_id_header[i] = (char)(rid_s[i] >= 'A' && rid_s[i] <= 'Z' ? rid_s[i] + 32 : rid_s[i]);
+  size_t rid_len = strlen(rid_s);
+  for (size_t i = 0; i <= rid_len; i++) /* request header names are lowercase */
+    s->request_id_header[i] = (char)tolower((unsigned char)rid_s[i]);
   s->proxy_headers = (int)proxy_headers;
   long ws_deflate;
   if (dict_int(opts, "ws_max_size", 16 * 1024 * 1024, &s->ws_max_size) ||

@@ -128,7 +128,7 @@ typedef struct http_callbacks {
    * out, inside its terminal call right before on_request_done() (req set,
    * status 0 if none was started; complete: the whole response was queued,
    * 101 for an upgrade), and each error the layer answered itself (req
-   * NULL: 400, 408, 431, 503...). body_bytes: body bytes queued. May be NULL. */
+   * NULL: 400, 431, 503...). body_bytes: body bytes queued. May be NULL. */
   void (*on_response_done)(http_server *srv, const http_request *req, int status,
                            uint64_t body_bytes, bool complete);
 } http_callbacks;
