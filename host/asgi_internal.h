@@ -106,7 +106,7 @@ void asgi_log_exception(ServerObject *s, const char *msg, PyObject *exc);
 void asgi_log_current_exception(ServerObject *s, const char *msg);
 /* The client as the access log names it ("host:port", "unix" or "-"), from
  * scope["client"] (after trusted proxy headers), as uvicorn logs it. */
-#define ASGI_LOG_CLIENT_MAX 72
+#define ASGI_LOG_CLIENT_MAX 96
 void asgi_log_client(char out[ASGI_LOG_CLIENT_MAX], const http_request *req, PyObject *client);
 /* The HTTP layer's on_response_done, through asgi_http.c: the metrics, and
  * the access line of a request the app answered whole (client from

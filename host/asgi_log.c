@@ -93,12 +93,25 @@ void asgi_log_exception(ServerObject *s, const char *msg, PyObject *exc) {
 void asgi_log_client(char out[ASGI_LOG_CLIENT_MAX], const http_request *req, PyObject *client) {
   strcpy(out, "-");
   if (client && PyTuple_Check(client) && PyTuple_GET_SIZE(client) == 2) {
+    /* "host:port" with memcpy: snprintf would cost more than the line */
     PyObject *h = PyTuple_GET_ITEM(client, 0), *p = PyTuple_GET_ITEM(client, 1);
-    const char *host = PyUnicode_Check(h) ? PyUnicode_AsUTF8(h) : NULL;
+    Py_ssize_t hlen;
+    const char *host = PyUnicode_Check(h) ? PyUnicode_AsUTF8AndSize(h, &hlen) : NULL;
     long port = PyLong_Check(p) ? PyLong_AsLong(p) : -1;
-    if (host)
-      snprintf(out, ASGI_LOG_CLIENT_MAX, "%s:%ld", host, port);
     PyErr_Clear();
+    if (!host || (size_t)hlen > ASGI_LOG_CLIENT_MAX - 24)
+      return;
+    char digits[24], *d = digits + sizeof(digits);
+    unsigned long v = port < 0 ? (unsigned long)-port : (unsigned long)port;
+    do
+      *--d = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    if (port < 0)
+      *--d = '-';
+    memcpy(out, host, (size_t)hlen);
+    out[hlen] = ':';
+    memcpy(out + hlen + 1, d, (size_t)(digits + sizeof(digits) - d));
+    out[hlen + 1 + (digits + sizeof(digits) - d)] = '\0';
   } else if (req->unix_socket) {
     strcpy(out, "unix");
   }
