@@ -71,9 +71,12 @@ static void respond(mconn *c, int status, const char *reason, const char *extra,
     return;
   }
   size_t body_len;
-  if (status == 200) {
-    body_len = metrics_render(resp + head_room, cap - head_room);
-  } else {
+  if (status == 200 && (body_len = metrics_render(resp + head_room, cap - head_room)) == 0) {
+    status = 500; /* cannot happen with metrics_render_bound(); never a cut exposition */
+    reason = "Internal Server Error";
+    head_only = 0;
+  }
+  if (status != 200) {
     body_len = (size_t)snprintf(resp + head_room, cap - head_room, "%s\n", reason);
   }
   char head[512];
