@@ -10,6 +10,7 @@
 #include <Python.h>
 
 #include "http.h"
+#include "ipallow.h"
 
 #pragma GCC visibility push(hidden)
 
@@ -39,15 +40,16 @@ typedef struct ServerObject {
   int pump_scheduled;
   PyObject *closed_future;
   PyObject *on_max_requests;
-  int log_level, access_log, proxy_headers, trust_all_proxies;
+  uv_timer_t beat_timer; /* --workers: tells the supervisor the loop is alive */
+  int beat_on;
+  int log_level, access_log, proxy_headers;
   /* asgi_log.c's: lines through the runtime's logging module (--log-config),
    * access records waiting there for the flush, the request id header */
   int log_python;
   PyObject *access_records;
   char request_id_header[64]; /* lowercase; "" for none */
-  char **trusted;             /* --forwarded-allow-ips */
-  size_t ntrusted;
-  char *access_buf; /* allocated by asgi.c, filled and flushed by asgi_log.c */
+  ipallow trusted;            /* --forwarded-allow-ips */
+  char *access_buf;           /* allocated by asgi.c, filled and flushed by asgi_log.c */
   size_t access_len, access_cap;
   http_header *default_headers;
   size_t n_default_headers;
