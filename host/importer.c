@@ -1,5 +1,6 @@
 #include "importer.h"
 
+#include "archfs_libc.h"
 #include "asgi.h"
 #include "extload.h"
 #include "modindex.h"
@@ -108,16 +109,12 @@ static PyObject *native_path(const zipindex_entry *e) {
     Py_XINCREF(path);
     return path;
   }
-  PyObject *data = read_member(e);
-  if (!data) {
-    Py_DECREF(key);
-    return NULL;
-  }
+  /* archfs keeps one in-memory copy per member, shared with dlopen() of
+   * the member's archive path (ctypes.CDLL), so neither loads it twice. */
   char buf[4096], err[512];
-  int rc = extload_write(e->name, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data),
-                         EXTLOAD_CODE, buf, sizeof(buf), err, sizeof(err));
-  Py_DECREF(data);
-  if (rc != 0) {
+  int rc;
+  Py_BEGIN_ALLOW_THREADS rc = archfs_code_path(e, buf, sizeof(buf), err, sizeof(err));
+  Py_END_ALLOW_THREADS if (rc != 0) {
     Py_DECREF(key);
     return PyErr_Format(PyExc_ImportError, "appbin: %s", err);
   }
@@ -366,6 +363,12 @@ static PyObject *importer_create_module(PyObject *self, PyObject *spec) {
   return result;
 }
 
+static PyObject *call_runtime(const char *func, PyObject *arg1, PyObject *arg2);
+
+/* pkg_resources learns once loaded that our modules' files are files
+ * (_appbin_runtime.adopt_pkg_resources). */
+#define PKG_RESOURCES "pkg_resources"
+
 static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   (void)self;
   PyObject *spec = PyObject_GetAttrString(module, "__spec__");
@@ -399,6 +402,13 @@ static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   if (!r)
     return NULL;
   Py_DECREF(r);
+  if (m->name_len == sizeof(PKG_RESOURCES) - 1 &&
+      memcmp(m->name, PKG_RESOURCES, m->name_len) == 0) {
+    r = call_runtime("adopt_pkg_resources", module, Py_None);
+    if (!r)
+      return NULL;
+    Py_DECREF(r);
+  }
   Py_RETURN_NONE;
 }
 
@@ -485,14 +495,10 @@ static PyObject *importer_get_data(PyObject *self, PyObject *path) {
     return NULL;
   size_t len;
   const char *member = member_of_path(cpath, &len);
-  if (!member)
-    return read_disk_file(path);
-  const zipindex_entry *e = zipindex_find(g.zi, member, len);
-  if (!e) {
-    errno = ENOENT;
-    return PyErr_SetFromErrnoWithFilenameObject(PyExc_FileNotFoundError, path);
-  }
-  return read_member(e);
+  const zipindex_entry *e = member ? zipindex_find(g.zi, member, len) : NULL;
+  /* Other spellings ("pkg/../pkg/x", a directory) and real files: through
+   * the file system, where archfs serves the archive's with its errors. */
+  return e ? read_member(e) : read_disk_file(path);
 }
 
 static PyObject *call_runtime(const char *func, PyObject *arg1, PyObject *arg2) {
@@ -527,15 +533,6 @@ static PyObject *importer_get_resource_reader(PyObject *self, PyObject *fullname
   return r;
 }
 
-static PyObject *importer_find_distributions(PyObject *self, PyObject *args, PyObject *kwargs) {
-  (void)self;
-  static char *kwlist[] = {"context", NULL};
-  PyObject *context = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:find_distributions", kwlist, &context))
-    return NULL;
-  return call_runtime("find_distributions", context, Py_None);
-}
-
 static PyObject *importer_invalidate_caches(PyObject *self, PyObject *noargs) {
   (void)self, (void)noargs;
   Py_RETURN_NONE;
@@ -564,10 +561,6 @@ static PyMethodDef importer_methods[] = {
      "get_data($self, path, /)\n--\n\nThe bytes of a file in the archive (or on disk)."},
     {"get_resource_reader", importer_get_resource_reader, METH_O,
      "get_resource_reader($self, fullname, /)\n--\n\nA reader for importlib.resources."},
-    {"find_distributions", (PyCFunction)(void (*)(void))importer_find_distributions,
-     METH_VARARGS | METH_KEYWORDS,
-     "find_distributions($self, context=None)\n--\n\nDistributions in the archive, for "
-     "importlib.metadata."},
     {"invalidate_caches", importer_invalidate_caches, METH_NOARGS,
      "invalidate_caches($self, /)\n--\n\nNothing to do: the archive never changes."},
     {NULL, NULL, 0, NULL},
@@ -675,21 +668,6 @@ static PyObject *appbin_add_root(PyObject *mod, PyObject *arg) {
   return PyBool_FromLong(rc == 0);
 }
 
-static PyObject *appbin_memfile(PyObject *mod, PyObject *args) {
-  (void)mod;
-  const char *name;
-  Py_buffer data;
-  if (!PyArg_ParseTuple(args, "sy*:memfile", &name, &data))
-    return NULL;
-  char path[4096], err[512];
-  int rc = extload_write(name, data.buf, (size_t)data.len, EXTLOAD_DATA, path, sizeof(path), err,
-                         sizeof(err));
-  PyBuffer_Release(&data);
-  if (rc != 0)
-    return PyErr_Format(PyExc_OSError, "appbin: %s", err);
-  return PyUnicode_DecodeFSDefault(path);
-}
-
 static PyObject *appbin_manifest(PyObject *mod, PyObject *noargs) {
   (void)mod, (void)noargs;
   PyObject *d = PyDict_New();
@@ -722,8 +700,6 @@ static PyMethodDef appbin_functions[] = {
      "listdir(dir, /)\n--\n\nNames directly under an archive directory ('' is the root)."},
     {"add_root", appbin_add_root, METH_O,
      "add_root(dir, /)\n--\n\nImport modules from an archive directory too (for .pth)."},
-    {"memfile", appbin_memfile, METH_VARARGS,
-     "memfile(name, data, /)\n--\n\nA path to an in-memory read-only file holding data."},
     {"manifest", appbin_manifest, METH_NOARGS, "manifest()\n--\n\nThe payload manifest as a dict."},
     {NULL, NULL, 0, NULL},
 };
@@ -767,6 +743,10 @@ int importer_setup(const char *archive_path, const payload *pl, zipindex *zi, co
   g.archive_len = strlen(archive_path);
   g.zi = zi;
   g.mf = mf;
+  /* The archive as a read-only directory tree at "<archive>/", for the open,
+   * stat and listdir of Python code and of C libraries. */
+  if (archfs_mount(archive_path, zi, err, errlen) != 0)
+    return -1;
   if (modindex_init(&g.mi, zi) != 0)
     goto oom;
   static const char *const roots[] = {"stdlib/lib-dynload/", "stdlib/", "site-packages/"};
