@@ -4,10 +4,13 @@
  * task in asgi_task.c, logging in asgi_log.c, WebSockets in asgi_ws.c. */
 #include "asgi.h"
 
+#include "applog.h"
 #include "asgi_internal.h"
 #include "http.h"
+#include "metrics.h"
 #include "worker_board.h"
 
+#include <ctype.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -84,6 +87,13 @@ static int server_arm_timer(ServerObject *s) {
   return 0;
 }
 
+/* The metrics' gauges, once per pump rather than per event. */
+static void server_sync_gauges(ServerObject *s) {
+  if (metrics_self && s->http)
+    metrics_set_gauges(http_server_connections(s->http), http_server_active_requests(s->http),
+                       http_server_streams(s->http));
+}
+
 static PyObject *server_pump(ServerObject *s, PyObject *noargs) {
   (void)noargs;
   s->pump_scheduled = 0;
@@ -92,9 +102,11 @@ static PyObject *server_pump(ServerObject *s, PyObject *noargs) {
   s->in_pump = 1;
   uv_run(&s->uv, UV_RUN_NOWAIT);
   s->in_pump = 0;
+  server_sync_gauges(s); /* before the app's steps, which may block */
   if (PyErr_Occurred())
     asgi_log_current_exception(s, "error in the HTTP server");
   asgi_task_run_eager(s);
+  server_sync_gauges(s);
   asgi_log_flush(s);
   if (server_arm_timer(s) != 0)
     return NULL;
@@ -208,8 +220,25 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
       dict_double(opts, "timeout_keep_alive", 5, &keep_alive) ||
       dict_double(opts, "timeout_request_header", 10, &header_timeout))
     return -1;
+  long log_python;
+  if (dict_int(opts, "log_python", 0, &log_python))
+    return -1;
   s->log_level = (int)log_level;
-  s->access_log = (int)access_log;
+  s->log_python = log_python != 0;
+  /* Direct lines: the level gates the access log as uvicorn's logger does;
+   * through Python, the runtime has decided (the user's logger levels). */
+  s->access_log = access_log && (s->log_python || log_level <= LOG_INFO);
+  PyObject *rid = PyDict_GetItemString(opts, "request_id_header");
+  const char *rid_s = rid ? PyUnicode_AsUTF8(rid) : "x-request-id";
+  if (!rid_s)
+    return -1;
+  if (strlen(rid_s) >= sizeof(s->request_id_header)) {
+    PyErr_SetString(PyExc_ValueError, "--request-id-header is too long");
+    return -1;
+  }
+  size_t rid_len = strlen(rid_s);
+  for (size_t i = 0; i <= rid_len; i++) /* request header names are lowercase */
+    s->request_id_header[i] = (char)tolower((unsigned char)rid_s[i]);
   s->proxy_headers = (int)proxy_headers;
   long ws_deflate;
   if (dict_int(opts, "ws_max_size", 16 * 1024 * 1024, &s->ws_max_size) ||
@@ -255,6 +284,8 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
   cfg.limit_concurrency = (size_t)concurrency;
   cfg.limit_max_requests = (uint64_t)max_requests;
   cfg.backlog = (int)backlog;
+  /* request times: for the metrics' histogram and the access log's duration */
+  cfg.timing = metrics_self != NULL || (s->access_log && (s->log_python || applog_is_json()));
   cfg.default_headers = s->default_headers;
   cfg.n_default_headers = s->n_default_headers;
   s->http = http_server_new(&s->uv, &cfg, &asgi_http_callbacks, s);
@@ -458,6 +489,7 @@ static int server_traverse(ServerObject *s, visitproc visit, void *arg) {
   Py_VISIT(s->call_soon);
   Py_VISIT(s->call_later);
   Py_VISIT(s->loop_time);
+  Py_VISIT(s->access_records);
   return 0;
 }
 
@@ -483,6 +515,7 @@ static int server_clear(ServerObject *s) {
   Py_CLEAR(s->call_soon);
   Py_CLEAR(s->call_later);
   Py_CLEAR(s->loop_time);
+  Py_CLEAR(s->access_records);
   Py_CLEAR(s->loop);
   return 0;
 }

@@ -55,7 +55,7 @@ typedef struct {
   int status;
   unsigned started : 1, complete : 1, body_done : 1, body_sent : 1, disconnected : 1, paused : 1,
       resumed : 1, head : 1;
-  char log_prefix[512]; /* client - "METHOD target HTTP/x.y" */
+  char log_client[ASGI_LOG_CLIENT_MAX]; /* for the access log (asgi_log.c) */
 } RequestObject;
 
 static PyTypeObject RequestType;
@@ -136,28 +136,6 @@ static PyMethodDef request_methods[] = {
 };
 static void request_finish(PyObject *owner, PyObject *exc, int cancelled);
 
-/* client - "METHOD target HTTP/x.y", with the client as the app sees it
- * (scope["client"], after trusted proxy headers), as uvicorn logs it. */
-static void format_log_prefix(RequestObject *r, const http_request *req, PyObject *client) {
-  char who[128] = "-";
-  if (client && PyTuple_Check(client) && PyTuple_GET_SIZE(client) == 2) {
-    const char *host = PyUnicode_Check(PyTuple_GET_ITEM(client, 0))
-                           ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(client, 0))
-                           : NULL;
-    long port =
-        PyLong_Check(PyTuple_GET_ITEM(client, 1)) ? PyLong_AsLong(PyTuple_GET_ITEM(client, 1)) : -1;
-    if (host)
-      snprintf(who, sizeof(who), "%s:%ld", host, port);
-    PyErr_Clear();
-  } else if (req->unix_socket) {
-    snprintf(who, sizeof(who), "unix");
-  }
-  int tlen = (int)(req->target_len > 300 ? 300 : req->target_len);
-  snprintf(r->log_prefix, sizeof(r->log_prefix), "%s - \"%.*s %.*s HTTP/%d.%d\"", who,
-           (int)req->method_len, req->method, tlen, req->target, req->version_major,
-           req->version_minor);
-}
-
 static void on_request(http_request *req) {
   ServerObject *s = http_server_user(req->server);
   if (req->upgrade && s->ws_enabled && asgi_ws_is_websocket(req)) {
@@ -181,9 +159,9 @@ static void on_request(http_request *req) {
   r->head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
   req->user = r; /* the layer's reference, dropped in on_request_done */
   PyObject *scope = asgi_build_scope(s, req, 0);
-  r->log_prefix[0] = '\0';
-  if (scope && s->access_log && s->log_level <= LOG_INFO)
-    format_log_prefix(r, req, PyDict_GetItemWithError(scope, S.client));
+  r->log_client[0] = '\0';
+  if (scope && s->access_log)
+    asgi_log_client(r->log_client, req, PyDict_GetItemWithError(scope, S.client));
   PyObject *receive = scope ? PyCFunction_New(&request_methods[0], (PyObject *)r) : NULL;
   PyObject *send = receive ? PyCFunction_New(&request_methods[1], (PyObject *)r) : NULL;
   int rc = send ? asgi_start_app(s, scope, receive, send, (PyObject *)r, request_finish) : -1;
@@ -292,6 +270,15 @@ static void on_max_requests(http_server *srv) {
   }
 }
 
+/* The access log and the metrics (asgi_log.c): the layer calls this for
+ * every response, right before on_request_done. */
+static void on_response_done(http_server *srv, const http_request *req, int status,
+                             uint64_t body_bytes, bool complete) {
+  RequestObject *r = req ? request_of((http_request *)req) : NULL;
+  asgi_log_response(http_server_user(srv), req, r && r->log_client[0] ? r->log_client : NULL,
+                    status, body_bytes, complete);
+}
+
 static void on_log(http_server *srv, int level, const char *msg) {
   static const int map[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR};
   asgi_log(http_server_user(srv), map[level < 0 ? 0 : level > 3 ? 3 : level], "%s", msg);
@@ -322,7 +309,6 @@ static void finish_with_500(RequestObject *r) {
     r->status = 500;
     r->started = 1;
     if (!r->disconnected && http_response_start(r->req, 500, h, 2) == 0) {
-      asgi_log_access(s, r->log_prefix, r->status); /* only what the client really gets */
       http_response_write(r->req, body, sizeof(body) - 1, false);
     } else {
       http_response_abort(r->req);
@@ -507,8 +493,6 @@ static PyObject *send_body(RequestObject *r, PyObject *message) {
   Py_buffer view = {0};
   if (body && PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) != 0)
     return NULL;
-  if (!more)
-    asgi_log_access(r->server, r->log_prefix, r->status);
   ASSERT_CALLER_HOLDS(r);
   int rc = http_response_write(r->req, view.buf, (size_t)view.len, more);
   if (body)
@@ -531,7 +515,6 @@ static PyObject *send_pathsend(RequestObject *r, PyObject *message) {
     return NULL;
   }
   Py_DECREF(fs);
-  asgi_log_access(r->server, r->log_prefix, r->status);
   ASSERT_CALLER_HOLDS(r);
   int rc = http_response_sendfile(r->req, fd, 0, -1, false);
   return after_write(r, rc, 0);
@@ -559,8 +542,6 @@ static PyObject *send_zerocopy(RequestObject *r, PyObject *message) {
   int dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (dupfd < 0)
     return PyErr_SetFromErrno(PyExc_OSError);
-  if (!more)
-    asgi_log_access(r->server, r->log_prefix, r->status);
   ASSERT_CALLER_HOLDS(r);
   int rc = http_response_sendfile(r->req, dupfd, offset, count, more);
   return after_write(r, rc, more);
@@ -621,6 +602,7 @@ const http_callbacks asgi_http_callbacks = {
     .on_request_done = on_request_done,
     .on_max_requests = on_max_requests,
     .on_log = on_log,
+    .on_response_done = on_response_done,
 };
 
 int asgi_http_init(void) {

@@ -43,8 +43,13 @@ typedef struct ServerObject {
   uv_timer_t beat_timer; /* --workers: tells the supervisor the loop is alive */
   int beat_on;
   int log_level, access_log, proxy_headers;
-  ipallow trusted;  /* --forwarded-allow-ips */
-  char *access_buf; /* allocated by asgi.c, filled and flushed by asgi_log.c */
+  /* asgi_log.c's: lines through the runtime's logging module (--log-config),
+   * access records waiting there for the flush, the request id header */
+  int log_python;
+  PyObject *access_records;
+  char request_id_header[64]; /* lowercase; "" for none */
+  ipallow trusted;            /* --forwarded-allow-ips */
+  char *access_buf;           /* allocated by asgi.c, filled and flushed by asgi_log.c */
   size_t access_len, access_cap;
   http_header *default_headers;
   size_t n_default_headers;
@@ -101,8 +106,15 @@ void asgi_log(ServerObject *s, int level, const char *fmt, ...)
 void asgi_log_exception(ServerObject *s, const char *msg, PyObject *exc);
 /* The current Python exception (cleared). */
 void asgi_log_current_exception(ServerObject *s, const char *msg);
-/* An access line "prefix status reason", if the access log is on. */
-void asgi_log_access(ServerObject *s, const char *prefix, int status);
+/* The client as the access log names it ("host:port", "unix" or "-"), from
+ * scope["client"] (after trusted proxy headers), as uvicorn logs it. */
+#define ASGI_LOG_CLIENT_MAX 96
+void asgi_log_client(char out[ASGI_LOG_CLIENT_MAX], const http_request *req, PyObject *client);
+/* The HTTP layer's on_response_done, through asgi_http.c: the metrics, and
+ * the access line of a request the app answered whole (client from
+ * asgi_log_client, NULL for none: a WebSocket handshake, a layer error). */
+void asgi_log_response(ServerObject *s, const http_request *req, const char *client, int status,
+                       uint64_t body_bytes, bool complete);
 /* Writes the buffered access lines (after each pump, and on close). */
 void asgi_log_flush(ServerObject *s);
 

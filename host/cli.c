@@ -22,6 +22,9 @@ typedef enum opt_kind {
   OPT_WS,
   OPT_HEADER, /* repeatable */
   OPT_IPLIST, /* --forwarded-allow-ips: checked by ipallow_parse */
+  OPT_LOG_FORMAT,
+  OPT_HEADER_NAME, /* a field name, or "" for none */
+  OPT_URL_PATH,    /* starts with '/' */
 } opt_kind;
 
 typedef struct opt_spec {
@@ -75,6 +78,22 @@ static const opt_spec options[] = {
      "trace|debug|info|warning|error|critical (default info)"},
     {"access-log", OPT_BOOL, OFF(access_log), 0, 0, NULL,
      "log each request to stderr (default on)"},
+    {"log-config", OPT_STR, OFF(log_config), 0, 0, "FILE",
+     "logging config: dictConfig .json/.yaml/.yml, else fileConfig (.ini)"},
+    {"use-colors", OPT_BOOL, OFF(use_colors), 0, 0, NULL,
+     "coloured log levels (default: when stderr is a terminal)"},
+    {"log-format", OPT_LOG_FORMAT, OFF(log_format), 0, 0, "text|json",
+     "log lines as uvicorn's text or one JSON object each (default text)"},
+    {"request-id-header", OPT_HEADER_NAME, OFF(request_id_header), 0, 0, "NAME",
+     "request header logged as request_id (default X-Request-ID; '' for none)"},
+    {"env-file", OPT_STR, OFF(env_file), 0, 0, "FILE",
+     "load environment variables from a dotenv file"},
+    {"metrics-port", OPT_INT, OFF(metrics_port), 0, 65535, "PORT",
+     "serve Prometheus metrics on this port (default: off)"},
+    {"metrics-host", OPT_STR, OFF(metrics_host), 0, 0, "HOST",
+     "bind address of the metrics endpoint (default: --host)"},
+    {"metrics-path", OPT_URL_PATH, OFF(metrics_path), 0, 0, "PATH",
+     "path of the metrics endpoint (default /metrics)"},
     {"ws", OPT_WS, OFF(ws), 0, 0, "auto|none", "WebSocket support (default auto)"},
     {"ws-max-size", OPT_LONG, OFF(ws_max_size), 1, LONG_MAX, "BYTES",
      "largest WebSocket message (default 16777216)"},
@@ -114,6 +133,11 @@ static void set_defaults(cli_options *o) {
   o->lifespan = LIFESPAN_AUTO;
   o->log_level = LOG_INFO;
   o->access_log = 1;
+  o->use_colors = -1;
+  o->log_format = LOG_FORMAT_TEXT;
+  o->request_id_header = "x-request-id";
+  o->metrics_port = -1;
+  o->metrics_path = "/metrics";
   o->ws = "auto";
   o->ws_max_size = 16 * 1024 * 1024;
   o->ws_max_queue = 32;
@@ -127,6 +151,14 @@ static void set_defaults(cli_options *o) {
 static const char *const level_names[] = {"trace", "debug", "info", "warning", "error", "critical"};
 
 const char *cli_log_level_name(cli_log_level level) { return level_names[level]; }
+
+static const char *const log_format_names[] = {"text", "json"};
+
+const char *cli_log_format_name(cli_log_format format) { return log_format_names[format]; }
+
+static int is_tchar(char ch) {
+  return isalnum((unsigned char)ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
 
 static int parse_bool(const char *v, int *out) {
   static const char *const yes[] = {"1", "true", "yes", "on"};
@@ -182,8 +214,27 @@ static int apply(cli_options *o, const opt_spec *s, const char *value, const cha
   case OPT_LEVEL:
     for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++)
       if (strcasecmp(value, level_names[i]) == 0)
-        return *(cli_log_level *)field = (cli_log_level)i, 0;
+        return *(cli_log_level *)field = (cli_log_level)i, o->log_level_set = 1, 0;
     goto bad;
+  case OPT_LOG_FORMAT:
+    for (size_t i = 0; i < sizeof(log_format_names) / sizeof(log_format_names[0]); i++)
+      if (strcasecmp(value, log_format_names[i]) == 0)
+        return *(cli_log_format *)field = (cli_log_format)i, 0;
+    goto bad;
+  case OPT_HEADER_NAME:
+    for (const char *p = value; *p; p++)
+      if (!is_tchar(*p))
+        goto bad;
+    *(const char **)field = value;
+    return 0;
+  case OPT_URL_PATH:
+    if (value[0] != '/')
+      goto bad;
+    for (const char *p = value; *p; p++)
+      if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '?' || *p == '#')
+        goto bad;
+    *(const char **)field = value;
+    return 0;
   case OPT_LIFESPAN:
     if (strcmp(value, "auto") == 0)
       return *(cli_lifespan *)field = LIFESPAN_AUTO, 0;
@@ -215,7 +266,7 @@ static int apply(cli_options *o, const opt_spec *s, const char *value, const cha
     if (!colon || colon == value)
       goto bad;
     for (const char *p = value; p < colon; p++)
-      if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p))
+      if (!is_tchar(*p))
         goto bad;
     for (const char *p = colon + 1; *p; p++)
       if ((unsigned char)*p < 0x20 && *p != '\t')

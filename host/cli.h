@@ -9,7 +9,8 @@
  * Option values come from, lowest precedence first: built-in defaults, the
  * payload manifest (default.<option>=value, set by appbin-pack --default),
  * environment variables (APPBIN_<OPTION>, dashes as underscores), the
- * command line.
+ * command line. An --env-file is loaded after this (ops.c), as uvicorn loads
+ * its env file after reading its own options: it does not set options.
  */
 #ifndef APPBIN_CLI_H
 #define APPBIN_CLI_H
@@ -36,6 +37,8 @@ typedef enum cli_log_level {
 } cli_log_level;
 
 typedef enum cli_lifespan { LIFESPAN_AUTO, LIFESPAN_ON, LIFESPAN_OFF } cli_lifespan;
+
+typedef enum cli_log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON } cli_log_format;
 
 #define CLI_MAX_HEADERS 32
 
@@ -72,6 +75,16 @@ typedef struct cli_options {
   cli_lifespan lifespan;
   cli_log_level log_level;
   int access_log;
+  /* operations: logging set-up, environment file, metrics endpoint */
+  int log_level_set;             /* --log-level came from somewhere (not the built-in) */
+  const char *log_config;        /* dictConfig JSON/YAML or fileConfig .ini/.conf */
+  int use_colors;                /* 1, 0, or -1: when stderr is a terminal */
+  cli_log_format log_format;     /* text (uvicorn's) or json (one object a line) */
+  const char *request_id_header; /* as given; "" logs no request id */
+  const char *env_file;          /* dotenv file loaded before anything else */
+  int metrics_port;              /* -1: no metrics endpoint; 0: any free port */
+  const char *metrics_host;      /* NULL: the --host value */
+  const char *metrics_path;
   /* websockets */
   const char *ws; /* "auto" or "none" */
   long ws_max_size;
@@ -100,5 +113,6 @@ int cli_parse(int argc, char **argv, const manifest *defaults, cli_options *out,
 void cli_print_help(FILE *out, const char *prog);
 
 const char *cli_log_level_name(cli_log_level level);
+const char *cli_log_format_name(cli_log_format format);
 
 #endif

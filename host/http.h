@@ -95,6 +95,7 @@ typedef struct http_request {
   int client_port;         /* -1 if unknown */
   const char *server_host; /* NUL-terminated; socket path for unix sockets */
   int server_port;         /* -1 if unknown / unix */
+  uint64_t start_ns;       /* uv_hrtime() once the head was parsed (0 unless cfg.timing) */
   /* --- consumer-owned --- */
   void *user;
 } http_request;
@@ -123,6 +124,13 @@ typedef struct http_callbacks {
   /* Diagnostics (invalid requests, accept errors). level: 0 debug, 1 info,
    * 2 warning, 3 error. May be NULL. */
   void (*on_log)(http_server *srv, int level, const char *msg);
+  /* A response is over (for access logs and metrics): every request handed
+   * out, inside its terminal call right before on_request_done() (req set,
+   * status 0 if none was started; complete: the whole response was queued,
+   * 101 for an upgrade), and each error the layer answered itself (req
+   * NULL: 400, 431, 503...). body_bytes: body bytes queued. May be NULL. */
+  void (*on_response_done)(http_server *srv, const http_request *req, int status,
+                           uint64_t body_bytes, bool complete);
 } http_callbacks;
 
 typedef struct http_config {
@@ -141,6 +149,7 @@ typedef struct http_config {
   size_t limit_concurrency;    /* 503 when this many requests/connections are active (0 = off) */
   uint64_t limit_max_requests; /* stop accepting after this many requests (0 = off) */
   int backlog;                 /* listen backlog (2048) */
+  bool timing;                 /* stamp http_request.start_ns (false) */
 } http_config;
 
 /* Fill *cfg with the defaults shown above. */
@@ -181,6 +190,8 @@ void http_server_free(http_server *srv);
 size_t http_server_connections(const http_server *srv);
 size_t http_server_active_requests(const http_server *srv);
 uint64_t http_server_total_requests(const http_server *srv);
+/* Upgraded connections (http_request_upgrade) not yet closed. */
+size_t http_server_streams(const http_server *srv);
 
 /* --- request body flow ---------------------------------------------------- */
 

@@ -183,6 +183,7 @@ void http_conn_close_now(http_conn *c) {
   }
   if (c->stream_active) {
     c->stream_active = false;
+    c->srv->n_streams--;
     if (c->stream.cb.on_close)
       c->stream.cb.on_close(&c->stream);
   }
@@ -1047,15 +1048,19 @@ static int on_headers_complete(llhttp_t *p) {
   c->resp_started = c->resp_head_open = c->resp_chunked = false;
   c->resp_no_body = c->resp_close_delimited = c->resp_app_connection = false;
   c->resp_remaining = -1;
+  c->resp_status = 0;
+  c->resp_body_bytes = 0;
+  c->resp_complete = false;
   c->want_drain = false;
   c->req_internal = false;
+  c->req.start_ns = srv->cfg.timing ? uv_hrtime() : 0;
 
   if (srv->cfg.limit_concurrency && (srv->n_active >= srv->cfg.limit_concurrency ||
                                      srv->n_conns - srv->n_closing > srv->cfg.limit_concurrency)) {
     http_server__log(srv, 2, "Exceeded concurrency limit.");
     c->parse_dead = true;
     c->keep_alive = false;
-    http_response__simple(c, 503, "Service Unavailable", true);
+    http_response__error(c, 503, "Service Unavailable");
     http_server__count_request(srv);
     return HPE_PAUSED;
   }
@@ -1165,8 +1170,12 @@ static void conn_parse_error(http_conn *c, llhttp_errno_t err) {
       c->srv->cb.on_disconnect(&c->req);
     if (c->closed)
       return;
+    /* reported once, by the request's terminal call (not complete) */
+    c->resp_status = status;
+    http_response__simple(c, status, msg, true);
+    return;
   }
-  http_response__simple(c, status, msg, true);
+  http_response__error(c, status, msg);
 }
 
 /* ---- shapes llhttp refuses -----------------------------------------------------
@@ -1445,6 +1454,8 @@ void http_conn_request_finished(http_conn *c) {
     c->parse_dead = true;
     c->close_after = true;
   }
+  if (srv->cb.on_response_done && !c->req_internal)
+    srv->cb.on_response_done(srv, &c->req, c->resp_status, c->resp_body_bytes, c->resp_complete);
   if (srv->cb.on_request_done && !c->req_internal)
     srv->cb.on_request_done(&c->req);
   c->req.user = NULL;
@@ -1496,6 +1507,7 @@ void http_conn_upgrade(http_conn *c, const http_stream_callbacks *cb, void *user
   conn_ref(c);
   c->upgraded = true;
   c->stream_active = true;
+  srv->n_streams++;
   c->stream_paused = false;
   c->stream_shutdown = false;
   c->stream.conn = c;
@@ -1510,6 +1522,8 @@ void http_conn_upgrade(http_conn *c, const http_stream_callbacks *cb, void *user
   /* the request's terminal call */
   c->req_active = false;
   srv->n_active--;
+  if (srv->cb.on_response_done && !c->req_internal)
+    srv->cb.on_response_done(srv, &c->req, 101, 0, true);
   if (srv->cb.on_request_done && !c->req_internal)
     srv->cb.on_request_done(&c->req);
   c->req.user = NULL;
@@ -1593,6 +1607,7 @@ void http_stream_close(http_stream *st, bool graceful) {
     return;
   conn_ref(c);
   c->stream_active = false;
+  c->srv->n_streams--;
   if (c->timer_mode == TIMER_STREAM)
     conn_timer(c, TIMER_OFF, 0);
   if (st->cb.on_close)

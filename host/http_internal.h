@@ -47,6 +47,7 @@ struct http_server {
   size_t n_conns;
   size_t n_closing; /* of n_conns: closing (lingering, handle closing) */
   size_t n_active;  /* requests handed to the consumer, not yet terminal */
+  size_t n_streams; /* upgraded connections whose stream is active */
   uint64_t n_requests;
 
   uint64_t nofile;       /* RLIMIT_NOFILE when created */
@@ -132,6 +133,7 @@ struct http_conn {
   int resp_status;
   size_t resp_head_at;   /* where the open head starts in wbuf */
   bool resp_head_unsent; /* no byte of wbuf left since the head was queued */
+  bool resp_complete;    /* the whole response was queued (for on_response_done) */
 
   /* --- output --- */
   http_buf wbuf;   /* queued, not yet handed to the kernel/libuv */
@@ -229,5 +231,8 @@ bool http_token_valid(const char *s, size_t n);
 bool http_value_valid(const char *s, size_t n);
 /* Serialize a complete small response (layer-generated errors). */
 int http_response__simple(http_conn *c, int status, const char *body, bool close);
+/* The layer's own error answer to a connection: sent, and reported to
+ * on_response_done without a request. */
+void http_response__error(http_conn *c, int status, const char *body);
 
 #endif

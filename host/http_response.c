@@ -323,6 +323,12 @@ int http_response__simple(http_conn *c, int status, const char *body, bool close
   return 0;
 }
 
+void http_response__error(http_conn *c, int status, const char *body) {
+  http_server *srv = c->srv;
+  if (http_response__simple(c, status, body, true) == 0 && srv->cb.on_response_done)
+    srv->cb.on_response_done(srv, NULL, status, strlen(body), true);
+}
+
 int http_response_start(http_request *req, int status, const http_header *headers, size_t n) {
   http_conn *c = CONN_OF_REQ(req);
   if (!c->req_active || c->resp_started)
@@ -421,6 +427,7 @@ static void close_head(http_conn *c, size_t first_len, bool final) {
 static void finish(http_conn *c) {
   if (c->resp_remaining > 0 || c->resp_close_delimited)
     c->keep_alive = false; /* short body: the client can only see the end by EOF */
+  c->resp_complete = !c->disconnected && !c->closed;
   http_conn_request_finished(c);
 }
 
@@ -461,6 +468,7 @@ int http_response_write(http_request *req, const void *data, size_t len, bool mo
       return fail(c, HTTP_ETOOMUCH, more);
     c->resp_remaining -= (int64_t)len;
   }
+  c->resp_body_bytes += len;
   if (c->resp_chunked) {
     if (len) {
       char hdr[24];
@@ -522,6 +530,7 @@ int http_response_sendfile(http_request *req, int fd, int64_t offset, int64_t co
     }
     c->resp_remaining -= count;
   }
+  c->resp_body_bytes += (uint64_t)count;
   if (count == 0) {
     close(fd);
     return http_response_write(req, NULL, 0, more);
@@ -566,7 +575,12 @@ void http_response_abort(http_request *req) {
   if (c->disconnected || c->closed) {
     /* the connection is gone or the layer took it over */
   } else if (!c->resp_started) {
-    http_response__simple(c, 500, "Internal Server Error", true);
+    static const char body[] = "Internal Server Error";
+    if (http_response__simple(c, 500, body, true) == 0) {
+      c->resp_status = 500;
+      c->resp_body_bytes = sizeof(body) - 1;
+      c->resp_complete = true;
+    }
   } else {
     c->disconnected = true;
     http_conn_close_now(c);
@@ -581,6 +595,7 @@ int http_response_retract(http_request *req) {
     return HTTP_ESTATE;
   c->wbuf.len = c->resp_head_at;
   c->resp_started = c->resp_head_open = false;
+  c->resp_status = 0;
   return 0;
 }
 

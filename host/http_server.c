@@ -96,6 +96,7 @@ uv_loop_t *http_server_loop(const http_server *srv) { return srv->loop; }
 size_t http_server_connections(const http_server *srv) { return srv->n_conns; }
 size_t http_server_active_requests(const http_server *srv) { return srv->n_active; }
 uint64_t http_server_total_requests(const http_server *srv) { return srv->n_requests; }
+size_t http_server_streams(const http_server *srv) { return srv->n_streams; }
 
 /* ---- read buffer pool -------------------------------------------------------- */
 

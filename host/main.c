@@ -18,6 +18,7 @@
 #include "healthcheck.h"
 #include "interp.h"
 #include "manifest.h"
+#include "ops.h"
 #include "payload.h"
 #include "serve.h"
 #include "sha256.h"
@@ -195,6 +196,8 @@ int main(int argc, char **argv) {
       return rc;
     return interp_run_python();
   }
+  if ((rc = ops_prepare(&opts)) != 0)
+    return rc;
   /* The server listens only once every byte is verified: the check runs
    * beside the interpreter's start-up (the runtime waits for it before it
    * binds), or, under a supervisor, before the workers are forked. */
@@ -212,6 +215,8 @@ int main(int argc, char **argv) {
     if (!is_worker)
       return rc;
   }
+  if (ops_start_serving(&opts) != 0)
+    return 1;
   if (interp_start(exe, &p, &zi, &mf, INTERP_SERVER, argc, argv, debug, &rc) != 0)
     return rc;
   rc = serve_run(&opts);

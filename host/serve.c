@@ -77,7 +77,13 @@ static PyObject *options_dict(const cli_options *o) {
       put(d, "ws_max_queue", PyLong_FromLong(o->ws_max_queue)) ||
       put(d, "ws_ping_interval", PyFloat_FromDouble(o->ws_ping_interval)) ||
       put(d, "ws_ping_timeout", PyFloat_FromDouble(o->ws_ping_timeout)) ||
-      put(d, "ws_per_message_deflate", PyLong_FromLong(o->ws_per_message_deflate))) {
+      put(d, "ws_per_message_deflate", PyLong_FromLong(o->ws_per_message_deflate)) ||
+      /* logging (the runtime's configure_logging) */
+      put(d, "log_config", str_or_none(o->log_config)) ||
+      put(d, "log_level_set", PyLong_FromLong(o->log_level_set)) ||
+      put(d, "use_colors", PyLong_FromLong(o->use_colors)) ||
+      put(d, "log_format", PyUnicode_FromString(cli_log_format_name(o->log_format))) ||
+      put(d, "request_id_header", PyUnicode_FromString(o->request_id_header))) {
     Py_DECREF(d);
     return NULL;
   }

@@ -29,6 +29,7 @@
  */
 #include "workers.h"
 
+#include "applog.h"
 #include "serve.h"
 
 #include <errno.h>
@@ -123,14 +124,22 @@ uint64_t workers_restarts(void) { return board ? atomic_load(&board->restarts) :
 
 /* ---- logging ------------------------------------------------------------------------ */
 
+/* The supervisor's lines, in the shape of the workers' (applog: uvicorn's
+ * text or JSON, --log-level applies); level is "INFO:", "WARNING:"... */
 static void log_line(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void log_line(const char *level, const char *fmt, ...) {
+  static const char *const names[] = {
+      "TRACE:", "DEBUG:", "INFO:", "WARNING:", "ERROR:", "CRITICAL:"};
+  int lvl = LOG_INFO;
+  for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++)
+    if (strcmp(level, names[i]) == 0)
+      lvl = i;
+  char msg[2048];
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "%-10s", level);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
+  applog_message(lvl, "uvicorn.error", msg);
 }
 
 /* "exit 3", "killed by SIGSEGV" */

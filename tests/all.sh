@@ -43,7 +43,8 @@ step "unit tests (ASan/UBSan)" env ASAN_OPTIONS=detect_leaks=1 \
   ctest --test-dir build-asan --output-on-failure -j2
 build_fuzzers() {
   CC=clang APPBIN_TARGET=fuzz_http_conn build build-fuzz -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_FUZZ=ON &&
-    cmake --build build-fuzz --target fuzz_ws_frame fuzz_archfs_path fuzz_zipindex
+    cmake --build build-fuzz --target fuzz_ws_frame fuzz_archfs_path fuzz_zipindex &&
+    cmake --build build-fuzz --target fuzz_envfile
 }
 step "fuzz build" build_fuzzers
 fuzz_seconds=${APPBIN_FUZZ_SECONDS:-30}
@@ -65,18 +66,19 @@ fuzz() {
 step "fuzz http parser (${fuzz_seconds}s)" fuzz fuzz_http_conn -dict=tests/fuzz/http.dict \
   tests/fuzz/corpus
 step "fuzz websocket frames (${fuzz_seconds}s)" fuzz fuzz_ws_frame
+step "fuzz env file and JSON escaping (${fuzz_seconds}s)" fuzz fuzz_envfile -dict=tests/fuzz/envfile.dict
 step "fuzz archive paths (${fuzz_seconds}s)" fuzz fuzz_archfs_path tests/fuzz/corpus-archfs
 step "fuzz archive reader (${fuzz_seconds}s)" fuzz fuzz_zipindex
 step "end-to-end tests" env APPBIN_HTTP_TEST_SERVER="$top/build/tests/unit/http-test-server" \
   build/tools-venv/bin/pytest tests/e2e -q -p no:cacheprovider
 # The C-heavy paths again on the sanitizer build: importer, HTTP, ASGI and
-# its eager task steps.
+# its eager task steps, the access log, env file and metrics endpoint.
 step "end-to-end tests on the ASan host" env APPBIN_BUILD_DIR=build-asan \
   APPBIN_HTTP_TEST_SERVER="$top/build-asan/tests/unit/http-test-server" \
   ASAN_OPTIONS=detect_leaks=0 build/tools-venv/bin/pytest -q -p no:cacheprovider -m "not slow" \
   tests/e2e/test_host_importer.py tests/e2e/test_server_http11.py tests/e2e/test_server_asgi.py \
   tests/e2e/test_server_tasks.py tests/e2e/test_http_layer.py tests/e2e/test_server_hardening.py \
-  tests/e2e/test_archfs.py
+  tests/e2e/test_server_ops.py tests/e2e/test_archfs.py
 # A live ASan app.bin (default flags) under mutated requests and WebSocket
 # frames from several connections; a crash, sanitizer report or hang fails.
 step "network fuzz on the ASan host (${APPBIN_NET_FUZZ_SECONDS:-45}s)" build/tools-venv/bin/python \

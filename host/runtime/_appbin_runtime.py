@@ -225,27 +225,279 @@ def load_app(spec, factory=False):
     return app
 
 
-# ---- logging (uvicorn's format: "LEVEL:    message" on stderr) -----------------
+# ---- logging ---------------------------------------------------------------------
+#
+# As uvicorn: the loggers "uvicorn" (with a handler on stderr), "uvicorn.error"
+# (the server's messages) and "uvicorn.access", configured before the app is
+# imported, from --log-config when given. The C side writes its own lines
+# directly in the same shapes (asgi_log.c, applog.c) unless a --log-config
+# asks for the logging module's handlers (options["log_python"]).
 
 _LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LEVEL_NUMBERS = (5, 10, 20, 30, 40, 50)  # logging's numbers, TRACE as uvicorn's 5
 _log_level = 2
+_error_logger = None
+_access_logger = None
+_logging_classes_cache = None
+_FORMATTER_NAMES = ("DefaultFormatter", "AccessFormatter", "JsonFormatter")
+
+
+def _logging_classes():
+    """uvicorn.logging's DefaultFormatter and AccessFormatter (same output,
+    same colours, same use_colors=None rule), and the JSON formatter."""
+    global _logging_classes_cache
+    if _logging_classes_cache is not None:
+        return _logging_classes_cache
+    import copy
+    import logging
+    import time
+
+    def style(text, code):
+        return f"\033[{code}m{text}\033[0m"
+
+    level_colours = {5: "34", 10: "36", 20: "32", 30: "33", 40: "31", 50: "91"}
+    status_colours = {1: "97", 2: "32", 3: "33", 4: "31", 5: "91"}
+
+    class DefaultFormatter(logging.Formatter):
+        def __init__(self, fmt=None, datefmt=None, style="%", use_colors=None):
+            self.use_colors = use_colors if use_colors in (True, False) else sys.stdout.isatty()
+            super().__init__(fmt=fmt, datefmt=datefmt, style=style)
+
+        def formatMessage(self, record):
+            recordcopy = copy.copy(record)
+            levelname = recordcopy.levelname
+            separator = " " * (8 - len(levelname))
+            if self.use_colors:
+                colour = level_colours.get(recordcopy.levelno)
+                levelname = style(levelname, colour) if colour else levelname
+                if "color_message" in recordcopy.__dict__:
+                    recordcopy.msg = recordcopy.__dict__["color_message"]
+                    recordcopy.__dict__["message"] = recordcopy.getMessage()
+            recordcopy.__dict__["levelprefix"] = levelname + ":" + separator
+            return super().formatMessage(recordcopy)
+
+    class AccessFormatter(DefaultFormatter):
+        def formatMessage(self, record):
+            import http
+
+            recordcopy = copy.copy(record)
+            client_addr, method, full_path, http_version, status_code = recordcopy.args[:5]
+            try:
+                phrase = http.HTTPStatus(int(status_code)).phrase
+            except ValueError:
+                phrase = ""
+            status = f"{status_code} {phrase}"
+            request_line = f"{method} {full_path} HTTP/{http_version}"
+            if self.use_colors:
+                colour = status_colours.get(int(status_code) // 100)
+                status = style(status, colour) if colour else status
+                request_line = style(request_line, "1")
+            recordcopy.__dict__.update(client_addr=client_addr, request_line=request_line,
+                                       status_code=status)
+            return super().formatMessage(recordcopy)
+
+    class JsonFormatter(logging.Formatter):
+        """One JSON object a line: time (UTC, ms), level, logger, then for
+        access records client, method, path, http_version, status,
+        duration_ms, bytes, request_id, else message (and exc_info)."""
+
+        def __init__(self, fmt=None, datefmt=None, style="%", use_colors=None):
+            super().__init__(fmt=fmt, datefmt=datefmt, style=style)
+
+        def format(self, record):
+            import json
+
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            out = {"time": f"{stamp}.{int(record.msecs):03d}Z", "level": record.levelname,
+                   "logger": record.name}
+            args = record.args
+            if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) >= 5:
+                out.update(client=args[0], method=args[1], path=args[2], http_version=args[3],
+                           status=int(args[4]))
+                for key in ("duration_ms", "bytes", "request_id"):
+                    value = record.__dict__.get(key)
+                    if value is not None:
+                        out[key] = round(value, 3) if key == "duration_ms" else value
+            else:
+                out["message"] = record.getMessage()
+            if record.exc_info:
+                out["exc_info"] = self.formatException(record.exc_info)
+            elif record.exc_text:
+                out["exc_info"] = record.exc_text
+            return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+    _logging_classes_cache = {"DefaultFormatter": DefaultFormatter,
+                              "AccessFormatter": AccessFormatter, "JsonFormatter": JsonFormatter}
+    return _logging_classes_cache
+
+
+def __getattr__(name):
+    """_appbin_runtime.DefaultFormatter etc., for logging configs."""
+    if name in _FORMATTER_NAMES:
+        return _logging_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class LogConfigError(Exception):
+    """--log-config cannot be used: a message for the user."""
+
+
+def _uvicorn_importable():
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("uvicorn.logging") is not None
+    except ImportError:
+        return False
+
+
+def _stand_in(name):
+    """uvicorn.logging.X -> our X, when the packed venv has no uvicorn."""
+    prefix = "uvicorn.logging."
+    if isinstance(name, str) and name.startswith(prefix) and name[len(prefix):] in (
+            "DefaultFormatter", "AccessFormatter", "ColourizedFormatter"):
+        short = name[len(prefix):]
+        return "DefaultFormatter" if short == "ColourizedFormatter" else short
+    return None
+
+
+def _load_log_config(path):
+    """Applies --log-config as uvicorn does: .json and .yaml/.yml are
+    dictConfig, anything else fileConfig (with disable_existing_loggers
+    False). A config written for uvicorn works without uvicorn in the app's
+    venv: its uvicorn.logging formatters are stood in for."""
+    import logging.config
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise LogConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    stand_in = not _uvicorn_importable()
+    try:
+        if path.endswith((".json", ".yaml", ".yml")):
+            if path.endswith(".json"):
+                import json
+
+                config = json.loads(raw.decode("utf-8"))
+            else:
+                try:
+                    import yaml
+                except ImportError:
+                    raise LogConfigError(
+                        f"{path} is YAML, and the app's venv has no PyYAML: add pyyaml to it "
+                        "or write the config as JSON") from None
+                config = yaml.safe_load(raw.decode("utf-8"))
+            if not isinstance(config, dict):
+                raise LogConfigError(f"{path} does not hold a dictConfig mapping")
+            if stand_in:
+                for formatter in (config.get("formatters") or {}).values():
+                    for key in ("()", "class"):
+                        if isinstance(formatter, dict) and _stand_in(formatter.get(key)):
+                            formatter[key] = "_appbin_runtime." + _stand_in(formatter[key])
+            logging.config.dictConfig(config)
+        else:
+            import configparser
+            import io
+
+            parser = configparser.ConfigParser()
+            parser.read_file(io.StringIO(raw.decode("utf-8")), path)
+            if stand_in:
+                for section in parser.sections():
+                    if section.startswith("formatter_"):
+                        name = _stand_in(parser.get(section, "class", fallback=None))
+                        if name:
+                            parser.set(section, "class", "_appbin_runtime." + name)
+            logging.config.fileConfig(parser, disable_existing_loggers=False)
+    except LogConfigError:
+        raise
+    except Exception as exc:
+        raise LogConfigError(f"invalid logging config {path}: {type(exc).__name__}: {exc}"
+                             ) from None
+
+
+def configure_logging(options):
+    """Sets up the uvicorn loggers (before the app is imported) and tells
+    the C side, in options, how to log. Raises LogConfigError."""
+    global _error_logger, _access_logger
+    import logging
+
+    logging.addLevelName(5, "TRACE")
+    level = _LEVEL_NUMBERS[options["log_level"]]
+    config = options.get("log_config")
+    if config:
+        _load_log_config(config)
+    else:
+        classes = _logging_classes()
+        colours = options.get("use_colors", -1)
+        colours = sys.stderr.isatty() if colours not in (0, 1) else bool(colours)
+        json_format = options.get("log_format") == "json"
+        error_handler = logging.StreamHandler(sys.stderr)
+        access_handler = logging.StreamHandler(sys.stderr)
+        if json_format:
+            error_handler.setFormatter(classes["JsonFormatter"]())
+            access_handler.setFormatter(classes["JsonFormatter"]())
+        else:
+            error_handler.setFormatter(
+                classes["DefaultFormatter"]("%(levelprefix)s %(message)s", use_colors=colours))
+            access_handler.setFormatter(classes["AccessFormatter"](
+                '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+                use_colors=colours))
+        for name, handler in (("uvicorn", error_handler), ("uvicorn.access", access_handler)):
+            logger = logging.getLogger(name)
+            logger.handlers = [handler]
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+        logging.getLogger("uvicorn.error").setLevel(logging.INFO)
+    if not config or options.get("log_level_set"):
+        for name in ("uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+            logging.getLogger(name).setLevel(level)
+    _error_logger = logging.getLogger("uvicorn.error")
+    _access_logger = logging.getLogger("uvicorn.access")
+    if not options.get("access_log", 1):
+        _access_logger.handlers = []
+        _access_logger.propagate = False
+    if config:
+        # The C side asks the loggers: which levels, whether access lines go.
+        options["log_python"] = 1
+        enabled = [i for i, n in enumerate(_LEVEL_NUMBERS) if _error_logger.isEnabledFor(n)]
+        options["log_level"] = enabled[0] if enabled else len(_LEVELS)
+        options["access_log"] = int(bool(options.get("access_log", 1))
+                                    and _access_logger.isEnabledFor(logging.INFO))
 
 
 def log(level, message):
-    if level >= _log_level:
-        name = _LEVELS[level] + ":"
-        sys.stderr.write(f"{name:<10}{message}\n")
-        sys.stderr.flush()
+    """The server's messages (level: 0 trace .. 5 critical), also from C."""
+    if _error_logger is None:
+        if level >= _log_level:
+            name = _LEVELS[level] + ":"
+            sys.stderr.write(f"{name:<10}{message}\n")
+            sys.stderr.flush()
+        return
+    _error_logger.log(_LEVEL_NUMBERS[level], message)
 
 
 def log_exception(message, exc):
     """Logs an exception with its traceback at ERROR (called from C too)."""
-    if _log_level <= 4:
-        import traceback
+    if _error_logger is None:
+        if _log_level <= 4:
+            import traceback
 
-        lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-        sys.stderr.write(f"{'ERROR:':<10}{message}\n{''.join(lines)}")
-        sys.stderr.flush()
+            lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+            sys.stderr.write(f"{'ERROR:':<10}{message}\n{''.join(lines)}")
+            sys.stderr.flush()
+        return
+    exc_info = (type(exc), exc, exc.__traceback__) if isinstance(exc, BaseException) else None
+    _error_logger.error(message, exc_info=exc_info)
+
+
+def emit_access(records):
+    """Access records from C (with --log-config): uvicorn's message and
+    arguments, the duration, body size and request id as extra attributes."""
+    logger = _access_logger
+    for client, method, path, version, status, ms, nbytes, request_id in records:
+        logger.info('%s - "%s %s HTTP/%s" %d', client, method, path, version, status,
+                    extra={"duration_ms": ms, "bytes": nbytes, "request_id": request_id})
 
 
 # ---- serving -----------------------------------------------------------------------
@@ -342,6 +594,11 @@ def serve(options):
     import asyncio
 
     _log_level = options["log_level"]
+    try:
+        configure_logging(options)
+    except LogConfigError as exc:
+        log(4, f"--log-config: {exc}")
+        return 2
     _catch_early_signals()
     # No cyclic collection while start-up imports: nearly everything it
     # allocates lives as long as the process (and is frozen below), so the
@@ -357,6 +614,11 @@ def serve(options):
             app = load_app(options["app"], options["factory"])
         except AppLoadError as exc:
             log(4, str(exc))
+            return 1
+        except Exception as exc:  # raised by the app's import: logged like any error line
+            if _out_of_fds(exc):
+                raise
+            log_exception(f"Error loading ASGI app '{options['app']}'", exc)
             return 1
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)

@@ -180,3 +180,27 @@ def python_version():
 # The server suite's fixtures (a plain import: pytest_plugins is only allowed
 # in a top-level conftest, and this one is not when pytest runs from the root).
 from server_fixtures import *  # noqa: E402,F401,F403
+
+
+# ---- the operations tests (test_server_ops.py) ------------------------------------
+
+OPS_VENV_REQUIREMENTS = ("PyYAML==6.0.4",)
+OPS_APP = "appbin_opsapps.app:app"
+
+
+@pytest.fixture(scope="session")
+def ops_app_bin(tmp_path_factory, run_appbin_pack, appbin_host):
+    """app.bin of the server venv + PyYAML + fixtures/appbin_opsapps (--app
+    appbin_opsapps.app:app); $APPBIN_SERVER_TEST_HOST packs another host."""
+    from server_fixtures import SERVER_DISTRIBUTIONS, SERVER_VENV_REQUIREMENTS
+
+    requirements = (*SERVER_VENV_REQUIREMENTS, *OPS_VENV_REQUIREMENTS)
+    local_dirs = [FIXTURES / name for name in (*SERVER_DISTRIBUTIONS, "appbin_opsapps")]
+    venv = _cached_build("opsapps", requirements, local_dirs,
+                         lambda target: build_pip_venv(target, requirements, local_dirs))
+    host = os.environ.get("APPBIN_SERVER_TEST_HOST") or appbin_host
+    output = tmp_path_factory.mktemp("ops-app") / "app.bin"
+    result = run_appbin_pack("--venv", venv, "--app", OPS_APP, "--host", host, "-o", output,
+                             "--quiet")
+    assert result.returncode == 0, result.stderr
+    return output

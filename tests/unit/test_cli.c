@@ -663,8 +663,69 @@ static void test_small_err_buffer(void) {
   }
 }
 
+/* The operations options: logging set-up, env file, metrics endpoint. */
+static void test_ops_options(void) {
+  CHECK_EQ_INT(run(ARGV("app.bin")), 0);
+  CHECK_EQ_INT(o.log_level_set, 0);
+  CHECK(o.log_config == NULL);
+  CHECK_EQ_INT(o.use_colors, -1);
+  CHECK_EQ_INT(o.log_format, LOG_FORMAT_TEXT);
+  CHECK_STR(o.request_id_header, "x-request-id");
+  CHECK(o.env_file == NULL);
+  CHECK_EQ_INT(o.metrics_port, -1);
+  CHECK(o.metrics_host == NULL);
+  CHECK_STR(o.metrics_path, "/metrics");
+
+  CHECK_EQ_INT(run(ARGV("app.bin", "--log-level", "debug")), 0);
+  CHECK_EQ_INT(o.log_level_set, 1);
+  setenv("APPBIN_LOG_LEVEL", "warning", 1);
+  CHECK_EQ_INT(run(ARGV("app.bin")), 0);
+  CHECK_EQ_INT(o.log_level_set, 1);
+  CHECK_EQ_INT(o.log_level, LOG_WARNING);
+  unsetenv("APPBIN_LOG_LEVEL");
+
+  CHECK_EQ_INT(
+      run(ARGV("app.bin", "--log-config", "log.yaml", "--use-colors", "--log-format", "JSON",
+               "--request-id-header", "X-Trace-Id", "--env-file=.env", "--metrics-port", "0",
+               "--metrics-host", "0.0.0.0", "--metrics-path", "/internal/metrics")),
+      0);
+  CHECK_STR(o.log_config, "log.yaml");
+  CHECK_EQ_INT(o.use_colors, 1);
+  CHECK_EQ_INT(o.log_format, LOG_FORMAT_JSON);
+  CHECK_STR(cli_log_format_name(o.log_format), "json");
+  CHECK_STR(o.request_id_header, "X-Trace-Id");
+  CHECK_STR(o.env_file, ".env");
+  CHECK_EQ_INT(o.metrics_port, 0);
+  CHECK_STR(o.metrics_host, "0.0.0.0");
+  CHECK_STR(o.metrics_path, "/internal/metrics");
+  CHECK_EQ_INT(run(ARGV("app.bin", "--no-use-colors", "--request-id-header=")), 0);
+  CHECK_EQ_INT(o.use_colors, 0);
+  CHECK_STR(o.request_id_header, "");
+  setenv("APPBIN_METRICS_PORT", "9100", 1);
+  setenv("APPBIN_LOG_FORMAT", "json", 1);
+  CHECK_EQ_INT(run(ARGV("app.bin")), 0);
+  CHECK_EQ_INT(o.metrics_port, 9100);
+  CHECK_EQ_INT(o.log_format, LOG_FORMAT_JSON);
+  unsetenv("APPBIN_METRICS_PORT");
+  unsetenv("APPBIN_LOG_FORMAT");
+
+  EXPECT_BAD("--log-format", "xml", "--log-format", "xml");
+  EXPECT_BAD("--log-config", NULL, "--log-config", "");
+  EXPECT_BAD("--env-file", NULL, "--env-file=");
+  EXPECT_BAD("--use-colors", "no value", "--use-colors=1");
+  EXPECT_BAD("--request-id-header", NULL, "--request-id-header", "X Request");
+  EXPECT_BAD("--request-id-header", NULL, "--request-id-header", "X:1");
+  EXPECT_BAD("--metrics-port", NULL, "--metrics-port", "-1");
+  EXPECT_BAD("--metrics-port", NULL, "--metrics-port", "65536");
+  EXPECT_BAD("--metrics-path", NULL, "--metrics-path", "metrics");
+  EXPECT_BAD("--metrics-path", NULL, "--metrics-path", "/a b");
+  EXPECT_BAD("--metrics-path", NULL, "--metrics-path", "/m?x=1");
+  EXPECT_BAD("--metrics-host", NULL, "--metrics-host", "");
+}
+
 int main(void) {
   clear_appbin_env();
+  test_ops_options();
   test_defaults();
   test_option_kinds();
   test_bad_values();

@@ -1,0 +1,21 @@
+/*
+ * ops: what server mode sets up around the server, in C before Python: the
+ * shape of log lines (applog), --env-file, and the metrics endpoint (its
+ * shared counters and listening socket made before the supervisor forks;
+ * each serving process then takes a counter slot and starts the endpoint's
+ * thread).
+ */
+#ifndef APPBIN_OPS_H
+#define APPBIN_OPS_H
+
+#include "cli.h"
+
+/* Before workers_run(). Returns 0, or the exit status after a one-line
+ * message (2: a bad --env-file; 1: the metrics port cannot be bound). */
+int ops_prepare(const cli_options *o);
+
+/* In each process that serves (a worker, or the only process), before the
+ * interpreter starts. 0 or 1. */
+int ops_start_serving(const cli_options *o);
+
+#endif
