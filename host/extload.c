@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +21,12 @@
 
 int extload_debug = 0;
 
-static int memfd_state; /* 0 unknown, 1 usable, -1 unusable */
+static int memfd_state;      /* code: 0 unknown, 1 usable, -1 unusable */
+static int data_memfd_state; /* data: 0 usable so far, -1 unusable (atomic) */
 static char *private_dir;
 static unsigned private_seq;
+/* Guards private_dir and private_seq: data files are made from any thread. */
+static pthread_mutex_t private_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *basename_of(const char *name) {
   const char *slash = strrchr(name, '/');
@@ -43,13 +48,13 @@ static int write_all(int fd, const void *data, size_t len) {
   return 0;
 }
 
-static int memfd_open(const char *name, extload_kind kind) {
+static int memfd_open(const char *name, int code) {
   /* Kernels since 6.3 know MFD_EXEC/MFD_NOEXEC_SEAL and may require one of
    * them (vm.memfd_noexec); older ones reject the unknown flag with EINVAL. */
-  unsigned flags = MFD_CLOEXEC | (kind == EXTLOAD_CODE ? MFD_EXEC : MFD_NOEXEC_SEAL);
-  int fd = memfd_create(name, flags);
+  unsigned base = MFD_CLOEXEC | (code ? 0 : MFD_ALLOW_SEALING);
+  int fd = memfd_create(name, base | (code ? MFD_EXEC : MFD_NOEXEC_SEAL));
   if (fd < 0 && errno == EINVAL)
-    fd = memfd_create(name, MFD_CLOEXEC);
+    fd = memfd_create(name, base);
   return fd;
 }
 
@@ -93,17 +98,29 @@ static int private_dir_create(char *err, size_t errlen) {
   return -1;
 }
 
-static int private_file_write(const char *name, const void *data, size_t len, char *path,
-                              size_t pathlen, char *err, size_t errlen) {
-  if (!private_dir && private_dir_create(err, errlen) != 0)
-    return -1;
-  /* A fresh name per file: the loader must never see one path twice. */
-  snprintf(path, pathlen, "%s/%u-%s", private_dir, private_seq++, basename_of(name));
-  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0500);
-  if (fd < 0) {
-    snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+/* A new file of the private directory, open for writing, its path in path. */
+static int private_file_create(const char *name, char *path, size_t pathlen, char *err,
+                               size_t errlen) {
+  pthread_mutex_lock(&private_lock);
+  if (!private_dir && private_dir_create(err, errlen) != 0) {
+    pthread_mutex_unlock(&private_lock);
+    errno = ENOENT;
     return -1;
   }
+  /* A fresh name per file: the loader must never see one path twice. */
+  snprintf(path, pathlen, "%s/%u-%s", private_dir, private_seq++, basename_of(name));
+  pthread_mutex_unlock(&private_lock);
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0500);
+  if (fd < 0)
+    snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+  return fd;
+}
+
+static int private_file_write(const char *name, const void *data, size_t len, char *path,
+                              size_t pathlen, char *err, size_t errlen) {
+  int fd = private_file_create(name, path, pathlen, err, errlen);
+  if (fd < 0)
+    return -1;
   if (write_all(fd, data, len) != 0) {
     snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
     close(fd);
@@ -114,10 +131,10 @@ static int private_file_write(const char *name, const void *data, size_t len, ch
   return 0;
 }
 
-int extload_write(const char *name, const void *data, size_t len, extload_kind kind, char *path,
-                  size_t pathlen, char *err, size_t errlen) {
+int extload_write(const char *name, const void *data, size_t len, char *path, size_t pathlen,
+                  char *err, size_t errlen) {
   if (memfd_state >= 0) {
-    int fd = memfd_open(basename_of(name), kind);
+    int fd = memfd_open(basename_of(name), 1);
     if (fd >= 0) {
       snprintf(path, pathlen, "/proc/self/fd/%d", fd);
       if (memfd_state == 0)
@@ -135,4 +152,115 @@ int extload_write(const char *name, const void *data, size_t len, extload_kind k
     }
   }
   return private_file_write(name, data, len, path, pathlen, err, errlen);
+}
+
+/* ---- read-only data ------------------------------------------------------ */
+
+/* Sizes the file and lets `fill` write it through a shared mapping (no copy
+ * of the bytes on the heap). */
+static int fill_mapped(int fd, size_t len, extload_fill_fn fill, void *ctx, const char *name,
+                       char *err, size_t errlen) {
+  if (ftruncate(fd, (off_t)len) != 0) {
+    snprintf(err, errlen, "cannot size an in-memory file for %s: %s", name, strerror(errno));
+    return -1;
+  }
+  if (len == 0)
+    return 0;
+  void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) {
+    snprintf(err, errlen, "cannot map %zu bytes for %s: %s", len, name, strerror(errno));
+    return -1;
+  }
+  int rc = fill(map, ctx, err, errlen);
+  int saved = errno;
+  munmap(map, len);
+  errno = saved;
+  return rc;
+}
+
+/* Returns the descriptor, -1 with errno set, or -2 when memfd_create itself
+ * is unavailable (not merely out of descriptors or memory). */
+static int data_memfd(const char *name, size_t len, extload_fill_fn fill, void *ctx, int cloexec,
+                      char *err, size_t errlen) {
+  int fd = memfd_open(basename_of(name), 0);
+  if (fd < 0) {
+    if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) {
+      snprintf(err, errlen, "cannot make an in-memory file for %s: %s", name, strerror(errno));
+      return -1;
+    }
+    return -2;
+  }
+  if (fill_mapped(fd, len, fill, ctx, name, err, errlen) != 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  /* Sealed: nobody can change the bytes, even through a writable descriptor
+   * of the same file (where /proc is missing, the caller gets this one). */
+  (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+  char proc[64];
+  snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+  int ro = open(proc, O_RDONLY | (cloexec ? O_CLOEXEC : 0));
+  if (ro >= 0) {
+    close(fd);
+    return ro;
+  }
+  if (!cloexec)
+    (void)fcntl(fd, F_SETFD, 0);
+  return fd;
+}
+
+/* Without memfd: an unlinked file of the private directory, written with
+ * write() (a full disk is an error, not SIGBUS through a mapping). */
+static int data_private_file(const char *name, size_t len, extload_fill_fn fill, void *ctx,
+                             int cloexec, char *err, size_t errlen) {
+  void *buf = malloc(len ? len : 1);
+  if (!buf) {
+    snprintf(err, errlen, "out of memory reading %s", name);
+    errno = ENOMEM;
+    return -1;
+  }
+  int ro = -1, saved = 0;
+  char path[4096];
+  int fd = fill(buf, ctx, err, errlen) == 0
+               ? private_file_create(name, path, sizeof(path), err, errlen)
+               : -1;
+  saved = errno;
+  if (fd >= 0) {
+    if (write_all(fd, buf, len) != 0) {
+      saved = errno;
+      snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+    } else if ((ro = open(path, O_RDONLY | (cloexec ? O_CLOEXEC : 0))) < 0) {
+      saved = errno;
+      snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    }
+    close(fd);
+    unlink(path);
+  }
+  free(buf);
+  errno = saved;
+  return ro;
+}
+
+int extload_data_fd(const char *name, size_t len, extload_fill_fn fill, void *ctx, int cloexec,
+                    char *err, size_t errlen) {
+  /* A member larger than the machine's memory cannot be materialised; say so
+   * instead of letting page faults on the memfd meet the OOM killer. */
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if ((uint64_t)len > (uint64_t)SIZE_MAX / 2 ||
+      (pages > 0 && page > 0 && (uint64_t)len > (uint64_t)pages * (uint64_t)page)) {
+    snprintf(err, errlen, "%s (%zu bytes) is larger than this machine's memory", name, len);
+    errno = ENOMEM;
+    return -1;
+  }
+  if (__atomic_load_n(&data_memfd_state, __ATOMIC_RELAXED) == 0) {
+    int fd = data_memfd(name, len, fill, ctx, cloexec, err, errlen);
+    if (fd != -2)
+      return fd;
+    __atomic_store_n(&data_memfd_state, -1, __ATOMIC_RELAXED);
+    if (extload_debug)
+      fprintf(stderr, "appbin: debug: memfd unavailable for data files, using a private dir\n");
+  }
+  return data_private_file(name, len, fill, ctx, cloexec, err, errlen);
 }

@@ -1,27 +1,39 @@
 /*
- * extload: turns bytes from the archive into a file the dynamic loader can
- * open, with nothing written to disk: a memfd reached as /proc/self/fd/N.
- * Where memfd or /proc is missing it falls back to a private 0700 directory
- * (under $TMPDIR, /tmp, /dev/shm or /var/tmp) and says so at debug level.
+ * extload: turns bytes from the archive into files, with nothing written to
+ * disk: a memfd. Where memfd (or, for code, /proc) is missing it falls back
+ * to a private 0700 directory (under $TMPDIR, /tmp, /dev/shm or /var/tmp)
+ * and says so at debug level.
  *
- * Files stay open for the life of the process: glibc identifies a loaded
- * object by its path string, so a path must never be reused for other bytes.
+ * Code (extload_write) is reached as /proc/self/fd/N by the dynamic loader;
+ * those files stay open for the life of the process: glibc identifies a
+ * loaded object by its path string, so a path must never be reused for other
+ * bytes. Data (extload_data_fd) is handed out as a read-only descriptor of a
+ * sealed memfd, freed when the last descriptor closes.
  */
 #ifndef APPBIN_EXTLOAD_H
 #define APPBIN_EXTLOAD_H
 
 #include <stddef.h>
 
-typedef enum extload_kind {
-  EXTLOAD_CODE = 0, /* must be mappable executable (shared objects) */
-  EXTLOAD_DATA = 1, /* read-only data (resources handed out as paths) */
-} extload_kind;
+/* Writes `len` bytes of code (a shared object: mappable executable) into a
+ * new in-memory file named after `name` (a member path; its basename is used)
+ * and returns its path in `path` (at least 4096 bytes). Returns 0, or -1 with
+ * a message in err. */
+int extload_write(const char *name, const void *data, size_t len, char *path, size_t pathlen,
+                  char *err, size_t errlen);
 
-/* Writes `len` bytes into a new in-memory file named after `name` (a member
- * path; its basename is used) and returns its path in `path` (at least 4096
- * bytes). Returns 0, or -1 with a message in err. */
-int extload_write(const char *name, const void *data, size_t len, extload_kind kind, char *path,
-                  size_t pathlen, char *err, size_t errlen);
+/* Fills `len` bytes at buf (a writable mapping of the new file); returns 0,
+ * or -1 with errno set and a message in err. */
+typedef int (*extload_fill_fn)(void *buf, void *ctx, char *err, size_t errlen);
+
+/* A new read-only file of `len` bytes written by `fill`, named after `name`:
+ * a sealed memfd reopened O_RDONLY through /proc/self/fd (the memfd itself,
+ * sealed, where /proc is missing; an unlinked file of the private directory
+ * where memfd is). `cloexec`: the descriptor gets FD_CLOEXEC. Returns the
+ * descriptor, or -1 with errno set (ENOMEM when the bytes cannot be mapped)
+ * and a message in err. Thread-safe. */
+int extload_data_fd(const char *name, size_t len, extload_fill_fn fill, void *ctx, int cloexec,
+                    char *err, size_t errlen);
 
 /* 1 when debug logging is on: set by the interpreter setup. */
 extern int extload_debug;

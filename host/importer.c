@@ -1,5 +1,6 @@
 #include "importer.h"
 
+#include "archfs_libc.h"
 #include "asgi.h"
 #include "elfstub.h"
 #include "extload.h"
@@ -116,8 +117,8 @@ static PyObject *native_path(const zipindex_entry *e) {
     return NULL;
   }
   char buf[4096], err[512];
-  int rc = extload_write(e->name, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data),
-                         EXTLOAD_CODE, buf, sizeof(buf), err, sizeof(err));
+  int rc = extload_write(e->name, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data), buf,
+                         sizeof(buf), err, sizeof(err));
   Py_DECREF(data);
   if (rc != 0) {
     Py_DECREF(key);
@@ -235,8 +236,8 @@ static int preload_libraries(const zipindex_entry *ext) {
     goto done;
   }
   char stub_path[4096], err[512];
-  if (extload_write("appbin-preload-stub", stub, stub_len, EXTLOAD_CODE, stub_path,
-                    sizeof(stub_path), err, sizeof(err)) != 0) {
+  if (extload_write("appbin-preload-stub", stub, stub_len, stub_path, sizeof(stub_path), err,
+                    sizeof(err)) != 0) {
     PyErr_Format(PyExc_ImportError, "appbin: %s", err);
     goto done;
   }
@@ -759,21 +760,6 @@ static PyObject *appbin_add_root(PyObject *mod, PyObject *arg) {
   return PyBool_FromLong(rc == 0);
 }
 
-static PyObject *appbin_memfile(PyObject *mod, PyObject *args) {
-  (void)mod;
-  const char *name;
-  Py_buffer data;
-  if (!PyArg_ParseTuple(args, "sy*:memfile", &name, &data))
-    return NULL;
-  char path[4096], err[512];
-  int rc = extload_write(name, data.buf, (size_t)data.len, EXTLOAD_DATA, path, sizeof(path), err,
-                         sizeof(err));
-  PyBuffer_Release(&data);
-  if (rc != 0)
-    return PyErr_Format(PyExc_OSError, "appbin: %s", err);
-  return PyUnicode_DecodeFSDefault(path);
-}
-
 static PyObject *appbin_manifest(PyObject *mod, PyObject *noargs) {
   (void)mod, (void)noargs;
   PyObject *d = PyDict_New();
@@ -806,8 +792,6 @@ static PyMethodDef appbin_functions[] = {
      "listdir(dir, /)\n--\n\nNames directly under an archive directory ('' is the root)."},
     {"add_root", appbin_add_root, METH_O,
      "add_root(dir, /)\n--\n\nImport modules from an archive directory too (for .pth)."},
-    {"memfile", appbin_memfile, METH_VARARGS,
-     "memfile(name, data, /)\n--\n\nA path to an in-memory read-only file holding data."},
     {"manifest", appbin_manifest, METH_NOARGS, "manifest()\n--\n\nThe payload manifest as a dict."},
     {NULL, NULL, 0, NULL},
 };
@@ -851,6 +835,10 @@ int importer_setup(const char *archive_path, const payload *pl, zipindex *zi, co
   g.archive_len = strlen(archive_path);
   g.zi = zi;
   g.mf = mf;
+  /* The archive as a read-only directory tree at "<archive>/", for the open,
+   * stat and listdir of Python code and of C libraries. */
+  if (archfs_mount(archive_path, zi, err, errlen) != 0)
+    return -1;
   if (modindex_init(&g.mi, zi) != 0)
     goto oom;
   static const char *const roots[] = {"stdlib/lib-dynload/", "stdlib/", "site-packages/"};

@@ -1,5 +1,6 @@
 #include "zipindex.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,8 +283,12 @@ static int read_locked(zipindex *zi, const zipindex_entry *e, void *buf, char *e
 
 int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
   pthread_mutex_lock(&zi->read_lock);
+  errno = 0;
   int rc = read_locked(zi, e, buf, err, errlen);
+  int cause = errno;
   pthread_mutex_unlock(&zi->read_lock);
+  if (rc != 0)
+    errno = cause == ENOMEM ? ENOMEM : EIO; /* malloc() failing says ENOMEM */
   return rc;
 }
 

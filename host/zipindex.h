@@ -63,7 +63,8 @@ void zipindex_close(zipindex *zi);
 const zipindex_entry *zipindex_find(const zipindex *zi, const char *name, size_t len);
 
 /* Reads a whole member into `buf`, which holds at least entry->size bytes.
- * Returns 0, or -1 with a message in err (e.g. a CRC mismatch). */
+ * Returns 0, or -1 with a message in err (e.g. a CRC mismatch) and errno
+ * ENOMEM (out of memory) or EIO (anything else: a damaged member). */
 int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen);
 
 /* Index of the first entry whose name is >= the given prefix; iterate from

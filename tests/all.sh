@@ -71,7 +71,7 @@ step "end-to-end tests on the ASan host" env APPBIN_BUILD_DIR=build-asan \
   APPBIN_HTTP_TEST_SERVER="$top/build-asan/tests/unit/http-test-server" \
   ASAN_OPTIONS=detect_leaks=0 build/tools-venv/bin/pytest -q -p no:cacheprovider -m "not slow" \
   tests/e2e/test_host_importer.py tests/e2e/test_server_http11.py tests/e2e/test_server_asgi.py \
-  tests/e2e/test_server_tasks.py tests/e2e/test_http_layer.py
+  tests/e2e/test_server_tasks.py tests/e2e/test_http_layer.py tests/e2e/test_archfs.py
 if [ "${APPBIN_SKIP_DOCKER:-0}" != 1 ] && docker info >/dev/null 2>&1; then
   step "docker tests" build/tools-venv/bin/pytest tests/docker -q -p no:cacheprovider
 else

@@ -2,9 +2,12 @@
 
 The C importer (the _appbin module) finds and loads modules; this module holds
 what is Python by nature: the path-entry finder behind sys.path entries and
-package __path__ inside the archive (pkgutil), importlib.resources'
-Traversable, importlib.metadata's Distribution, .pth processing, the
-exception hook that shows source lines, and loading the ASGI application.
+package __path__ inside the archive (pkgutil), importlib.resources' reader,
+importlib.metadata's Distribution, .pth processing, and loading the ASGI
+application. The archive is also a read-only directory tree at "<app.bin>/"
+(host/archfs*.c): open(), os.stat() and os.listdir() work on the paths
+__file__ and __path__ name, so linecache, tracebacks and warnings read
+source lines the way they do from a venv.
 """
 
 import sys
@@ -25,7 +28,6 @@ def setup():
     """Finish interpreter setup once the importer is on sys.meta_path."""
     sys.path_hooks.insert(0, _path_hook)
     sys.path_importer_cache.clear()
-    sys.excepthook = excepthook
     _process_pth_files()
 
 
@@ -137,183 +139,42 @@ def _process_pth(name):
             break
 
 
-# ---- tracebacks --------------------------------------------------------------
-
-
-def excepthook(exc_type, exc, tb):
-    """sys.excepthook: the traceback module reads source lines through the
-    loaders (linecache), which 3.11's built-in printer does not.
-
-    KeyboardInterrupt goes to the built-in hook: importing traceback here
-    would run code that clears the interpreter's note that the process must
-    die by SIGINT (exit status 130, as python3.11 does)."""
-    if issubclass(exc_type, KeyboardInterrupt):
-        sys.__excepthook__(exc_type, exc, tb)
-        return
-    try:
-        import traceback
-
-        traceback.print_exception(exc_type, exc, tb)
-    except Exception:
-        sys.__excepthook__(exc_type, exc, tb)
-
-
 # ---- importlib.resources --------------------------------------------------------
 
-_as_file_registered = False
-_memfiles = {}
+_reader_class = None
 
 
-class ArchiveTraversable:
-    """importlib.resources.abc.Traversable over an archive member."""
+def _reader_type():
+    global _reader_class
+    if _reader_class is None:
+        import pathlib
+        from importlib.resources.abc import TraversableResources
+        from importlib.resources.readers import MultiplexedPath
 
-    def __init__(self, member):
-        self._member = member.rstrip("/")
+        class ArchiveResourceReader(TraversableResources):
+            """importlib.resources for a package in the archive. The archive
+            is a read-only directory tree (host/archfs*.c), so a package's
+            files are real paths, as FileReader gives for a package on disk:
+            as_file() hands out the path itself and nothing is copied."""
 
-    def __repr__(self):
-        return f"ArchiveTraversable({str(self)!r})"
+            def __init__(self, member_dirs):
+                self._paths = [pathlib.Path(_PREFIX + d) for d in member_dirs]
 
-    def __str__(self):
-        return _PREFIX + self._member
+            def files(self):
+                if len(self._paths) == 1:
+                    return self._paths[0]
+                return MultiplexedPath(*self._paths)
 
-    def __eq__(self, other):
-        return isinstance(other, ArchiveTraversable) and other._member == self._member
+            def resource_path(self, resource):
+                return str(self.files().joinpath(resource))
 
-    def __hash__(self):
-        return hash(self._member)
-
-    @property
-    def name(self):
-        return posixpath.basename(self._member)
-
-    def iterdir(self):
-        if not self.is_dir():
-            raise NotADirectoryError(str(self))
-        return (ArchiveTraversable(self._member + "/" + n) for n in _appbin.listdir(self._member))
-
-    def is_dir(self):
-        return _appbin.stat(self._member) == 2
-
-    def is_file(self):
-        return _appbin.stat(self._member) == 1
-
-    def exists(self):
-        return _appbin.stat(self._member) != 0
-
-    def joinpath(self, *descendants):
-        path = posixpath.normpath(posixpath.join(self._member, *map(str, descendants)))
-        return ArchiveTraversable(path)
-
-    __truediv__ = joinpath
-
-    def read_bytes(self):
-        if self.is_dir():
-            raise IsADirectoryError(str(self))
-        return _appbin.read(self._member)
-
-    def read_text(self, encoding=None, errors=None):
-        return self.read_bytes().decode(encoding or "utf-8", errors or "strict")
-
-    def open(self, mode="r", *args, **kwargs):
-        import io
-
-        if mode not in ("r", "rb"):
-            raise ValueError(f"archive resources are read-only (mode {mode!r})")
-        stream = io.BytesIO(self.read_bytes())
-        return stream if mode == "rb" else io.TextIOWrapper(stream, *args, **kwargs)
-
-
-def _memfile_for(traversable):
-    """A real, readable path holding a resource's bytes (an in-memory file)."""
-    import pathlib
-
-    member = traversable._member
-    if member not in _memfiles:
-        _memfiles[member] = _appbin.memfile(member, traversable.read_bytes())
-    return pathlib.Path(_memfiles[member])
-
-
-def _register_as_file():
-    """importlib.resources.as_file() gives our resources an in-memory file
-    path instead of writing a temporary file (the root may be read-only)."""
-    global _as_file_registered
-    if _as_file_registered:
-        return
-    import contextlib
-    from importlib.resources import _common
-
-    @_common.as_file.register(ArchiveTraversable)
-    @contextlib.contextmanager
-    def _(path):
-        yield _memfile_for(path)
-
-    _as_file_registered = True
-
-
-class MultiplexedTraversable(ArchiveTraversable):
-    """The directories of a namespace package seen as one (the first that
-    has a name wins, as importlib.resources.readers.MultiplexedPath does)."""
-
-    def __init__(self, members):
-        super().__init__(members[0])
-        self._members = [m.rstrip("/") for m in members]
-
-    def __repr__(self):
-        return f"MultiplexedTraversable({self._members!r})"
-
-    def iterdir(self):
-        seen = set()
-        for member in self._members:
-            for name in _appbin.listdir(member):
-                if name not in seen:
-                    seen.add(name)
-                    yield ArchiveTraversable(member + "/" + name)
-
-    def is_dir(self):
-        return True
-
-    def is_file(self):
-        return False
-
-    def joinpath(self, *descendants):
-        for member in self._members:
-            candidate = ArchiveTraversable(member).joinpath(*descendants)
-            if candidate.exists():
-                return candidate
-        return ArchiveTraversable(self._members[0]).joinpath(*descendants)
-
-    __truediv__ = joinpath
-
-
-class ResourceReader:
-    """What the importer returns from get_resource_reader()."""
-
-    def __init__(self, member_dirs):
-        self._dirs = member_dirs
-        self._dir = member_dirs[0]
-
-    def files(self):
-        _register_as_file()
-        if len(self._dirs) > 1:
-            return MultiplexedTraversable(self._dirs)
-        return ArchiveTraversable(self._dir)
-
-    # The older ResourceReader protocol, for callers that still use it.
-    def open_resource(self, resource):
-        return self.files().joinpath(resource).open("rb")
-
-    def resource_path(self, resource):
-        return str(_memfile_for(self.files().joinpath(resource)))
-
-    def is_resource(self, name):
-        return self.files().joinpath(name).is_file()
-
-    def contents(self):
-        return [p.name for p in self.files().iterdir()]
+        _reader_class = ArchiveResourceReader
+    return _reader_class
 
 
 def resource_reader(fullname, member_dirs):
-    return ResourceReader(member_dirs)
+    """What the importer's get_resource_reader() returns."""
+    return _reader_type()(member_dirs)
 
 
 # ---- importlib.metadata ---------------------------------------------------------
@@ -350,7 +211,9 @@ def _distribution_type():
             read_text.__doc__ = metadata.Distribution.read_text.__doc__
 
             def locate_file(self, path):
-                return ArchiveTraversable(posixpath.dirname(self._dir)).joinpath(path)
+                import pathlib
+
+                return pathlib.Path(_PREFIX + posixpath.dirname(self._dir), path)
 
             @property
             def _normalized_name(self):

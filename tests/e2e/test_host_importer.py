@@ -291,7 +291,9 @@ print(json.dumps({
     assert info["str"] == f"{app_bin}/site-packages/appbin_testpkg/data/hello.txt"
 
 
-def test_importlib_resources_as_file_gives_a_real_path(app_bin):
+def test_importlib_resources_as_file_gives_the_archive_path(app_bin):
+    """The archive is a read-only directory tree: as_file() copies nothing and
+    hands out the resource's own path, which open() and os.path read."""
     code = """
 import importlib.resources as ir, os, json
 with ir.as_file(ir.files("appbin_testpkg") / "data" / "sub" / "x.json") as path:
@@ -301,7 +303,7 @@ with ir.as_file(ir.files("appbin_testpkg") / "data" / "sub" / "x.json") as path:
     path, isfile, text, same = json.loads(python_c(app_bin, code))
     assert isfile and same
     assert json.loads(text) == json.loads((FIXTURE_PKG / "data" / "sub" / "x.json").read_text())
-    assert not path.startswith(str(app_bin))
+    assert path == f"{app_bin}/site-packages/appbin_testpkg/data/sub/x.json"
 
 
 def test_certifi_where_is_readable(app_bin, test_venv):

@@ -1,0 +1,38 @@
+/*
+ * archfs_libc: the archive's directory tree (archfs.h) behind libc's own file
+ * functions, so that Python code, extension modules and the C libraries they
+ * link open, stat and list "<app.bin>/site-packages/..." like real files.
+ *
+ * The host defines open/openat/fopen/stat/statx/opendir/readdir/access/
+ * realpath/getcwd/chdir/... (their 64-bit, fortified and pre-2.33 __xstat
+ * variants too). The host is linked with --export-dynamic and holds
+ * libpython, so these definitions come first in the global lookup scope:
+ * libpython's calls and every shared object loaded later reach them. A path
+ * outside the archive costs one prefix comparison and goes to glibc's own
+ * function (found with dlsym(RTLD_NEXT) at mount time), with errno and
+ * results untouched. Other spellings of an archive path (relative, through a
+ * symlink to app.bin, /proc/self/exe/...) fail in the kernel with ENOTDIR,
+ * since they go through a regular file; only then is the path's regular-file
+ * prefix compared with app.bin's (st_dev, st_ino) and the rest mapped.
+ *
+ * Opening a file materialises the member as a sealed memfd handed out
+ * O_RDONLY (see extload_data_fd); directories are served from the index. The
+ * tree is read-only: writes fail with EROFS (EEXIST for a create over an
+ * existing name). Descriptors of archive files and directories are tracked
+ * (fstat, fdopendir, *at() relative to them, fchdir), and chdir into an
+ * archive directory sets a virtual working directory that getcwd reports
+ * and relative paths resolve against.
+ */
+#ifndef APPBIN_ARCHFS_LIBC_H
+#define APPBIN_ARCHFS_LIBC_H
+
+#include "zipindex.h"
+
+#include <stddef.h>
+
+/* Serves the archive of `zi` at "<exe>/" from now on. Call once, before any
+ * thread starts; `zi` must stay valid until exit (the view is withdrawn by an
+ * atexit handler). Returns 0, or -1 with a message in err (nothing served). */
+int archfs_mount(const char *exe, zipindex *zi, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,771 @@
+"""End-to-end tests of the archive as a read-only directory tree
+(host/archfs.c, host/archfs_libc.c): what `open`, `os.stat`, `os.listdir`...
+and C code calling libc answer for paths under <app.bin>/.
+
+Each test runs the real app.bin of the test venv (`app.bin python -c ...`)
+and compares with the same files in the venv on disk: the packed tree must
+read exactly like the installed one, stay read-only, and leave every path
+outside it alone. C-level access goes through a small shared library built
+here with cc (tests/e2e/fixtures/archfs_probe.c) and loaded from disk, so its
+calls bind to the host's definitions the way a wheel's do, the pre-2.33
+`__xstat` entry points included.
+"""
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from hostutil import app_bin_fixture, clean_env, describe, python, python_c, read_trailer
+
+app_bin = pytest.fixture(scope="session")(app_bin_fixture)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PKG = "site-packages/appbin_testpkg"
+
+
+def site(test_venv):
+    return Path(test_venv) / "lib" / "python3.11" / "site-packages"
+
+
+def run_json(app_bin, code, **kwargs):
+    """Runs code (which prints one JSON document last) in app.bin."""
+    out = python_c(app_bin, textwrap.dedent(code), **kwargs)
+    return json.loads(out.splitlines()[-1])
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---- reading ---------------------------------------------------------------------
+
+
+def test_files_read_like_the_venv(app_bin, test_venv):
+    """open/read/seek/pread/mmap of archive files give the installed bytes,
+    for text, JSON, a CA bundle and a 5 MB shared object."""
+    so = next((site(test_venv) / "pydantic_core").glob("_pydantic_core*.so")).name
+    names = ["appbin_testpkg/data/hello.txt", "appbin_testpkg/data/sub/x.json",
+             "certifi/cacert.pem", f"pydantic_core/{so}"]
+    code = f"""
+    import hashlib, json, mmap, os, sys
+    out = {{}}
+    for name in {names!r}:
+        path = sys.executable + "/site-packages/" + name
+        with open(path, "rb") as f:
+            data = f.read()
+            f.seek(3)
+            part = f.read(7)
+            f.seek(-5, os.SEEK_END)
+            tail = f.read()
+            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if data else None
+            mapped = hashlib.sha256(m[:]).hexdigest() if m else None
+            pread = os.pread(f.fileno(), 4, 1)
+        with open(path, encoding="latin-1", newline="") as f:
+            text_len = len(f.read())
+        out[name] = [hashlib.sha256(data).hexdigest(), part.hex(), tail.hex(), mapped,
+                     pread.hex(), text_len]
+    print(json.dumps(out))
+    """
+    got = run_json(app_bin, code)
+    for name in names:
+        data = (site(test_venv) / name).read_bytes()
+        assert got[name] == [sha(data), data[3:10].hex(), data[-5:].hex(), sha(data),
+                             data[1:5].hex(), len(data)], name
+
+
+def test_stat_lstat_fstat_and_os_path(app_bin, test_venv):
+    code = f"""
+    import json, os, stat, sys
+    root = sys.executable
+    f, d = root + "/{PKG}/data/hello.txt", root + "/{PKG}/data"
+    st, lst, dst = os.stat(f), os.lstat(f), os.stat(d)
+    with open(f, "rb") as fh:
+        fst = os.fstat(fh.fileno())
+    fd = os.open(d, os.O_RDONLY)
+    dfst = os.fstat(fd)
+    os.close(fd)
+    exe = os.stat(root)
+    print(json.dumps({{
+        "file": [stat.S_ISREG(st.st_mode), stat.S_IMODE(st.st_mode), st.st_size, st.st_nlink],
+        "same": [tuple(st) == tuple(lst), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                 == (fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns), stat.S_ISREG(fst.st_mode)],
+        "dir": [stat.S_ISDIR(dst.st_mode), stat.S_IMODE(dst.st_mode), stat.S_ISDIR(dfst.st_mode),
+                dfst.st_ino == dst.st_ino],
+        "dev": [st.st_dev == dst.st_dev, st.st_dev != exe.st_dev, st.st_ino != dst.st_ino],
+        "times": [st.st_mtime_ns == exe.st_mtime_ns, dst.st_mtime_ns == exe.st_mtime_ns],
+        "owner": [st.st_uid == exe.st_uid, st.st_gid == exe.st_gid],
+        "os.path": [os.path.exists(f), os.path.isfile(f), os.path.isdir(f), os.path.isdir(d),
+                    os.path.islink(f), os.path.getsize(f), os.path.getmtime(f) == exe.st_mtime,
+                    os.path.exists(f + "x"), os.path.exists(root + "/"), os.path.isdir(root + "/"),
+                    os.path.isfile(root), os.path.ismount(root + "/"),
+                    os.path.samefile(f, root + "/{PKG}/./data/../data/hello.txt")],
+        "statvfs": bool(os.statvfs(d).f_flag & os.ST_RDONLY),
+    }}))
+    """
+    got = run_json(app_bin, code)
+    size = (site(test_venv) / "appbin_testpkg/data/hello.txt").stat().st_size
+    assert got["file"] == [True, 0o444, size, 1]
+    assert got["same"] == [True, True, True]
+    assert got["dir"] == [True, 0o555, True, True]
+    assert got["dev"] == [True, True, True]
+    assert got["times"] == [True, True]
+    assert got["owner"] == [True, True]
+    assert got["os.path"] == [True, True, False, True, False, size, True, False, True, True,
+                              True, True, True]
+    assert got["statvfs"] is True
+
+
+def _tree(root):
+    """{relative path: size} of the files under root, sources and data only
+    (the packer adds .pyc beside each .py and drops __pycache__)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for name in filenames:
+            if not name.endswith(".pyc"):
+                path = os.path.join(dirpath, name)
+                out[os.path.relpath(path, root)] = os.path.getsize(path)
+    return out
+
+
+@pytest.mark.parametrize("package", ["appbin_testpkg", "pydantic", "certifi", "fastapi"])
+def test_os_walk_matches_the_installed_package(app_bin, test_venv, package):
+    code = f"""
+    import json, os, sys
+    root = sys.executable + "/site-packages/{package}"
+    out = {{}}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            if not name.endswith(".pyc"):
+                path = os.path.join(dirpath, name)
+                out[os.path.relpath(path, root)] = os.path.getsize(path)
+    print(json.dumps(out))
+    """
+    assert run_json(app_bin, code) == _tree(site(test_venv) / package)
+
+
+def test_listdir_scandir_glob_pathlib(app_bin, test_venv):
+    code = f"""
+    import glob, json, os, pathlib, sys
+    root = sys.executable + "/{PKG}"
+    with os.scandir(root + "/data") as it:
+        entries = sorted((e.name, e.is_dir(), e.is_file(), e.is_symlink(),
+                          e.inode() == os.stat(e.path).st_ino,
+                          e.stat().st_size == os.stat(e.path).st_size) for e in it)
+    fd = os.open(root + "/data", os.O_RDONLY | os.O_DIRECTORY)
+    by_fd = sorted(os.listdir(fd))
+    with os.scandir(fd) as it:
+        scandir_fd = sorted((e.name, e.is_dir()) for e in it)
+    opened = os.open("sub/x.json", os.O_RDONLY, dir_fd=fd)
+    by_dir_fd = [len(os.read(opened, 100)), os.stat("hello.txt", dir_fd=fd).st_size]
+    os.close(opened)
+    os.close(fd)
+    p = pathlib.Path(root)
+    print(json.dumps({{
+        "listdir": sorted(os.listdir(root + "/data")),
+        "listdir_trailing_slash": sorted(os.listdir(root + "/data/")),
+        "entries": entries,
+        "by_fd": by_fd, "scandir_fd": scandir_fd, "by_dir_fd": by_dir_fd,
+        "glob": sorted(os.path.relpath(g, root) for g in glob.glob(root + "/**/*.json", recursive=True)),
+        "glob_txt": sorted(os.path.basename(g) for g in glob.glob(root + "/data/*.txt")),
+        "rglob": sorted(str(q.relative_to(p)) for q in p.rglob("*") if q.suffix in (".txt", ".json")),
+        "read_text": (p / "data" / "hello.txt").read_text(),
+        "iterdir": sorted(q.name for q in (p / "data").iterdir()),
+        "is_dir": [(p / "data").is_dir(), (p / "data" / "hello.txt").is_file(), (p / "nope").exists()],
+        "resolve": str((p / "data" / ".." / "data" / "sub").resolve()),
+    }}))
+    """
+    got = run_json(app_bin, code)
+    data = FIXTURES / "appbin_testpkg" / "appbin_testpkg" / "data"
+    assert got["listdir"] == got["listdir_trailing_slash"] == ["hello.txt", "sub"]
+    assert got["entries"] == [["hello.txt", False, True, False, True, True],
+                              ["sub", True, False, False, True, True]]
+    assert got["by_fd"] == ["hello.txt", "sub"]
+    assert got["scandir_fd"] == [["hello.txt", False], ["sub", True]]
+    assert got["by_dir_fd"] == [len((data / "sub" / "x.json").read_bytes()[:100]),
+                                (data / "hello.txt").stat().st_size]
+    assert got["glob"] == ["data/sub/x.json"]
+    assert got["glob_txt"] == ["hello.txt"]
+    assert got["rglob"] == ["data/hello.txt", "data/sub/x.json"]
+    assert got["read_text"] == (data / "hello.txt").read_text()
+    assert got["iterdir"] == ["hello.txt", "sub"]
+    assert got["is_dir"] == [True, True, False]
+    assert got["resolve"] == f"{app_bin}/{PKG}/data/sub"
+
+
+def test_access(app_bin):
+    code = f"""
+    import json, os, sys
+    f, d = sys.executable + "/{PKG}/data/hello.txt", sys.executable + "/{PKG}/data"
+    print(json.dumps([os.access(f, os.R_OK), os.access(f, os.W_OK), os.access(f, os.X_OK),
+                      os.access(d, os.R_OK | os.X_OK), os.access(d, os.W_OK),
+                      os.access(f + "x", os.F_OK), os.access(f, os.R_OK, effective_ids=True)]))
+    """
+    assert run_json(app_bin, code) == [True, False, False, True, False, False, True]
+
+
+# ---- errors: read-only, missing, not a directory -----------------------------------
+
+WRITES = {
+    "open w": "open(f, 'w')",
+    "open a": "open(f, 'a')",
+    "open r+": "open(f, 'r+')",
+    "open x (exists)": "open(f, 'x')",
+    "open new": "open(d + '/new.txt', 'w')",
+    "os.open O_CREAT new": "os.open(d + '/new', os.O_CREAT | os.O_WRONLY)",
+    "os.open O_RDWR": "os.open(f, os.O_RDWR)",
+    "os.open O_TRUNC": "os.open(f, os.O_RDONLY | os.O_TRUNC)",
+    "os.open dir for writing": "os.open(d, os.O_WRONLY)",
+    "mkdir new": "os.mkdir(d + '/newdir')",
+    "mkdir existing": "os.mkdir(d)",
+    "mkdir over a file": "os.mkdir(f)",
+    "rmdir": "os.rmdir(d + '/sub')",
+    "unlink": "os.unlink(f)",
+    "unlink missing": "os.unlink(d + '/nope')",
+    "rename inside": "os.rename(f, d + '/moved')",
+    "rename out": "os.rename(f, tmp + '/moved')",
+    "rename in": "os.rename(tmp_file, d + '/moved')",
+    "replace": "os.replace(f, d + '/sub/x.json')",
+    "link": "os.link(f, d + '/hard')",
+    "symlink": "os.symlink('/etc/hostname', d + '/sym')",
+    "chmod": "os.chmod(f, 0o644)",
+    "chown": "os.chown(f, os.getuid(), os.getgid())",
+    "truncate": "os.truncate(f, 0)",
+    "utime": "os.utime(f)",
+    "mkfifo": "os.mkfifo(d + '/fifo')",
+    "mknod": "os.mknod(d + '/node')",
+    "setxattr": "os.setxattr(f, 'user.x', b'1')",
+    "removexattr": "os.removexattr(f, 'user.x')",
+    "rmtree": "shutil.rmtree(d)",
+    "makedirs new": "os.makedirs(d + '/a/b')",
+}
+WRITE_ERRORS = {"open x (exists)": "EEXIST", "mkdir existing": "EEXIST",
+                "mkdir over a file": "EEXIST", "os.open dir for writing": "EISDIR",
+                "rename out": "EXDEV", "rename in": "EXDEV"}
+
+
+def test_every_write_fails_and_changes_nothing(app_bin, tmp_path):
+    """EROFS, or what a read-only mount answers first (EEXIST, EISDIR, EXDEV
+    across the mount boundary); os.makedirs(exist_ok=True) of an existing
+    directory succeeds; no change is visible afterwards."""
+    tmp_file = tmp_path / "outside.txt"
+    tmp_file.write_text("outside")
+    code = f"""
+    import errno, json, os, shutil, sys
+    d = sys.executable + "/{PKG}/data"
+    f = d + "/hello.txt"
+    tmp, tmp_file = {str(tmp_path)!r}, {str(tmp_file)!r}
+    before = sorted(os.listdir(d)), open(f, "rb").read()
+    out = {{}}
+    for name, stmt in {WRITES!r}.items():
+        try:
+            exec(stmt)
+            out[name] = "succeeded"
+        except OSError as exc:
+            out[name] = errno.errorcode.get(exc.errno, str(exc.errno))
+    os.makedirs(d, exist_ok=True)
+    os.makedirs(d + "/sub", exist_ok=True)
+    out["unchanged"] = before == (sorted(os.listdir(d)), open(f, "rb").read())
+    print(json.dumps(out))
+    """
+    got = run_json(app_bin, code)
+    for name in WRITES:
+        assert got[name] == WRITE_ERRORS.get(name, "EROFS"), (name, got[name])
+    assert got["unchanged"] is True
+    assert tmp_file.read_text() == "outside" and not (tmp_path / "moved").exists()
+
+
+def test_missing_and_not_a_directory(app_bin):
+    code = f"""
+    import errno, json, os, sys
+    root = sys.executable
+    f, d = root + "/{PKG}/data/hello.txt", root + "/{PKG}/data"
+    def err(call, *args):
+        try:
+            call(*args)
+            return "ok"
+        except OSError as exc:
+            return errno.errorcode[exc.errno]
+    print(json.dumps({{
+        "missing": [err(open, d + "/nope"), err(os.stat, d + "/nope"), err(os.listdir, d + "/nope"),
+                    err(os.stat, root + "/nope/x"), err(os.stat, root + "/site-packages/nopkg/x/y")],
+        "file as dir": [err(os.stat, f + "/"), err(os.stat, f + "/x"), err(open, f + "/x"),
+                        err(os.listdir, f), err(os.stat, f + "/."), err(os.stat, f + "/.."),
+                        err(os.open, f, os.O_RDONLY | os.O_DIRECTORY), err(os.chdir, f)],
+        "dir as file": [err(open, d), err(open, d, "rb")],
+        "readlink": [err(os.readlink, f), err(os.readlink, d), err(os.readlink, d + "/nope")],
+        "xattr": [os.listxattr(f), err(os.getxattr, f, "user.x")],
+    }}))
+    """
+    got = run_json(app_bin, code)
+    assert got["missing"] == ["ENOENT"] * 5
+    assert got["file as dir"] == ["ENOTDIR"] * 8
+    assert got["dir as file"] == ["EISDIR", "EISDIR"]
+    assert got["readlink"] == ["EINVAL", "EINVAL", "ENOENT"]
+    assert got["xattr"] == [[], "ENODATA"]
+
+
+# ---- path spellings ------------------------------------------------------------------
+
+
+def test_path_spellings(app_bin, tmp_path):
+    """'.', '..', '//', trailing slashes, symlinks to app.bin and to its
+    directory, /proc/self/exe: all reach the same file; '..' above the
+    archive root leaves it for the directory holding app.bin; a sibling whose
+    name only starts like app.bin's is a real file."""
+    (tmp_path / "app-link").symlink_to(app_bin)
+    (tmp_path / "dir-link").symlink_to(app_bin.parent)
+    sibling = Path(str(app_bin) + "2") / "site-packages"
+    sibling.mkdir(parents=True, exist_ok=True)
+    (sibling / "real.txt").write_text("a real file")
+    beside = app_bin.parent / "beside.txt"
+    beside.write_text("next to app.bin")
+    code = f"""
+    import json, os, sys
+    root, tmp = sys.executable, {str(tmp_path)!r}
+    want = open(root + "/{PKG}/data/hello.txt").read()
+    spellings = [
+        root + "/{PKG}/./data/hello.txt", root + "//{PKG}//data///hello.txt",
+        root + "/{PKG}/data/sub/../hello.txt", root + "/stdlib/../{PKG}/data/hello.txt",
+        root + "/./{PKG}/data/hello.txt", tmp + "/app-link/{PKG}/data/hello.txt",
+        tmp + "/dir-link/" + os.path.basename(root) + "/{PKG}/data/hello.txt",
+        "/proc/self/exe/{PKG}/data/hello.txt",
+        tmp + "/app-link/../" + os.path.basename(root) + "/{PKG}/data/hello.txt",
+        root + "/../" + os.path.basename(root) + "/{PKG}/data/hello.txt",
+    ]
+    same = [open(p).read() == want for p in spellings]
+    dirs = [os.path.isdir(root + "/{PKG}/data/"), os.path.isdir(root + "/{PKG}/data//"),
+            os.path.isdir(root + "/{PKG}/data/."), os.path.isdir(tmp + "/app-link/site-packages"),
+            os.path.isdir(tmp + "/app-link/"), sorted(os.listdir(tmp + "/app-link/{PKG}/data"))]
+    print(json.dumps({{
+        "same": same, "dirs": dirs,
+        "escape": open(root + "/../beside.txt").read(),
+        "escape2": open(root + "/stdlib/../../beside.txt").read(),
+        "sibling": open(root + "2/site-packages/real.txt").read(),
+        "sibling_dir": os.listdir(root + "2/site-packages"),
+        "realpath": [os.path.realpath(tmp + "/app-link/{PKG}/data/../data/hello.txt"),
+                     os.path.realpath(root + "/{PKG}/data/")],
+    }}))
+    """
+    try:
+        got = run_json(app_bin, code)
+    finally:
+        shutil.rmtree(sibling.parent)
+        beside.unlink()
+    assert got["same"] == [True] * 10
+    assert got["dirs"] == [True, True, True, True, True, ["hello.txt", "sub"]]
+    assert got["escape"] == got["escape2"] == "next to app.bin"
+    assert got["sibling"] == "a real file" and got["sibling_dir"] == ["real.txt"]
+    assert got["realpath"] == [f"{app_bin}/{PKG}/data/hello.txt", f"{app_bin}/{PKG}/data"]
+
+
+def test_chdir_into_the_archive(app_bin, tmp_path):
+    """A virtual working directory: getcwd reports the archive path, relative
+    paths (Python's and C's) resolve against it, '..' above the root and a
+    chdir to a real directory leave it."""
+    (tmp_path / "real.txt").write_text("real")
+    code = f"""
+    import ctypes, json, os, pathlib, sys
+    root, tmp = sys.executable, {str(tmp_path)!r}
+    os.chdir(root + "/{PKG}")
+    out = {{"cwd": os.getcwd(), "path_cwd": str(pathlib.Path.cwd()),
+           "read": open("data/hello.txt").read(), "listdir": sorted(os.listdir("data")),
+           "isdir": os.path.isdir("data/sub"), "abspath": os.path.abspath("data")}}
+    libc = ctypes.CDLL(None)
+    libc.fopen.restype = ctypes.c_void_p
+    out["c_fopen"] = bool(libc.fopen(b"data/hello.txt", b"r"))
+    os.chdir("data/sub")
+    out["sub"] = [os.getcwd(), os.listdir(".")]
+    os.chdir("../..")
+    out["back"] = os.getcwd()
+    fd = os.open(root + "/{PKG}/data", os.O_RDONLY)
+    os.fchdir(fd)
+    os.close(fd)
+    out["fchdir"] = [os.getcwd(), sorted(os.listdir())]
+    os.chdir(tmp)
+    out["real"] = [os.getcwd(), open("real.txt").read()]
+    os.chdir(root + "/")
+    out["root"] = [os.path.isdir("site-packages"), os.path.isdir("stdlib")]
+    os.chdir("..")
+    out["above"] = os.getcwd()
+    print(json.dumps(out))
+    """
+    got = run_json(app_bin, code)
+    pkg = f"{app_bin}/{PKG}"
+    assert got["cwd"] == got["path_cwd"] == pkg
+    assert got["read"] == (FIXTURES / "appbin_testpkg/appbin_testpkg/data/hello.txt").read_text()
+    assert got["listdir"] == ["hello.txt", "sub"] and got["isdir"] is True
+    assert got["abspath"] == f"{pkg}/data"
+    assert got["c_fopen"] is True
+    assert got["sub"] == [f"{pkg}/data/sub", ["x.json"]]
+    assert got["back"] == pkg
+    assert got["fchdir"] == [f"{pkg}/data", ["hello.txt", "sub"]]
+    assert got["real"] == [str(tmp_path), "real"]
+    assert got["root"] == [True, True]
+    assert got["above"] == str(app_bin.parent)
+
+
+@pytest.mark.parametrize("where", ["root", "env -i"])
+def test_from_root_and_with_an_empty_environment(app_bin, where):
+    code = f"""
+    import json, os, sys, certifi, importlib.resources as ir
+    print(json.dumps([os.getcwd(), certifi.where(), os.path.isfile(certifi.where()),
+                      len(open(certifi.where()).read()) > 1000,
+                      sorted(os.listdir(os.path.dirname(__import__("appbin_testpkg").__file__) + "/data"))]))
+    """
+    env = {} if where == "env -i" else None
+    got = run_json(app_bin, code, cwd="/", env=env)
+    assert got == ["/", f"{app_bin}/site-packages/certifi/cacert.pem", True, True,
+                   ["hello.txt", "sub"]]
+
+
+# ---- C code ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def probe_library(tmp_path_factory):
+    """tests/e2e/fixtures/archfs_probe.c built as a shared library."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler")
+    out = tmp_path_factory.mktemp("probe") / "libarchfs_probe.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(out), str(FIXTURES / "archfs_probe.c")],
+                   check=True, capture_output=True)
+    return out
+
+
+def test_c_library_reads_archive_files(app_bin, test_venv, probe_library, tmp_path):
+    """A C library loaded from disk, calling libc itself: stdio, open/read,
+    openat relative to a directory descriptor, every stat flavour (statx and
+    glibc < 2.33's __xstat/__lxstat/__fxstat), opendir/readdir, scandir,
+    access, realpath, readlink, chdir/getcwd, and writes refused."""
+    (tmp_path / "outside.txt").write_text("outside")
+    code = f"""
+    import ctypes, errno, json, os, sys
+    lib = ctypes.CDLL({str(probe_library)!r})
+    C = ctypes.c_char_p
+    lib.probe_stat.restype = ctypes.c_longlong
+    lib.probe_stat.argtypes = [C, ctypes.c_int, ctypes.POINTER(ctypes.c_uint),
+                               ctypes.POINTER(ctypes.c_ulonglong)]
+    root = sys.executable.encode()
+    f, d = root + b"/{PKG}/data/hello.txt", root + b"/{PKG}/data"
+    buf, buf2 = ctypes.create_string_buffer(65536), ctypes.create_string_buffer(4096)
+    out = {{}}
+    def got(n, b=buf):
+        return [n, b.raw[:max(n, 0)].decode()]
+    out["fread"] = got(lib.probe_fread(f, buf, 65536))
+    out["read"] = got(lib.probe_read(f, buf, 65536))
+    size = ctypes.c_longlong()
+    out["openat"] = got(lib.probe_openat(d, b"sub/x.json", buf, 65536, ctypes.byref(size)))
+    out["openat"].insert(1, size.value)
+    stats = []
+    for how in range(7):
+        mode, ino = ctypes.c_uint(), ctypes.c_ulonglong()
+        stats.append([lib.probe_stat(f, how, ctypes.byref(mode), ctypes.byref(ino)), mode.value,
+                      ino.value == os.stat(f).st_ino])
+    out["stat"] = stats
+    mode, ino = ctypes.c_uint(), ctypes.c_ulonglong()
+    out["stat_dir"] = [lib.probe_stat(d, 4, ctypes.byref(mode), ctypes.byref(ino)), mode.value]
+    out["stat_missing"] = [lib.probe_stat(d + b"/nope", how, ctypes.byref(mode), ctypes.byref(ino))
+                           for how in (0, 3, 4, 5)]
+    out["stat_notdir"] = lib.probe_stat(f + b"/x", 3, ctypes.byref(mode), ctypes.byref(ino))
+    out["listdir"] = [lib.probe_listdir(d, buf, 65536), buf.value.decode()]
+    out["scandir"] = [lib.probe_scandir(d, buf2, 4096), buf2.value.decode()]
+    out["access"] = [lib.probe_access(f, os.R_OK), lib.probe_access(f, os.W_OK),
+                     lib.probe_access(d + b"/nope", os.F_OK)]
+    out["realpath"] = [lib.probe_realpath(root + b"/{PKG}/data/sub/../hello.txt", buf, 4096),
+                       buf.value.decode()]
+    out["readlink"] = [lib.probe_readlink(f), lib.probe_readlink(d + b"/nope")]
+    out["mkdir"] = [lib.probe_mkdir(d + b"/new"), lib.probe_mkdir(d)]
+    out["fopen_w"] = [lib.probe_fopen_write(f), lib.probe_fopen_write(d + b"/new.txt")]
+    out["chdir"] = [lib.probe_chdir_read(d, b"sub/x.json", buf, 65536, buf2, 4096),
+                    buf2.value.decode(), os.getcwd()]  # (the probe goes back where it was)
+    out["outside"] = got(lib.probe_fread({str(tmp_path / "outside.txt")!r}.encode(), buf, 100))
+    out["outside"].append(lib.probe_fread(b"/nonexistent/x", buf, 10))
+    print(json.dumps(out))
+    """
+    got = run_json(app_bin, code, cwd=str(tmp_path))
+    data = FIXTURES / "appbin_testpkg" / "appbin_testpkg" / "data"
+    hello = (data / "hello.txt").read_text()
+    xjson = (data / "sub" / "x.json").read_text()
+    assert got["fread"] == got["read"] == [len(hello), hello]
+    assert got["openat"] == [len(xjson), len(xjson), xjson]
+    assert got["stat"] == [[len(hello), 0o100444, True]] * 7
+    assert got["stat_dir"] == [0, 0o40555]
+    assert got["stat_missing"] == [-errno.ENOENT] * 4
+    assert got["stat_notdir"] == -errno.ENOTDIR
+    assert got["listdir"] == [2, "hello.txt \nsub/\n"]
+    assert got["scandir"] == [2, "hello.txt"]
+    assert got["access"] == [0, -errno.EROFS, -errno.ENOENT]
+    assert got["realpath"] == [0, f"{app_bin}/{PKG}/data/hello.txt"]
+    assert got["readlink"] == [-errno.EINVAL, -errno.ENOENT]
+    assert got["mkdir"] == [-errno.EROFS, -errno.EEXIST]
+    assert got["fopen_w"] == [-errno.EROFS, -errno.EROFS]
+    assert got["chdir"] == [len(xjson), f"{app_bin}/{PKG}/data", str(tmp_path)]
+    assert got["outside"] == [len("outside"), "outside", -errno.ENOENT]
+
+
+def test_libc_through_the_global_scope(app_bin):
+    """ctypes.CDLL(None) finds the host's definitions first, as any symbol
+    reference from a shared object does."""
+    code = f"""
+    import ctypes, json, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    f = (sys.executable + "/{PKG}/data/hello.txt").encode()
+    libc.opendir.restype = ctypes.c_void_p
+    libc.closedir.argtypes = [ctypes.c_void_p]
+    fd = libc.open(f, os.O_RDONLY)
+    data = os.read(fd, 100)
+    os.close(fd)
+    dirp = libc.opendir(os.path.dirname(f))
+    print(json.dumps([data.decode(), libc.access(f, os.R_OK), bool(dirp),
+                      libc.closedir(dirp) if dirp else None]))
+    """
+    got = run_json(app_bin, code)
+    hello = (FIXTURES / "appbin_testpkg/appbin_testpkg/data/hello.txt").read_text()
+    assert got == [hello, 0, True, 0]
+
+
+# ---- concurrency, processes ------------------------------------------------------------
+
+
+def test_threads_open_concurrently(app_bin, test_venv):
+    names = ["certifi/cacert.pem", "appbin_testpkg/data/hello.txt", "pydantic/main.py",
+             "fastapi/routing.py", "starlette/requests.py", "appbin_testpkg/data/sub/x.json"]
+    want = {n: sha((site(test_venv) / n).read_bytes()) for n in names}
+    code = f"""
+    import concurrent.futures, hashlib, json, os, sys
+    names = {names!r}
+    def work(i):
+        name = names[i % len(names)]
+        path = sys.executable + "/site-packages/" + name
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        os.listdir(os.path.dirname(path))
+        os.stat(path)
+        return name, digest
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(work, range(600)))
+    bad = [r for r in results if r[1] != {want!r}[r[0]]]
+    fds = len(os.listdir("/proc/self/fd"))
+    print(json.dumps([len(results), bad, fds < 20]))
+    """
+    assert run_json(app_bin, code) == [600, [], True]
+
+
+def test_fork_and_subprocess(app_bin):
+    code = f"""
+    import json, os, subprocess, sys
+    f = sys.executable + "/{PKG}/data/hello.txt"
+    want = open(f).read()
+    kept = open(f)  # inherited across fork
+    pid = os.fork()
+    if pid == 0:
+        ok = open(f).read() == want and kept.read() == want and os.listdir(os.path.dirname(f))
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    child = subprocess.run([sys.executable, "python", "-c",
+                            "import sys; print(open(sys.argv[1]).read(), end='')", f],
+                           capture_output=True, text=True)
+    print(json.dumps([os.waitstatus_to_exitcode(status), child.returncode, child.stdout == want]))
+    """
+    assert run_json(app_bin, code) == [0, 0, True]
+
+
+# ---- Python's users of paths ------------------------------------------------------------
+
+
+def test_linecache_warnings_inspect_tracebacks(app_bin):
+    code = """
+    import inspect, io, json, linecache, traceback, warnings, appbin_testpkg.boom as boom
+    boom.boom = boom.explode
+    warnings.simplefilter("always")
+    buf = io.StringIO()
+    warnings.showwarning = lambda m, c, f, l, file=None, line=None: buf.write(
+        warnings.formatwarning(m, c, f, l, line))
+    warnings.warn_explicit("look", UserWarning, boom.__file__, boom.RAISE_LINE)
+    try:
+        boom.boom()
+    except Exception as exc:
+        tb = "".join(traceback.format_exception(exc))
+    print(json.dumps([buf.getvalue(), linecache.getline(boom.__file__, boom.RAISE_LINE),
+                      inspect.getsource(boom.boom), tb]))
+    """
+    warning, line, source, tb = run_json(app_bin, code)
+    src = (FIXTURES / "appbin_testpkg/appbin_testpkg/boom.py").read_text().splitlines()
+    raise_line = next(int(x.split()[2]) for x in src if x.startswith("RAISE_LINE ="))
+    assert line == src[raise_line - 1] + "\n"
+    assert src[raise_line - 1].strip() in warning
+    assert "def explode" in source
+    assert src[raise_line - 1].strip() in tb
+
+
+def test_uncaught_exception_shows_source_lines(app_bin):
+    result = python(app_bin, "-c", "import appbin_testpkg.boom as b; b.explode()", cwd="/")
+    src = (FIXTURES / "appbin_testpkg/appbin_testpkg/boom.py").read_text().splitlines()
+    raise_line = next(int(x.split()[2]) for x in src if x.startswith("RAISE_LINE ="))
+    assert result.returncode == 1, describe(result)
+    assert src[raise_line - 1].strip() in result.stderr, describe(result)
+
+
+def test_copy_out_of_the_archive(app_bin, tmp_path):
+    """shutil.copytree/copy2 (sendfile from the memfd, copystat, xattrs)."""
+    code = f"""
+    import shutil, sys
+    shutil.copytree(sys.executable + "/{PKG}/data", {str(tmp_path / "copy")!r})
+    shutil.copy2(sys.executable + "/{PKG}/data/hello.txt", {str(tmp_path / "one.txt")!r})
+    print("{{}}")
+    """
+    run_json(app_bin, code)
+    data = FIXTURES / "appbin_testpkg" / "appbin_testpkg" / "data"
+    assert (tmp_path / "copy" / "hello.txt").read_bytes() == (data / "hello.txt").read_bytes()
+    assert (tmp_path / "copy" / "sub" / "x.json").read_bytes() == (data / "sub/x.json").read_bytes()
+    assert (tmp_path / "one.txt").read_bytes() == (data / "hello.txt").read_bytes()
+
+
+def test_outside_paths_are_untouched(app_bin, tmp_path):
+    """Real files next to and far from app.bin: same answers, same errno."""
+    (tmp_path / "f.txt").write_text("x")
+    code = f"""
+    import errno, json, os
+    tmp = {str(tmp_path)!r}
+    def err(call, *args):
+        try:
+            call(*args)
+            return "ok"
+        except OSError as exc:
+            return errno.errorcode[exc.errno]
+    os.mkdir(tmp + "/made")
+    with open(tmp + "/made/w.txt", "w") as f:
+        f.write("written")
+    os.rename(tmp + "/made/w.txt", tmp + "/made/r.txt")
+    print(json.dumps([open(tmp + "/f.txt").read(), open(tmp + "/made/r.txt").read(),
+                      sorted(os.listdir(tmp)), err(os.stat, tmp + "/nope"),
+                      err(os.stat, tmp + "/f.txt/x"), err(open, tmp + "/f.txt/x"),
+                      err(os.listdir, tmp + "/f.txt"), err(os.mkdir, tmp + "/made"),
+                      os.path.realpath(tmp + "/made/../f.txt"), os.getcwd()]))
+    """
+    got = run_json(app_bin, code, cwd=str(tmp_path))
+    assert got == ["x", "written", ["f.txt", "made"], "ENOENT", "ENOTDIR", "ENOTDIR", "ENOTDIR",
+                   "EEXIST", str(tmp_path / "f.txt"), str(tmp_path)]
+
+
+# ---- bad input ------------------------------------------------------------------------
+
+
+def _member_data_offset(app_bin, member):
+    """File offset of a member's (compressed) data in app.bin."""
+    offset, size, _ = read_trailer(app_bin)
+    with open(app_bin, "rb") as f:
+        f.seek(offset)
+        archive = f.read(size)
+    import io
+    info = zipfile.ZipFile(io.BytesIO(archive)).getinfo(member)
+    local = info.header_offset
+    name_len = int.from_bytes(archive[local + 26:local + 28], "little")
+    extra_len = int.from_bytes(archive[local + 28:local + 30], "little")
+    return offset + local + 30 + name_len + extra_len, archive
+
+
+def test_damaged_member_is_eio_with_one_line(app_bin, tmp_path):
+    """A member whose bytes are damaged (the payload's checksum made to match,
+    so start-up accepts the file): opening it fails with EIO and one log
+    line names it; the rest of the archive still reads."""
+    member = f"{PKG}/data/hello.txt"
+    data_offset, _ = _member_data_offset(app_bin, member)
+    damaged = bytearray(app_bin.read_bytes())
+    for i in range(4):
+        damaged[data_offset + i] ^= 0xFF
+    offset, size, _ = read_trailer(app_bin)
+    damaged[-32:] = hashlib.sha256(bytes(damaged[offset:offset + size])).digest()
+    copy = tmp_path / "damaged.bin"
+    copy.write_bytes(damaged)
+    copy.chmod(0o755)
+    code = f"""
+    import errno, json, sys
+    try:
+        open(sys.executable + "/{member}").read()
+        print("read")
+    except OSError as exc:
+        print(errno.errorcode[exc.errno])
+    print(open(sys.executable + "/{PKG}/data/sub/x.json").read()[:1])
+    """
+    result = python(copy, "-c", textwrap.dedent(code))
+    assert result.returncode == 0, describe(result)
+    assert result.stdout.splitlines() == ["EIO", "{"], describe(result)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("app.bin: error: "), describe(result)
+    assert member in lines[0], describe(result)
+
+
+def test_member_larger_than_memory_allows_is_enomem(app_bin, test_venv):
+    """Under an address-space limit too small for the member's bytes, open()
+    fails with ENOMEM (MemoryError-like, not a crash) and works again once
+    the limit is lifted."""
+    so = next((site(test_venv) / "pydantic_core").glob("_pydantic_core*.so")).name
+    code = f"""
+    import errno, json, resource, sys
+    path = sys.executable + "/site-packages/pydantic_core/{so}"
+    vm = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize:")).split()[1]) * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 20), hard))
+    try:
+        open(path, "rb")
+        got = "opened"
+    except OSError as exc:
+        got = errno.errorcode[exc.errno]
+    except MemoryError:
+        got = "MemoryError"
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    print(json.dumps([got, len(open(path, "rb").read())]))
+    """
+    got = run_json(app_bin, code)
+    assert got == ["ENOMEM", (site(test_venv) / "pydantic_core" / so).stat().st_size]
+
+
+def test_no_memfd_falls_back_to_a_private_directory(app_bin, tmp_path):
+    """Without memfd_create (a seccomp filter makes it fail with ENOSYS, as
+    some sandboxes do), an opened file is an unlinked file of a private 0700
+    directory under $TMPDIR, which holds nothing afterwards."""
+    code = f"""
+    import ctypes, json, os, sys
+    # seccomp(2) filter returning ENOSYS for memfd_create (syscall 319).
+    import struct
+    BPF_LD, BPF_W, BPF_ABS, BPF_JMP, BPF_JEQ, BPF_K, BPF_RET = 0x00, 0x00, 0x20, 0x05, 0x10, 0x00, 0x06
+    SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7fff0000, 0x00050000
+    prog = [
+        (BPF_LD | BPF_W | BPF_ABS, 0, 0, 0),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 319),
+        (BPF_RET | BPF_K, 0, 0, SECCOMP_RET_ERRNO | 38),
+        (BPF_RET | BPF_K, 0, 0, SECCOMP_RET_ALLOW),
+    ]
+    filt = b"".join(struct.pack("HBBI", *ins) for ins in prog)
+    buf = ctypes.create_string_buffer(filt)
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    p = Prog(len(prog), ctypes.addressof(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+    assert libc.prctl(22, 2, ctypes.byref(p), 0, 0) == 0, ctypes.get_errno()  # SECCOMP_MODE_FILTER
+    f = sys.executable + "/{PKG}/data/hello.txt"
+    with open(f) as fh:
+        text = fh.read()
+        link = os.readlink("/proc/self/fd/%d" % fh.fileno())
+    dirs = os.listdir({str(tmp_path)!r})
+    print(json.dumps([text, link.startswith({str(tmp_path)!r}), link.endswith("(deleted)"), dirs,
+                      [os.listdir({str(tmp_path)!r} + "/" + d) for d in dirs]]))
+    """
+    got = run_json(app_bin, code, env=clean_env(TMPDIR=tmp_path))
+    hello = (FIXTURES / "appbin_testpkg/appbin_testpkg/data/hello.txt").read_text()
+    assert got[0] == hello
+    assert got[1] and got[2], got
+    assert len(got[3]) == 1 and got[3][0].startswith("appbin-")  # the private dir,
+    assert got[4] == [[]]  # holding nothing
