@@ -451,6 +451,8 @@ static PyObject *importer_create_module(PyObject *self, PyObject *spec) {
   return result;
 }
 
+static PyObject *call_runtime(const char *func, PyObject *arg1, PyObject *arg2);
+
 static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   (void)self;
   PyObject *spec = PyObject_GetAttrString(module, "__spec__");
@@ -484,6 +486,11 @@ static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   if (!r)
     return NULL;
   Py_DECREF(r);
+  /* pkg_resources picks a module's resource provider by the type of its
+   * loader, and knows only importlib's: the runtime registers ours. */
+  static const char pkg_resources[] = "pkg_resources";
+  if (m->name_len == sizeof(pkg_resources) - 1 && memcmp(m->name, pkg_resources, m->name_len) == 0)
+    return call_runtime("pkg_resources_loaded", module, Py_None);
   Py_RETURN_NONE;
 }
 

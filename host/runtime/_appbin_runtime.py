@@ -14,6 +14,7 @@ import sys
 
 import _appbin
 import posixpath
+from importlib.machinery import FileFinder
 
 ARCHIVE = _appbin.archive_path
 _PREFIX = ARCHIVE + "/"
@@ -50,18 +51,25 @@ def _path_hook(path):
 
 
 def _module_name(filename):
+    """inspect.getmodulename(): the name without its module suffix, or None.
+    Not necessarily an identifier: pkgutil lists Django's "0001_initial"."""
     for suffix in (".pyc", ".py") + _EXT_SUFFIXES:
         if filename.endswith(suffix):
-            name = filename[: -len(suffix)]
-            return name if name.isidentifier() else None
+            return filename[: -len(suffix)]
     return None
 
 
-class ArchivePathFinder:
+class ArchivePathFinder(FileFinder):
     """Path-entry finder for a directory of the archive (what pkgutil and
-    importlib's PathFinder see for sys.path entries and package __path__)."""
+    importlib's PathFinder see for sys.path entries and package __path__).
+
+    A FileFinder to code that asks what serves a directory, because the
+    archive is one (archfs): pkg_resources finds distributions and namespace
+    packages on FileFinder entries by listing them, and pkgutil lists their
+    modules with os.listdir, as in a venv."""
 
     def __init__(self, member_dir):
+        super().__init__(_PREFIX + member_dir)
         self.dir = member_dir
         self.path = _PREFIX + member_dir
 
@@ -87,16 +95,30 @@ class ArchivePathFinder:
         seen = set()
         for name in sorted(_appbin.listdir(self.dir)):
             member = self.dir + "/" + name
+            # What pkgutil yields for a directory on disk (its FileFinder
+            # branch): modules by suffix, packages with an __init__, no dots.
             if _appbin.stat(member) == 2:
-                ispkg = name.isidentifier() and any(
+                ispkg = "." not in name and any(
                     _appbin.stat(member + "/__init__" + s) == 1 for s in (".py", ".pyc"))
                 modname = name if ispkg else None
             else:
                 ispkg, modname = False, _module_name(name)
-            if not modname or modname == "__init__" or modname in seen:
+            if not modname or modname == "__init__" or "." in modname or modname in seen:
                 continue
             seen.add(modname)
             yield prefix + modname, ispkg
+
+
+# ---- pkg_resources -----------------------------------------------------------
+
+
+def pkg_resources_loaded(module, _unused=None):
+    """Called by the importer once pkg_resources has run: modules loaded from
+    the archive get DefaultProvider, which reads resources by path as the
+    archive's file tree serves them (resource_filename, resource_exists,
+    resource_isdir, resource_listdir), like SourceFileLoader's modules in a
+    venv. Without it they would get NullProvider, which has none of those."""
+    module.register_loader_type(type(_appbin.importer), module.DefaultProvider)
 
 
 # ---- .pth files ----------------------------------------------------------------
