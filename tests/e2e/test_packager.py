@@ -873,6 +873,39 @@ def test_excluded_member_of_a_cycle_fails_with_its_name(pack, cyclic_venv, appbi
             f"{CYC_B}: cannot open shared object file") in run.stderr, run.stderr
 
 
+def test_library_with_an_undefined_symbol_is_named(pack, tmp_path, appbin_host):
+    """dlerror names the in-memory path of the library that fails to link; the
+    ImportError says which member that is."""
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    site = venv / "lib" / "python3.11" / "site-packages"
+    libs, package = site / "fakeundef.libs", site / "fakeundef"
+    libs.mkdir()
+    package.mkdir()
+    lib = "libundef-9f8e7d6c.so.1"
+    (tmp_path / "u.c").write_text("int appbin_nowhere(void);\n"
+                                  "int cyc_a(int n) { return appbin_nowhere() + n; }\n")
+    (tmp_path / "ext.c").write_text(CYC_EXTENSION_SOURCE.replace('"_cyc"', '"_undef"')
+                                    .replace("PyInit__cyc", "PyInit__undef"))
+    subprocess.run([cc, "-shared", "-fPIC", "-o", libs / lib, tmp_path / "u.c",
+                    f"-Wl,-soname,{lib}"], check=True)
+    subprocess.run([cc, "-shared", "-fPIC", "-o", package / f"_undef{EXT}", tmp_path / "ext.c",
+                    "-I/usr/include/python3.11", f"-L{libs}", f"-l:{lib}",
+                    "-Wl,-rpath,$ORIGIN/../fakeundef.libs"], check=True)
+    result, output = pack(venv, "--quiet", app="fakeapp:app", host=appbin_host)
+    assert result.returncode == 0, result.stderr
+    run = subprocess.run([str(output), "python", "-c", "import fakeundef._undef"],
+                         capture_output=True, text=True, timeout=120, env={}, check=False)
+    assert run.returncode == 1, run.stderr
+    last = run.stderr.splitlines()[-1]
+    assert re.fullmatch(
+        rf"ImportError: appbin: cannot load the libraries of site-packages/fakeundef/_undef{EXT}: "
+        rf"(/proc/self/fd/\d+): undefined symbol: appbin_nowhere "
+        rf"\(\1 is site-packages/fakeundef\.libs/{re.escape(lib)}\)", last), last
+
+
 # --- deterministic pyc -------------------------------------------------------------
 
 PYC_PROBE = textwrap.dedent("""\
