@@ -72,7 +72,8 @@ int archfs_lookup(const archfs *fs, const char *rest, char member[ARCHFS_PATH_MA
                   archfs_node *node, const char **escape, int *parent_ok) {
   const zipindex *zi = fs->zi;
   size_t m = 0;
-  int need_dir = 0; /* a '/' followed the last name: it must be a directory */
+  int need_dir = 0;  /* a '/' followed the last name: it must be a directory */
+  int dot_after = 0; /* and a "." too: a missing name could not be created */
   const char *p = rest;
   *parent_ok = 0;
   member[0] = '\0';
@@ -82,6 +83,7 @@ int archfs_lookup(const archfs *fs, const char *rest, char member[ARCHFS_PATH_MA
     p = c + n;
     if (n == 1 && c[0] == '.') {
       need_dir = 1;
+      dot_after = m > 0;
     } else if (n == 2 && c[0] == '.' && c[1] == '.') {
       if (m == 0) {
         *escape = p;
@@ -99,7 +101,7 @@ int archfs_lookup(const archfs *fs, const char *rest, char member[ARCHFS_PATH_MA
         m--;
       m = m ? m - 1 : 0;
       member[m] = '\0';
-      need_dir = 0;
+      need_dir = dot_after = 0;
     } else if (n > 0) {
       if (n > ARCHFS_NAME_MAX || m + 1 + n + 1 >= ARCHFS_PATH_MAX)
         return -ENAMETOOLONG;
@@ -108,7 +110,7 @@ int archfs_lookup(const archfs *fs, const char *rest, char member[ARCHFS_PATH_MA
       memcpy(member + m, c, n);
       m += n;
       member[m] = '\0';
-      need_dir = 0;
+      need_dir = dot_after = 0;
     }
     if (*p == '\0')
       break;
@@ -131,7 +133,10 @@ int archfs_lookup(const archfs *fs, const char *rest, char member[ARCHFS_PATH_MA
     *node = (archfs_node){ARCHFS_DIR, (uint32_t)m, (uint32_t)first};
     return ARCHFS_FOUND;
   }
-  return missing(zi, member, m, parent_ok);
+  int err = missing(zi, member, m, parent_ok);
+  if (dot_after)
+    *parent_ok = 0; /* "name/." names nothing that a create could make */
+  return err;
 }
 
 int archfs_escape_path(const archfs *fs, const char *escape, char *out, size_t outlen) {

@@ -619,15 +619,6 @@ static PyObject *importer_get_resource_reader(PyObject *self, PyObject *fullname
   return r;
 }
 
-static PyObject *importer_find_distributions(PyObject *self, PyObject *args, PyObject *kwargs) {
-  (void)self;
-  static char *kwlist[] = {"context", NULL};
-  PyObject *context = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:find_distributions", kwlist, &context))
-    return NULL;
-  return call_runtime("find_distributions", context, Py_None);
-}
-
 static PyObject *importer_invalidate_caches(PyObject *self, PyObject *noargs) {
   (void)self, (void)noargs;
   Py_RETURN_NONE;
@@ -656,10 +647,6 @@ static PyMethodDef importer_methods[] = {
      "get_data($self, path, /)\n--\n\nThe bytes of a file in the archive (or on disk)."},
     {"get_resource_reader", importer_get_resource_reader, METH_O,
      "get_resource_reader($self, fullname, /)\n--\n\nA reader for importlib.resources."},
-    {"find_distributions", (PyCFunction)(void (*)(void))importer_find_distributions,
-     METH_VARARGS | METH_KEYWORDS,
-     "find_distributions($self, context=None)\n--\n\nDistributions in the archive, for "
-     "importlib.metadata."},
     {"invalidate_caches", importer_invalidate_caches, METH_NOARGS,
      "invalidate_caches($self, /)\n--\n\nNothing to do: the archive never changes."},
     {NULL, NULL, 0, NULL},

@@ -3,11 +3,11 @@
 The C importer (the _appbin module) finds and loads modules; this module holds
 what is Python by nature: the path-entry finder behind sys.path entries and
 package __path__ inside the archive (pkgutil), importlib.resources' reader,
-importlib.metadata's Distribution, .pth processing, and loading the ASGI
-application. The archive is also a read-only directory tree at "<app.bin>/"
-(host/archfs*.c): open(), os.stat() and os.listdir() work on the paths
-__file__ and __path__ name, so linecache, tracebacks and warnings read
-source lines the way they do from a venv.
+.pth processing, and loading the ASGI application. The archive is also a
+read-only directory tree at "<app.bin>/" (host/archfs*.c): open(), os.stat()
+and os.listdir() work on the paths __file__ and __path__ name, so
+linecache, tracebacks and warnings read source lines, and importlib.metadata
+finds distributions on sys.path, the way they do in a venv.
 """
 
 import sys
@@ -197,69 +197,6 @@ def _reader_type():
 def resource_reader(fullname, member_dirs):
     """What the importer's get_resource_reader() returns."""
     return _reader_type()(member_dirs)
-
-
-# ---- importlib.metadata ---------------------------------------------------------
-
-_distribution_class = None
-
-
-def _normalize(name):
-    import re
-
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
-def _distribution_type():
-    global _distribution_class
-    if _distribution_class is None:
-        import importlib.metadata as metadata
-
-        class ArchiveDistribution(metadata.Distribution):
-            """A *.dist-info or *.egg-info directory in the archive."""
-
-            def __init__(self, member_dir):
-                self._dir = member_dir
-
-            def __repr__(self):
-                return f"<ArchiveDistribution {self._dir!r}>"
-
-            def read_text(self, filename):
-                try:
-                    return _appbin.read(self._dir + "/" + filename).decode("utf-8")
-                except FileNotFoundError:
-                    return None
-
-            read_text.__doc__ = metadata.Distribution.read_text.__doc__
-
-            def locate_file(self, path):
-                import pathlib
-
-                return pathlib.Path(_PREFIX + posixpath.dirname(self._dir), path)
-
-            @property
-            def _normalized_name(self):
-                stem = posixpath.basename(self._dir).rpartition(".")[0]
-                return _normalize(stem.partition("-")[0])
-
-        _distribution_class = ArchiveDistribution
-    return _distribution_class
-
-
-def find_distributions(context=None, _unused=None):
-    """Distributions in site-packages, for importlib.metadata (the finder's
-    find_distributions). Both dashes and underscores in names resolve."""
-    name = getattr(context, "name", None)
-    wanted = _normalize(name) if name else None
-    found = []
-    for entry in sorted(_appbin.listdir("site-packages")):
-        if not entry.endswith((".dist-info", ".egg-info")):
-            continue
-        stem = entry.rpartition(".")[0].partition("-")[0]
-        if wanted is None or _normalize(stem) == wanted:
-            found.append("site-packages/" + entry)
-    cls = _distribution_type() if found else None
-    return iter([cls(d) for d in found])
 
 
 # ---- the ASGI application -------------------------------------------------------

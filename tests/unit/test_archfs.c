@@ -145,6 +145,8 @@ static void test_lookups(void) {
   expect_error("site-packages/pk", ENOENT, 1); /* a prefix of a name is nothing */
   expect_error("site-packages/pkg/data.tx", ENOENT, 1);
   expect_error("stdlib/os.py/../os.py", ENOTDIR, 0);
+  expect_error("stdlib/new/", ENOENT, 1); /* mkdir("new/") creates "new" */
+  expect_error("stdlib/new/.", ENOENT, 0);
 
   expect_escape("..", "", "/srv/app");
   expect_escape("../x", "/x", "/srv/app/x");
