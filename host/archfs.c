@@ -12,7 +12,8 @@ void archfs_init(archfs *fs, const zipindex *zi, const char *root) {
 }
 
 const char *archfs_inside(const archfs *fs, const char *path) {
-  if (memcmp(path, fs->root, fs->root_len) != 0 || path[fs->root_len] != '/')
+  /* strncmp, not memcmp: a shorter path must not be read past its end. */
+  if (strncmp(path, fs->root, fs->root_len) != 0 || path[fs->root_len] != '/')
     return NULL;
   return path + fs->root_len + 1;
 }

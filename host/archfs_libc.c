@@ -19,6 +19,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -68,30 +69,26 @@ _Static_assert(sizeof(struct dirent) == sizeof(struct dirent64), "x86-64: one di
 
 /* ---- glibc's own functions ------------------------------------------------ */
 
+/* clang-format off */
 #define ARCHFS_REAL_FUNCS(X)                                                                       \
-  X(open)                                                                                          \
-  X(open64) X(__open_2) X(__open64_2) X(openat) X(openat64) X(__openat_2) X(__openat64_2) X(creat) \
-      X(creat64) X(fopen) X(fopen64) X(stat) X(stat64) X(lstat) X(lstat64) X(fstat) X(fstat64)     \
-          X(fstatat) X(fstatat64) X(statx) X(access) X(faccessat) X(euidaccess) X(eaccess)         \
-              X(opendir) X(fdopendir) X(readdir) X(readdir64) X(readdir_r) X(readdir64_r)          \
-                  X(closedir) X(dirfd) X(rewinddir) X(seekdir) X(telldir) X(scandir) X(scandir64)  \
-                      X(readlink) X(readlinkat) X(__readlink_chk) X(__readlinkat_chk) X(realpath)  \
-                          X(__realpath_chk) X(canonicalize_file_name) X(getcwd) X(__getcwd_chk) X( \
-                              get_current_dir_name) X(chdir) X(fchdir) X(statvfs) X(statvfs64)     \
-                              X(fstatvfs) X(fstatvfs64) X(close) X(fclose) X(dup) X(dup2) X(dup3)  \
-                                  X(fcntl) X(fcntl64) X(close_range) X(closefrom) X(mkdir)         \
-                                      X(mkdirat) X(rmdir) X(unlink) X(unlinkat) X(rename)          \
-                                          X(renameat) X(renameat2) X(link) X(linkat) X(symlink)    \
-                                              X(symlinkat) X(chmod) X(fchmodat) X(lchmod) X(chown) \
-                                                  X(lchown) X(fchownat) X(truncate) X(truncate64)  \
-                                                      X(utime) X(utimes) X(lutimes) X(futimesat)   \
-                                                          X(utimensat) X(mknod) X(mknodat)         \
-                                                              X(mkfifo) X(mkfifoat) X(getxattr)    \
-                                                                  X(lgetxattr) X(listxattr)        \
-                                                                      X(llistxattr) X(setxattr)    \
-                                                                          X(lsetxattr)             \
-                                                                              X(removexattr)       \
-                                                                                  X(lremovexattr)
+  X(open) X(open64) X(__open_2) X(__open64_2) X(openat) X(openat64) X(__openat_2)                  \
+  X(__openat64_2) X(creat) X(creat64) X(fopen) X(fopen64)                                          \
+  X(stat) X(stat64) X(lstat) X(lstat64) X(fstat) X(fstat64) X(fstatat) X(fstatat64) X(statx)       \
+  X(access) X(faccessat) X(euidaccess) X(eaccess)                                                  \
+  X(opendir) X(fdopendir) X(readdir) X(readdir64) X(readdir_r) X(readdir64_r) X(closedir)          \
+  X(dirfd) X(rewinddir) X(seekdir) X(telldir) X(scandir) X(scandir64)                              \
+  X(readlink) X(readlinkat) X(__readlink_chk) X(__readlinkat_chk)                                  \
+  X(realpath) X(__realpath_chk) X(canonicalize_file_name)                                          \
+  X(getcwd) X(__getcwd_chk) X(get_current_dir_name) X(chdir) X(fchdir)                             \
+  X(statvfs) X(statvfs64) X(fstatvfs) X(fstatvfs64)                                                \
+  X(close) X(fclose) X(dup) X(dup2) X(dup3) X(fcntl) X(fcntl64) X(close_range) X(closefrom)        \
+  X(mkdir) X(mkdirat) X(rmdir) X(unlink) X(unlinkat) X(rename) X(renameat) X(renameat2)            \
+  X(link) X(linkat) X(symlink) X(symlinkat) X(chmod) X(fchmodat) X(lchmod) X(chown) X(lchown)      \
+  X(fchownat) X(truncate) X(truncate64) X(utime) X(utimes) X(lutimes) X(futimesat) X(utimensat)    \
+  X(mknod) X(mknodat) X(mkfifo) X(mkfifoat)                                                        \
+  X(getxattr) X(lgetxattr) X(listxattr) X(llistxattr) X(setxattr) X(lsetxattr) X(removexattr)      \
+  X(lremovexattr) X(dlopen)
+/* clang-format on */
 
 #define ARCHFS_DECLARE_REAL(name) static void *next_##name;
 ARCHFS_REAL_FUNCS(ARCHFS_DECLARE_REAL)
@@ -424,9 +421,12 @@ static int fill_member(void *buf, void *ctx, char *err, size_t errlen) {
 
 /* A descriptor for a directory, or an O_PATH one for a file: app.bin opened
  * O_PATH (a raw openat() relative to it fails with ENOTDIR, never reaching
- * something else), tracked as the node. */
+ * something else), tracked as the node. Through /proc/self/exe, so it is
+ * the running file even if app.bin's path now names a newer one. */
 static int open_placeholder(const archfs_node *n, int flags) {
-  int fd = REAL(open)(g.root, O_PATH | (flags & O_CLOEXEC));
+  int fd = REAL(open)("/proc/self/exe", O_PATH | (flags & O_CLOEXEC));
+  if (fd < 0)
+    fd = REAL(open)(g.root, O_PATH | (flags & O_CLOEXEC));
   if (fd < 0)
     return -1;
   if (fd_track(fd, n, g.exe_ino) != 0) {
@@ -1505,9 +1505,87 @@ int linkat(int fd1, const char *from, int fd2, const char *to, int flags) {
   REFUSE_PAIR(fd1, from, fd2, to, REAL(linkat)(fd1, a.path, fd2, b.path, flags));
 }
 
+/* ---- shared objects by archive path ------------------------------------------ */
+
+static pthread_mutex_t code_lock = PTHREAD_MUTEX_INITIALIZER;
+static char **code_paths; /* per entry index: its in-memory copy's path */
+
+int archfs_code_path(const zipindex_entry *e, char *path, size_t pathlen, char *err,
+                     size_t errlen) {
+  size_t i = (size_t)(e - g.zi->entries);
+  int rc = -1;
+  pthread_mutex_lock(&code_lock);
+  if (!code_paths && !(code_paths = calloc(g.zi->count, sizeof(*code_paths)))) {
+    snprintf(err, errlen, "out of memory");
+    goto done;
+  }
+  if (!code_paths[i]) {
+    void *data = e->size <= SIZE_MAX ? malloc(e->size ? (size_t)e->size : 1) : NULL;
+    if (!data) {
+      snprintf(err, errlen, "out of memory reading %s", e->name);
+      goto done;
+    }
+    int made = zipindex_read(g.zi, e, data, err, errlen) == 0 &&
+               extload_write(e->name, data, (size_t)e->size, path, pathlen, err, errlen) == 0;
+    free(data);
+    if (!made)
+      goto done;
+    if (!(code_paths[i] = strdup(path))) {
+      snprintf(err, errlen, "out of memory");
+      goto done;
+    }
+  }
+  snprintf(path, pathlen, "%s", code_paths[i]);
+  rc = 0;
+done:
+  pthread_mutex_unlock(&code_lock);
+  return rc;
+}
+
+/* Whether dlopen(file) names an archive file the quick way (app.bin's own
+ * path in front, or relative to an archive working directory). */
+static int dlopen_is_ours(const char *file) {
+  if (!file || !g.mounted)
+    return 0;
+  if (file[0] == '/')
+    return archfs_inside(&g.fs, file) != NULL;
+  return strchr(file, '/') && __atomic_load_n(&vcwd, __ATOMIC_ACQUIRE);
+}
+
+static void *dlopen_member(const char *file, int mode) {
+  route r;
+  char path[4096], err[512];
+  if (route_at(AT_FDCWD, file, &r) == ROUTE_IN && r.node.kind == ARCHFS_FILE &&
+      archfs_code_path(&g.zi->entries[r.node.index], path, sizeof(path), err, sizeof(err)) == 0)
+    return REAL(dlopen)(path, mode);
+  return REAL(dlopen)(file, mode); /* glibc's own failure and message */
+}
+
+/* glibc's dlopen finds its caller from its return address (the caller's
+ * RUNPATH, $ORIGIN): a path that is not ours goes on as a sibling call, so
+ * glibc sees the real caller, not the host. */
+__attribute__((optimize("O2", "optimize-sibling-calls"))) void *dlopen(const char *file, int mode) {
+  if (!dlopen_is_ours(file))
+    return REAL(dlopen)(file, mode);
+  return dlopen_member(file, mode);
+}
+
 /* ---- mounting --------------------------------------------------------------------- */
 
 static void unmount_at_exit(void) { g.mounted = 0; }
+
+/* A fork while another thread reads a member (the importer and open() both
+ * read with the GIL released) would leave the child a read lock it can
+ * never take: fork waits for the read in progress instead. */
+static void fork_prepare(void) {
+  pthread_mutex_lock(&code_lock);
+  pthread_mutex_lock(&g.zi->read_lock);
+}
+
+static void fork_done(void) {
+  pthread_mutex_unlock(&g.zi->read_lock);
+  pthread_mutex_unlock(&code_lock);
+}
 
 #define ARCHFS_RESOLVE(name) (void)real_fn(&next_##name, #name);
 
@@ -1518,15 +1596,16 @@ int archfs_mount(const char *exe, zipindex *zi, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot stat %s: %s", exe, strerror(errno));
     return -1;
   }
+  g.zi = zi;
   g.root = strdup(exe);
-  if (!g.root || atexit(unmount_at_exit) != 0) {
+  if (!g.root || atexit(unmount_at_exit) != 0 ||
+      pthread_atfork(fork_prepare, fork_done, fork_done) != 0) {
     free(g.root);
     g.root = NULL;
     snprintf(err, errlen, "out of memory");
     return -1;
   }
   archfs_init(&g.fs, zi, g.root);
-  g.zi = zi;
   g.exe_dev = st.st_dev;
   g.exe_ino = st.st_ino;
   g.uid = st.st_uid;

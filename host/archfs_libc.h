@@ -21,7 +21,8 @@
  * existing name). Descriptors of archive files and directories are tracked
  * (fstat, fdopendir, *at() relative to them, fchdir), and chdir into an
  * archive directory sets a virtual working directory that getcwd reports
- * and relative paths resolve against.
+ * and relative paths resolve against. dlopen() of an archive path loads the
+ * member's in-memory copy (archfs_code_path).
  */
 #ifndef APPBIN_ARCHFS_LIBC_H
 #define APPBIN_ARCHFS_LIBC_H
@@ -34,5 +35,11 @@
  * thread starts; `zi` must stay valid until exit (the view is withdrawn by an
  * atexit handler). Returns 0, or -1 with a message in err (nothing served). */
 int archfs_mount(const char *exe, zipindex *zi, char *err, size_t errlen);
+
+/* The path ("/proc/self/fd/N", or a file of extload's private directory)
+ * of the one in-memory copy of member `e` that the dynamic loader may open,
+ * made on first use; the same for every caller, so a library is never
+ * loaded twice. Thread-safe. Returns 0, or -1 with a message in err. */
+int archfs_code_path(const zipindex_entry *e, char *path, size_t pathlen, char *err, size_t errlen);
 
 #endif

@@ -133,6 +133,7 @@ static int private_file_write(const char *name, const void *data, size_t len, ch
 
 int extload_write(const char *name, const void *data, size_t len, char *path, size_t pathlen,
                   char *err, size_t errlen) {
+  /* Called only under archfs_code_path's lock: one at a time. */
   if (memfd_state >= 0) {
     int fd = memfd_open(basename_of(name), 1);
     if (fd >= 0) {
@@ -212,7 +213,9 @@ static int data_memfd(const char *name, size_t len, extload_fill_fn fill, void *
     }
     return -2;
   }
-  if (fill_file(fd, len, fill, ctx, name, err, errlen) != 0) {
+  /* write() left the offset at the end: the reader starts at 0 (the /proc
+   * reopen below would too, not the memfd itself where /proc is missing). */
+  if (fill_file(fd, len, fill, ctx, name, err, errlen) != 0 || lseek(fd, 0, SEEK_SET) != 0) {
     int saved = errno;
     close(fd);
     errno = saved;

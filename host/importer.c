@@ -111,16 +111,12 @@ static PyObject *native_path(const zipindex_entry *e) {
     Py_XINCREF(path);
     return path;
   }
-  PyObject *data = read_member(e);
-  if (!data) {
-    Py_DECREF(key);
-    return NULL;
-  }
+  /* archfs keeps one in-memory copy per member, shared with dlopen() of
+   * the member's archive path (ctypes.CDLL), so neither loads it twice. */
   char buf[4096], err[512];
-  int rc = extload_write(e->name, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data), buf,
-                         sizeof(buf), err, sizeof(err));
-  Py_DECREF(data);
-  if (rc != 0) {
+  int rc;
+  Py_BEGIN_ALLOW_THREADS rc = archfs_code_path(e, buf, sizeof(buf), err, sizeof(err));
+  Py_END_ALLOW_THREADS if (rc != 0) {
     Py_DECREF(key);
     return PyErr_Format(PyExc_ImportError, "appbin: %s", err);
   }
@@ -453,6 +449,10 @@ static PyObject *importer_create_module(PyObject *self, PyObject *spec) {
 
 static PyObject *call_runtime(const char *func, PyObject *arg1, PyObject *arg2);
 
+/* pkg_resources learns once loaded that our modules' files are files
+ * (_appbin_runtime.adopt_pkg_resources). */
+#define PKG_RESOURCES "pkg_resources"
+
 static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   (void)self;
   PyObject *spec = PyObject_GetAttrString(module, "__spec__");
@@ -486,11 +486,13 @@ static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   if (!r)
     return NULL;
   Py_DECREF(r);
-  /* pkg_resources picks a module's resource provider by the type of its
-   * loader, and knows only importlib's: the runtime registers ours. */
-  static const char pkg_resources[] = "pkg_resources";
-  if (m->name_len == sizeof(pkg_resources) - 1 && memcmp(m->name, pkg_resources, m->name_len) == 0)
-    return call_runtime("pkg_resources_loaded", module, Py_None);
+  if (m->name_len == sizeof(PKG_RESOURCES) - 1 &&
+      memcmp(m->name, PKG_RESOURCES, m->name_len) == 0) {
+    r = call_runtime("adopt_pkg_resources", module, Py_None);
+    if (!r)
+      return NULL;
+    Py_DECREF(r);
+  }
   Py_RETURN_NONE;
 }
 
@@ -577,14 +579,10 @@ static PyObject *importer_get_data(PyObject *self, PyObject *path) {
     return NULL;
   size_t len;
   const char *member = member_of_path(cpath, &len);
-  if (!member)
-    return read_disk_file(path);
-  const zipindex_entry *e = zipindex_find(g.zi, member, len);
-  if (!e) {
-    errno = ENOENT;
-    return PyErr_SetFromErrnoWithFilenameObject(PyExc_FileNotFoundError, path);
-  }
-  return read_member(e);
+  const zipindex_entry *e = member ? zipindex_find(g.zi, member, len) : NULL;
+  /* Other spellings ("pkg/../pkg/x", a directory) and real files: through
+   * the file system, where archfs serves the archive's with its errors. */
+  return e ? read_member(e) : read_disk_file(path);
 }
 
 static PyObject *call_runtime(const char *func, PyObject *arg1, PyObject *arg2) {

@@ -14,7 +14,6 @@ import sys
 
 import _appbin
 import posixpath
-from importlib.machinery import FileFinder
 
 ARCHIVE = _appbin.archive_path
 _PREFIX = ARCHIVE + "/"
@@ -59,17 +58,11 @@ def _module_name(filename):
     return None
 
 
-class ArchivePathFinder(FileFinder):
+class ArchivePathFinder:
     """Path-entry finder for a directory of the archive (what pkgutil and
-    importlib's PathFinder see for sys.path entries and package __path__).
-
-    A FileFinder to code that asks what serves a directory, because the
-    archive is one (archfs): pkg_resources finds distributions and namespace
-    packages on FileFinder entries by listing them, and pkgutil lists their
-    modules with os.listdir, as in a venv."""
+    importlib's PathFinder see for sys.path entries and package __path__)."""
 
     def __init__(self, member_dir):
-        super().__init__(_PREFIX + member_dir)
         self.dir = member_dir
         self.path = _PREFIX + member_dir
 
@@ -107,18 +100,6 @@ class ArchivePathFinder(FileFinder):
                 continue
             seen.add(modname)
             yield prefix + modname, ispkg
-
-
-# ---- pkg_resources -----------------------------------------------------------
-
-
-def pkg_resources_loaded(module, _unused=None):
-    """Called by the importer once pkg_resources has run: modules loaded from
-    the archive get DefaultProvider, which reads resources by path as the
-    archive's file tree serves them (resource_filename, resource_exists,
-    resource_isdir, resource_listdir), like SourceFileLoader's modules in a
-    venv. Without it they would get NullProvider, which has none of those."""
-    module.register_loader_type(type(_appbin.importer), module.DefaultProvider)
 
 
 # ---- .pth files ----------------------------------------------------------------
@@ -197,6 +178,23 @@ def _reader_type():
 def resource_reader(fullname, member_dirs):
     """What the importer's get_resource_reader() returns."""
     return _reader_type()(member_dirs)
+
+
+def adopt_pkg_resources(module, _unused=None):
+    """Called once pkg_resources is loaded. It gives loaders it does not know
+    a provider that can only read bytes (NullProvider: resource_isdir,
+    resource_listdir and resource_exists raise), and finds no distributions
+    or namespace packages on path entries whose finder it does not know. The
+    archive is a directory tree, so our loader and path-entry finder get what
+    packages and directories on disk get."""
+    module.register_loader_type(type(_appbin.importer), module.DefaultProvider)
+    module.register_finder(ArchivePathFinder, module.find_on_path)
+    module.register_namespace_handler(ArchivePathFinder, module.file_ns_handler)
+    # The master working set was built while the module ran, without them.
+    working_set = module.working_set
+    for entry in list(working_set.entries):
+        for dist in module.find_distributions(entry, True):
+            working_set.add(dist, entry, False)
 
 
 # ---- the ASGI application -------------------------------------------------------

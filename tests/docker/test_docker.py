@@ -259,6 +259,32 @@ def test_native_modules_on_the_glibc_only_base(image):
     assert "/usr/lib/x86_64-linux-gnu/libssl.so.3" not in r.stdout  # not the base's
 
 
+_ARCHIVE_CHECK = """
+import ctypes, json, os, fastapi, importlib.metadata as md
+d = os.path.dirname(fastapi.__file__)
+libc = ctypes.CDLL(None)
+try:
+    open(d + "/new.txt", "w")
+    refused = None
+except OSError as exc:
+    refused = exc.errno
+print(json.dumps([os.getuid(), d, "routing.py" in os.listdir(d), os.path.isdir(d),
+                  "FastAPI" in open(d + "/applications.py").read(),
+                  libc.access((d + "/routing.py").encode(), os.R_OK), refused,
+                  md.version("fastapi") == fastapi.__version__]))
+"""
+
+
+def test_archive_files_by_path_read_only_as_65532(image):
+    """The archive read as a read-only directory tree (host/archfs*.c) on the
+    base's glibc (2.41), read-only as 65532: Python and libc calls by path,
+    importlib.metadata, EROFS for a write."""
+    r = docker("run", "--rm", "--read-only", "--cap-drop", "ALL", "--user", "65532:65532",
+               image, "python", "-c", _ARCHIVE_CHECK)
+    assert json.loads(r.stdout) == [65532, "/app.bin/site-packages/fastapi", True, True, True, 0,
+                                    30, True], r.stdout + r.stderr
+
+
 # --- the server --------------------------------------------------------------------
 
 def test_serves_hello_read_only_as_65532(server):

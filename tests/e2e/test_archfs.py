@@ -341,6 +341,9 @@ def test_path_spellings(app_bin, tmp_path):
         tmp + "/app-link/../" + os.path.basename(root) + "/{PKG}/data/hello.txt",
         root + "/../" + os.path.basename(root) + "/{PKG}/data/hello.txt",
     ]
+    os.chdir(tmp)  # relative spellings: the kernel's cwd, then app.bin by a symlink
+    spellings += ["app-link/{PKG}/data/hello.txt", "./app-link//{PKG}/data/sub/../hello.txt",
+                  "dir-link/" + os.path.basename(root) + "/{PKG}/data/hello.txt"]
     same = [open(p).read() == want for p in spellings]
     dirs = [os.path.isdir(root + "/{PKG}/data/"), os.path.isdir(root + "/{PKG}/data//"),
             os.path.isdir(root + "/{PKG}/data/."), os.path.isdir(tmp + "/app-link/site-packages"),
@@ -360,7 +363,7 @@ def test_path_spellings(app_bin, tmp_path):
     finally:
         shutil.rmtree(sibling.parent)
         beside.unlink()
-    assert got["same"] == [True] * 10
+    assert got["same"] == [True] * 13
     assert got["dirs"] == [True, True, True, True, True, ["hello.txt", "sub"]]
     assert got["escape"] == got["escape2"] == "next to app.bin"
     assert got["sibling"] == "a real file" and got["sibling_dir"] == ["real.txt"]
@@ -421,7 +424,9 @@ def test_from_root_and_with_an_empty_environment(app_bin, where):
                       len(open(certifi.where()).read()) > 1000,
                       sorted(os.listdir(os.path.dirname(__import__("appbin_testpkg").__file__) + "/data"))]))
     """
-    env = {} if where == "env -i" else None
+    env = None
+    if where == "env -i":  # nothing but the sanitizer's settings on the ASan host
+        env = {k: v for k, v in os.environ.items() if k == "ASAN_OPTIONS"}
     got = run_json(app_bin, code, cwd="/", env=env)
     assert got == ["/", f"{app_bin}/site-packages/certifi/cacert.pem", True, True,
                    ["hello.txt", "sub"]]
@@ -479,6 +484,7 @@ def test_c_library_reads_archive_files(app_bin, test_venv, probe_library, tmp_pa
     out["stat_notdir"] = lib.probe_stat(f + b"/x", 3, ctypes.byref(mode), ctypes.byref(ino))
     out["listdir"] = [lib.probe_listdir(d, buf, 65536), buf.value.decode()]
     out["scandir"] = [lib.probe_scandir(d, buf2, 4096), buf2.value.decode()]
+    out["seekdir"] = [lib.probe_seekdir(d), lib.probe_seekdir(root + b"/site-packages")]
     out["access"] = [lib.probe_access(f, os.R_OK), lib.probe_access(f, os.W_OK),
                      lib.probe_access(d + b"/nope", os.F_OK)]
     out["realpath"] = [lib.probe_realpath(root + b"/{PKG}/data/sub/../hello.txt", buf, 4096),
@@ -504,6 +510,7 @@ def test_c_library_reads_archive_files(app_bin, test_venv, probe_library, tmp_pa
     assert got["stat_notdir"] == -errno.ENOTDIR
     assert got["listdir"] == [2, "hello.txt \nsub/\n"]
     assert got["scandir"] == [2, "hello.txt"]
+    assert got["seekdir"][0] == 4 and got["seekdir"][1] > 20  # with . and ..
     assert got["access"] == [0, -errno.EROFS, -errno.ENOENT]
     assert got["realpath"] == [0, f"{app_bin}/{PKG}/data/hello.txt"]
     assert got["readlink"] == [-errno.EINVAL, -errno.ENOENT]
@@ -532,6 +539,34 @@ def test_libc_through_the_global_scope(app_bin):
     got = run_json(app_bin, code)
     hello = (FIXTURES / "appbin_testpkg/appbin_testpkg/data/hello.txt").read_text()
     assert got == [hello, 0, True, 0]
+
+
+def test_ctypes_loads_a_library_by_its_archive_path(app_bin, test_venv):
+    """ctypes.CDLL(os.path.dirname(__file__) + "/lib.so"), as packages that
+    ship plain shared libraries do: dlopen() of an archive path loads the
+    member's in-memory copy, the same one the importer uses (one inode in
+    /proc/self/maps, one handle), also by a relative path after chdir."""
+    so = next((site(test_venv) / "pydantic_core").glob("_pydantic_core*.so")).name
+    code = f"""
+    import ctypes, json, os, sys
+    import pydantic_core._pydantic_core as ext
+    path = os.path.dirname(ext.__file__) + "/{so}"
+    lib = ctypes.CDLL(path)
+    again = ctypes.CDLL(sys.executable + "/site-packages/pydantic_core/../pydantic_core/{so}")
+    os.chdir(os.path.dirname(path))
+    rel = ctypes.CDLL("./{so}")
+    inodes = {{l.split()[4] for l in open("/proc/self/maps") if "{so}" in l}}
+    try:
+        ctypes.CDLL(sys.executable + "/site-packages/pydantic_core/nope.so")
+        missing = "loaded"
+    except OSError as exc:
+        missing = str(exc)
+    print(json.dumps([hasattr(lib, "PyInit__pydantic_core"), lib._handle == again._handle == rel._handle,
+                      len(inodes), missing]))
+    """
+    found, same, inodes, missing = run_json(app_bin, code)
+    assert found and same and inodes == 1
+    assert "nope.so" in missing
 
 
 # ---- concurrency, processes ------------------------------------------------------------
@@ -580,6 +615,35 @@ def test_fork_and_subprocess(app_bin):
     assert run_json(app_bin, code) == [0, 0, True]
 
 
+def test_fork_while_threads_read(app_bin):
+    """fork() while other threads are reading members: the child must not
+    inherit the archive's read lock held (it would hang on its first read)."""
+    code = """
+    import os, sys, threading
+    path = sys.executable + "/site-packages/certifi/cacert.pem"
+    stop = False
+    def reader():
+        while not stop:
+            open(path, "rb").read()
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    statuses = set()
+    for _ in range(100):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if open(path, "rb").read() else 1)
+        statuses.add(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    stop = True
+    for t in threads:
+        t.join()
+    print(sorted(statuses))
+    """
+    result = python(app_bin, "-W", "ignore", "-c", textwrap.dedent(code), timeout=60)
+    assert result.returncode == 0, describe(result)
+    assert result.stdout.strip() == "[0]"
+
+
 # ---- Python's users of paths ------------------------------------------------------------
 
 
@@ -614,6 +678,62 @@ def test_uncaught_exception_shows_source_lines(app_bin):
     raise_line = next(int(x.split()[2]) for x in src if x.startswith("RAISE_LINE ="))
     assert result.returncode == 1, describe(result)
     assert src[raise_line - 1].strip() in result.stderr, describe(result)
+
+
+@pytest.fixture(scope="session")
+def setuptools_app(tmp_path_factory, run_appbin_pack, appbin_host):
+    """app.bin of a venv whose one distribution requires setuptools (so
+    setuptools and pkg_resources are packed)."""
+    from conftest import _cached_build, build_pip_venv
+    local = [FIXTURES / "appbin_uses_setuptools"]
+    venv = _cached_build("uses-setuptools", [], local,
+                         lambda target: build_pip_venv(target, [], local))
+    out = tmp_path_factory.mktemp("setuptools-app") / "app.bin"
+    result = run_appbin_pack("--venv", venv, "--app", "appbin_uses_setuptools:greeting",
+                             "--host", appbin_host, "-o", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    return Path(os.path.realpath(out)), venv
+
+
+def test_pkg_resources_reads_archive_files(setuptools_app):
+    """pkg_resources over archive packages: the file-system provider (as for
+    packages on disk, not the read-only NullProvider) and a working set built
+    by listing sys.path, the same as the venv's python says."""
+    app, venv = setuptools_app
+    code = """
+    import json, os, sys, pkg_resources as r, appbin_uses_setuptools as m
+    top = os.path.dirname(os.path.dirname(m.__file__))
+    print(json.dumps([m.greeting(), r.resource_isdir(m.__name__, "data"),
+                      r.resource_listdir(m.__name__, "data"),
+                      r.resource_exists(m.__name__, "data/greeting.txt"),
+                      os.path.relpath(r.resource_filename(m.__name__, "data/greeting.txt"), top),
+                      r.get_distribution("appbin-uses-setuptools").version,
+                      sorted(d.project_name for d in r.working_set if d.project_name != "pip")]))
+    """
+    ours = run_json(app, code)
+    result = subprocess.run([str(Path(venv) / "bin" / "python"), "-I", "-c", textwrap.dedent(code)],
+                            capture_output=True, text=True, check=True)
+    assert ours == json.loads(result.stdout)
+    assert ours[:4] == ["hello through pkg_resources\n", True, ["greeting.txt"], True]
+
+
+def test_get_data_of_other_spellings(app_bin):
+    """A loader's get_data (pkgutil.get_data) with '..' in the path or a
+    directory answers as the file system does."""
+    code = f"""
+    import errno, json, pkgutil, sys, appbin_testpkg
+    loader = appbin_testpkg.__loader__
+    def err(path):
+        try:
+            return len(loader.get_data(path))
+        except OSError as exc:
+            return errno.errorcode[exc.errno]
+    root = sys.executable + "/{PKG}"
+    print(json.dumps([err(root + "/data/sub/../hello.txt"), err(root + "/data"),
+                      err(root + "/data/nope"), len(pkgutil.get_data("appbin_testpkg", "data/sub/../hello.txt"))]))
+    """
+    size = len((FIXTURES / "appbin_testpkg/appbin_testpkg/data/hello.txt").read_bytes())
+    assert run_json(app_bin, code) == [size, "EISDIR", "ENOENT", size]
 
 
 def test_copy_out_of_the_archive(app_bin, tmp_path):

@@ -170,6 +170,25 @@ static void run(const archfs *fs, const model *m, const char *path) {
     abort();
 }
 
+/* archfs_inside on the path as given (often shorter than the root: it must
+ * not be read past its end) and with the root in front. */
+static void check_inside(const archfs *fs, const char *path) {
+  const char *rest = archfs_inside(fs, path);
+  size_t n = strlen(path);
+  if (rest && (rest < path + fs->root_len + 1 || rest > path + n))
+    abort();
+  char *full = malloc(fs->root_len + 1 + n + 1);
+  memcpy(full, fs->root, fs->root_len);
+  full[fs->root_len] = '/';
+  memcpy(full + fs->root_len + 1, path, n + 1);
+  if (archfs_inside(fs, full) != full + fs->root_len + 1)
+    abort();
+  full[fs->root_len] = 'x'; /* "/r/app.binx...": a sibling, not inside */
+  if (archfs_inside(fs, full) != NULL)
+    abort();
+  free(full);
+}
+
 /* Names must be "clean" for the model: non-empty components (a trailing '/'
  * marks an explicit directory entry). */
 static int clean(const char *name) {
@@ -247,6 +266,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!all_clean)
       m.conflict = 1;
     run(&fs, &m, path);
+    check_inside(&fs, path);
     zipindex_close(&zi);
   }
   for (size_t i = 0; i < m.count; i++)
