@@ -6,7 +6,9 @@
 
 #include "asgi_internal.h"
 #include "http.h"
+#include "worker_board.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -122,24 +124,10 @@ static int dict_double(PyObject *opts, const char *key, double dflt, double *out
 }
 
 static int parse_trusted(ServerObject *s, const char *ips) {
-  for (const char *p = ips; *p;) {
-    size_t n = strcspn(p, ",");
-    const char *h = p;
-    size_t hn = n;
-    asgi_trim(&h, &hn);
-    if (hn == 1 && *h == '*') {
-      s->trust_all_proxies = 1;
-    } else if (hn) {
-      char **t = PyMem_Realloc(s->trusted, (s->ntrusted + 1) * sizeof(*t));
-      if (!t)
-        return -1;
-      s->trusted = t;
-      if (!(t[s->ntrusted] = PyMem_Malloc(hn + 1)))
-        return -1;
-      memcpy(t[s->ntrusted], h, hn);
-      t[s->ntrusted++][hn] = '\0';
-    }
-    p += n + (p[n] == ',');
+  char err[160];
+  if (ipallow_parse(&s->trusted, ips, err, sizeof(err)) != 0) {
+    PyErr_Format(PyExc_ValueError, "--forwarded-allow-ips: %s", err);
+    return -1;
   }
   return 0;
 }
@@ -247,8 +235,13 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
   if (!(s->access_buf = PyMem_Malloc(s->access_cap)))
     return -1;
 
-  if (uv_loop_init(&s->uv) != 0) {
-    PyErr_SetString(PyExc_OSError, "cannot create the libuv loop");
+  int uv_rc = uv_loop_init(&s->uv);
+  if (uv_rc != 0) {
+    PyObject *args = Py_BuildValue("(is)", -uv_rc, "cannot create the libuv loop");
+    if (args) {
+      PyErr_SetObject(PyExc_OSError, args);
+      Py_DECREF(args);
+    }
     return -1;
   }
   s->uv_ready = 1;
@@ -272,9 +265,18 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
   return 0;
 }
 
+/* OSError(errno, "cannot listen on WHERE: why"). */
 static PyObject *listen_error(int rc, const char *where) {
-  return PyErr_Format(PyExc_OSError, "cannot listen on %s: %s", where,
-                      rc < -20000 ? http_strerror(rc) : uv_strerror(rc));
+  PyObject *msg = PyUnicode_FromFormat("cannot listen on %s: %s", where,
+                                       rc < -20000 ? http_strerror(rc) : uv_strerror(rc));
+  if (msg) {
+    PyObject *args = Py_BuildValue("(iN)", rc < -20000 ? 0 : -rc, msg);
+    if (args) {
+      PyErr_SetObject(PyExc_OSError, args);
+      Py_DECREF(args);
+    }
+  }
+  return NULL;
 }
 
 static PyObject *server_listen_tcp(ServerObject *s, PyObject *args) {
@@ -312,6 +314,34 @@ static PyObject *server_listen_fd(ServerObject *s, PyObject *arg) {
   return Py_NewRef(Py_None);
 }
 
+static void on_beat(uv_timer_t *t) {
+  (void)t;
+  workers_beat();
+}
+
+/* A supervised worker: the supervisor checks that the loop beats, and asks
+ * for the Python stacks (SIGUSR2, faulthandler) before it replaces a worker
+ * whose loop stays blocked. */
+static int start_beating(ServerObject *s) {
+  double interval = workers_beat_interval();
+  if (interval <= 0)
+    return 0;
+  PyObject *fh = PyImport_ImportModule("faulthandler");
+  PyObject *r = fh ? PyObject_CallMethod(fh, "register", "i", SIGUSR2) : NULL;
+  Py_XDECREF(fh);
+  if (!r)
+    return -1;
+  Py_DECREF(r);
+  uint64_t ms = (uint64_t)(interval * 1000);
+  if (uv_timer_init(&s->uv, &s->beat_timer) != 0 ||
+      uv_timer_start(&s->beat_timer, on_beat, ms, ms) != 0) {
+    PyErr_SetString(PyExc_OSError, "cannot start the worker's heartbeat timer");
+    return -1;
+  }
+  s->beat_on = 1;
+  return 0;
+}
+
 static PyObject *server_start(ServerObject *s, PyObject *noargs) {
   (void)noargs;
   PyObject *fd = PyLong_FromLong(uv_backend_fd(&s->uv));
@@ -323,6 +353,9 @@ static PyObject *server_start(ServerObject *s, PyObject *noargs) {
     return NULL;
   Py_DECREF(r);
   s->reader_added = 1;
+  if (!s->beat_on && start_beating(s) != 0)
+    return NULL;
+  workers_serving();
   asgi_schedule_pump(s);
   Py_RETURN_NONE;
 }
@@ -339,6 +372,7 @@ static PyObject *server_shutdown(ServerObject *s, PyObject *noargs) {
   if (!fut)
     return NULL;
   Py_XSETREF(s->closed_future, Py_NewRef(fut));
+  workers_stopping();
   http_server_shutdown(s->http, server_on_closed);
   asgi_schedule_pump(s);
   return fut;
@@ -377,6 +411,10 @@ static PyObject *server_close(ServerObject *s, PyObject *noargs) {
   if (s->closed)
     Py_RETURN_NONE;
   server_release(s);
+  if (s->beat_on) {
+    uv_close((uv_handle_t *)&s->beat_timer, NULL);
+    s->beat_on = 0;
+  }
   if (s->http) {
     http_server_abort(s->http);
     /* Run the loop until every handle's close callback ran. */
@@ -462,9 +500,7 @@ static void server_dealloc(ServerObject *s) {
   Py_XDECREF(s->default_header_refs);
   Py_XDECREF(s->server_addr);
   PyMem_Free(s->default_headers);
-  for (size_t i = 0; i < s->ntrusted; i++)
-    PyMem_Free(s->trusted[i]);
-  PyMem_Free(s->trusted);
+  ipallow_free(&s->trusted);
   PyMem_Free(s->access_buf);
   Py_TYPE(s)->tp_free((PyObject *)s);
 }

@@ -3,6 +3,7 @@
  * (a 500 when the application fails before or while answering). */
 #include "asgi_internal.h"
 
+#include <assert.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -271,6 +272,7 @@ static void on_request_done(http_request *req) {
       asgi_ws_on_request_done(req);
     return;
   }
+  assert(r->req == req && Py_REFCNT(r) >= 1);
   req->user = NULL;
   r->req = NULL;
   r->complete = 1;
@@ -297,9 +299,20 @@ static void on_log(http_server *srv, int level, const char *msg) {
 
 /* ---- finishing ------------------------------------------------------------------ */
 
+/* Ownership: the layer holds one reference to a request from on_request to
+ * on_request_done, which runs inside the terminal call (the response's last
+ * write, http_response_abort). Whoever makes that call must hold a reference
+ * of its own (send()'s bound self, the Runner's owner, or a local one), else
+ * the object is freed under it. */
+#define ASSERT_CALLER_HOLDS(r) assert(!(r)->req || Py_REFCNT(r) >= 2)
+
 static void finish_with_500(RequestObject *r) {
   if (!r->req)
     return;
+  ServerObject *s = r->server;
+  Py_INCREF(r); /* on_request calls this holding only the layer's reference */
+  if (r->started && http_response_retract(r->req) == 0)
+    r->started = 0; /* nothing of the response left yet: a 500 replaces it */
   if (r->started) {
     http_response_abort(r->req);
   } else {
@@ -309,14 +322,17 @@ static void finish_with_500(RequestObject *r) {
     r->status = 500;
     r->started = 1;
     if (!r->disconnected && http_response_start(r->req, 500, h, 2) == 0) {
-      asgi_log_access(r->server, r->log_prefix, r->status); /* only what the client really gets */
+      asgi_log_access(s, r->log_prefix, r->status); /* only what the client really gets */
       http_response_write(r->req, body, sizeof(body) - 1, false);
     } else {
       http_response_abort(r->req);
     }
   }
-  asgi_schedule_pump(r->server);
+  assert(!r->req); /* the terminal call ran on_request_done */
+  asgi_schedule_pump(s);
+  Py_DECREF(r);
 }
+
 /* The application returned (exc NULL), raised exc, or was cancelled: log
  * what is worth it and make sure the request gets its terminal call. */
 static void request_finish(PyObject *owner, PyObject *exc, int cancelled) {
@@ -493,6 +509,7 @@ static PyObject *send_body(RequestObject *r, PyObject *message) {
     return NULL;
   if (!more)
     asgi_log_access(r->server, r->log_prefix, r->status);
+  ASSERT_CALLER_HOLDS(r);
   int rc = http_response_write(r->req, view.buf, (size_t)view.len, more);
   if (body)
     PyBuffer_Release(&view);
@@ -515,6 +532,7 @@ static PyObject *send_pathsend(RequestObject *r, PyObject *message) {
   }
   Py_DECREF(fs);
   asgi_log_access(r->server, r->log_prefix, r->status);
+  ASSERT_CALLER_HOLDS(r);
   int rc = http_response_sendfile(r->req, fd, 0, -1, false);
   return after_write(r, rc, 0);
 }
@@ -543,6 +561,7 @@ static PyObject *send_zerocopy(RequestObject *r, PyObject *message) {
     return PyErr_SetFromErrno(PyExc_OSError);
   if (!more)
     asgi_log_access(r->server, r->log_prefix, r->status);
+  ASSERT_CALLER_HOLDS(r);
   int rc = http_response_sendfile(r->req, dupfd, offset, count, more);
   return after_write(r, rc, more);
 }

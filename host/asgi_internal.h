@@ -10,6 +10,7 @@
 #include <Python.h>
 
 #include "http.h"
+#include "ipallow.h"
 
 #pragma GCC visibility push(hidden)
 
@@ -39,9 +40,10 @@ typedef struct ServerObject {
   int pump_scheduled;
   PyObject *closed_future;
   PyObject *on_max_requests;
-  int log_level, access_log, proxy_headers, trust_all_proxies;
-  char **trusted; /* --forwarded-allow-ips */
-  size_t ntrusted;
+  uv_timer_t beat_timer; /* --workers: tells the supervisor the loop is alive */
+  int beat_on;
+  int log_level, access_log, proxy_headers;
+  ipallow trusted;  /* --forwarded-allow-ips */
   char *access_buf; /* allocated by asgi.c, filled and flushed by asgi_log.c */
   size_t access_len, access_cap;
   http_header *default_headers;

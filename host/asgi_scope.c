@@ -58,6 +58,8 @@ static int hexval(char c) {
   return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
+static PyObject *pair_new(PyObject *a, PyObject *b);
+
 /* The percent-decoded path as str (UTF-8, invalid bytes replaced), as
  * urllib.parse.unquote gives uvicorn. */
 static PyObject *decode_path(const char *p, size_t len) {
@@ -82,15 +84,6 @@ static PyObject *decode_path(const char *p, size_t len) {
   return s;
 }
 
-static int is_trusted(ServerObject *s, const char *host, size_t len) {
-  if (s->trust_all_proxies)
-    return 1;
-  for (size_t i = 0; i < s->ntrusted; i++)
-    if (strlen(s->trusted[i]) == len && memcmp(s->trusted[i], host, len) == 0)
-      return 1;
-  return 0;
-}
-
 const http_header *asgi_find_header(const http_request *req, const char *name) {
   size_t len = strlen(name);
   for (size_t i = 0; i < req->n_headers; i++)
@@ -99,14 +92,75 @@ const http_header *asgi_find_header(const http_request *req, const char *name) {
   return NULL;
 }
 
-/* scheme and client after trusted X-Forwarded-Proto/For (uvicorn's rules:
- * the client is the right-most address that is not a trusted proxy). */
+/* One X-Forwarded-For entry: "host", "host:port" (one colon) or
+ * "[v6]:port", as uvicorn parses them; anything else is all host, port 0. */
+static void forwarded_host_port(const char *v, size_t n, const char **host, size_t *host_len,
+                                int *port) {
+  *host = v, *host_len = n, *port = 0;
+  const char *colon = NULL, *digits_end = v + n;
+  if (n && v[0] == '[') {
+    const char *close = memchr(v, ']', n);
+    if (!close)
+      return;
+    if (close + 1 != v + n && close[1] != ':')
+      return; /* "[x]y": kept whole */
+    *host = v + 1, *host_len = (size_t)(close - v - 1);
+    if (close + 1 == v + n)
+      return;
+    colon = close + 1;
+  } else {
+    const char *first = memchr(v, ':', n);
+    if (!first || memchr(first + 1, ':', (size_t)(v + n - first - 1)))
+      return; /* no port, or an IPv6 literal */
+    colon = first;
+  }
+  long p = 0;
+  const char *d = colon + 1;
+  if (d == digits_end || digits_end - d > 9)
+    return;
+  for (; d < digits_end; d++) {
+    if (*d < '0' || *d > '9')
+      return;
+    p = p * 10 + (*d - '0');
+  }
+  if (v[0] != '[')
+    *host_len = (size_t)(colon - v);
+  *port = (int)p;
+}
+
+static int is_forwarded_for(const http_header *h) {
+  return h->name_len == 15 && memcmp(h->name, "x-forwarded-for", 15) == 0;
+}
+
+/* The entry of one X-Forwarded-For value that ends at end (blanks off). */
+static const char *entry_before(const char *start, const char *end, size_t *len) {
+  const char *p = end;
+  while (p > start && p[-1] != ',')
+    p--;
+  const char *t = p;
+  size_t n = (size_t)(end - p);
+  asgi_trim(&t, &n);
+  *len = n;
+  return t;
+}
+
+/* scheme and client after trusted X-Forwarded-Proto/For, by uvicorn's rules:
+ * the last X-Forwarded-Proto; the client is the right-most X-Forwarded-For
+ * address that is not a trusted proxy (the left-most if all are, or with
+ * '*'). Values are latin-1, as uvicorn decodes them. A unix socket's peer
+ * has no address: only '*' trusts it. */
 static int apply_proxy_headers(ServerObject *s, const http_request *req, int websocket,
                                PyObject **scheme, PyObject **client) {
-  const char *peer = req->client_host;
-  if (!s->proxy_headers || !is_trusted(s, peer, strlen(peer)))
+  if (!s->proxy_headers)
     return 0;
-  const http_header *proto = asgi_find_header(req, "x-forwarded-proto");
+  if (req->unix_socket ? !s->trusted.any
+                       : !ipallow_match(&s->trusted, req->client_host, strlen(req->client_host)))
+    return 0;
+  const http_header *proto = NULL;
+  for (size_t i = 0; i < req->n_headers; i++)
+    if (req->headers[i].name_len == 17 &&
+        memcmp(req->headers[i].name, "x-forwarded-proto", 17) == 0)
+      proto = &req->headers[i];
   if (proto) {
     const char *v = proto->value;
     size_t n = proto->value_len;
@@ -121,30 +175,45 @@ static int apply_proxy_headers(ServerObject *s, const http_request *req, int web
       Py_SETREF(*scheme,
                 Py_NewRef(websocket ? (secure ? S.wss : S.ws) : (secure ? S.https : S.http)));
   }
-  const http_header *fwd = asgi_find_header(req, "x-forwarded-for");
-  if (fwd && fwd->value_len) {
-    const char *end = fwd->value + fwd->value_len, *start = fwd->value;
-    const char *pick = NULL;
-    size_t pick_len = 0;
-    while (end > start) {
-      const char *comma = end;
-      while (comma > start && comma[-1] != ',')
-        comma--;
-      const char *h = comma;
-      size_t n = (size_t)(end - comma);
-      asgi_trim(&h, &n);
-      pick = h, pick_len = n;
-      if (!is_trusted(s, h, n))
+  /* Every X-Forwarded-For header makes one list (uvicorn joins them with
+   * ", "), walked from its right end. */
+  const char *host = NULL, *first = NULL;
+  size_t host_len = 0, first_len = 0;
+  int port = 0, found = 0;
+  for (size_t i = req->n_headers; i-- > 0 && !found;) {
+    const http_header *h = &req->headers[i];
+    if (!is_forwarded_for(h))
+      continue;
+    const char *end = h->value + h->value_len;
+    for (;;) {
+      size_t n;
+      const char *e = entry_before(h->value, end, &n);
+      first = e, first_len = n; /* the left-most so far */
+      if (!s->trusted.any) {
+        forwarded_host_port(e, n, &host, &host_len, &port);
+        if (!ipallow_match(&s->trusted, host, host_len)) {
+          found = 1;
+          break;
+        }
+      }
+      while (end > h->value && end[-1] != ',')
+        end--;
+      if (end == h->value)
         break;
-      end = comma > start ? comma - 1 : start;
-    }
-    if (pick && pick_len) {
-      PyObject *c = Py_BuildValue("(s#i)", pick, (Py_ssize_t)pick_len, 0);
-      if (!c)
-        return -1;
-      Py_SETREF(*client, c);
+      end--; /* the comma */
     }
   }
+  if (!first)
+    return 0;
+  if (!found) /* '*', or every address is a trusted proxy: the left-most */
+    forwarded_host_port(first, first_len, &host, &host_len, &port);
+  if (host_len == 0)
+    return 0;
+  PyObject *c =
+      pair_new(PyUnicode_DecodeLatin1(host, (Py_ssize_t)host_len, NULL), PyLong_FromLong(port));
+  if (!c)
+    return -1;
+  Py_SETREF(*client, c);
   return 0;
 }
 
@@ -288,7 +357,7 @@ PyObject *asgi_build_scope(ServerObject *s, const http_request *req, int websock
   PyObject *client = req->unix_socket || req->client_port < 0
                          ? Py_NewRef(Py_None)
                          : addr_new(req->client_host, req->client_port);
-  if (!client || (!req->unix_socket && apply_proxy_headers(s, req, websocket, &scheme, &client)))
+  if (!client || apply_proxy_headers(s, req, websocket, &scheme, &client))
     ok = 0;
   PyObject *extensions = _PyDict_NewPresized(2);
   PyObject *ext1 = PyDict_New(), *ext2 = websocket ? NULL : PyDict_New();

@@ -22,6 +22,7 @@
 #include "asgi_internal.h"
 #include "ws_frame.h"
 
+#include <assert.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -62,6 +63,13 @@ typedef struct {
 } WebSocketObject;
 
 static PyTypeObject WebSocketType;
+
+/* The layer holds one reference through req->user until on_request_done,
+ * which runs inside the request's terminal call (the last write, an abort,
+ * the upgrade): whoever makes that call must hold another one. */
+#define ASSERT_CALLER_HOLDS(ws) assert(!(ws)->req || Py_REFCNT(ws) >= 2)
+/* The same for the stream: its on_close drops the stream's reference. */
+#define ASSERT_CALLER_HOLDS_STREAM(ws) assert(!(ws)->stream || Py_REFCNT(ws) >= 2)
 
 static int strings_init(void) {
   static const asgi_intern_entry table[] = {
@@ -255,6 +263,7 @@ static void send_close_frame(WebSocketObject *ws, int code, const char *reason, 
  * error, keepalive timeout, shutdown, failing app): the close frame, then a
  * graceful TCP close. */
 static void fail_connection(WebSocketObject *ws, int code, const char *reason) {
+  ASSERT_CALLER_HOLDS_STREAM(ws);
   size_t rlen = reason ? strlen(reason) : 0;
   ws->lost = 1;
   set_disconnect(ws, code, reason, rlen);
@@ -344,6 +353,7 @@ static int on_event(WebSocketObject *ws, ws_event ev) {
     }
     return 0;
   case WS_EV_CLOSE:
+    ASSERT_CALLER_HOLDS_STREAM(ws);
     if (!ws->close_sent) { /* the peer starts the closing handshake: answer it */
       ws->lost = 1;
       set_disconnect(ws, p->close_code, p->close_reason, p->close_reason_len);
@@ -411,6 +421,7 @@ static void stream_on_timer(http_stream *st) {
     fail_connection(ws, WS_CLOSE_INTERNAL_ERROR, "keepalive ping timeout");
     break;
   case WT_CLOSE: /* no close reply in time */
+    ASSERT_CALLER_HOLDS_STREAM(ws);
     if (ws->stream)
       http_stream_close(ws->stream, false);
     break;
@@ -501,6 +512,7 @@ static void respond_500(WebSocketObject *ws) {
   ws->state = ST_DONE;
   Py_INCREF(ws); /* the terminal call may drop the last other reference */
   plain_response(ws->req, 500, "Internal Server Error", NULL, 0);
+  assert(!ws->req);
   asgi_schedule_pump(ws->server);
   Py_DECREF(ws);
 }
@@ -517,6 +529,7 @@ static void ws_finish(PyObject *owner, PyObject *exc, int cancelled) {
     if (ws->req) {
       if (!exc && !cancelled && !ws->lost)
         asgi_log(s, LOG_ERROR, "ASGI callable returned without completing handshake.");
+      ASSERT_CALLER_HOLDS(ws);
       if (ws->lost || cancelled)
         http_response_abort(ws->req);
       else
@@ -528,6 +541,7 @@ static void ws_finish(PyObject *owner, PyObject *exc, int cancelled) {
     if (ws->req) {
       if (!exc && !cancelled && !ws->lost)
         asgi_log(s, LOG_ERROR, "ASGI callable returned without completing the response.");
+      ASSERT_CALLER_HOLDS(ws);
       http_response_abort(ws->req);
     }
     ws->state = ST_DONE;
@@ -676,6 +690,7 @@ static PyObject *ws_reject(WebSocketObject *ws) {
   http_header h[] = {{"content-type", 12, "text/plain; charset=utf-8", 25},
                      {"content-length", 14, "0", 1},
                      {"connection", 10, "close", 5}};
+  ASSERT_CALLER_HOLDS(ws);
   if (http_response_start(ws->req, 403, h, 3) == 0)
     http_response_write(ws->req, NULL, 0, false);
   else
@@ -747,6 +762,7 @@ static PyObject *ws_response_body(WebSocketObject *ws, PyObject *message) {
     ws->state = ST_DONE;
     set_disconnect(ws, WS_CLOSE_ABNORMAL, NULL, 0);
   }
+  ASSERT_CALLER_HOLDS(ws);
   int rc = http_response_write(ws->req, view.buf, (size_t)view.len, more);
   if (body)
     PyBuffer_Release(&view);
@@ -885,6 +901,7 @@ void asgi_ws_on_drain(http_request *req) {
 
 void asgi_ws_on_request_done(http_request *req) {
   WebSocketObject *ws = req->user;
+  assert(ws->req == req);
   req->user = NULL;
   ws->req = NULL;
   if (ws->state != ST_OPEN)

@@ -1,5 +1,7 @@
 #include "cli.h"
 
+#include "ipallow.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -19,6 +21,7 @@ typedef enum opt_kind {
   OPT_LIFESPAN,
   OPT_WS,
   OPT_HEADER, /* repeatable */
+  OPT_IPLIST, /* --forwarded-allow-ips: checked by ipallow_parse */
 } opt_kind;
 
 typedef struct opt_spec {
@@ -45,8 +48,8 @@ static const opt_spec options[] = {
     {"root-path", OPT_STR, OFF(root_path), 0, 0, "PATH", "ASGI root_path for a sub-mounted app"},
     {"proxy-headers", OPT_BOOL, OFF(proxy_headers), 0, 0, NULL,
      "trust X-Forwarded-Proto/For from --forwarded-allow-ips (default on)"},
-    {"forwarded-allow-ips", OPT_STR, OFF(forwarded_allow_ips), 0, 0, "IPS",
-     "comma-separated proxy addresses to trust, or * (default 127.0.0.1)"},
+    {"forwarded-allow-ips", OPT_IPLIST, OFF(forwarded_allow_ips), 0, 0, "IPS",
+     "proxy addresses and CIDR networks to trust, comma-separated, or * (default 127.0.0.1)"},
     {"server-header", OPT_BOOL, OFF(server_header), 0, 0, NULL, "send Server: appbin (default on)"},
     {"date-header", OPT_BOOL, OFF(date_header), 0, 0, NULL, "send a Date header (default on)"},
     {"header", OPT_HEADER, OFF(headers), 0, 0, "NAME:VALUE",
@@ -63,6 +66,10 @@ static const opt_spec options[] = {
      "answer 503 beyond N concurrent requests (default: no limit)"},
     {"limit-max-requests", OPT_LONG, OFF(limit_max_requests), 0, LONG_MAX, "N",
      "a worker exits after N requests (default: no limit)"},
+    {"limit-max-requests-jitter", OPT_LONG, OFF(limit_max_requests_jitter), 0, LONG_MAX, "N",
+     "each worker adds a random 0..N to --limit-max-requests (default 0)"},
+    {"timeout-worker-healthcheck", OPT_SECONDS, OFF(timeout_worker_healthcheck), 0, 0, "SECONDS",
+     "--workers: replace a worker whose event loop is blocked this long (default 30; 0: off)"},
     {"lifespan", OPT_LIFESPAN, OFF(lifespan), 0, 0, "auto|on|off", "ASGI lifespan (default auto)"},
     {"log-level", OPT_LEVEL, OFF(log_level), 0, 0, "LEVEL",
      "trace|debug|info|warning|error|critical (default info)"},
@@ -103,6 +110,7 @@ static void set_defaults(cli_options *o) {
   o->timeout_keep_alive = 5;
   o->timeout_request_header = 10;
   o->timeout_graceful_shutdown = 30;
+  o->timeout_worker_healthcheck = 30;
   o->lifespan = LIFESPAN_AUTO;
   o->log_level = LOG_INFO;
   o->access_log = 1;
@@ -190,6 +198,18 @@ static int apply(cli_options *o, const opt_spec *s, const char *value, const cha
       goto bad;
     *(const char **)field = value;
     return 0;
+  case OPT_IPLIST: {
+    ipallow allow;
+    char why[160];
+    if (ipallow_parse(&allow, value, why, sizeof(why)) != 0) {
+      snprintf(err, errlen, "%s --%s: %s (expected IP addresses, CIDR networks or *)", source,
+               s->name, why);
+      return 2;
+    }
+    ipallow_free(&allow);
+    *(const char **)field = value;
+    return 0;
+  }
   case OPT_HEADER: {
     const char *colon = strchr(value, ':');
     if (!colon || colon == value)

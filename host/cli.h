@@ -66,6 +66,8 @@ typedef struct cli_options {
   double timeout_graceful_shutdown;
   int limit_concurrency;
   long limit_max_requests;
+  long limit_max_requests_jitter;    /* each worker adds a random 0..N to the limit */
+  double timeout_worker_healthcheck; /* --workers: replace a worker blocked this long (0: off) */
   /* lifecycle and logging */
   cli_lifespan lifespan;
   cli_log_level log_level;

@@ -223,6 +223,12 @@ int http_response_flush(http_request *req);
  * a 500 is sent when possible; otherwise the connection is closed. */
 void http_response_abort(http_request *req);
 
+/* Withdraws a started response none of whose bytes has left yet (no body
+ * write, no flush since http_response_start()): the request is as before
+ * the start, so that, say, a 500 can replace it. 0, or HTTP_ESTATE when it
+ * is too late. */
+int http_response_retract(http_request *req);
+
 /* True once http_response_start() succeeded. */
 bool http_response_started(const http_request *req);
 

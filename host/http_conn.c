@@ -9,6 +9,7 @@
  */
 #include "http_internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #define ZERO_COPY_MIN 4096    /* body writes at least this big skip the copy */
 #define FILE_CHUNK 65536      /* pread() fallback chunk for sendfile */
 #define STREAM_FLUSH_MS 10000 /* a closed stream's last output must leave within this */
+#define FRESH_GRACE_MS 1000   /* shutting down: how long a new, silent connection may wait */
 
 static const llhttp_settings_t parser_settings;
 static void conn_process(http_conn *c);
@@ -214,6 +216,7 @@ static void on_write(uv_write_t *wr, int status);
 
 /* Hand wbuf[skip..] to uv_write() (nothing in flight). */
 static void conn_submit(http_conn *c, size_t skip) {
+  c->resp_head_unsent = false;
   http_buf tmp = c->wfly;
   c->wfly = c->wbuf;
   c->wbuf = tmp;
@@ -232,6 +235,7 @@ static void conn_submit(http_conn *c, size_t skip) {
 void http_conn_out_flush(http_conn *c) {
   if (c->in_process || c->writing || c->wbuf.len == 0 || c->closed)
     return;
+  c->resp_head_unsent = false;
   if (c->sink) {
     c->sink(c, c->wbuf.base, c->wbuf.len, c->sink_data);
     c->wbuf.len = 0;
@@ -267,6 +271,7 @@ int http_conn_out_write(http_conn *c, const void *data, size_t len, const char *
   }
   uv_buf_t b[3];
   unsigned nb = 0;
+  c->resp_head_unsent = false;
   if (c->wbuf.len)
     b[nb++] = uv_buf_init(c->wbuf.base, (unsigned)c->wbuf.len);
   b[nb++] = uv_buf_init((char *)data, (unsigned)len);
@@ -545,7 +550,8 @@ static void conn_update(http_conn *c) {
   if (c->sink)
     return;
   bool want_read;
-  bool rbuf_full = c->rbuf && c->rlen == c->srv->cfg.read_buffer_size;
+  /* on_alloc() moves unparsed bytes to the front: only a buffer of them is full */
+  bool rbuf_full = c->rbuf && c->rlen - c->rpos == c->srv->cfg.read_buffer_size;
   if (c->lingering)
     want_read = true;
   else if (c->upgraded)
@@ -622,6 +628,16 @@ void http_conn_shutdown(http_conn *c) {
       stream_notify_shutdown(c);
     return;
   }
+  if (!c->had_request && !c->parse_dead) {
+    /* Accepted but not served yet (its request may be in the socket or on
+     * the way): its first request is served, then it closes. A head being
+     * read keeps the header timeout; a silent one gets a short grace. */
+    if (!c->in_head && !conn_has_input(c) && c->timer_open) {
+      c->timer_mode = TIMER_IDLE;
+      uv_timer_start(&c->timer, on_timer, FRESH_GRACE_MS, 0);
+    }
+    return;
+  }
   c->parse_dead = true;
   if (c->in_head || http_conn_out_pending(c) == 0)
     http_conn_close_now(c);
@@ -674,9 +690,16 @@ static int perr(http_conn *c, int status, const char *msg) {
   return HPE_USER;
 }
 
+/* The head grew past the limit: 414 while the request-target is being read,
+ * 431 after (RFC 9110 15.5.15 and RFC 6585). */
+static int head_too_large(http_conn *c) {
+  return c->span_kind == SPAN_URL ? perr(c, 414, "URI Too Long")
+                                  : perr(c, 431, "Request Header Fields Too Large");
+}
+
 static int head_append(http_conn *c, const char *at, size_t n) {
   if (c->hbuf.len + n > c->srv->cfg.max_head_size)
-    return perr(c, 431, "Request Header Fields Too Large");
+    return head_too_large(c);
   if (http_buf_append(&c->hbuf, at, n))
     return perr(c, 503, "Service Unavailable");
   return 0;
@@ -791,6 +814,109 @@ static bool ieq(const char *a, size_t an, const char *lit) {
   return true;
 }
 
+/* RFC 3986 unreserved and sub-delims but ',': a Host with a comma is two
+ * values folded into one (duplicate Host headers joined by a proxy). */
+static const bool host_chars[256] = {
+    ['0' ... '9'] = true, ['a' ... 'z'] = true, ['A' ... 'Z'] = true, ['-'] = true, ['.'] = true,
+    ['_'] = true,         ['~'] = true,         ['!'] = true,         ['$'] = true, ['&'] = true,
+    ['\''] = true,        ['('] = true,         [')'] = true,         ['*'] = true, ['+'] = true,
+    [';'] = true,         ['='] = true,
+};
+
+static bool is_unreserved_or_subdelim(unsigned char ch) { return host_chars[ch]; }
+
+static bool is_hex(char ch) {
+  return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f');
+}
+
+/* Host = uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2): a reg-name,
+ * an IPv4 address (a reg-name's characters too) or an IP-literal in
+ * brackets; an empty value is allowed (RFC 9112 3.2). */
+static bool host_valid(const char *v, size_t n) {
+  size_t i = 0;
+  if (n && v[0] == '[') {
+    const char *close = memchr(v, ']', n);
+    if (!close)
+      return false;
+    size_t len = (size_t)(close - v - 1);
+    const char *lit = v + 1;
+    if (len > 1 && (lit[0] == 'v' || lit[0] == 'V')) { /* IPvFuture */
+      size_t k = 1;
+      while (k < len && is_hex(lit[k]))
+        k++;
+      if (k == 1 || k >= len || lit[k] != '.' || k + 1 == len)
+        return false;
+      for (k++; k < len; k++)
+        if (!is_unreserved_or_subdelim((unsigned char)lit[k]) && lit[k] != ':' && lit[k] != ',')
+          return false;
+    } else {
+      char buf[64];
+      struct in6_addr a6;
+      if (len == 0 || len >= sizeof(buf))
+        return false;
+      memcpy(buf, lit, len);
+      buf[len] = '\0';
+      if (inet_pton(AF_INET6, buf, &a6) != 1)
+        return false;
+    }
+    i = len + 2;
+  } else {
+    for (;;) {
+      while (i < n && host_chars[(unsigned char)v[i]])
+        i++;
+      if (i == n || v[i] != '%')
+        break;
+      if (i + 2 >= n || !is_hex(v[i + 1]) || !is_hex(v[i + 2]))
+        return false;
+      i += 3;
+    }
+  }
+  if (i == n)
+    return true;
+  if (v[i] != ':' || n - i - 1 > 5)
+    return false;
+  long port = 0;
+  for (size_t k = i + 1; k < n; k++) {
+    if (v[k] < '0' || v[k] > '9')
+      return false;
+    port = port * 10 + (v[k] - '0');
+  }
+  return port <= 65535;
+}
+
+/* llhttp has checked that chunked is the last transfer coding. Applied
+ * twice is a framing error (400); any other coding is one we do not
+ * implement, and the app would get the body still coded (501, RFC 9112 6.1). */
+static int check_transfer_codings(http_conn *c) {
+  size_t chunked = 0, others = 0;
+  for (size_t i = 0; i < c->req.n_headers; i++) {
+    const http_header *h = &c->req.headers[i];
+    if (h->name_len != 17 || memcmp(h->name, "transfer-encoding", 17) != 0)
+      continue;
+    for (size_t k = 0; k < h->value_len;) {
+      size_t start = k;
+      while (k < h->value_len && h->value[k] != ',')
+        k++;
+      size_t end = k++;
+      while (start < end && (h->value[start] == ' ' || h->value[start] == '\t'))
+        start++;
+      while (end > start && (h->value[end - 1] == ' ' || h->value[end - 1] == '\t'))
+        end--;
+      if (end == start)
+        continue; /* an empty list element */
+      if (ieq(h->value + start, end - start, "chunked"))
+        chunked++;
+      else
+        others++;
+    }
+  }
+  if (chunked > 1)
+    return perr(c, 400, "Transfer-Encoding: chunked applied twice");
+  if (others)
+    return perr(c, 501, "Not Implemented");
+  return 0;
+}
+
 /* Turn the spans into the request's public fields. */
 /* An absolute-form target (RFC 9112 3.2.2, "http://host/p?q") gives the
  * application its path part, as an origin-form target would. */
@@ -847,9 +973,14 @@ static int build_request(http_conn *c) {
     if (!http_value_valid(value, vlen))
       return perr(c, 400, "Invalid header value");
     c->hdrs[i] = (http_header){name, s->name_len, value, vlen};
+    /* RFC 9110 10.1.1: ignored in an HTTP/1.0 request */
     if (s->name_len == 6 && memcmp(name, "expect", 6) == 0)
-      expect = ieq(value, vlen, "100-continue");
-    hosts += s->name_len == 4 && memcmp(name, "host", 4) == 0;
+      expect = c->parser.http_minor >= 1 && ieq(value, vlen, "100-continue");
+    if (s->name_len == 4 && memcmp(name, "host", 4) == 0) {
+      hosts++;
+      if (!host_valid(value, vlen))
+        return perr(c, 400, "Invalid Host header");
+    }
   }
   /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host; none has two. */
   if (hosts > 1 || (hosts == 0 && c->parser.http_minor == 1))
@@ -889,6 +1020,7 @@ static int on_headers_complete(llhttp_t *p) {
   http_conn *c = CONN_OF_PARSER(p);
   http_server *srv = c->srv;
   c->in_head = false;
+  c->had_request = true;
   conn_timer(c, TIMER_OFF, 0);
   if (p->http_major != 1 || p->http_minor > 1)
     return p->http_major == 0 ? perr(c, 400, "Invalid HTTP version")
@@ -900,7 +1032,10 @@ static int on_headers_complete(llhttp_t *p) {
   int err = build_request(c);
   if (err)
     return err;
+  if ((p->flags & F_CHUNKED) && (err = check_transfer_codings(c)) != 0)
+    return err;
   bool has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
+  c->framing = (p->flags & F_CHUNKED) ? FR_CHUNK_LINE : FR_DATA;
 
   /* fresh per-request state */
   c->keep_alive = c->req.keep_alive && !srv->shutting_down;
@@ -928,7 +1063,9 @@ static int on_headers_complete(llhttp_t *p) {
   srv->n_active++;
   http_server__count_request(srv); /* may start a graceful shutdown */
   srv->cb.on_request(&c->req);
-  if (c->parse_dead || c->closing || (c->req_active && c->body_paused && has_body))
+  /* a chunked body's first chunk-size line goes through conn_prescan() */
+  if (c->parse_dead || c->closing || (c->req_active && c->body_paused && has_body) ||
+      (p->flags & F_CHUNKED))
     return HPE_PAUSED;
   return 0;
 }
@@ -948,19 +1085,28 @@ static int on_message_complete(llhttp_t *p) {
   http_conn *c = CONN_OF_PARSER(p);
   c->body_done = true;
   c->in_head = false;
+  c->framing = p->upgrade ? FR_DATA : FR_HEAD; /* after an upgrade the bytes are not HTTP */
+  c->reqline_seen = false;
   if (c->req_active && !c->disconnected && c->srv->cb.on_body_end)
     c->srv->cb.on_body_end(&c->req);
   if (!c->keep_alive)
     c->parse_dead = true;
-  if (c->parse_dead || c->closing || c->req_active || c->sf_fd >= 0)
-    return HPE_PAUSED;
-  return 0;
+  return HPE_PAUSED; /* the next message's head goes through conn_prescan() */
 }
 
 static int on_chunk_header(llhttp_t *p) {
   http_conn *c = CONN_OF_PARSER(p);
   c->ext_bytes = 0;
+  c->framing = p->content_length == 0 ? FR_TRAILERS : FR_DATA;
   return c->parse_dead || c->closing ? HPE_PAUSED : 0;
+}
+
+static int on_chunk_complete(llhttp_t *p) {
+  http_conn *c = CONN_OF_PARSER(p);
+  if (c->framing != FR_DATA)
+    return 0; /* the last chunk: trailers were read */
+  c->framing = FR_CHUNK_LINE;
+  return HPE_PAUSED; /* the next chunk-size line goes through conn_prescan() */
 }
 
 static int on_chunk_ext(llhttp_t *p, const char *at, size_t n) {
@@ -983,6 +1129,7 @@ static const llhttp_settings_t parser_settings = {
     .on_body = on_body,
     .on_message_complete = on_message_complete,
     .on_chunk_header = on_chunk_header,
+    .on_chunk_complete = on_chunk_complete,
     .on_chunk_extension_name = on_chunk_ext,
     .on_chunk_extension_value = on_chunk_ext,
 };
@@ -1022,6 +1169,194 @@ static void conn_parse_error(http_conn *c, llhttp_errno_t err) {
   http_response__simple(c, status, msg, true);
 }
 
+/* ---- shapes llhttp refuses -----------------------------------------------------
+ *
+ * llhttp 8.1 (strict) refuses a few shapes RFC 9112 allows. They are rewritten
+ * into equivalent ones before llhttp reads them, and never past the end of a
+ * head or a chunk-size line (body bytes are not looked at):
+ *   - in a request head, HTAB in the OWS before a line's CRLF becomes SP:
+ *     llhttp takes "Content-Length: 5<HTAB>" for an invalid length and
+ *     "chunked<HTAB>" for an unknown coding, but OWS is not part of a value;
+ *   - "HTTP/1.2" to "HTTP/1.9" become "HTTP/1.1": a recipient processes a
+ *     higher minor version as the highest it implements (RFC 9110 2.5);
+ *   - a chunk-size line's extensions (BWS around ';' and '=', quoted-pairs)
+ *     are checked against RFC 9112 7.1.1 here and dropped: llhttp reads
+ *     "SIZE\r\n". Unknown extensions must be ignored anyway.
+ * Chunk sizes, Content-Length and Transfer-Encoding are still read by llhttp
+ * alone: framing stays as strict as llhttp is. */
+
+#define MAX_HELD_OWS 256 /* a longer run of trailing OWS is passed on as it is */
+#define VERSION_TAIL 10  /* " HTTP/1.1\r" */
+
+static bool is_ows(char ch) { return ch == ' ' || ch == '\t'; }
+
+/* FR_HEAD: how much of data llhttp may read now. */
+/* Just past the blank line ending a head ("\n\r\n"), or NULL. */
+static char *head_end(char *p, size_t len) {
+  char *end = p + len;
+  while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+    if (end - p >= 3 && p[1] == '\r' && p[2] == '\n')
+      return p + 3;
+    p++;
+  }
+  return NULL;
+}
+
+static size_t prescan_head(http_conn *c, char *data, size_t len) {
+  if (!c->reqline_seen) {
+    size_t i = 0;
+    while (i < len && (data[i] == '\r' || data[i] == '\n'))
+      i++; /* empty lines before the request line: llhttp's business */
+    char *lf = memchr(data + i, '\n', len - i);
+    if (!lf) { /* hold back what may be the start of a split " HTTP/1.2" */
+      char *sp = memrchr(data + i, ' ', len - i);
+      size_t tail = sp ? (size_t)(data + len - sp - 1) : 0;
+      if (sp && tail <= 8 && memcmp(sp + 1, "HTTP/1.", tail < 7 ? tail : 7) == 0 &&
+          (tail < 8 || (sp[8] >= '0' && sp[8] <= '9')))
+        return (size_t)(sp - data);
+      return len;
+    }
+    c->reqline_seen = true;
+    if (lf - data >= VERSION_TAIL && lf[-1] == '\r' && memcmp(lf - 10, " HTTP/1.", 8) == 0 &&
+        lf[-2] >= '2' && lf[-2] <= '9')
+      lf[-2] = '1';
+  }
+  /* No HTAB: nothing to rewrite, and llhttp may read on past the head (it
+   * pauses there when a chunked body follows, see on_headers_complete). */
+  char *t = memchr(data, '\t', len);
+  if (!t)
+    return len;
+  char *end = head_end(data, len);
+  size_t feed = end ? (size_t)(end - data) : len;
+  for (; t && t < data + feed; t = memchr(t, '\t', (size_t)(data + feed - t))) {
+    char *run_end = t;
+    while (run_end < data + feed && is_ows(*run_end))
+      run_end++;
+    if (run_end < data + feed) {
+      if (*run_end == '\r')
+        for (char *q = t; q < run_end; q++)
+          *q = ' ';
+      t = run_end;
+      continue;
+    }
+    /* the run reaches the end of what has arrived: wait for what follows */
+    char *run = t;
+    while (run > data && is_ows(run[-1]))
+      run--;
+    if ((size_t)(data + feed - run) <= MAX_HELD_OWS)
+      feed = (size_t)(run - data);
+    break;
+  }
+  return feed;
+}
+
+static bool is_tchar(unsigned char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ) */
+static bool chunk_ext_valid(const char *p, const char *end) {
+  while (p < end) {
+    while (p < end && is_ows(*p))
+      p++;
+    if (p == end || *p++ != ';')
+      return false;
+    while (p < end && is_ows(*p))
+      p++;
+    const char *name = p;
+    while (p < end && is_tchar((unsigned char)*p))
+      p++;
+    if (p == name)
+      return false;
+    const char *q = p;
+    while (q < end && is_ows(*q))
+      q++;
+    if (q == end || *q != '=')
+      continue; /* a name alone; what follows must be ';' */
+    for (p = q + 1; p < end && is_ows(*p);)
+      p++;
+    if (p < end && *p == '"') { /* quoted-string */
+      for (p++;; p++) {
+        if (p == end)
+          return false;
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '"')
+          break;
+        if (ch == '\\') {
+          if (++p == end)
+            return false;
+          ch = (unsigned char)*p;
+          if (ch != '\t' && (ch < 0x20 || ch == 0x7f))
+            return false;
+        } else if (ch != '\t' && (ch < 0x20 || ch == 0x7f)) {
+          return false;
+        }
+      }
+      p++;
+    } else {
+      const char *value = p;
+      while (p < end && is_tchar((unsigned char)*p))
+        p++;
+      if (p == value)
+        return false;
+    }
+  }
+  return true;
+}
+
+/* FR_CHUNK_LINE: a whole chunk-size line is checked and its extensions cut
+ * off (*skip bytes dropped from the front); 1 ready, 0 wait, -1 invalid. */
+static int prescan_chunk_line(http_conn *c, char *data, size_t len, size_t *skip, size_t *feed) {
+  char *cr = data;
+  while (cr < data + len && *cr != '\r' && *cr != '\n')
+    cr++;
+  if (cr == data + len)
+    return len > MAX_CHUNK_EXT + 32 ? perr(c, 400, "Chunk extensions too long"), -1 : 0;
+  if (*cr == '\n')
+    return perr(c, 400, "Invalid chunk-size line (bare LF)"), -1;
+  if (cr + 1 == data + len)
+    return 0;
+  if (cr[1] != '\n')
+    return perr(c, 400, "Invalid chunk-size line"), -1;
+  size_t digits = 0, line = (size_t)(cr - data);
+  while (digits < line && is_hex(data[digits]))
+    digits++;
+  *skip = 0;
+  *feed = line + 2;
+  if (digits == line || digits == 0)
+    return 1; /* no extension, or no size: llhttp reads (or refuses) the line as it is */
+  if (line - digits > MAX_CHUNK_EXT)
+    return perr(c, 400, "Chunk extensions too long"), -1;
+  if (!chunk_ext_valid(data + digits, cr))
+    return perr(c, 400, "Invalid chunk extension"), -1;
+  c->trailer_bytes += line - digits;
+  if (c->trailer_bytes > c->srv->cfg.max_head_size)
+    return perr(c, 400, "Chunk extensions too long"), -1;
+  *skip = line - digits;
+  memmove(data + *skip, data, digits);
+  *feed = digits + 2;
+  return 1;
+}
+
+/* How many bytes at rbuf + rpos llhttp may read now, after the rewrites
+ * above (and after dropping *skip bytes); -1 after an error (perr set). */
+static ssize_t conn_prescan(http_conn *c, char *data, size_t len, size_t *skip) {
+  *skip = 0;
+  switch (c->framing) {
+  case FR_HEAD:
+    /* after the peer's EOF nothing more will come: no holding back */
+    return c->eof ? (ssize_t)len : (ssize_t)prescan_head(c, data, len);
+  case FR_CHUNK_LINE: {
+    size_t feed = 0;
+    int r = prescan_chunk_line(c, data, len, skip, &feed);
+    return r < 0 ? -1 : (ssize_t)feed;
+  }
+  default:
+    return (ssize_t)len;
+  }
+}
+
 static void conn_process(http_conn *c) {
   if (c->in_process)
     return;
@@ -1030,8 +1365,17 @@ static void conn_process(http_conn *c) {
   while ((conn_has_input(c) || c->parser_paused) && conn_can_parse(c)) {
     /* A paused parser may owe callbacks that need no input (e.g. message
      * complete right after the last body byte): run it even on nothing. */
-    const char *data = c->rbuf ? c->rbuf + c->rpos : "";
-    size_t len = c->rlen - c->rpos;
+    char *data = c->rbuf ? c->rbuf + c->rpos : (char *)"";
+    size_t len = c->rlen - c->rpos, skip;
+    ssize_t feed = len ? conn_prescan(c, data, len, &skip) : (skip = 0, 0);
+    if (feed < 0) {
+      conn_parse_error(c, HPE_USER);
+      break;
+    }
+    c->rpos += skip;
+    c->abs += skip;
+    data += skip;
+    len = (size_t)feed;
     c->parser_paused = false;
     c->exec_base = data;
     c->perr_status = 0;
@@ -1044,8 +1388,11 @@ static void conn_process(http_conn *c) {
     }
     c->rpos += used;
     c->abs += used;
-    if (err == HPE_OK)
+    if (err == HPE_OK) {
+      if (used > 0 && conn_has_input(c))
+        continue; /* the prescan held part of the input back for this round */
       break;
+    }
     if (err == HPE_PAUSED) {
       llhttp_resume(&c->parser);
       c->parser_paused = true;
@@ -1064,8 +1411,7 @@ static void conn_process(http_conn *c) {
    * skips never reaches the span callbacks). */
   if (c->in_head && !c->parse_dead && c->head_start_abs != UINT64_MAX &&
       c->abs - c->head_start_abs > c->srv->cfg.max_head_size) {
-    c->perr_status = 431;
-    c->perr_msg = "Request Header Fields Too Large";
+    head_too_large(c);
     conn_parse_error(c, HPE_USER);
   }
   /* An upgraded connection: the bytes are the stream's (this also delivers

@@ -49,6 +49,9 @@ struct http_server {
   size_t n_active;  /* requests handed to the consumer, not yet terminal */
   uint64_t n_requests;
 
+  uint64_t nofile;       /* RLIMIT_NOFILE when created */
+  int fd_warn_at;        /* an accepted fd this high is near the limit */
+  uint64_t fd_warned_at; /* uv_now() of the last such warning, 0 never */
   bool accepting;
   bool max_reached;
   bool shutting_down;
@@ -70,6 +73,8 @@ typedef struct http_hdr_span {
 } http_hdr_span;
 
 enum http_span_kind { SPAN_NONE, SPAN_METHOD, SPAN_URL, SPAN_FIELD, SPAN_VALUE };
+/* What llhttp reads next (see "Shapes llhttp refuses" in http_conn.c). */
+enum http_framing { FR_HEAD, FR_DATA, FR_CHUNK_LINE, FR_TRAILERS };
 enum http_timer_mode { TIMER_OFF, TIMER_IDLE, TIMER_HEAD, TIMER_LINGER, TIMER_STREAM, TIMER_FLUSH };
 
 /* An upgraded connection's consumer side (embedded in http_conn). */
@@ -115,6 +120,8 @@ struct http_conn {
   uint64_t head_start_abs; /* stream offset where the head began */
   size_t trailer_bytes;    /* bytes of trailers / chunk extensions */
   size_t ext_bytes;        /* chunk-extension bytes of the current chunk */
+  uint8_t framing;         /* enum http_framing */
+  bool reqline_seen;       /* FR_HEAD: the request line's end was prescanned */
   int perr_status;         /* error found by a callback: status to answer */
   const char *perr_msg;
 
@@ -123,6 +130,8 @@ struct http_conn {
   int64_t resp_remaining; /* declared content-length left, -1 = none */
   uint64_t resp_body_bytes;
   int resp_status;
+  size_t resp_head_at;   /* where the open head starts in wbuf */
+  bool resp_head_unsent; /* no byte of wbuf left since the head was queued */
 
   /* --- output --- */
   http_buf wbuf;   /* queued, not yet handed to the kernel/libuv */
@@ -154,6 +163,7 @@ struct http_conn {
   bool in_trailers;   /* after the last chunk, parsing trailers */
   bool req_active;    /* req handed to the consumer, no terminal call yet */
   bool req_internal;  /* req answered by the layer (503), never shown */
+  bool had_request;   /* a request head was read on this connection */
   bool body_done;     /* message complete seen for req */
   bool body_expected; /* content-length > 0 or chunked */
   bool body_paused;   /* consumer paused the body (or expect-continue) */

@@ -371,10 +371,13 @@ int http_response_start(http_request *req, int status, const http_header *header
   }
   if (te && cl >= 0)
     return HTTP_EINVAL_CONTENT_LENGTH;
+  size_t head_at = c->wbuf.len;
   if (put_head(c, status, headers, n, has_server, has_date))
     return UV_ENOMEM;
   http_server *srv = c->srv;
   c->resp_started = c->resp_head_open = true;
+  c->resp_head_at = head_at;
+  c->resp_head_unsent = true;
   c->resp_status = status;
   c->resp_no_body = (req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0) ||
                     status == 204 || status == 304 || status < 200;
@@ -569,6 +572,16 @@ void http_response_abort(http_request *req) {
     http_conn_close_now(c);
   }
   http_conn_request_finished(c);
+}
+
+int http_response_retract(http_request *req) {
+  http_conn *c = CONN_OF_REQ(req);
+  if (!c->req_active || c->disconnected || c->closed || !c->resp_started || !c->resp_head_open ||
+      !c->resp_head_unsent)
+    return HTTP_ESTATE;
+  c->wbuf.len = c->resp_head_at;
+  c->resp_started = c->resp_head_open = false;
+  return 0;
 }
 
 bool http_response_started(const http_request *req) { return CONN_OF_REQ(req)->resp_started; }

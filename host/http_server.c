@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define RBUF_POOL_MAX 256
@@ -61,6 +63,11 @@ http_server *http_server_new(uv_loop_t *loop, const http_config *cfg, const http
   srv->cb = *cb;
   srv->user = user;
   srv->accepting = true;
+  struct rlimit rl;
+  srv->nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 0;
+  srv->fd_warn_at = srv->nofile == 0 || srv->nofile > INT32_MAX
+                        ? INT32_MAX
+                        : (int)(srv->nofile - (srv->nofile / 16 > 4 ? srv->nofile / 16 : 4));
   srv->server_name = strdup(name);
   srv->cfg.server_name = srv->server_name;
   srv->cfg.default_headers = NULL;
@@ -167,11 +174,28 @@ static void close_listeners(http_server *srv) {
   }
 }
 
+/* Running out of file descriptors, at most once every 10 s: libuv closes
+ * connections it cannot take (its EMFILE trick) without telling anyone, so
+ * the warning comes when an accepted fd gets near RLIMIT_NOFILE. */
+static void warn_fd_limit(http_server *srv, const char *what) {
+  uint64_t now = uv_now(srv->loop);
+  if (srv->fd_warned_at && now - srv->fd_warned_at < 10000)
+    return;
+  srv->fd_warned_at = now ? now : 1;
+  http_server__log(srv, 2,
+                   "%s near the open-file limit (RLIMIT_NOFILE %llu): at the limit new "
+                   "connections are closed at once (raise it: ulimit -n, systemd LimitNOFILE=)",
+                   what, (unsigned long long)srv->nofile);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   http_listener *l = server->data;
   http_server *srv = l->srv;
   if (status < 0) {
-    http_server__log(srv, 3, "accept failed: %s", uv_strerror(status));
+    if (status == UV_EMFILE || status == UV_ENFILE)
+      warn_fd_limit(srv, "accept failed: too many open files,");
+    else
+      http_server__log(srv, 3, "accept failed: %s", uv_strerror(status));
     return;
   }
   http_conn *c = http_conn_new(srv, l->is_pipe);
@@ -183,6 +207,9 @@ static void on_connection(uv_stream_t *server, int status) {
     http_conn_close_now(c);
     return;
   }
+  uv_os_fd_t fd;
+  if (uv_fileno(&c->h.handle, &fd) == 0 && fd >= srv->fd_warn_at)
+    warn_fd_limit(srv, "open files are");
   if (!l->is_pipe)
     uv_tcp_nodelay(&c->h.tcp, 1);
   http_conn_start(c);
@@ -273,23 +300,41 @@ fail:
 }
 
 int http_server_listen_unix(http_server *srv, const char *path) {
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof(sun.sun_path))
+    return UV_ENAMETOOLONG;
+  strcpy(sun.sun_path, path);
   struct stat st;
   if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
     unlink(path); /* stale socket from an earlier run */
+  /* Bound here, not with uv_pipe_bind(), which reports a missing directory
+   * (ENOENT) as "permission denied". */
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+    int r = -errno;
+    close(fd);
+    return r;
+  }
   http_listener *l = calloc(1, sizeof(*l));
-  if (l == NULL)
+  if (l == NULL) {
+    close(fd);
+    unlink(path);
     return UV_ENOMEM;
+  }
   l->is_pipe = true;
   uv_pipe_init(srv->loop, &l->h.pipe, 0);
   l->srv = srv;
   l->h.handle.data = l;
-  int r = uv_pipe_bind(&l->h.pipe, path);
+  l->unlink_path = strdup(path);
+  int r = uv_pipe_open(&l->h.pipe, fd);
   if (r < 0) {
+    close(fd);
     srv->n_listeners_open++;
     uv_close(&l->h.handle, on_listener_close);
     return r;
   }
-  l->unlink_path = strdup(path);
   chmod(path, 0666);
   return add_listener(srv, l);
 }
@@ -340,9 +385,41 @@ int http_server_port(const http_server *srv) {
 
 /* ---- stopping --------------------------------------------------------------------- */
 
+/* Connections the kernel completed but nobody accepted yet: served like any
+ * other (their clients may have sent a request already) instead of being
+ * reset when the socket closes. */
+static void accept_backlog(http_server *srv) {
+  for (size_t i = 0; i < srv->n_listeners; i++) {
+    http_listener *l = srv->listeners[i];
+    uv_os_fd_t lfd;
+    if (l == NULL || uv_is_closing(&l->h.handle) || uv_fileno(&l->h.handle, &lfd) != 0)
+      continue;
+    for (int k = 0; k < 65536; k++) {
+      int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0)
+        break; /* EAGAIN: none left (or EMFILE: no room for more) */
+      http_conn *c = http_conn_new(srv, l->is_pipe);
+      if (c == NULL) {
+        close(fd);
+        break;
+      }
+      if ((l->is_pipe ? uv_pipe_open(&c->h.pipe, fd) : uv_tcp_open(&c->h.tcp, fd)) != 0) {
+        close(fd);
+        http_conn_close_now(c);
+        continue;
+      }
+      if (!l->is_pipe)
+        uv_tcp_nodelay(&c->h.tcp, 1);
+      http_conn_start(c);
+    }
+  }
+}
+
 void http_server_shutdown(http_server *srv, void (*on_closed)(http_server *srv)) {
   srv->shutting_down = true;
   srv->on_closed = on_closed;
+  if (srv->accepting)
+    accept_backlog(srv);
   close_listeners(srv);
   for (http_conn *c = srv->conns, *next; c; c = next) {
     next = c->next;

@@ -3,7 +3,15 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MIN_NOFILE 64 /* open files a server needs to start, with some connections */
 
 static const char *const lifespan_names[] = {"auto", "on", "off"};
 
@@ -13,6 +21,18 @@ static int put(PyObject *d, const char *key, PyObject *value) {
   int rc = PyDict_SetItemString(d, key, value);
   Py_DECREF(value);
   return rc;
+}
+
+/* --limit-max-requests plus this process's draw from 0..--limit-max-requests-
+ * jitter (uvicorn 0.41+: workers do not all restart at once). */
+static long max_requests(const cli_options *o) {
+  if (o->limit_max_requests <= 0 || o->limit_max_requests_jitter <= 0)
+    return o->limit_max_requests;
+  uint64_t r;
+  if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+    r = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
+  long draw = (long)(r % ((uint64_t)o->limit_max_requests_jitter + 1));
+  return o->limit_max_requests > LONG_MAX - draw ? LONG_MAX : o->limit_max_requests + draw;
 }
 
 static PyObject *str_or_none(const char *s) {
@@ -48,7 +68,7 @@ static PyObject *options_dict(const cli_options *o) {
       put(d, "timeout_request_header", PyFloat_FromDouble(o->timeout_request_header)) ||
       put(d, "timeout_graceful_shutdown", PyFloat_FromDouble(o->timeout_graceful_shutdown)) ||
       put(d, "limit_concurrency", PyLong_FromLong(o->limit_concurrency)) ||
-      put(d, "limit_max_requests", PyLong_FromLong(o->limit_max_requests)) ||
+      put(d, "limit_max_requests", PyLong_FromLong(max_requests(o))) ||
       put(d, "lifespan", PyUnicode_FromString(lifespan_names[o->lifespan])) ||
       put(d, "log_level", PyLong_FromLong(o->log_level)) ||
       put(d, "access_log", PyLong_FromLong(o->access_log)) ||
@@ -64,7 +84,22 @@ static PyObject *options_dict(const cli_options *o) {
   return d;
 }
 
+int serve_check_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+      rl.rlim_cur >= MIN_NOFILE)
+    return 0;
+  fprintf(stderr,
+          "app.bin: error: too few file descriptors: the open-file limit (RLIMIT_NOFILE) is "
+          "%llu, a server needs at least %d (raise it: ulimit -n, systemd LimitNOFILE=, "
+          "docker run --ulimit nofile=)\n",
+          (unsigned long long)rl.rlim_cur, MIN_NOFILE);
+  return -1;
+}
+
 int serve_run(const cli_options *opts) {
+  if (serve_check_fd_limit() != 0)
+    return 1;
   if (!opts->app) {
     fprintf(stderr, "app.bin: error: no application: pack with --app MODULE:ATTR or pass --app\n");
     return 1;

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: C unit tests (release and ASan/UBSan builds), the HTTP
 # parser fuzzer for a bounded time, end-to-end tests of app.bin with real
-# clients, and the Docker tests where a Docker engine answers.
+# clients, the network fuzzer against a live ASan app.bin, and the Docker
+# tests where a Docker engine answers.
 # Installs what is missing first (tests/setup.sh).
 #   APPBIN_SKIP_DOCKER=1  skip the Docker tests
 #   APPBIN_FUZZ_SECONDS=N fuzzing time (default 30)
+#   APPBIN_NET_FUZZ_SECONDS=N network fuzzing time (default 45)
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -72,7 +74,12 @@ step "end-to-end tests on the ASan host" env APPBIN_BUILD_DIR=build-asan \
   APPBIN_HTTP_TEST_SERVER="$top/build-asan/tests/unit/http-test-server" \
   ASAN_OPTIONS=detect_leaks=0 build/tools-venv/bin/pytest -q -p no:cacheprovider -m "not slow" \
   tests/e2e/test_host_importer.py tests/e2e/test_server_http11.py tests/e2e/test_server_asgi.py \
-  tests/e2e/test_server_tasks.py tests/e2e/test_http_layer.py tests/e2e/test_archfs.py
+  tests/e2e/test_server_tasks.py tests/e2e/test_http_layer.py tests/e2e/test_server_hardening.py \
+  tests/e2e/test_archfs.py
+# A live ASan app.bin (default flags) under mutated requests and WebSocket
+# frames from several connections; a crash, sanitizer report or hang fails.
+step "network fuzz on the ASan host (${APPBIN_NET_FUZZ_SECONDS:-45}s)" build/tools-venv/bin/python \
+  tests/fuzz/net_fuzz.py --seconds "${APPBIN_NET_FUZZ_SECONDS:-45}" --host build-asan/appbin-host
 if [ "${APPBIN_SKIP_DOCKER:-0}" != 1 ] && docker info >/dev/null 2>&1; then
   step "docker tests" build/tools-venv/bin/pytest tests/docker -q -p no:cacheprovider
 else

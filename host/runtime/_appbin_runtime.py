@@ -296,6 +296,8 @@ class Lifespan:
         return True
 
     async def _main(self):
+        import asyncio
+
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
                  "state": self.state}
         try:
@@ -304,6 +306,8 @@ class Lifespan:
             self.error = True
             if self.startup_failed or self.shutdown_failed:
                 return
+            if self.startup_done.is_set() and isinstance(exc, asyncio.CancelledError):
+                return  # cancelled as the server goes down (after an error while serving)
             if self.mode == "auto":
                 log(2, "ASGI 'lifespan' protocol appears unsupported.")
             else:
@@ -352,48 +356,84 @@ def serve(options):
 
     gc.disable()
     try:
-        app = load_app(options["app"], options["factory"])
-    except AppLoadError as exc:
-        log(4, str(exc))
-        return 1
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        return loop.run_until_complete(_serve(loop, app, options))
-    finally:
         try:
-            _cancel_all_tasks(loop)
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
+            app = load_app(options["app"], options["factory"])
+        except AppLoadError as exc:
+            log(4, str(exc))
+            return 1
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            return loop.run_until_complete(_serve(loop, app, options))
         finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+            try:
+                _cancel_all_tasks(loop)
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+    except OSError as exc:
+        if not _out_of_fds(exc):
+            raise
+        log(4, _fd_limit_message(exc))
+        return 1
+
+
+def _out_of_fds(exc):
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)
+
+
+def _fd_limit_message(exc):
+    """One line for running out of file descriptors, naming the limit."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return (f"{exc.strerror or exc}: too few file descriptors (the open-file limit, "
+            f"RLIMIT_NOFILE, is {soft}: raise it with ulimit -n, systemd LimitNOFILE= or "
+            f"docker run --ulimit nofile=)")
 
 
 class _Signals:
-    """SIGTERM/SIGINT seen so far: the first asks for a graceful stop, the
-    second for an immediate one."""
+    """SIGTERM/SIGINT seen so far. The first asks for a graceful stop. While
+    draining, a SIGINT (a second Ctrl-C) asks for an immediate stop; a
+    SIGTERM does not: process managers and shell wrappers repeat SIGTERM
+    (and escalate with SIGKILL after their own grace period), and with
+    --workers a group signal reaches a worker twice, directly and relayed by
+    the supervisor (which relays SIGTERM whatever it got first)."""
 
     count = 0
+    force_requested = False
     stop = None  # asyncio.Event, once serving
     force = None
 
     @classmethod
-    def received(cls, *_args):
+    def received(cls, signum, *_args):
+        import signal
+
         cls.count += 1
+        if cls.count > 1 and signum == signal.SIGINT:
+            cls.force_requested = True
+        log(1, f"Received {signal.Signals(signum).name} (signal {cls.count}"
+               f"{', stopping at once' if cls.force_requested else ''})")
         if cls.stop is not None:
             cls.stop.set()
-        if cls.count > 1 and cls.force is not None:
+        if cls.force_requested and cls.force is not None:
             cls.force.set()
 
 
 def _catch_early_signals():
     """A signal during the app's import or lifespan startup stops the server
-    cleanly once startup is done, instead of killing it half-way."""
+    cleanly once startup is done, instead of killing it half-way. A
+    supervised worker starts with both signals blocked (so that none kills
+    it before this point): they are delivered now."""
     import signal
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _Signals.received)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def _cancel_request_tasks(keep):
@@ -439,14 +479,17 @@ async def _serve(loop, app, options):
     lifespan = Lifespan(app, options["lifespan"], state)
     if not await lifespan.startup():
         return 3
-    if _Signals.count:
+    inherited = options.get("fd", -1) >= 0
+    if _Signals.count and not inherited:
         log(2, "Stopped before serving: a signal arrived during startup")
         return 0 if await lifespan.shutdown() else 1
+    # With an inherited socket (--fd, or a worker's), connections may have
+    # queued while the app started: they are served, then the server drains.
     server = Server(app, loop, options, state)
     try:
         where = _listen(server, options)
     except OSError as exc:
-        log(4, str(exc))
+        log(4, _fd_limit_message(exc) if _out_of_fds(exc) else exc.strerror or str(exc))
         await lifespan.shutdown()
         server.close()
         return 1
@@ -464,10 +507,12 @@ async def _serve(loop, app, options):
 
     _Signals.stop, _Signals.force = asyncio.Event(), asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _Signals.received)
+        loop.add_signal_handler(sig, _Signals.received, sig)
     server.on_max_requests = _Signals.stop.set
-    if _Signals.count:  # a signal between startup and here
+    if _Signals.count:  # a signal during startup or between startup and here
         _Signals.stop.set()
+    if _Signals.force_requested:
+        _Signals.force.set()
     await _Signals.stop.wait()
 
     log(2, "Shutting down")

@@ -131,7 +131,7 @@ def pid_alive(pid):
 class AppBin:
     """One app.bin process; stdout and stderr go to one log file."""
 
-    def __init__(self, exe, args, log_path, env=None, pass_fds=(), cwd=None):
+    def __init__(self, exe, args, log_path, env=None, pass_fds=(), cwd=None, session=False):
         self.args = [str(a) for a in args]
         self.log_path = Path(log_path)
         self._log_file = open(self.log_path, "wb")
@@ -140,7 +140,8 @@ class AppBin:
         full_env.update(env or {})
         self.proc = subprocess.Popen([str(exe), *self.args], stdin=subprocess.DEVNULL,
                                      stdout=self._log_file, stderr=subprocess.STDOUT,
-                                     env=full_env, pass_fds=pass_fds, cwd=cwd)
+                                     env=full_env, pass_fds=pass_fds, cwd=cwd,
+                                     start_new_session=session)
         self.pid = self.proc.pid
         self.where = None
         self.port = None
@@ -268,7 +269,9 @@ class AppBinFactory:
         self.log_dir = Path(log_dir)
         self.started = []
 
-    def __call__(self, *args, app=None, ready=True, env=None, pass_fds=(), timeout=30):
+    def __call__(self, *args, app=None, ready=True, env=None, pass_fds=(), timeout=30,
+                 session=False):
+        """session: its own session and process group (for group signals)."""
         args = [str(a) for a in args]
         if app:
             args = ["--app", app, *args]
@@ -276,7 +279,7 @@ class AppBinFactory:
         if not _has_listen_option(args) and not env_listen:
             args += ["--port", "0"]
         log_path = self.log_dir / f"app-{len(self.started)}.log"
-        server = AppBin(self.exe, args, log_path, env=env, pass_fds=pass_fds)
+        server = AppBin(self.exe, args, log_path, env=env, pass_fds=pass_fds, session=session)
         self.started.append(server)
         if ready:
             server.wait_ready(timeout)

@@ -88,6 +88,8 @@ static void test_defaults(void) {
   CHECK(o.timeout_graceful_shutdown == 30);
   CHECK_EQ_INT(o.limit_concurrency, 0);
   CHECK_EQ_INT(o.limit_max_requests, 0);
+  CHECK_EQ_INT(o.limit_max_requests_jitter, 0);
+  CHECK(o.timeout_worker_healthcheck == 30);
   CHECK_EQ_INT(o.lifespan, LIFESPAN_AUTO);
   CHECK_EQ_INT(o.log_level, LOG_INFO);
   CHECK_EQ_INT(o.access_log, 1);
@@ -150,6 +152,20 @@ static void test_option_kinds(void) {
   CHECK_EQ_INT(run(ARGV("app.bin", "--root-path=/api", "--forwarded-allow-ips", "*")), 0);
   CHECK_STR(o.root_path, "/api");
   CHECK_STR(o.forwarded_allow_ips, "*");
+  CHECK_EQ_INT(run(ARGV("app.bin", "--forwarded-allow-ips", "10.0.0.0/8, ::1,fd00::/8")), 0);
+  CHECK_STR(o.forwarded_allow_ips, "10.0.0.0/8, ::1,fd00::/8");
+  CHECK_EQ_INT(run(ARGV("app.bin", "--forwarded-allow-ips", "10.0.0.1/8")), 2);
+  CHECK_CONTAINS(err, "--forwarded-allow-ips");
+  CHECK_CONTAINS(err, "'10.0.0.1/8' has host bits set");
+  CHECK_EQ_INT(run(ARGV("app.bin", "--forwarded-allow-ips", "proxy.local")), 2);
+  CHECK_CONTAINS(err, "'proxy.local' is not an IP address");
+  CHECK_EQ_INT(run(ARGV("app.bin", "--limit-max-requests-jitter", "50",
+                        "--timeout-worker-healthcheck", "2.5")),
+               0);
+  CHECK_EQ_INT(o.limit_max_requests_jitter, 50);
+  CHECK(o.timeout_worker_healthcheck == 2.5);
+  CHECK_EQ_INT(run(ARGV("app.bin", "--timeout-worker-healthcheck", "0")), 0);
+  CHECK(o.timeout_worker_healthcheck == 0);
   CHECK_EQ_INT(run(ARGV("app.bin", "--host=a=b")), 0); /* the first '=' splits */
   CHECK_STR(o.host, "a=b");
   CHECK_EQ_INT(run(ARGV("app.bin", "--app", "pkg.mod:make_app", "--factory")), 0);
@@ -591,6 +607,8 @@ static void test_help_text(void) {
       "--timeout-graceful-shutdown SECONDS",
       "--limit-concurrency N",
       "--limit-max-requests N",
+      "--limit-max-requests-jitter N",
+      "--timeout-worker-healthcheck SECONDS",
       "--lifespan auto|on|off",
       "--log-level LEVEL",
       "--access-log/--no-access-log",
