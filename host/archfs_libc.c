@@ -19,6 +19,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -87,7 +88,7 @@ _Static_assert(sizeof(struct dirent) == sizeof(struct dirent64), "x86-64: one di
   X(fchownat) X(truncate) X(truncate64) X(utime) X(utimes) X(lutimes) X(futimesat) X(utimensat)    \
   X(mknod) X(mknodat) X(mkfifo) X(mkfifoat)                                                        \
   X(getxattr) X(lgetxattr) X(listxattr) X(llistxattr) X(setxattr) X(lsetxattr) X(removexattr)      \
-  X(lremovexattr) X(dlopen)
+  X(lremovexattr) X(dlopen) X(glob) X(glob64) X(freopen) X(freopen64)
 /* clang-format on */
 
 #define ARCHFS_DECLARE_REAL(name) static void *next_##name;
@@ -1503,6 +1504,86 @@ int link(const char *from, const char *to) {
 
 int linkat(int fd1, const char *from, int fd2, const char *to, int flags) {
   REFUSE_PAIR(fd1, from, fd2, to, REAL(linkat)(fd1, a.path, fd2, b.path, flags));
+}
+
+/* ---- glob(3) and freopen --------------------------------------------------------- */
+
+/* glibc's glob and freopen open files with its internal functions. */
+static int pattern_is_ours(const char *pattern) {
+  if (!g.mounted)
+    return 0;
+  if (pattern[0] == '/')
+    return archfs_inside(&g.fs, pattern) != NULL;
+  return __atomic_load_n(&vcwd, __ATOMIC_ACQUIRE) != 0;
+}
+
+static void *glob_opendir(const char *path) { return opendir(path); }
+static struct dirent *glob_readdir(void *d) { return readdir(d); }
+static struct dirent64 *glob_readdir64(void *d) { return readdir64(d); }
+static void glob_closedir(void *d) { closedir(d); }
+
+/* A pattern in the archive is matched with glob's GLOB_ALTDIRFUNC hooks
+ * pointing at our functions (unless the caller brought its own). */
+int glob(const char *pattern, int flags, int (*errfunc)(const char *, int), glob_t *pglob) {
+  if (!pattern_is_ours(pattern) || (flags & GLOB_ALTDIRFUNC))
+    return REAL(glob)(pattern, flags, errfunc, pglob);
+  pglob->gl_opendir = glob_opendir;
+  pglob->gl_readdir = glob_readdir;
+  pglob->gl_closedir = glob_closedir;
+  pglob->gl_stat = stat;
+  pglob->gl_lstat = lstat;
+  return REAL(glob)(pattern, flags | GLOB_ALTDIRFUNC, errfunc, pglob);
+}
+
+int glob64(const char *pattern, int flags, int (*errfunc)(const char *, int), glob64_t *pglob) {
+  if (!pattern_is_ours(pattern) || (flags & GLOB_ALTDIRFUNC))
+    return REAL(glob64)(pattern, flags, errfunc, pglob);
+  pglob->gl_opendir = glob_opendir;
+  pglob->gl_readdir = glob_readdir64;
+  pglob->gl_closedir = glob_closedir;
+  pglob->gl_stat = stat64;
+  pglob->gl_lstat = lstat64;
+  return REAL(glob64)(pattern, flags | GLOB_ALTDIRFUNC, errfunc, pglob);
+}
+
+/* freopen closes the stream even when the open fails, so only app.bin's own
+ * path in front is recognised (no second try after ENOTDIR); the member is
+ * opened and glibc reopens it through /proc/self/fd. */
+static FILE *freopen_common(const char *path, const char *mode, FILE *stream, int is64) {
+  route r;
+  int k = path ? route_at(AT_FDCWD, path, &r) : ROUTE_OUT;
+  if (k == ROUTE_OUT) {
+    path = path ? r.path : NULL;
+    return is64 ? REAL(freopen64)(path, mode, stream) : REAL(freopen)(path, mode, stream);
+  }
+  int flags = fopen_flags(mode);
+  int fd = flags < 0        ? fail(EINVAL)
+           : k == ROUTE_ERR ? missing_error(&r, flags & O_CREAT)
+                            : node_open(&r.node, flags);
+  if (fd < 0) {
+    int saved = errno;
+    fclose(stream); /* as glibc's freopen does when the open fails */
+    errno = saved;
+    return NULL;
+  }
+  char proc[64];
+  snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+  FILE *f = is64 ? REAL(freopen64)(proc, mode, stream) : REAL(freopen)(proc, mode, stream);
+  int saved = errno;
+  struct stat64 st;
+  if (f && REAL(fstat64)(fileno(f), &st) == 0)
+    (void)fd_track(fileno(f), &r.node, st.st_ino);
+  close(fd);
+  errno = saved;
+  return f;
+}
+
+FILE *freopen(const char *path, const char *mode, FILE *stream) {
+  return freopen_common(path, mode, stream, 0);
+}
+
+FILE *freopen64(const char *path, const char *mode, FILE *stream) {
+  return freopen_common(path, mode, stream, 1);
 }
 
 /* ---- shared objects by archive path ------------------------------------------ */
