@@ -42,19 +42,16 @@ RUN rm -f /etc/apt/apt.conf.d/docker-clean \
         /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true; \
     fi
 
-# --- host-deps: compilers, static libraries, a static libzip -----------------
+# --- host-deps: compilers, static libraries ----------------------------------
 FROM builder AS host-deps
 WORKDIR /src
 COPY tests/apt-packages.txt tests/setup.sh /src/tests/
 # tests/setup.sh --deps-only installs the build's apt packages (those above the
-# test tools in tests/apt-packages.txt) and builds the static libzip from
-# Debian's source package.
+# test tools in tests/apt-packages.txt).
 RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
     --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \
     apt-get update -qq \
- && bash tests/setup.sh --deps-only \
- && test -f build/deps/lib/libzip.a \
- && rm -rf build/deps/src /etc/apt/sources.list.d/appbin-deb-src.sources
+ && bash tests/setup.sh --deps-only
 
 # --- host: the appbin host executable and the packager ----------------------
 FROM host-deps AS host

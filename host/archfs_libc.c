@@ -417,7 +417,7 @@ static int node_access(const archfs_node *n, int mode) {
 }
 
 static int fill_member(void *buf, void *ctx, char *err, size_t errlen) {
-  return zipindex_read(g.zi, ctx, buf, err, errlen);
+  return zipindex_read_data(g.zi, ctx, buf, err, errlen);
 }
 
 /* A descriptor for a directory, or an O_PATH one for a file: app.bin opened
@@ -1601,13 +1601,20 @@ int archfs_code_path(const zipindex_entry *e, char *path, size_t pathlen, char *
     goto done;
   }
   if (!code_paths[i]) {
-    void *data = e->size <= SIZE_MAX ? malloc(e->size ? (size_t)e->size : 1) : NULL;
-    if (!data) {
+    /* A stored member is copied straight from the mapping (checked on this
+     * first use); a compressed one is decompressed first. */
+    const void *stored =
+        e->method == ZIPINDEX_STORED ? zipindex_stored_data(g.zi, e, err, errlen) : NULL;
+    if (e->method == ZIPINDEX_STORED && !stored)
+      goto done;
+    void *data = NULL;
+    if (!stored && !(data = e->size <= SIZE_MAX ? malloc(e->size ? (size_t)e->size : 1) : NULL)) {
       snprintf(err, errlen, "out of memory reading %s", e->name);
       goto done;
     }
-    int made = zipindex_read(g.zi, e, data, err, errlen) == 0 &&
-               extload_write(e->name, data, (size_t)e->size, path, pathlen, err, errlen) == 0;
+    int made = (stored || zipindex_read(g.zi, e, data, err, errlen) == 0) &&
+               extload_write(e->name, stored ? stored : data, (size_t)e->size, path, pathlen, err,
+                             errlen) == 0;
     free(data);
     if (!made)
       goto done;
@@ -1656,15 +1663,15 @@ __attribute__((optimize("O2", "optimize-sibling-calls"))) void *dlopen(const cha
 static void unmount_at_exit(void) { g.mounted = 0; }
 
 /* A fork while another thread reads a member (the importer and open() both
- * read with the GIL released) would leave the child a read lock it can
- * never take: fork waits for the read in progress instead. */
+ * read with the GIL released) would leave the child zipindex's zstd context
+ * lock, which it could never take: fork waits for the read in progress. */
 static void fork_prepare(void) {
   pthread_mutex_lock(&code_lock);
-  pthread_mutex_lock(&g.zi->read_lock);
+  pthread_mutex_lock(&g.zi->dctx_lock);
 }
 
 static void fork_done(void) {
-  pthread_mutex_unlock(&g.zi->read_lock);
+  pthread_mutex_unlock(&g.zi->dctx_lock);
   pthread_mutex_unlock(&code_lock);
 }
 

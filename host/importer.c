@@ -4,6 +4,7 @@
 #include "asgi.h"
 #include "elfstub.h"
 #include "extload.h"
+#include "extremap.h"
 #include "modindex.h"
 #include "version.h"
 
@@ -32,6 +33,7 @@ static struct {
   PyObject *exec_dynamic;
   PyObject *loaded_native; /* dict: member -> path of its in-memory file */
   PyObject *preloaded;     /* set: library members loaded by preload_libraries() */
+  PyObject *frozen;        /* set: stdlib modules the interpreter has frozen */
   long magic;
 } g;
 
@@ -52,6 +54,25 @@ static PyObject *read_member(const zipindex_entry *e) {
     return PyErr_Format(PyExc_OSError, "appbin: %s", err);
   }
   return bytes;
+}
+
+/* A member's bytes without copying them where they need no decompression:
+ * a stored member is used in place, in the archive's mapping (checked as
+ * zipindex_read would); a compressed one is read into a new bytes object
+ * left in *owner for the caller to release (NULL otherwise). */
+static const char *member_bytes(const zipindex_entry *e, PyObject **owner) {
+  *owner = NULL;
+  if (e->method != ZIPINDEX_STORED) {
+    *owner = read_member(e);
+    return *owner ? PyBytes_AS_STRING(*owner) : NULL;
+  }
+  char err[512];
+  PyThreadState *ts = PyEval_SaveThread(); /* a first read hashes the member */
+  const char *data = zipindex_stored_data(g.zi, e, err, sizeof(err));
+  PyEval_RestoreThread(ts);
+  if (!data)
+    PyErr_Format(PyExc_OSError, "appbin: %s", err);
+  return data;
 }
 
 /* "<archive>/<member>" as a str. */
@@ -128,6 +149,34 @@ static PyObject *native_path(const zipindex_entry *e) {
   }
   Py_DECREF(key);
   return path;
+}
+
+/* Once the loader has loaded a stored member from its memfd copy, maps the
+ * pages still backed by the copy from app.bin instead and frees the copy:
+ * what stays resident is what was touched, as for a file on disk. */
+static void release_native_copy(const zipindex_entry *e, PyObject *path) {
+  const char *cpath = PyUnicode_AsUTF8(path);
+  int memfd;
+  char tail, err[512];
+  if (!cpath) {
+    PyErr_Clear();
+    return;
+  }
+  if (e->method != ZIPINDEX_STORED || g.payload->fd < 0 ||
+      sscanf(cpath, "/proc/self/fd/%d%c", &memfd, &tail) != 1)
+    return; /* a compressed member, or the private directory's file */
+  const char *data = zipindex_stored_data(g.zi, e, err, sizeof(err));
+  long freed =
+      data ? extremap_to_file(cpath, memfd, g.payload->fd,
+                              (uint64_t)(data - (const char *)g.payload->map), err, sizeof(err))
+           : -1;
+  if (extload_debug) {
+    if (freed >= 0)
+      fprintf(stderr, "appbin: debug: %s mapped from the archive, %ld bytes of copy freed\n",
+              e->name, freed);
+    else
+      fprintf(stderr, "appbin: debug: %s stays on its in-memory copy: %s\n", e->name, err);
+  }
 }
 
 /* The member whose in-memory path `path` is, for messages; NULL if none. */
@@ -247,8 +296,17 @@ static int preload_libraries(const zipindex_entry *ext) {
     int loaded = PySet_Contains(g.preloaded, member);
     if (loaded < 0 || (!loaded && PySet_Add(g.preloaded, member) != 0))
       goto done;
-    if (!loaded && extload_debug)
-      fprintf(stderr, "appbin: debug: preloaded %s for %s\n", PyUnicode_AsUTF8(member), ext->name);
+    if (loaded)
+      continue;
+    Py_ssize_t len;
+    const char *name = PyUnicode_AsUTF8AndSize(member, &len);
+    if (!name)
+      goto done;
+    if (extload_debug)
+      fprintf(stderr, "appbin: debug: preloaded %s for %s\n", name, ext->name);
+    const zipindex_entry *lib = zipindex_find(g.zi, name, (size_t)len);
+    if (lib)
+      release_native_copy(lib, PyList_GET_ITEM(paths, i));
   }
   rc = 0;
 done:
@@ -266,11 +324,15 @@ static PyObject *create_extension(PyObject *spec, PyObject *name, const modindex
   if (!path)
     return NULL;
   PyObject *tmp_spec = make_spec(name, Py_None, path);
-  Py_DECREF(path);
-  if (!tmp_spec)
+  if (!tmp_spec) {
+    Py_DECREF(path);
     return NULL;
+  }
   PyObject *module = PyObject_CallOneArg(g.create_dynamic, tmp_spec);
   Py_DECREF(tmp_spec);
+  if (module)
+    release_native_copy(m->ext, path);
+  Py_DECREF(path);
   if (!module)
     return NULL;
   if (PyModule_Check(module)) {
@@ -299,20 +361,22 @@ static PyObject *compile_source(const modindex_module *m, PyObject *filename) {
 }
 
 static PyObject *load_pyc(const modindex_module *m, PyObject *filename) {
-  PyObject *data = read_member(m->code);
-  if (!data)
+  if (m->code->size > (uint64_t)PY_SSIZE_T_MAX)
+    return PyErr_Format(PyExc_MemoryError, "archive member %s is too large", m->code->name);
+  PyObject *owner;
+  const unsigned char *p = (const unsigned char *)member_bytes(m->code, &owner);
+  if (!p)
     return NULL;
-  const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
-  Py_ssize_t n = PyBytes_GET_SIZE(data);
+  Py_ssize_t n = (Py_ssize_t)m->code->size;
   long magic = n >= 16 ? (long)(p[0] | p[1] << 8 | p[2] << 16 | (unsigned long)p[3] << 24) : -1;
   if (magic != g.magic) {
-    Py_DECREF(data);
+    Py_XDECREF(owner);
     if (m->source)
       return compile_source(m, filename);
     return PyErr_Format(PyExc_ImportError, "appbin: bad magic number in %s", m->code->name);
   }
   PyObject *code = PyMarshal_ReadObjectFromString((const char *)p + 16, n - 16);
-  Py_DECREF(data);
+  Py_XDECREF(owner);
   if (!code)
     return NULL;
   if (!PyCode_Check(code)) {
@@ -396,6 +460,15 @@ static PyObject *importer_find_spec(PyObject *self, PyObject *const *args, Py_ss
     return NULL;
   }
   PyObject *fullname = args[0];
+  /* Frozen stdlib modules come from the interpreter itself (FrozenImporter,
+   * later on sys.meta_path), as they do for python3.11: no archive read, no
+   * unmarshalling. */
+  int frozen = g.frozen ? PySet_Contains(g.frozen, fullname) : 0;
+  if (frozen != 0) {
+    if (frozen < 0)
+      return NULL;
+    Py_RETURN_NONE;
+  }
   const modindex_module *m = lookup(fullname);
   if (!m) {
     if (PyErr_Occurred())
@@ -773,7 +846,19 @@ static PyObject *appbin_release_memory(PyObject *mod, PyObject *noargs) {
   Py_RETURN_NONE;
 }
 
+static PyObject *appbin_verify_wait(PyObject *mod, PyObject *noargs) {
+  (void)mod, (void)noargs;
+  char err[512];
+  int rc;
+  Py_BEGIN_ALLOW_THREADS rc = zipindex_verify_wait(g.zi, err, sizeof(err));
+  Py_END_ALLOW_THREADS if (rc != 0) return PyErr_Format(PyExc_OSError, "appbin: %s", err);
+  Py_RETURN_NONE;
+}
+
 static PyMethodDef appbin_functions[] = {
+    {"verify_wait", appbin_verify_wait, METH_NOARGS,
+     "verify_wait()\n--\n\nReturn once every byte of the archive is verified (the check "
+     "started with the server); a damaged archive ends the process."},
     {"release_memory", appbin_release_memory, METH_NOARGS,
      "release_memory()\n--\n\nDrop the archive's pages from memory and from the page "
      "cache (they are read again if needed): call once start-up imports are done."},
@@ -856,6 +941,46 @@ static PyObject *attr_of(const char *module, const char *attr) {
   return a;
 }
 
+/* The names FrozenImporter will serve: _imp._frozen_module_names() (3.11+)
+ * that _imp.is_frozen() accepts (it honours -X frozen_modules=off). An
+ * interpreter without them gets an empty set: everything from the archive. */
+static PyObject *frozen_stdlib_names(void) {
+  PyObject *names = PySet_New(NULL);
+  PyObject *imp = names ? PyImport_ImportModule("_imp") : NULL;
+  if (!imp) {
+    Py_XDECREF(names);
+    return NULL;
+  }
+  PyObject *all = PyObject_HasAttrString(imp, "_frozen_module_names")
+                      ? PyObject_CallMethod(imp, "_frozen_module_names", NULL)
+                      : PyTuple_New(0);
+  PyObject *it = all ? PyObject_GetIter(all) : NULL;
+  for (PyObject *name; it && (name = PyIter_Next(it)) != NULL;) {
+    PyObject *yes = PyObject_CallMethod(imp, "is_frozen", "O", name);
+    int ok = yes && (!PyObject_IsTrue(yes) || PySet_Add(names, name) == 0);
+    Py_XDECREF(yes);
+    Py_DECREF(name);
+    if (!ok)
+      Py_CLEAR(it);
+  }
+  int failed = !it || PyErr_Occurred();
+  Py_XDECREF(it);
+  Py_XDECREF(all);
+  Py_DECREF(imp);
+  if (failed) {
+    Py_DECREF(names);
+    return NULL;
+  }
+  return names;
+}
+
+int importer_set_stdlib_dir(void) {
+  PyObject *stdlib_dir = archive_path_of("stdlib", 6);
+  int rc = stdlib_dir ? PySys_SetObject("_stdlib_dir", stdlib_dir) : -1;
+  Py_XDECREF(stdlib_dir);
+  return rc;
+}
+
 int importer_install(void) {
   PyObject *mod = PyImport_ImportModule("_appbin");
   if (!mod)
@@ -868,10 +993,11 @@ int importer_install(void) {
   g.exec_dynamic = attr_of("_imp", "exec_dynamic");
   g.loaded_native = PyDict_New();
   g.preloaded = PySet_New(NULL);
+  g.frozen = frozen_stdlib_names();
   g.origin_kwnames = Py_BuildValue("(s)", "origin");
   g.builtins_key = PyUnicode_InternFromString("__builtins__");
   if (!g.origin_kwnames || !g.builtins_key || !g.module_spec || !g.fix_co_filename ||
-      !g.create_dynamic || !g.exec_dynamic || !g.loaded_native || !g.preloaded)
+      !g.create_dynamic || !g.exec_dynamic || !g.loaded_native || !g.preloaded || !g.frozen)
     return -1;
   PyObject *meta_path = PySys_GetObject("meta_path"); /* borrowed */
   if (!meta_path || !PyList_Check(meta_path)) {

@@ -28,7 +28,13 @@ int importer_setup(const char *archive_path, const payload *pl, zipindex *zi, co
 /* Registers `_appbin` as a built-in module; call before Py_Initialize. */
 int importer_register_builtin(void);
 
-/* Puts the finder first on sys.meta_path. Needs the interpreter's core. */
+/* Puts the finder first on sys.meta_path. Needs the interpreter's core.
+ * Frozen stdlib modules (os, stat, codecs...) are left to the interpreter's
+ * FrozenImporter, as python3.11 does. */
 int importer_install(void);
+
+/* sys._stdlib_dir = "<archive>/stdlib", for the frozen modules' __file__;
+ * call after the interpreter's main initialisation (which resets it). */
+int importer_set_stdlib_dir(void);
 
 #endif

@@ -126,6 +126,10 @@ int interp_start(const char *exe, const payload *pl, zipindex *zi, const manifes
     *exit_status = status_exit(status, "cannot initialise Python");
     return -1;
   }
+  if (importer_set_stdlib_dir() != 0) {
+    PyErr_Print();
+    return -1;
+  }
   if (run_runtime_setup() != 0) {
     fprintf(stderr, "app.bin: error: the appbin runtime failed to start\n");
     return -1;

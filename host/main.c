@@ -1,9 +1,18 @@
 /*
  * app.bin: a Python ASGI application and its whole environment in one file.
  *
- * main() finds and checks the payload appended to this executable, reads the
- * command line, and hands over to the interpreter (python mode), the server
- * (the default) or the health probe.
+ * main() finds the payload appended to this executable, checks its index,
+ * reads the command line, and hands over to the interpreter (python mode),
+ * the server (the default) or the health probe.
+ *
+ * What is hashed when (host/payload.h has the format): the index (central
+ * directory) always, before anything is read from the archive; a member the
+ * first time it is read; and, for a server, every member, in a background
+ * thread started here that the server waits for before it listens (a
+ * supervisor of several workers checks before it forks them). Damage found
+ * at any point ends the process with one line naming the member. In python
+ * mode a second thread checks members ahead of the imports once there are
+ * more than a few, but only what the program reads must be intact.
  */
 #include "cli.h"
 #include "healthcheck.h"
@@ -72,8 +81,8 @@ static int read_manifest(zipindex *zi, manifest *mf, char *err, size_t errlen) {
   if (rc != 0)
     return -1;
   const char *format = manifest_get(mf, "format");
-  if (!format || strcmp(format, "1") != 0) {
-    snprintf(err, errlen, "payload manifest format '%s' is not supported (this host reads 1)",
+  if (!format || strcmp(format, "2") != 0) {
+    snprintf(err, errlen, "payload manifest format '%s' is not supported (this host reads 2)",
              format ? format : "(missing)");
     manifest_free(mf);
     return -1;
@@ -81,18 +90,32 @@ static int read_manifest(zipindex *zi, manifest *mf, char *err, size_t errlen) {
   return 0;
 }
 
+static const char *damage_exe = "app.bin";
+
+/* zipindex's damage handler: no byte of a damaged member may be used, and a
+ * damaged app.bin must not go on running (nor serving), so it stops here,
+ * from whichever thread found the damage. */
+static void on_damage(const char *message) {
+  char line[2048];
+  int n = snprintf(line, sizeof(line), "app.bin: error: %s: %s\n", damage_exe, message);
+  if (n > 0)
+    (void)!write(STDERR_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+  _exit(1);
+}
+
 static void print_version(const payload *p, const manifest *mf) {
   printf("appbin %s\npython %s\n", APPBIN_VERSION, APPBIN_PYTHON_VERSION);
   if (!p->map) {
-    printf("payload: none\n");
+    printf("payload: none (this host reads format %d)\n", PAYLOAD_FORMAT_VERSION);
     return;
   }
   char hex[2 * SHA256_DIGEST_SIZE + 1];
-  sha256_hex(p->trailer.sha256, hex);
+  sha256_hex(p->trailer.index_sha256, hex);
   const char *packed_by = manifest_get(mf, "appbin_version");
   const char *py = manifest_get(mf, "python_version");
   const char *app = manifest_get(mf, "app");
-  printf("payload: format %u, %zu bytes, sha256 %s\n", p->trailer.version, p->archive_size, hex);
+  printf("payload: format %u, %zu bytes, index sha256 %s\n", p->trailer.version, p->archive_size,
+         hex);
   printf("packed by: appbin-pack %s (stdlib %s)\n", packed_by ? packed_by : "?", py ? py : "?");
   printf("app: %s%s\n", app ? app : "(none)",
          app && manifest_get(mf, "factory") && strcmp(manifest_get(mf, "factory"), "1") == 0
@@ -109,7 +132,7 @@ int main(int argc, char **argv) {
   }
 
   payload p;
-  int rc = payload_open(&p, exe, PAYLOAD_VERIFY_HASH, err, sizeof(err));
+  int rc = payload_open(&p, exe, err, sizeof(err));
   if (rc < 0) {
     fprintf(stderr, "%s: error: %s\n", prog, err);
     return 1;
@@ -117,13 +140,19 @@ int main(int argc, char **argv) {
   int has_payload = rc == 0;
   zipindex zi = {0};
   manifest mf = {0};
-  if (has_payload && (zipindex_open(&zi, p.archive, p.archive_size, err, sizeof(err)) != 0 ||
-                      read_manifest(&zi, &mf, err, sizeof(err)) != 0)) {
-    fprintf(stderr, "%s: error: %s: %s\n", prog, exe, err);
-    return 1;
+  damage_exe = exe;
+  if (has_payload) {
+    if (zipindex_open_verified(&zi, p.archive, p.archive_size, p.trailer.index_sha256, err,
+                               sizeof(err)) != 0) {
+      fprintf(stderr, "%s: error: %s: %s\n", prog, exe, err);
+      return 1;
+    }
+    zipindex_on_damage(&zi, on_damage);
+    if (read_manifest(&zi, &mf, err, sizeof(err)) != 0) {
+      fprintf(stderr, "%s: error: %s: %s\n", prog, exe, err);
+      return 1;
+    }
   }
-  if (has_payload)
-    zipindex_trust(&zi); /* payload_open checked the archive's SHA-256 */
 
   cli_options opts;
   if (cli_parse(argc, argv, has_payload ? &mf : NULL, &opts, err, sizeof(err)) != 0) {
@@ -149,6 +178,10 @@ int main(int argc, char **argv) {
   }
   int debug = opts.log_level <= LOG_DEBUG;
   if (opts.mode == CLI_PYTHON) {
+    /* A program that imports more than the interpreter's own start-up gets
+     * the other members checked in a second thread, ahead of its imports;
+     * `python -c pass` and the like hash only what they read. */
+    zipindex_verify_start_after(&zi, 16);
     /* Python sees argv[0] followed by what came after "python". */
     char **pyargv = calloc((size_t)opts.python_argc + 2, sizeof(*pyargv));
     if (!pyargv) {
@@ -161,6 +194,17 @@ int main(int argc, char **argv) {
         0)
       return rc;
     return interp_run_python();
+  }
+  /* The server listens only once every byte is verified: the check runs
+   * beside the interpreter's start-up (the runtime waits for it before it
+   * binds), or, under a supervisor, before the workers are forked. */
+  if (opts.workers > 1) {
+    if (zipindex_verify_wait(&zi, err, sizeof(err)) != 0) {
+      fprintf(stderr, "%s: error: %s: %s\n", prog, exe, err);
+      return 1;
+    }
+  } else {
+    zipindex_verify_start(&zi); /* without a thread the runtime's wait checks */
   }
   if (opts.workers > 1) {
     int is_worker;

@@ -1,7 +1,5 @@
 #include "payload.h"
 
-#include "sha256.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -36,10 +34,11 @@ int payload_parse_trailer(const uint8_t *tail, uint64_t file_size, payload_trail
   out->flags = read_le32(tail + 12);
   out->archive_offset = read_le64(tail + 16);
   out->archive_size = read_le64(tail + 24);
-  memcpy(out->sha256, tail + 32, 32);
+  memcpy(out->index_sha256, tail + 32, 32);
   if (out->version != PAYLOAD_FORMAT_VERSION)
     return payload_error(err, errlen,
-                         "payload format version %u is not supported (this host reads %u)",
+                         "payload format version %u is not supported (this host reads %u): "
+                         "pack it again with the appbin-pack of this host's version",
                          out->version, PAYLOAD_FORMAT_VERSION);
   if (out->flags != 0)
     return payload_error(err, errlen, "payload has unknown flags 0x%x", out->flags);
@@ -56,8 +55,9 @@ int payload_parse_trailer(const uint8_t *tail, uint64_t file_size, payload_trail
   return 0;
 }
 
-int payload_open(payload *p, const char *path, int checks, char *err, size_t errlen) {
+int payload_open(payload *p, const char *path, char *err, size_t errlen) {
   memset(p, 0, sizeof(*p));
+  p->fd = -1;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return payload_error(err, errlen, "cannot open %s: %s", path, strerror(errno));
@@ -81,25 +81,16 @@ int payload_open(payload *p, const char *path, int checks, char *err, size_t err
     return -1;
   }
   void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
-  if (map == MAP_FAILED)
-    return payload_error(err, errlen, "cannot map %s: %s", path, strerror(errno));
+  if (map == MAP_FAILED) {
+    payload_error(err, errlen, "cannot map %s: %s", path, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  p->fd = fd; /* stored shared objects get mapped from it (host/extremap.h) */
   p->map = map;
   p->map_size = (size_t)size;
   p->archive = p->map + p->trailer.archive_offset;
   p->archive_size = (size_t)p->trailer.archive_size;
-  if (checks & PAYLOAD_VERIFY_HASH) {
-    uint8_t digest[SHA256_DIGEST_SIZE];
-    sha256_digest(p->archive, p->archive_size, digest);
-    /* Hashing touched every page; only what is read later needs to stay
-     * resident (the pages remain in the page cache). */
-    payload_release_pages(p);
-    if (memcmp(digest, p->trailer.sha256, SHA256_DIGEST_SIZE) != 0) {
-      payload_close(p);
-      return payload_error(err, errlen, "payload checksum mismatch: %s is damaged or was modified",
-                           path);
-    }
-  }
   p->path = strdup(path);
   if (!p->path) {
     payload_close(p);
@@ -117,16 +108,16 @@ void payload_drop_cache(const payload *p) {
   if (!p || !p->map)
     return;
   payload_release_pages(p);
-  int fd = p->path ? open(p->path, O_RDONLY | O_CLOEXEC) : -1;
-  if (fd >= 0) {
-    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); /* advice: failure changes nothing */
-    close(fd);
-  }
+  if (p->fd >= 0)
+    (void)posix_fadvise(p->fd, 0, 0, POSIX_FADV_DONTNEED); /* advice: failure changes nothing */
 }
 
 void payload_close(payload *p) {
   if (p->map)
     munmap((void *)p->map, p->map_size);
+  if (p->fd >= 0 && p->map)
+    close(p->fd);
   free(p->path);
   memset(p, 0, sizeof(*p));
+  p->fd = -1;
 }

@@ -1,13 +1,73 @@
 #include "zipindex.h"
 
+#include "sha256.h"
+
 #include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <zip.h>
+#include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
+
+enum {
+  LOCAL_SIG = 0x04034b50,
+  CENTRAL_SIG = 0x02014b50,
+  END_SIG = 0x06054b50,
+  END64_SIG = 0x06064b50,
+  LOCATOR64_SIG = 0x07064b50,
+  LOCAL_SIZE = 30,
+  CENTRAL_SIZE = 46,
+  END_SIZE = 22,
+  END64_SIZE = 56,
+  LOCATOR64_SIZE = 20,
+  FLAG_ENCRYPTED = 1 << 0,
+  FLAG_DATA_DESCRIPTOR = 1 << 3,
+  FLAG_UTF8 = 1 << 11,
+};
+
+static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+static uint32_t le32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+/* Damage: the handler hears of it first (and normally ends the process). */
+static int damaged(const zipindex *zi, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int damaged(const zipindex *zi, char *err, size_t errlen, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (zi->on_damage)
+    zi->on_damage(msg);
+  snprintf(err, errlen, "%s", msg);
+  return -1;
+}
+
+/* Damage found by a check that only prefetches (quiet): no handler, the
+ * reader that needs the member will find it again and report it. */
+#define DAMAGED(zi, quiet, err, errlen, ...)                                                       \
+  ((quiet) ? fail((err), (errlen), __VA_ARGS__) : damaged((zi), (err), (errlen), __VA_ARGS__))
+
+static void start_verifier(zipindex *zi, int quiet);
+static void join_verifier(zipindex *zi);
 
 static uint64_t name_hash(const char *s, size_t len) {
   uint64_t h = 1469598103934665603ULL; /* FNV-1a */
@@ -41,6 +101,28 @@ static int name_is_safe(const char *name, size_t len) {
   return 1;
 }
 
+/* Well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
+static int is_utf8(const uint8_t *s, size_t len) {
+  for (size_t i = 0; i < len;) {
+    uint8_t c = s[i];
+    size_t n = c < 0x80                 ? 0
+               : c >= 0xc2 && c <= 0xdf ? 1
+               : c >= 0xe0 && c <= 0xef ? 2
+               : c >= 0xf0 && c <= 0xf4 ? 3
+                                        : 9;
+    if (n == 9 || n >= len - i)
+      return 0;
+    for (size_t k = 1; k <= n; k++)
+      if ((s[i + k] & 0xc0) != 0x80)
+        return 0;
+    if ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] > 0x9f) ||
+        (c == 0xf0 && s[i + 1] < 0x90) || (c == 0xf4 && s[i + 1] > 0x8f))
+      return 0;
+    i += n + 1;
+  }
+  return 1;
+}
+
 static int build_hash(zipindex *zi) {
   size_t nslots = 16;
   while (nslots < zi->count * 2)
@@ -58,111 +140,192 @@ static int build_hash(zipindex *zi) {
   return 0;
 }
 
-/* libzip turns every entry's DOS timestamp into a time_t with mktime(), which
- * with TZ unset re-reads /etc/localtime each time: two stat() calls per
- * member, some 3,800 for a FastAPI app (5 ms). With TZ set for the duration
- * (the timestamps are never used) glibc keeps its zone; the caller's TZ is
- * put back afterwards. Start-up is single-threaded here. */
-typedef struct saved_tz {
-  char *value; /* strdup'd TZ, or NULL when it was unset */
-  int ok;      /* TZ was replaced and must be restored */
-} saved_tz;
+/* The end records: where the central directory starts and ends, and how many
+ * entries it holds. The directory must end where the end records begin. */
+typedef struct zip_end {
+  uint64_t count, cd_offset, cd_end;
+} zip_end;
 
-static saved_tz tz_pin_utc(void) {
-  saved_tz saved = {NULL, 0};
-  const char *tz = getenv("TZ");
-  if (tz && !(saved.value = strdup(tz)))
-    return saved; /* out of memory: leave TZ alone, only slower */
-  saved.ok = setenv("TZ", "UTC0", 1) == 0;
-  return saved;
-}
-
-static void tz_restore(saved_tz *saved) {
-  if (saved->ok) {
-    if (saved->value)
-      setenv("TZ", saved->value, 1);
-    else
-      unsetenv("TZ");
-    tzset();
+static int find_end(const uint8_t *d, size_t len, zip_end *out, char *err, size_t errlen) {
+  if (len < END_SIZE)
+    return fail(err, errlen, "archive is not a valid zip (%zu bytes)", len);
+  size_t end_at = SIZE_MAX;
+  size_t lowest = len - END_SIZE > 0xffff ? len - END_SIZE - 0xffff : 0;
+  for (size_t at = len - END_SIZE + 1; at-- > lowest;) {
+    if (le32(d + at) == END_SIG && at + END_SIZE + le16(d + at + 20) == len) {
+      end_at = at;
+      break;
+    }
   }
-  free(saved->value);
+  if (end_at == SIZE_MAX)
+    return fail(err, errlen, "archive is not a valid zip: no end of central directory record");
+  const uint8_t *e = d + end_at;
+  if (le16(e + 4) != 0 || le16(e + 6) != 0 || le16(e + 8) != le16(e + 10))
+    return fail(err, errlen, "archive is not a valid zip: multi-disk archives are not supported");
+  out->count = le16(e + 10);
+  uint64_t cd_size = le32(e + 12);
+  out->cd_offset = le32(e + 16);
+  out->cd_end = end_at;
+  if (out->count == 0xffff || cd_size == 0xffffffff || out->cd_offset == 0xffffffff) {
+    /* zip64: the locator just before, pointing at the zip64 end record just
+     * before it. */
+    if (end_at < LOCATOR64_SIZE + END64_SIZE || le32(e - LOCATOR64_SIZE) != LOCATOR64_SIG)
+      return fail(err, errlen, "archive is not a valid zip: zip64 end records missing");
+    const uint8_t *loc = e - LOCATOR64_SIZE;
+    uint64_t end64_at = le64(loc + 8);
+    if (le32(loc + 4) != 0 || le32(loc + 16) != 1 || end64_at > end_at - LOCATOR64_SIZE ||
+        end_at - LOCATOR64_SIZE - end64_at < END64_SIZE)
+      return fail(err, errlen, "archive is not a valid zip: bad zip64 end locator");
+    const uint8_t *e64 = d + end64_at;
+    if (le32(e64) != END64_SIG || le64(e64 + 4) != end_at - LOCATOR64_SIZE - end64_at - 12 ||
+        le32(e64 + 16) != 0 || le32(e64 + 20) != 0 || le64(e64 + 24) != le64(e64 + 32))
+      return fail(err, errlen, "archive is not a valid zip: bad zip64 end record");
+    out->count = le64(e64 + 32);
+    cd_size = le64(e64 + 40);
+    out->cd_offset = le64(e64 + 48);
+    out->cd_end = end64_at;
+  }
+  if (out->cd_offset > out->cd_end || out->cd_end - out->cd_offset != cd_size)
+    return fail(err, errlen,
+                "archive is not a valid zip: its central directory (%llu+%llu) does not end "
+                "where the end records begin (%llu)",
+                (unsigned long long)out->cd_offset, (unsigned long long)cd_size,
+                (unsigned long long)out->cd_end);
+  if (out->count > cd_size / CENTRAL_SIZE || out->count >= UINT32_MAX)
+    return fail(err, errlen, "archive has an invalid number of members (%llu)",
+                (unsigned long long)out->count);
+  return 0;
 }
 
-int zipindex_open(zipindex *zi, const void *data, size_t len, char *err, size_t errlen) {
+/* Parses the central directory entry at *pos into e (its name copied to
+ * *names), advancing both. */
+static int parse_entry(zipindex *zi, const zip_end *end, uint64_t *pos, char **names,
+                       zipindex_entry *e, char *err, size_t errlen) {
+  const uint8_t *d = zi->data;
+  uint64_t at = *pos;
+  if (end->cd_end - at < CENTRAL_SIZE || le32(d + at) != CENTRAL_SIG)
+    return fail(err, errlen, "archive member %llu is unreadable: bad central directory entry",
+                (unsigned long long)e->zip_index);
+  const uint8_t *c = d + at;
+  uint16_t flags = le16(c + 8), method = le16(c + 10);
+  size_t nlen = le16(c + 28), xlen = le16(c + 30), clen = le16(c + 32);
+  if (end->cd_end - at - CENTRAL_SIZE < nlen + xlen + clen)
+    return fail(err, errlen, "archive member %llu is unreadable: its entry is truncated",
+                (unsigned long long)e->zip_index);
+  const char *name = (const char *)c + CENTRAL_SIZE;
+  *pos = at + CENTRAL_SIZE + nlen + xlen + clen;
+  if (!name_is_safe(name, nlen))
+    return fail(err, errlen, "archive member name is unsafe: %.*s", (int)(nlen > 200 ? 200 : nlen),
+                name);
+  if ((flags & FLAG_UTF8) && !is_utf8((const uint8_t *)name, nlen))
+    return fail(err, errlen, "archive member name is flagged UTF-8 but is not: %.*s",
+                (int)(nlen > 200 ? 200 : nlen), name);
+  memcpy(*names, name, nlen);
+  (*names)[nlen] = '\0';
+  e->name = *names;
+  e->name_len = nlen;
+  *names += nlen + 1;
+  if (flags & (FLAG_ENCRYPTED | FLAG_DATA_DESCRIPTOR))
+    return fail(err, errlen, "archive member %.200s is %s, which is not supported", e->name,
+                flags & FLAG_ENCRYPTED ? "encrypted" : "written with a data descriptor");
+  if (method != ZIPINDEX_STORED && method != ZIPINDEX_DEFLATED && method != ZIPINDEX_ZSTD)
+    return fail(err, errlen, "archive member %.200s uses unsupported compression method %u",
+                e->name, (unsigned)method);
+  e->method = method;
+  e->crc = le32(c + 16);
+  e->comp_size = le32(c + 20);
+  e->size = le32(c + 24);
+  e->offset = le32(c + 42);
+  if (e->comp_size == 0xffffffff || e->size == 0xffffffff || e->offset == 0xffffffff)
+    return fail(err, errlen, "archive member %.200s needs zip64 fields, which are not supported",
+                e->name);
+  if (e->offset >= end->cd_offset)
+    return fail(err, errlen, "archive member %.200s starts past the member data", e->name);
+  const uint8_t *x = c + CENTRAL_SIZE + nlen;
+  for (size_t i = 0; i < xlen;) {
+    if (xlen - i < 4 || xlen - i - 4 < le16(x + i + 2))
+      return fail(err, errlen, "archive member %.200s has a malformed extra field", e->name);
+    uint16_t id = le16(x + i), size = le16(x + i + 2);
+    if (id == ZIPINDEX_DIGEST_FIELD) {
+      if (size != ZIPINDEX_SHA256_SIZE || e->digest)
+        return fail(err, errlen, "archive member %.200s has a malformed digest field", e->name);
+      e->digest = x + i + 4;
+    }
+    i += 4 + (size_t)size;
+  }
+  if (zi->verified && !e->digest)
+    return fail(err, errlen, "archive member %.200s carries no digest", e->name);
+  if (!zi->verified)
+    e->digest = NULL;
+  return 0;
+}
+
+static int open_index(zipindex *zi, const void *data, size_t len, const uint8_t *index_sha256,
+                      char *err, size_t errlen) {
   memset(zi, 0, sizeof(*zi));
-  zip_error_t zerr;
-  zip_error_init(&zerr);
-  zip_source_t *src = zip_source_buffer_create(data, len, 0, &zerr);
-  if (!src) {
-    snprintf(err, errlen, "cannot read archive: %s", zip_error_strerror(&zerr));
-    zip_error_fini(&zerr);
-    return -1;
-  }
-  saved_tz tz = tz_pin_utc();
-  zip_t *zip = zip_open_from_source(src, ZIP_RDONLY | ZIP_CHECKCONS, &zerr);
-  tz_restore(&tz);
-  if (!zip) {
-    snprintf(err, errlen, "archive is not a valid zip: %s", zip_error_strerror(&zerr));
-    zip_error_fini(&zerr);
-    zip_source_free(src);
-    return -1;
-  }
-  zip_error_fini(&zerr);
-  zi->zip = zip;
-  zi->source = src;
-  if (pthread_mutex_init(&zi->read_lock, NULL) != 0) {
-    snprintf(err, errlen, "cannot create a mutex");
+  zi->data = data;
+  zi->len = len;
+  zi->verified = index_sha256 != NULL;
+  zip_end end = {0, 0, 0};
+  if (find_end(zi->data, len, &end, err, errlen) != 0) {
+    if (index_sha256) { /* the packer wrote good end records: this is damage */
+      char why[512];
+      snprintf(why, sizeof(why), "%s", err);
+      fail(err, errlen, "archive index is damaged or was modified (%s)", why);
+    }
     goto fail;
   }
-  zi->read_lock_ready = 1;
-
-  zip_int64_t n = zip_get_num_entries(zip, 0);
-  if (n < 0 || (uint64_t)n >= UINT32_MAX) {
-    snprintf(err, errlen, "archive has an invalid number of members");
+  zi->index_offset = end.cd_offset;
+  if (index_sha256) {
+    uint8_t digest[SHA256_DIGEST_SIZE];
+    sha256_digest(zi->data + end.cd_offset, len - end.cd_offset, digest);
+    if (memcmp(digest, index_sha256, SHA256_DIGEST_SIZE) != 0) {
+      fail(err, errlen,
+           "archive index is damaged or was modified (its SHA-256 differs from the trailer's)");
+      goto fail;
+    }
+  }
+  if (pthread_mutex_init(&zi->dctx_lock, NULL) != 0) {
+    fail(err, errlen, "cannot create a mutex");
     goto fail;
   }
-  zi->entries = calloc((size_t)n ? (size_t)n : 1, sizeof(*zi->entries));
-  if (!zi->entries) {
-    snprintf(err, errlen, "out of memory");
+  zi->lock_ready = 1;
+  size_t n = (size_t)end.count;
+  zi->entries = calloc(n ? n : 1, sizeof(*zi->entries));
+  zi->checked = calloc(n ? n : 1, sizeof(*zi->checked));
+  /* Names take less room than the directory that holds them. */
+  zi->names = malloc((size_t)(end.cd_end - end.cd_offset) + n + 1);
+  if (!zi->entries || !zi->checked || !zi->names) {
+    fail(err, errlen, "out of memory");
     goto fail;
   }
-  for (zip_int64_t i = 0; i < n; i++) {
-    zip_stat_t st;
-    const zip_uint64_t need =
-        ZIP_STAT_NAME | ZIP_STAT_SIZE | ZIP_STAT_COMP_SIZE | ZIP_STAT_COMP_METHOD | ZIP_STAT_CRC;
-    if (zip_stat_index(zip, (zip_uint64_t)i, 0, &st) != 0 || (st.valid & need) != need) {
-      snprintf(err, errlen, "archive member %lld is unreadable", (long long)i);
+  uint64_t pos = end.cd_offset;
+  char *names = zi->names;
+  for (size_t i = 0; i < n; i++) {
+    zipindex_entry *e = &zi->entries[i];
+    e->zip_index = i;
+    if (parse_entry(zi, &end, &pos, &names, e, err, errlen) != 0)
       goto fail;
-    }
-    size_t nlen = strlen(st.name);
-    if (!name_is_safe(st.name, nlen)) {
-      snprintf(err, errlen, "archive member name is unsafe: %.200s", st.name);
-      goto fail;
-    }
-    if (st.comp_method != ZIPINDEX_STORED && st.comp_method != ZIPINDEX_DEFLATED &&
-        st.comp_method != ZIPINDEX_ZSTD) {
-      snprintf(err, errlen, "archive member %.200s uses unsupported compression method %u", st.name,
-               (unsigned)st.comp_method);
-      goto fail;
-    }
-    zipindex_entry *e = &zi->entries[zi->count++];
-    e->name = st.name;
-    e->name_len = nlen;
-    e->size = st.size;
-    e->comp_size = st.comp_size;
-    e->zip_index = (uint64_t)i;
-    e->crc = st.crc;
-    e->method = st.comp_method;
+    zi->count++;
   }
-  qsort(zi->entries, zi->count, sizeof(*zi->entries), entry_cmp);
+  if (pos != end.cd_end) {
+    fail(err, errlen, "archive's central directory holds more than its %zu members", n);
+    goto fail;
+  }
+  /* appbin-pack writes the directory sorted: check rather than sort. */
+  size_t unsorted = 1;
+  while (unsorted < zi->count && entry_cmp(&zi->entries[unsorted - 1], &zi->entries[unsorted]) < 0)
+    unsorted++;
+  if (unsorted < zi->count)
+    qsort(zi->entries, zi->count, sizeof(*zi->entries), entry_cmp);
   for (size_t i = 1; i < zi->count; i++) {
     if (entry_cmp(&zi->entries[i - 1], &zi->entries[i]) == 0) {
-      snprintf(err, errlen, "archive has a duplicate member: %.200s", zi->entries[i].name);
+      fail(err, errlen, "archive has a duplicate member: %.200s", zi->entries[i].name);
       goto fail;
     }
   }
   if (build_hash(zi) != 0) {
-    snprintf(err, errlen, "out of memory");
+    fail(err, errlen, "out of memory");
     goto fail;
   }
   return 0;
@@ -172,17 +335,26 @@ fail:
   return -1;
 }
 
-void zipindex_trust(zipindex *zi) { zi->trusted = 1; }
+int zipindex_open(zipindex *zi, const void *data, size_t len, char *err, size_t errlen) {
+  return open_index(zi, data, len, NULL, err, errlen);
+}
+
+int zipindex_open_verified(zipindex *zi, const void *data, size_t len,
+                           const uint8_t index_sha256[ZIPINDEX_SHA256_SIZE], char *err,
+                           size_t errlen) {
+  return open_index(zi, data, len, index_sha256, err, errlen);
+}
+
+void zipindex_on_damage(zipindex *zi, zipindex_damage_fn fn) { zi->on_damage = fn; }
 
 void zipindex_close(zipindex *zi) {
-  if (zi->read_lock_ready)
-    pthread_mutex_destroy(&zi->read_lock);
+  join_verifier(zi);
+  if (zi->lock_ready)
+    pthread_mutex_destroy(&zi->dctx_lock);
   ZSTD_freeDCtx(zi->dctx); /* NULL is fine */
-  if (zi->zip)
-    zip_discard(zi->zip); /* also frees the source */
-  else if (zi->source)
-    zip_source_free(zi->source);
   free(zi->entries);
+  free((void *)zi->checked);
+  free(zi->names);
   free(zi->slots);
   memset(zi, 0, sizeof(*zi));
 }
@@ -199,97 +371,270 @@ const zipindex_entry *zipindex_find(const zipindex *zi, const char *name, size_t
   return NULL;
 }
 
-/* Reads `len` bytes from f into buf, then checks that f holds no more (a read
- * past the end also makes libzip verify the CRC of an inflated member). */
-static int read_exactly(zip_file_t *f, const zipindex_entry *e, void *buf, uint64_t len, char *err,
-                        size_t errlen) {
-  uint64_t got = 0;
-  while (got < len) {
-    zip_int64_t r = zip_fread(f, (char *)buf + got, len - got);
-    if (r <= 0) {
-      snprintf(err, errlen, "cannot read member %s: %s", e->name,
-               r < 0 ? zip_file_strerror(f) : "unexpected end of data");
-      return -1;
-    }
-    got += (uint64_t)r;
-  }
-  char extra;
-  zip_int64_t more = zip_fread(f, &extra, 1);
-  if (more != 0) {
-    snprintf(err, errlen, "member %s is damaged: %s", e->name,
-             more > 0 ? "it holds more data than its recorded size" : zip_file_strerror(f));
-    return -1;
-  }
+/* A member's record: its local header (which must agree with the central
+ * directory), name, extra field and data, inside the member area. */
+typedef struct record {
+  uint64_t data_at, end;
+} record;
+
+static int find_record(const zipindex *zi, const zipindex_entry *e, int quiet, record *r, char *err,
+                       size_t errlen) {
+  uint64_t limit = zi->index_offset, at = e->offset;
+  const uint8_t *h = zi->data + at;
+  if (limit - at < LOCAL_SIZE || le32(h) != LOCAL_SIG)
+    return DAMAGED(zi, quiet, err, errlen,
+                   "member %s is damaged: no local header where it should be", e->name);
+  size_t nlen = le16(h + 26), xlen = le16(h + 28);
+  if (limit - at - LOCAL_SIZE < nlen + xlen)
+    return DAMAGED(zi, quiet, err, errlen, "member %s is damaged: its local header is truncated",
+                   e->name);
+  r->data_at = at + LOCAL_SIZE + nlen + xlen;
+  if (nlen != e->name_len || memcmp(h + LOCAL_SIZE, e->name, nlen) != 0 ||
+      le16(h + 8) != e->method || le32(h + 14) != e->crc || le32(h + 18) != e->comp_size ||
+      le32(h + 22) != e->size || (le16(h + 6) & (FLAG_ENCRYPTED | FLAG_DATA_DESCRIPTOR)))
+    return DAMAGED(zi, quiet, err, errlen,
+                   "member %s is damaged: its local header disagrees with the central directory",
+                   e->name);
+  if (limit - r->data_at < e->comp_size)
+    return DAMAGED(zi, quiet, err, errlen, "member %s is damaged: its data runs into the index",
+                   e->name);
+  r->end = r->data_at + e->comp_size;
   return 0;
 }
 
-/* A zstd member: its raw frame from libzip, decompressed into buf. */
-static int read_zstd(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
-  if (e->comp_size > SIZE_MAX || e->size > SIZE_MAX) {
-    snprintf(err, errlen, "member %s is too large", e->name);
-    return -1;
-  }
-  void *frame = malloc(e->comp_size ? (size_t)e->comp_size : 1);
-  if (!frame) {
-    snprintf(err, errlen, "out of memory reading member %s", e->name);
-    return -1;
-  }
-  int rc = -1;
-  zip_file_t *f = zip_fopen_index(zi->zip, e->zip_index, ZIP_FL_COMPRESSED);
-  if (!f) {
-    snprintf(err, errlen, "cannot open member %s: %s", e->name, zip_strerror(zi->zip));
-    goto done;
-  }
-  if (read_exactly(f, e, frame, e->comp_size, err, errlen) != 0)
-    goto done;
-  if (!zi->dctx && !(zi->dctx = ZSTD_createDCtx())) {
-    snprintf(err, errlen, "out of memory reading member %s", e->name);
-    goto done;
-  }
-  size_t n = ZSTD_decompressDCtx(zi->dctx, buf, (size_t)e->size, frame, (size_t)e->comp_size);
-  if (ZSTD_isError(n) || n != e->size) {
-    snprintf(err, errlen, "member %s is damaged: %s", e->name,
-             ZSTD_isError(n) ? ZSTD_getErrorName(n) : "its size differs from the recorded one");
-    goto done;
-  }
-  if (zi->trusted) {
-    rc = 0;
-    goto done;
-  }
-  if ((uint32_t)crc32_z(0L, buf, (size_t)e->size) != e->crc) {
-    snprintf(err, errlen, "member %s is damaged: CRC error", e->name);
-    goto done;
-  }
-  rc = 0;
-done:
-  if (f)
-    zip_fclose(f);
-  free(frame);
-  return rc;
+/* Checks a member's record against its digest, once. A reader's first
+ * checks count towards zipindex_verify_start_after(). */
+static int check_record(zipindex *zi, const zipindex_entry *e, const record *r, int reader,
+                        int quiet, char *err, size_t errlen) {
+  if (!e->digest)
+    return 0;
+  _Atomic unsigned char *checked = &zi->checked[e - zi->entries];
+  if (atomic_load_explicit(checked, memory_order_acquire))
+    return 0;
+  uint8_t digest[SHA256_DIGEST_SIZE];
+  sha256_digest(zi->data + e->offset, (size_t)(r->end - e->offset), digest);
+  if (memcmp(digest, e->digest, SHA256_DIGEST_SIZE) != 0)
+    return DAMAGED(zi, quiet, err, errlen,
+                   "member %s is damaged or was modified (its SHA-256 differs from the index's)",
+                   e->name);
+  atomic_store_explicit(checked, 1, memory_order_release);
+  if (reader && zi->start_after &&
+      atomic_fetch_add_explicit(&zi->first_reads, 1, memory_order_relaxed) + 1 == zi->start_after)
+    start_verifier(zi, 1);
+  return 0;
 }
 
-static int read_locked(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
-  if (e->method == ZIPINDEX_ZSTD)
-    return read_zstd(zi, e, buf, err, errlen);
-  zip_file_t *f = zip_fopen_index(zi->zip, e->zip_index, 0);
-  if (!f) {
-    snprintf(err, errlen, "cannot open member %s: %s", e->name, zip_strerror(zi->zip));
+static int check_crc(const zipindex *zi, const zipindex_entry *e, const void *buf, int quiet,
+                     char *err, size_t errlen) {
+  if (e->digest) /* the record's SHA-256 covered these bytes */
+    return 0;
+  if ((uint32_t)crc32_z(0L, buf, (size_t)e->size) != e->crc)
+    return DAMAGED(zi, quiet, err, errlen, "member %s is damaged: CRC error", e->name);
+  return 0;
+}
+
+static int inflate_member(const zipindex *zi, const zipindex_entry *e, const uint8_t *src,
+                          void *buf, int quiet, char *err, size_t errlen) {
+  unsigned char none;
+  z_stream zs = {0};
+  if (inflateInit2(&zs, -MAX_WBITS) != Z_OK)
+    return fail(err, errlen, "out of memory reading member %s", e->name);
+  zs.next_in = (Bytef *)src;
+  zs.avail_in = (uInt)e->comp_size;
+  zs.next_out = e->size ? buf : &none;
+  zs.avail_out = (uInt)e->size;
+  int rc = inflate(&zs, Z_FINISH);
+  int ok = rc == Z_STREAM_END && zs.total_out == e->size && zs.avail_in == 0;
+  const char *why = rc == Z_STREAM_END  ? "its size differs from the recorded one"
+                    : rc == Z_BUF_ERROR ? "it holds more data than its recorded size"
+                                        : "its deflate stream is invalid";
+  inflateEnd(&zs);
+  if (!ok)
+    return DAMAGED(zi, quiet, err, errlen, "member %s is damaged: %s", e->name, why);
+  return 0;
+}
+
+static int unzstd_member(zipindex *zi, const zipindex_entry *e, const uint8_t *src, void *buf,
+                         int quiet, char *err, size_t errlen) {
+  unsigned char none;
+  pthread_mutex_lock(&zi->dctx_lock);
+  if (!zi->dctx)
+    zi->dctx = ZSTD_createDCtx();
+  size_t n = zi->dctx ? ZSTD_decompressDCtx(zi->dctx, e->size ? buf : &none, (size_t)e->size, src,
+                                            (size_t)e->comp_size)
+                      : 0;
+  int made = zi->dctx != NULL;
+  pthread_mutex_unlock(&zi->dctx_lock);
+  if (!made)
+    return fail(err, errlen, "out of memory reading member %s", e->name);
+  if (ZSTD_isError(n) || n != e->size)
+    return DAMAGED(zi, quiet, err, errlen, "member %s is damaged: %s", e->name,
+                   ZSTD_isError(n) ? ZSTD_getErrorName(n)
+                                   : "its size differs from the recorded one");
+  return 0;
+}
+
+static int read_member(zipindex *zi, const zipindex_entry *e, void *buf, int quiet, char *err,
+                       size_t errlen) {
+  if (e->comp_size > SIZE_MAX || e->size > SIZE_MAX)
+    return fail(err, errlen, "member %s is too large", e->name);
+  record r = {0, 0};
+  if (find_record(zi, e, quiet, &r, err, errlen) != 0 ||
+      check_record(zi, e, &r, 1, quiet, err, errlen) != 0)
     return -1;
+  const uint8_t *src = zi->data + r.data_at;
+  int rc;
+  switch (e->method) {
+  case ZIPINDEX_STORED:
+    if (e->comp_size != e->size)
+      return DAMAGED(zi, quiet, err, errlen, "member %s is damaged: its sizes disagree", e->name);
+    memcpy(buf, src, (size_t)e->size);
+    rc = 0;
+    break;
+  case ZIPINDEX_DEFLATED:
+    rc = inflate_member(zi, e, src, buf, quiet, err, errlen);
+    break;
+  default:
+    rc = unzstd_member(zi, e, src, buf, quiet, err, errlen);
+    break;
   }
-  int rc = read_exactly(f, e, buf, e->size, err, errlen);
-  zip_fclose(f);
+  return rc == 0 ? check_crc(zi, e, buf, quiet, err, errlen) : -1;
+}
+
+static int read_with_errno(zipindex *zi, const zipindex_entry *e, void *buf, int quiet, char *err,
+                           size_t errlen) {
+  errno = 0;
+  int rc = read_member(zi, e, buf, quiet, err, errlen);
+  if (rc != 0)
+    errno = errno == ENOMEM ? ENOMEM : EIO; /* malloc() failing says ENOMEM */
   return rc;
 }
 
 int zipindex_read(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
-  pthread_mutex_lock(&zi->read_lock);
-  errno = 0;
-  int rc = read_locked(zi, e, buf, err, errlen);
-  int cause = errno;
-  pthread_mutex_unlock(&zi->read_lock);
-  if (rc != 0)
-    errno = cause == ENOMEM ? ENOMEM : EIO; /* malloc() failing says ENOMEM */
+  return read_with_errno(zi, e, buf, 0, err, errlen);
+}
+
+int zipindex_read_data(zipindex *zi, const zipindex_entry *e, void *buf, char *err, size_t errlen) {
+  return read_with_errno(zi, e, buf, 1, err, errlen);
+}
+
+const void *zipindex_stored_data(zipindex *zi, const zipindex_entry *e, char *err, size_t errlen) {
+  if (e->method != ZIPINDEX_STORED) {
+    fail(err, errlen, "member %s is compressed", e->name);
+    return NULL;
+  }
+  record r = {0, 0};
+  if (find_record(zi, e, 0, &r, err, errlen) != 0 ||
+      check_record(zi, e, &r, 1, 0, err, errlen) != 0)
+    return NULL;
+  if (e->comp_size != e->size) {
+    damaged(zi, err, errlen, "member %s is damaged: its sizes disagree", e->name);
+    return NULL;
+  }
+  const uint8_t *src = zi->data + r.data_at;
+  return check_crc(zi, e, src, 0, err, errlen) == 0 ? src : NULL;
+}
+
+typedef struct by_offset {
+  uint64_t offset;
+  size_t entry;
+} by_offset;
+
+static int offset_cmp(const void *a, const void *b) {
+  const by_offset *x = a, *y = b;
+  return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+/* Checks every member not checked yet, in archive order (appbin-pack puts
+ * what start-up reads first), and that the records follow one another from
+ * the archive's start to the index, so that no byte escapes every digest.
+ * `quiet` (a prefetch for readers): damage is not reported, and the pass
+ * goes on past it. */
+static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
+  if (!zi->verified)
+    return fail(err, errlen, "archive carries no digests to verify");
+  if (atomic_load(&zi->all_checked))
+    return 0;
+  by_offset *order = malloc((zi->count ? zi->count : 1) * sizeof(*order));
+  if (!order)
+    return fail(err, errlen, "out of memory verifying the archive");
+  for (size_t i = 0; i < zi->count; i++)
+    order[i] = (by_offset){zi->entries[i].offset, i};
+  qsort(order, zi->count, sizeof(*order), offset_cmp);
+  uint64_t at = 0;
+  int rc = 0;
+  for (size_t k = 0; k < zi->count && (rc == 0 || quiet); k++) {
+    const zipindex_entry *e = &zi->entries[order[k].entry];
+    record r = {0, 0};
+    int bad = 0;
+    if (e->offset != at)
+      bad = DAMAGED(zi, quiet, err, errlen,
+                    "archive is damaged: %s bytes at offset %llu belong to no member",
+                    e->offset > at ? "the" : "overlapping", (unsigned long long)at);
+    else if ((bad = find_record(zi, e, quiet, &r, err, errlen)) == 0)
+      bad = check_record(zi, e, &r, 0, quiet, err, errlen);
+    if (bad)
+      rc = -1;
+    at = r.end ? r.end : e->offset; /* past a bad header: the next record's start */
+  }
+  free(order);
+  if (rc == 0 && at != zi->index_offset)
+    rc = DAMAGED(zi, quiet, err, errlen,
+                 "archive is damaged: the bytes at offset %llu belong to no member",
+                 (unsigned long long)at);
+  if (rc == 0)
+    atomic_store(&zi->all_checked, 1);
   return rc;
+}
+
+int zipindex_verify_all(zipindex *zi, char *err, size_t errlen) {
+  return verify_members(zi, 0, err, errlen);
+}
+
+static void *verifier_main(void *arg) {
+  zipindex *zi = arg;
+  zi->verifier_rc =
+      verify_members(zi, zi->verifier_quiet, zi->verifier_err, sizeof(zi->verifier_err));
+  return NULL;
+}
+
+static void start_verifier(zipindex *zi, int quiet) {
+  if (atomic_exchange(&zi->verifier_started, 1))
+    return;
+  zi->verifier_quiet = quiet;
+  /* Signals stay with the threads that handle them (Python's main thread). */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(&zi->verifier, NULL, verifier_main, zi);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc == 0) {
+    zi->verifier_pid = getpid();
+    atomic_store(&zi->verifier_running, 1);
+  }
+}
+
+int zipindex_verify_start(zipindex *zi) {
+  start_verifier(zi, 0);
+  return atomic_load(&zi->verifier_running) ? 0 : -1;
+}
+
+void zipindex_verify_start_after(zipindex *zi, unsigned reads) { zi->start_after = reads; }
+
+/* Joins the verifier thread, if this process has one running. */
+static void join_verifier(zipindex *zi) {
+  if (atomic_load(&zi->verifier_running) && zi->verifier_pid == getpid()) {
+    pthread_join(zi->verifier, NULL);
+    atomic_store(&zi->verifier_running, 0);
+  }
+}
+
+int zipindex_verify_wait(zipindex *zi, char *err, size_t errlen) {
+  int had_thread = atomic_load(&zi->verifier_running) && zi->verifier_pid == getpid();
+  join_verifier(zi);
+  if (had_thread && zi->verifier_rc != 0 && !zi->verifier_quiet)
+    return fail(err, errlen, "%s", zi->verifier_err);
+  return verify_members(zi, 0, err, errlen); /* nothing left to hash, normally */
 }
 
 size_t zipindex_lower_bound(const zipindex *zi, const char *prefix, size_t len) {

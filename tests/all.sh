@@ -43,7 +43,7 @@ step "unit tests (ASan/UBSan)" env ASAN_OPTIONS=detect_leaks=1 \
   ctest --test-dir build-asan --output-on-failure -j2
 build_fuzzers() {
   CC=clang APPBIN_TARGET=fuzz_http_conn build build-fuzz -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_FUZZ=ON &&
-    cmake --build build-fuzz --target fuzz_ws_frame fuzz_archfs_path
+    cmake --build build-fuzz --target fuzz_ws_frame fuzz_archfs_path fuzz_zipindex
 }
 step "fuzz build" build_fuzzers
 fuzz_seconds=${APPBIN_FUZZ_SECONDS:-30}
@@ -66,6 +66,7 @@ step "fuzz http parser (${fuzz_seconds}s)" fuzz fuzz_http_conn -dict=tests/fuzz/
   tests/fuzz/corpus
 step "fuzz websocket frames (${fuzz_seconds}s)" fuzz fuzz_ws_frame
 step "fuzz archive paths (${fuzz_seconds}s)" fuzz fuzz_archfs_path tests/fuzz/corpus-archfs
+step "fuzz archive reader (${fuzz_seconds}s)" fuzz fuzz_zipindex
 step "end-to-end tests" env APPBIN_HTTP_TEST_SERVER="$top/build/tests/unit/http-test-server" \
   build/tools-venv/bin/pytest tests/e2e -q -p no:cacheprovider
 # The C-heavy paths again on the sanitizer build: importer, HTTP, ASGI and

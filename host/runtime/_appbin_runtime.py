@@ -483,6 +483,9 @@ async def _serve(loop, app, options):
     if _Signals.count and not inherited:
         log(2, "Stopped before serving: a signal arrived during startup")
         return 0 if await lifespan.shutdown() else 1
+    # No connection before every byte of the archive is verified (the check
+    # started with the process; it is long done by now, normally).
+    _appbin.verify_wait()
     # With an inherited socket (--fd, or a worker's), connections may have
     # queued while the app started: they are served, then the server drains.
     server = Server(app, loop, options, state)

@@ -5,12 +5,19 @@ written here rather than with zipfile (which cannot write zstd members), on
 its own, so its offsets are relative to the archive start, and
 deterministically: members sorted bytewise (with an entry for every
 directory, which zipimport needs to find namespace packages), fixed
-timestamps and modes, no extra fields, no comment.
+timestamps and modes, no comment, and one extra field in each central
+directory entry: the SHA-256 of the member's record (local header, name and
+data), which the host checks when it first reads the member. The trailer
+holds the SHA-256 of the index (central directory and end records), which
+the host checks when it opens the archive: together they cover every byte
+without the host hashing what it does not read.
 
-Members are compressed with zstd (zip method 93) by default: it makes the
-file about 45% of its stored size and decompresses several times faster than
-deflate, so start-up is no slower than from stored members (there is less
-to hash). A member that does not shrink is stored.
+Members that start-up does not run (sources, data, metadata) are compressed
+with zstd (zip method 93) by default; start-up code (.pyc, shared objects) is
+stored, because the host uses stored members in place: it unmarshals a .pyc
+straight from its mapping of the file and copies an extension module once,
+where decompressing them costs more than the venv pays to read its files.
+A member that does not shrink is stored.
 """
 
 import dataclasses
@@ -26,7 +33,7 @@ from pathlib import Path
 from . import PackError
 
 PAYLOAD_MAGIC = b"APPBIN\0\1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TRAILER_SIZE = 64
 _TRAILER = struct.Struct("<8sIIQQ32s")
 assert _TRAILER.size == TRAILER_SIZE
@@ -56,6 +63,13 @@ _END = struct.Struct("<IHHHHIIH")
 _END64 = struct.Struct("<IQHHIIQQQQ")
 _END64_LOCATOR = struct.Struct("<IIQI")
 _U16, _U32 = 0xFFFF, 0xFFFFFFFF
+# Central directory extra field: the SHA-256 of the member's record ("ab").
+_DIGEST_FIELD = struct.Struct("<HH32s")
+_DIGEST_FIELD_ID = 0x6261
+# Local header extra field padding a stored shared object to a page boundary.
+_ALIGN_FIELD = struct.Struct("<HHH")
+_ALIGN_FIELD_ID = 0xD935
+_PAGE = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +94,7 @@ class WrittenApp:
     archive_size: int
     total_size: int
     entries: list  # Entry of every member, directories included
+    index_sha256: bytes  # what the trailer holds
 
 
 def manifest_bytes(entries):
@@ -88,13 +103,14 @@ def manifest_bytes(entries):
     return ("# appbin manifest\n" + "".join(line + "\n" for line in lines)).encode("utf-8")
 
 
-def trailer_bytes(archive_offset, archive_size, sha256):
+def trailer_bytes(archive_offset, archive_size, index_sha256):
     """The 64-byte trailer described in host/payload.h."""
-    return _TRAILER.pack(PAYLOAD_MAGIC, FORMAT_VERSION, 0, archive_offset, archive_size, sha256)
+    return _TRAILER.pack(PAYLOAD_MAGIC, FORMAT_VERSION, 0, archive_offset, archive_size,
+                         index_sha256)
 
 
 def parse_trailer(data):
-    """Inverse of trailer_bytes(): (magic, version, flags, offset, size, sha256)."""
+    """Inverse of trailer_bytes(): (magic, version, flags, offset, size, index sha256)."""
     return _TRAILER.unpack(data[-TRAILER_SIZE:])
 
 
@@ -107,6 +123,7 @@ class Entry:
     compress_size: int
     compress_type: int
     CRC: int
+    record_sha256: bytes  # of the local header, name and data
 
     def is_dir(self):
         return self.filename.endswith("/")
@@ -139,64 +156,125 @@ def _compressor(method, level):
     return None
 
 
-def write_zip(members, fileobj, compression, level=None):
+def write_zip(members, fileobj, compression, level=None, compress_code=False, base=0):
     """Writes `members` (and their directories) as a zip to `fileobj`.
 
-    Returns the Entry of every member, directories included, in archive order.
+    Start-up code (.pyc files and shared objects) is stored, to be used in
+    place from the host's mapping of the file (marshalled, or copied once into
+    the in-memory file the dynamic loader opens), unless `compress_code`; the
+    other members are compressed with `compression`. Records are laid out in
+    the order start-up reads them, roughly: the manifest, the stdlib's code,
+    site-packages' code, bundled libraries, then everything else (the host's
+    background check hashes in that order, ahead of the imports); the central
+    directory lists them sorted by name. A stored shared object's data starts
+    on a page boundary of the file (the archive starts `base` bytes into it),
+    padded with an alignment extra field in its local header, so that the
+    host can map its pages straight from app.bin once it is loaded.
+
+    Returns (the Entry of every member, directories included, in name order;
+    the SHA-256 of the index: central directory and end records).
     """
     by_name = {m.name: m for m in members}
     names = sorted(set(by_name) | _directories(by_name), key=lambda n: n.encode("utf-8"))
     compress = _compressor(compression, DEFAULT_LEVEL[compression] if level is None else level)
-    central = []
-    entries = []
-    offset = 0
+    packed = {}
     for name in names:
         member = by_name.get(name)
         data = b"" if member is None else member.read()
         method, body = STORED, data
-        if compress is not None and data:
-            packed = compress(data)
-            if len(packed) < len(data):
-                method, body = compression, packed
+        if compress is not None and data and (compress_code or not _is_code(member)):
+            smaller = compress(data)
+            if len(smaller) < len(data):
+                method, body = compression, smaller
+        if len(body) > _U32 or len(data) > _U32:
+            raise PackError("the archive would be over 4 GiB, which appbin-pack cannot write")
+        packed[name] = (member, data, body, method)
+    offsets, digests, offset = {}, {}, 0
+    for name in sorted(names, key=lambda n: _layout_key(n, by_name.get(n))):
+        member, data, body, method = packed[name]
+        raw_name = name.encode("utf-8")
+        extra = b""
+        if method == STORED and member is not None and member.executable and body:
+            extra = _alignment_field(base + offset + _LOCAL.size + len(raw_name))
+        header = _LOCAL.pack(0x04034B50, _version(method), _flags(raw_name), method, _DOS_TIME,
+                             _DOS_DATE, zlib.crc32(data), len(body), len(data), len(raw_name),
+                             len(extra))
+        record = header + raw_name + extra + body
+        if offset > _U32:
+            raise PackError("the archive would be over 4 GiB, which appbin-pack cannot write")
+        offsets[name], digests[name] = offset, hashlib.sha256(record).digest()
+        fileobj.write(record)
+        offset += len(record)
+    central, entries = [], []
+    for name in names:
+        member, data, body, method = packed[name]
         if member is None:
             mode = _DIRECTORY_MODE
         else:
             mode = _EXECUTABLE_MODE if member.executable else _FILE_MODE
         raw_name = name.encode("utf-8")
-        flags = 0 if raw_name.isascii() else _UTF8_NAME
-        # version needed: 2.0 (deflate, directories), 6.3 (zstd)
-        version = 63 if method == ZSTD else 20
-        crc = zlib.crc32(data)
-        if offset > _U32 or len(body) > _U32 or len(data) > _U32:
-            raise PackError("the archive would be over 4 GiB, which appbin-pack cannot write")
-        fileobj.write(_LOCAL.pack(0x04034B50, version, flags, method, _DOS_TIME, _DOS_DATE, crc,
-                                  len(body), len(data), len(raw_name), 0))
-        fileobj.write(raw_name)
-        fileobj.write(body)
+        version, crc = _version(method), zlib.crc32(data)
+        extra = _DIGEST_FIELD.pack(_DIGEST_FIELD_ID, 32, digests[name])
         attributes = mode << 16 | (_MSDOS_DIRECTORY if name.endswith("/") else 0)
-        central.append(_CENTRAL.pack(0x02014B50, _UNIX << 8 | version, version, flags, method,
-                                     _DOS_TIME, _DOS_DATE, crc, len(body), len(data),
-                                     len(raw_name), 0, 0, 0, 0, attributes, offset) + raw_name)
-        entries.append(Entry(name, len(data), len(body), method, crc))
-        offset += _LOCAL.size + len(raw_name) + len(body)
-    directory = b"".join(central)
-    fileobj.write(directory)
-    _write_end(fileobj, len(central), offset, len(directory))
-    return entries
+        central.append(_CENTRAL.pack(0x02014B50, _UNIX << 8 | version, version,
+                                     _flags(raw_name), method, _DOS_TIME, _DOS_DATE, crc,
+                                     len(body), len(data), len(raw_name), len(extra), 0, 0, 0,
+                                     attributes, offsets[name])
+                       + raw_name + extra)
+        entries.append(Entry(name, len(data), len(body), method, crc, digests[name]))
+    index = b"".join(central)
+    index += _end_records(len(central), offset, len(index))
+    fileobj.write(index)
+    return entries, hashlib.sha256(index).digest()
 
 
-def _write_end(fileobj, count, directory_offset, directory_size):
+def _version(method):
+    """Version needed to extract: 2.0 (deflate, directories), 6.3 (zstd)."""
+    return 63 if method == ZSTD else 20
+
+
+def _flags(raw_name):
+    return 0 if raw_name.isascii() else _UTF8_NAME
+
+
+def _alignment_field(data_at):
+    """A local header extra field (id 0xd935, as Android's zipalign writes:
+    the alignment, then zeros) that moves data due at `data_at` (a file
+    offset, before the field) to the next page boundary."""
+    padding = -(data_at + _ALIGN_FIELD.size) % _PAGE
+    return _ALIGN_FIELD.pack(_ALIGN_FIELD_ID, 2 + padding, _PAGE) + bytes(padding)
+
+
+def _is_code(member):
+    """Whether start-up runs this member: a .pyc or a shared object."""
+    return member is not None and (member.executable or member.name.endswith(".pyc"))
+
+
+def _layout_key(name, member):
+    """Where a member's record goes: (group, name), groups in start-up order."""
+    if name == MANIFEST_MEMBER:
+        group = 0
+    elif _is_code(member):
+        group = {"stdlib": 1, "site-packages": 2}.get(name.split("/", 1)[0], 3)
+    else:
+        group = 4
+    return group, name.encode("utf-8")
+
+
+def _end_records(count, directory_offset, directory_size):
     """The end of central directory record, preceded by the zip64 ones when
     there are more members than its 16-bit count holds (as zipfile does)."""
     if directory_offset + directory_size > _U32:
         raise PackError("the archive would be over 4 GiB, which appbin-pack cannot write")
+    records = b""
     if count >= _U16:
         end64_offset = directory_offset + directory_size
-        fileobj.write(_END64.pack(0x06064B50, _END64.size - 12, _UNIX << 8 | 45, 45, 0, 0,
-                                  count, count, directory_size, directory_offset))
-        fileobj.write(_END64_LOCATOR.pack(0x07064B50, 0, end64_offset, 1))
+        records += _END64.pack(0x06064B50, _END64.size - 12, _UNIX << 8 | 45, 45, 0, 0,
+                               count, count, directory_size, directory_offset)
+        records += _END64_LOCATOR.pack(0x07064B50, 0, end64_offset, 1)
         count = _U16
-    fileobj.write(_END.pack(0x06054B50, 0, 0, count, count, directory_size, directory_offset, 0))
+    return records + _END.pack(0x06054B50, 0, 0, count, count, directory_size,
+                               directory_offset, 0)
 
 
 def _directories(names):
@@ -210,7 +288,7 @@ def _directories(names):
     return directories
 
 
-def write_app(output, host, members, compression, level=None):
+def write_app(output, host, members, compression, level=None, compress_code=False):
     """Writes host + zip(members) + trailer to `output`, atomically, mode 0755.
 
     The file is assembled under a temporary name in the output's directory
@@ -224,28 +302,19 @@ def write_app(output, host, members, compression, level=None):
         raise PackError(f"cannot write {output}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as out, tempfile.TemporaryFile(dir=output.parent) as archive:
-            entries = write_zip(members, archive, compression, level)
+            entries, index_sha256 = write_zip(members, archive, compression, level,
+                                              compress_code, base=os.path.getsize(host))
             with open(host, "rb") as host_file:
                 shutil.copyfileobj(host_file, out, _COPY_CHUNK)
             host_size = out.tell()
-            archive_size, digest = _copy_hashing(archive, out)
-            out.write(trailer_bytes(host_size, archive_size, digest))
+            archive.seek(0)
+            shutil.copyfileobj(archive, out, _COPY_CHUNK)
+            archive_size = out.tell() - host_size
+            out.write(trailer_bytes(host_size, archive_size, index_sha256))
             total_size = out.tell()
         os.chmod(temp_name, 0o755)
         os.replace(temp_name, output)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
-    return WrittenApp(host_size, archive_size, total_size, entries)
-
-
-def _copy_hashing(source, out):
-    """Copies `source` from its start to `out`; returns (size, SHA-256 digest)."""
-    source.seek(0)
-    sha = hashlib.sha256()
-    size = 0
-    while chunk := source.read(_COPY_CHUNK):
-        sha.update(chunk)
-        out.write(chunk)
-        size += len(chunk)
-    return size, sha.digest()
+    return WrittenApp(host_size, archive_size, total_size, entries, index_sha256)

@@ -37,9 +37,13 @@ def build_parser():
     parser.add_argument("--sources", choices=("keep", "drop"), default="keep",
                         help="keep .py sources beside the .pyc (default) or drop them")
     parser.add_argument("--compression", choices=tuple(COMPRESSION), default="zstd",
-                        help="member compression: zstd (default; small and fast to read), "
-                             "deflate, or stored (the biggest file); a member that does not "
-                             "shrink is stored")
+                        help="compression of sources, data and metadata: zstd (default; "
+                             "small and fast to read), deflate, or stored (the biggest file); "
+                             "a member that does not shrink is stored")
+    parser.add_argument("--compress-code", action="store_true",
+                        help="compress start-up code (.pyc, shared objects) too: a file "
+                             "about 40%% smaller that starts more slowly (by default they are "
+                             "stored, to be used in place)")
     parser.add_argument("--compression-level", type=int, metavar="N", dest="level",
                         help="zstd 1-22 (default 9), deflate 1-9 (default 6)")
     parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
@@ -72,7 +76,8 @@ def parse_options(argv):
     options = Options(
         venv=args.venv, app=args.app, output=args.output, host=args.host,
         factory=args.factory, keep_sources=args.sources == "keep",
-        compression=compression, level=args.level, excludes=tuple(args.exclude),
+        compression=compression, level=args.level, compress_code=args.compress_code,
+        excludes=tuple(args.exclude),
         defaults=tuple(parse_default(d) for d in args.defaults), bundle_libs=args.bundle_libs,
         **_system_libs(args.system_libs))
     return options, args.quiet

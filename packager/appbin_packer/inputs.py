@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from . import PYTHON_TAG, PackError, UsageError
-from .archive import PAYLOAD_MAGIC, TRAILER_SIZE
+from .archive import FORMAT_VERSION, PAYLOAD_MAGIC, TRAILER_SIZE
 
 _DOTTED_NAME = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _APP_SPEC = re.compile(rf"({_DOTTED_NAME}):({_DOTTED_NAME})")
@@ -44,14 +44,20 @@ def check_host(host):
         f.seek(max(0, path.stat().st_size - TRAILER_SIZE))
         if f.read(len(PAYLOAD_MAGIC)) == PAYLOAD_MAGIC:
             raise PackError(f"host {host} already carries a payload: pass the bare appbin-host")
-    version = host_python_version(path)
+    version, payload_format = host_python_version(path, with_format=True)
     if version != platform.python_version():
         raise PackError(f"host {host} embeds Python {version} but the stdlib to pack is "
                         f"Python {platform.python_version()}: rebuild the host")
+    if payload_format != FORMAT_VERSION:
+        raise PackError(f"host {host} reads payload format {payload_format} but this "
+                        f"appbin-pack writes format {FORMAT_VERSION}: rebuild the host, or "
+                        f"pack with the appbin-pack of its version")
 
 
-def host_python_version(host):
-    """The X.Y.Z of the `python X.Y.Z` line that `HOST --version` prints."""
+def host_python_version(host, with_format=False):
+    """The X.Y.Z of the `python X.Y.Z` line that `HOST --version` prints (and,
+    `with_format`, the payload format the host reads: its `payload: none
+    (this host reads format N)` line; hosts that do not say read format 1)."""
     try:
         result = subprocess.run([str(host), "--version"], capture_output=True, text=True,
                                 timeout=_HOST_TIMEOUT_SECONDS, check=False)
@@ -60,10 +66,16 @@ def host_python_version(host):
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or [""])[-1]
         raise PackError(f"{host} --version failed with status {result.returncode}: {detail}")
+    version, payload_format = None, 1
     for line in result.stdout.splitlines():
         words = line.split()
         if len(words) == 2 and words[0] == "python":
-            return words[1]
+            version = version or words[1]
+        match = re.fullmatch(r"payload: none \(this host reads format (\d+)\)", line.strip())
+        if match:
+            payload_format = int(match.group(1))
+    if version:
+        return (version, payload_format) if with_format else version
     raise PackError(f"{host} --version printed no 'python X.Y.Z' line: is it an appbin host?")
 
 

@@ -30,6 +30,7 @@ class Options:
     keep_sources: bool = True
     compression: int = 93  # archive.ZSTD, DEFLATED or STORED
     level: int | None = None  # compression level; None: archive.DEFAULT_LEVEL
+    compress_code: bool = False  # compress .pyc and shared objects too
     excludes: tuple = ()
     defaults: tuple = ()  # (option, value) pairs
     bundle_libs: bool = True
@@ -68,7 +69,7 @@ def pack(options, warn):
     members += lib_members
     members.append(Member(MANIFEST_MEMBER, data=manifest_bytes(_manifest(options, preloads))))
     written = write_app(options.output, options.host, members, options.compression,
-                        options.level)
+                        options.level, options.compress_code)
     return PackResult(written, owners, site.dropped)
 
 
@@ -136,7 +137,7 @@ def _library_members(files, site_dir, bundle, system_libs, warn):
 def _manifest(options, preloads):
     """The manifest's entries (see host/payload.h)."""
     entries = {
-        "format": "1",
+        "format": "2",
         "appbin_version": VERSION,
         "python_version": platform.python_version(),
         "app": options.app,

@@ -1,28 +1,32 @@
 #!/usr/bin/env bash
-# Cold start of app.bin next to the same venv run by Debian's python3.11.
+# Cold start of app.bin next to the same venv run by Debian's python3.11, and
+# of the app.bin server next to uvicorn over that venv: the ratios of issue 12.
 #
-# The example app (examples/: FastAPI) is packed twice, with the default
-# --compression zstd and with --compression stored, and hyperfine runs, side by
-# side in one invocation:
-#   venv python   VENV/bin/python -c CODE   (Debian's python3.11 over the venv
-#                                             on disk, __pycache__ warm)
-#   app.bin       app.bin python -c CODE    (default --compression zstd)
-#   app.bin       app.bin python -c CODE    (stored)
-# for CODE = "pass" (interpreter start) and "import fastapi" (the app's
-# imports), plus `--version` of the bare host and of both app.bin files (no
-# interpreter: what reading the trailer and checking the payload's SHA-256
-# costs). Prints a markdown table (mean ± σ, min, ratio to the venv python
-# for the same CODE) and the sizes; also written to build/bench/coldstart.md
-# and, as hyperfine's JSON, build/bench/coldstart.json.
+# The example app (examples/: FastAPI) is packed twice, with the defaults
+# (start-up code stored, the rest zstd) and with --compress-code (everything
+# zstd: the smallest file), and, side by side in one run:
+#   hyperfine  `--version` of the bare host and of app.bin (no interpreter:
+#              the trailer, the index digest, the manifest), then
+#              VENV/bin/python -c CODE (Debian's python3.11 over the venv on
+#              disk, __pycache__ warm) against app.bin python -c CODE
+#              for CODE = "pass" and "import fastapi";
+#   first_response.py  exec to the first 200 on GET /: app.bin against
+#              uvicorn[standard] (the tools venv's, PYTHONPATH = the venv's
+#              site-packages), in turns.
+# Prints a markdown table of the goals (ratios with their σ where hyperfine
+# gives one) and the details; also written to build/bench/coldstart.md, with
+# hyperfine's JSON in build/bench/coldstart.json and the servers' times in
+# build/bench/first_response.json.
 #
 # Usage: tests/bench/coldstart.sh [--venv DIR] [--host PATH] [--runs N]
-#        [--warmup N] [--out DIR]
+#        [--warmup N] [--server-runs N] [--out DIR]
 #   --venv DIR   the example's venv; default: the newest complete
 #                build/test-venvs/poetry-example-* (made by the e2e fixtures),
 #                else build/bench/example-venv, made here with pip from
 #                examples/requirements.txt (needs the package index)
 #   --host PATH  the bare host to pack with (default build/appbin-host)
 #   --runs N     hyperfine runs per command (default 40); --warmup N (default 5)
+#   --server-runs N  exec-to-first-200 runs per server (default 20)
 #   --out DIR    where the app.bin files go (default build/bench/coldstart)
 # The machine should be otherwise idle: on a shared machine use more runs and
 # read σ before the means.
@@ -30,13 +34,15 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 
-venv="" host="$top/build/appbin-host" runs=40 warmup=5 out="$top/build/bench/coldstart"
+venv="" host="$top/build/appbin-host" runs=40 warmup=5 server_runs=20
+out="$top/build/bench/coldstart"
 while [ $# -gt 0 ]; do
   case "$1" in
     --venv) venv=$2; shift ;;
     --host) host=$2; shift ;;
     --runs) runs=$2; shift ;;
     --warmup) warmup=$2; shift ;;
+    --server-runs) server_runs=$2; shift ;;
     --out) out=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "coldstart: unknown argument $1" >&2; exit 2 ;;
@@ -84,14 +90,13 @@ log "venv: $venv"
 
 # ---- pack it twice -------------------------------------------------------------
 mkdir -p "$out" "$top/build/bench"
-zstd="$out/app.bin" stored="$out/app-stored.bin"
-$pack --venv "$venv" --app my_package.web:app --host "$host" -o "$zstd" --quiet
-$pack --venv "$venv" --app my_package.web:app --host "$host" -o "$stored" --quiet \
-  --compression stored
+app="$out/app.bin" small="$out/app-compress-code.bin"
+$pack --venv "$venv" --app my_package.web:app --host "$host" -o "$app" --quiet
+$pack --venv "$venv" --app my_package.web:app --host "$host" -o "$small" --quiet --compress-code
 
 # Each command must work before it is timed; the first venv run also writes
 # the venv's __pycache__ (warm from then on).
-for cmd in "$venv/bin/python" "$zstd python" "$stored python"; do
+for cmd in "$venv/bin/python" "$app python" "$small python"; do
   for code in "pass" "import fastapi, my_package.web"; do
     $cmd -c "$code" >/dev/null 2>"$out/check.err" ||
       die "'$cmd -c \"$code\"' failed: $(tail -n 3 "$out/check.err")"
@@ -101,49 +106,80 @@ rm -f "$out/check.err"
 site=$(echo "$venv"/lib/python3.11/site-packages)
 ls "$site"/fastapi/__pycache__/*.cpython-311.pyc >/dev/null 2>&1 ||
   die "$site/fastapi/__pycache__ was not written: is the venv writable?"
+uvicorn="$top/build/tools-venv/bin/uvicorn"
+[ -x "$uvicorn" ] || die "$uvicorn is missing: bash tests/setup.sh"
 
 # ---- time them side by side -------------------------------------------------------
 json="$top/build/bench/coldstart.json"
 hyperfine --shell=none --style basic --warmup "$warmup" --runs "$runs" --export-json "$json" \
   -n "bare host: --version" "$host --version" \
-  -n "app.bin zstd: --version" "$zstd --version" \
-  -n "app.bin stored: --version" "$stored --version" \
+  -n "app.bin: --version" "$app --version" \
+  -n "app.bin --compress-code: --version" "$small --version" \
   -n "venv python: pass" "$venv/bin/python -c pass" \
-  -n "app.bin zstd: pass" "$zstd python -c pass" \
-  -n "app.bin stored: pass" "$stored python -c pass" \
+  -n "app.bin: pass" "$app python -c pass" \
+  -n "app.bin --compress-code: pass" "$small python -c pass" \
   -n "venv python: import fastapi" "$venv/bin/python -c 'import fastapi'" \
-  -n "app.bin zstd: import fastapi" "$zstd python -c 'import fastapi'" \
-  -n "app.bin stored: import fastapi" "$stored python -c 'import fastapi'" >&2
+  -n "app.bin: import fastapi" "$app python -c 'import fastapi'" \
+  -n "app.bin --compress-code: import fastapi" "$small python -c 'import fastapi'" >&2
 
-"$PYTHON" -I - "$json" "$zstd" "$stored" "$host" "$venv" "$runs" <<'EOF' | tee "$top/build/bench/coldstart.md"
-import json, os, platform, sys
+servers_json="$top/build/bench/first_response.json"
+"$PYTHON" -I "$top/tests/bench/first_response.py" --runs "$server_runs" --json "$servers_json" \
+  "uvicorn=PYTHONPATH=$site $uvicorn my_package.web:app --port {port} --log-level warning --no-access-log" \
+  "app.bin=$app --port {port} --no-access-log" \
+  "app.bin --compress-code=$small --port {port} --no-access-log" >"$out/first_response.md"
+
+"$PYTHON" -I - "$json" "$servers_json" "$app" "$small" "$host" "$venv" "$runs" \
+  "$out/first_response.md" <<'EOF' | tee "$top/build/bench/coldstart.md"
+import json, os, platform, statistics, sys
 from pathlib import Path
 
-data, zstd, stored, host, venv, runs = sys.argv[1:]
+data, servers, app, small, host, venv, runs, servers_md = sys.argv[1:]
 results = {r["command"]: r for r in json.loads(Path(data).read_text())["results"]}
+first = json.loads(Path(servers).read_text())["times_ms"]
 
 
 def ms(x):
     return f"{x * 1000:.1f}"
 
 
-print(f"Cold start, {runs} runs each after warm-up (hyperfine -N); {os.cpu_count()} CPUs, "
+def ratio(name, base):
+    """Mean ratio of two hyperfine results and its σ (first-order propagation)."""
+    r, b = results[name], results[base]
+    q = r["mean"] / b["mean"]
+    rel = ((r["stddev"] / r["mean"]) ** 2 + (b["stddev"] / b["mean"]) ** 2) ** 0.5
+    return f"{q:.2f} ± {q * rel:.2f}"
+
+
+def median_ratio(name, base):
+    return f"{statistics.median(first[name]) / statistics.median(first[base]):.2f}"
+
+
+print(f"Cold start, {runs} runs each after warm-up (hyperfine -N), servers "
+      f"{len(first['uvicorn'])} runs each in turns; {os.cpu_count()} CPUs, "
       f"Linux {platform.release()}, load average {os.getloadavg()[0]:.2f}.\n")
-print("| code | runner | mean ± σ (ms) | min (ms) | ratio to venv python |")
-print("| --- | --- | ---: | ---: | ---: |")
-for runner in ("bare host", "app.bin zstd", "app.bin stored"):
-    r = results[f"{runner}: --version"]
-    print(f"| `--version` (no Python) | {runner} | {ms(r['mean'])} ± {ms(r['stddev'])} | "
-          f"{ms(r['min'])} | |")
-for code in ("pass", "import fastapi"):
-    base = results[f"venv python: {code}"]
-    for runner in ("venv python", "app.bin zstd", "app.bin stored"):
+print("| goal (issue 12) | app.bin | app.bin --compress-code | target |")
+print("| --- | ---: | ---: | ---: |")
+print(f"| `--version` (ms) | {ms(results['app.bin: --version']['mean'])} | "
+      f"{ms(results['app.bin --compress-code: --version']['mean'])} | <= 2 |")
+print(f"| `python -c pass` / venv python | {ratio('app.bin: pass', 'venv python: pass')} | "
+      f"{ratio('app.bin --compress-code: pass', 'venv python: pass')} | <= 1.5 |")
+print(f"| `import fastapi` / venv python | "
+      f"{ratio('app.bin: import fastapi', 'venv python: import fastapi')} | "
+      f"{ratio('app.bin --compress-code: import fastapi', 'venv python: import fastapi')} "
+      f"| <= 0.9 |")
+print(f"| exec to first 200 / uvicorn (medians) | {median_ratio('app.bin', 'uvicorn')} | "
+      f"{median_ratio('app.bin --compress-code', 'uvicorn')} | <= 0.8 |")
+
+print("\n| command | runner | mean ± σ (ms) | min (ms) |")
+print("| --- | --- | ---: | ---: |")
+for code in ("--version", "pass", "import fastapi"):
+    runners = ("bare host",) if code == "--version" else ("venv python",)
+    for runner in runners + ("app.bin", "app.bin --compress-code"):
         r = results[f"{runner}: {code}"]
-        ratio = r["mean"] / base["mean"]
-        # σ of the ratio by first-order error propagation.
-        rel = ((r["stddev"] / r["mean"]) ** 2 + (base["stddev"] / base["mean"]) ** 2) ** 0.5
-        print(f"| `-c \"{code}\"` | {runner} | {ms(r['mean'])} ± {ms(r['stddev'])} | "
-              f"{ms(r['min'])} | {ratio:.2f} ± {ratio * rel:.2f} |")
+        shown = code if code == "--version" else f'-c "{code}"'
+        print(f"| `{shown}` | {runner} | {ms(r['mean'])} ± {ms(r['stddev'])} | {ms(r['min'])} |")
+print()
+print(Path(servers_md).read_text().rstrip())
 
 
 def size(path):
@@ -162,9 +198,9 @@ site = Path(venv) / "lib" / "python3.11" / "site-packages"
 mib = 1024 * 1024
 print("\n| file | size (MiB) |")
 print("| --- | ---: |")
-print(f"| app.bin, `--compression zstd` (default) | {size(zstd) / mib:.1f} |")
-print(f"| app.bin, `--compression stored` | {size(stored) / mib:.1f} "
-      f"({size(stored) / size(zstd):.0%} of zstd) |")
+print(f"| app.bin (defaults: start-up code stored) | {size(app) / mib:.1f} |")
+print(f"| app.bin, `--compress-code` | {size(small) / mib:.1f} "
+      f"({size(small) / size(app):.0%}) |")
 print(f"| of which the bare host | {size(host) / mib:.1f} |")
 print(f"| for comparison: the venv's site-packages (no __pycache__) | {tree_size(site) / mib:.1f} |")
 EOF

@@ -142,6 +142,20 @@ printf '%-26s %30s %30s\n' "requests/s (wrk -c$conns)" "${rps[appbin]}" "${rps[b
 printf '%-26s %30s %30s\n' "p99 latency" "${lat[appbin]}" "${lat[baseline]}"
 printf '%-26s %30s %30s\n' "memory after load" "${mem[appbin]}" "${mem[baseline]}"
 
+# Issue 12's ratios: appbin over baseline (targets: cold start <= 0.25,
+# memory after load <= 1.00).
+mib() { # "41.4MiB" / "980KiB" / "1.1GiB" -> MiB
+  awk -v m="$1" 'BEGIN { n = m + 0; if (m ~ /GiB$/) n *= 1024; else if (m ~ /KiB$/) n /= 1024;
+                         else if (m ~ /[0-9]B$/) n /= 1048576; printf "%.2f", n }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "n/a" }'; }
+cold_ratio=$(ratio "${cold[appbin]}" "${cold[baseline]}")
+mem_ratio=n/a
+[ "${mem[appbin]}" != n/a ] && [ "${mem[baseline]}" != n/a ] &&
+  mem_ratio=$(ratio "$(mib "${mem[appbin]}")" "$(mib "${mem[baseline]}")")
+printf '%-26s %30s %30s\n' "cold start ratio" "$cold_ratio" "(target <= 0.25)"
+printf '%-26s %30s %30s\n' "memory ratio" "$mem_ratio" "(target <= 1.00)"
+
 mkdir -p "$(dirname "$json")"
 "${PYTHON:-python3.11}" - "$json" <<EOF
 import json, sys
@@ -156,6 +170,7 @@ data = {
                "cold_start_ms": v("${cold[baseline]}"), "requests_per_s": v("${rps[baseline]}"),
                "p99": "${lat[baseline]}", "memory": "${mem[baseline]}"},
   "wrk": {"threads": $threads, "connections": $conns, "duration": "$duration"},
+  "ratios": {"cold_start": "$cold_ratio", "memory_after_load": "$mem_ratio"},
 }
 json.dump(data, open(sys.argv[1], "w"), indent=2)
 EOF

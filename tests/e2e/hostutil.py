@@ -2,9 +2,12 @@
 payload trailer. Every check runs the real executable in a subprocess."""
 
 import hashlib
+import io
 import os
+import struct
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 TRAILER_SIZE = 64
@@ -62,17 +65,38 @@ def read_trailer(path):
     return offset, size, tail[32:64]
 
 
-def archive_sha256(path):
+def index_sha256(path):
+    """The SHA-256 of the archive's index (central directory and end records),
+    which the trailer of a format 2 payload holds."""
     offset, size, _ = read_trailer(path)
-    sha = hashlib.sha256()
     with open(path, "rb") as f:
         f.seek(offset)
-        remaining = size
-        while remaining:
-            chunk = f.read(min(remaining, 1 << 20))
-            sha.update(chunk)
-            remaining -= len(chunk)
-    return sha.hexdigest()
+        archive = f.read(size)
+    start = zipfile.ZipFile(io.BytesIO(archive)).start_dir
+    return hashlib.sha256(archive[start:]).hexdigest()
+
+
+def member_offsets(path, name):
+    """(file offset of the member's local header, of its data, data size in
+    the archive) for an archive member of app.bin."""
+    offset, size, _ = read_trailer(path)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        archive = f.read(size)
+    info = zipfile.ZipFile(io.BytesIO(archive)).getinfo(name)
+    name_len, extra_len = struct.unpack("<HH", archive[info.header_offset + 26:
+                                                       info.header_offset + 30])
+    header = offset + info.header_offset
+    return header, header + 30 + name_len + extra_len, info.compress_size
+
+
+def index_offset(path):
+    """The file offset of the archive's central directory."""
+    offset, size, _ = read_trailer(path)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        archive = f.read(size)
+    return offset + zipfile.ZipFile(io.BytesIO(archive)).start_dir
 
 
 def copy_with(src, dst, *, patch=None, truncate_to=None, cut=None):

@@ -16,8 +16,8 @@ import subprocess
 
 import pytest
 
-from hostutil import (app_bin_fixture, archive_sha256, clean_env, copy_with, debian_python,
-                      describe, python, python_c, read_trailer, run)
+from hostutil import (app_bin_fixture, clean_env, copy_with, debian_python, describe,
+                      index_offset, index_sha256, python, python_c, read_trailer, run)
 
 app_bin = pytest.fixture(scope="session")(app_bin_fixture)
 
@@ -46,8 +46,8 @@ def test_version_describes_host_and_payload(app_bin, python_version, test_app):
     assert re.fullmatch(r"appbin \d+\.\d+\.\d+\S*", lines[0]), lines
     assert lines[1] == f"python {python_version}"
     offset, size, sha = read_trailer(app_bin)
-    assert sha.hex() == archive_sha256(app_bin)
-    assert lines[2] == f"payload: format 1, {size} bytes, sha256 {sha.hex()}"
+    assert sha.hex() == index_sha256(app_bin)
+    assert lines[2] == f"payload: format 2, {size} bytes, index sha256 {sha.hex()}"
     assert re.fullmatch(rf"packed by: appbin-pack \S+ \(stdlib {re.escape(python_version)}\)",
                         lines[3]), lines
     assert lines[4] == f"app: {test_app}"
@@ -76,34 +76,36 @@ def damaged_copy(app_bin, tmp_path):
 
 def _flip_offset(app_bin, where):
     offset, size, _ = read_trailer(app_bin)
-    return {"archive-start": offset, "archive-middle": offset + size // 2,
+    return {"index-start": index_offset(app_bin),
+            "index-middle": (index_offset(app_bin) + offset + size) // 2,
             "archive-end": offset + size - 1}[where]
 
 
+# Damaged members: test_integrity.py. The index is checked before anything.
 @pytest.mark.parametrize("mode,where", [
-    ("python", "archive-start"), ("python", "archive-middle"), ("python", "archive-end"),
-    ("serve", "archive-middle"), ("version", "archive-middle")])
-def test_flipped_byte_in_archive_is_refused_before_python_runs(app_bin, damaged_copy, tmp_path,
-                                                               mode, where):
+    ("python", "index-start"), ("python", "index-middle"), ("python", "archive-end"),
+    ("serve", "index-middle"), ("version", "index-middle")])
+def test_flipped_byte_in_index_is_refused_before_python_runs(app_bin, damaged_copy, tmp_path,
+                                                             mode, where):
     damaged = damaged_copy(patch=_flip_offset(app_bin, where))
     marker = tmp_path / "python-ran"
     argv = {"python": [damaged, "python", "-c", f"open({str(marker)!r}, 'w')"],
             "serve": [damaged, "--port", "0"],
             "version": [damaged, "--version"]}[mode]
     result = run(argv, timeout=30)
-    assert_one_line_error(result, "checksum", str(damaged))
+    assert_one_line_error(result, "index is damaged", str(damaged))
     assert not marker.exists()
 
 
 def test_damaged_trailer_checksum_is_refused(app_bin, damaged_copy):
     size = app_bin.stat().st_size
-    damaged = damaged_copy(patch=size - 1)  # the last byte of the SHA-256
-    assert_one_line_error(python(damaged, "-c", "pass"), "checksum")
+    damaged = damaged_copy(patch=size - 1)  # the last byte of the index digest
+    assert_one_line_error(python(damaged, "-c", "pass"), "index is damaged")
 
 
 def test_unknown_payload_format_is_refused(app_bin, damaged_copy):
     size = app_bin.stat().st_size
-    damaged = damaged_copy(patch=(size - 64 + 8, 0x02))  # format version 3
+    damaged = damaged_copy(patch=(size - 64 + 8, 0x01))  # format version 3
     assert_one_line_error(python(damaged, "-c", "pass"), "format version 3", "not supported")
 
 
@@ -131,7 +133,8 @@ def test_bare_host_says_it_has_no_payload(appbin_host, argv):
 def test_bare_host_version(appbin_host, python_version):
     result = run([appbin_host, "--version"])
     assert result.returncode == 0, describe(result)
-    assert result.stdout.splitlines()[1:] == [f"python {python_version}", "payload: none"]
+    assert result.stdout.splitlines()[1:] == [f"python {python_version}",
+                                              "payload: none (this host reads format 2)"]
 
 
 def test_strip_drops_the_payload(app_bin, damaged_copy):
@@ -287,8 +290,8 @@ def test_server_mode_does_not_import_from_the_working_directory(app_bin, tmp_pat
 
 @pytest.mark.parametrize("tz", [None, "Europe/Paris", "America/New_York"])
 def test_time_zone_is_the_callers(app_bin, tz):
-    """The host pins TZ while it indexes the archive (libzip's mktime calls);
-    Python sees the caller's TZ, or none, and the zone it names."""
+    """Python sees the caller's TZ, or none, and the zone it names (the host
+    once pinned TZ while libzip indexed the archive)."""
     code = "import os, time; print(os.environ.get('TZ'), time.tzname, time.localtime(0).tm_hour)"
     want = subprocess.run(["/usr/bin/python3.11", "-I", "-c", code], capture_output=True,
                           text=True, env=clean_env(TZ=tz), check=True).stdout

@@ -92,7 +92,7 @@ def write_stub_host(path, python_version, extra_lines=""):
         #!/bin/sh
         echo "appbin {VERSION}"
         echo "python {python_version}"
-        echo "payload: none"
+        echo "payload: none (this host reads format 2)"
         {extra_lines}
         """))
     path.chmod(0o755)
@@ -301,6 +301,21 @@ def test_host_of_another_python(pack, tmp_path):
     assert_nothing_written(output.parent)
 
 
+@pytest.mark.parametrize("line, reads", [("payload: none", 1),
+                                         ("payload: none (this host reads format 3)", 3)])
+def test_host_of_another_payload_format(pack, tmp_path, python_version, line, reads):
+    """A host from before format 2 (it does not say which format it reads:
+    1) or from after: refused before anything is written."""
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    host = tmp_path / "host"
+    host.write_text(f'#!/bin/sh\necho "appbin {VERSION}"\necho "python {python_version}"\n'
+                    f'echo "{line}"\n')
+    host.chmod(0o755)
+    result, output = pack(venv, app="fakeapp:app", host=host)
+    assert_error(result, 1, f"reads payload format {reads}", "writes format 2", "rebuild the host")
+    assert_nothing_written(output.parent)
+
+
 def test_host_without_python_line(pack, tmp_path):
     venv = make_venv(tmp_path / "venv", FAKE_APP)
     host = tmp_path / "not-a-host"
@@ -331,9 +346,11 @@ def test_output_is_host_plus_archive_plus_trailer(packed, payload, stub_host):
     path = packed[0]
     host = stub_host.read_bytes()
     assert payload.data.startswith(host)
-    assert (payload.version, payload.flags, payload.offset) == (1, 0, len(host))
+    assert (payload.version, payload.flags, payload.offset) == (2, 0, len(host))
     assert payload.offset + payload.size + 64 == len(payload.data)
-    assert hashlib.sha256(payload.archive_bytes).digest() == payload.sha256
+    # The trailer's digest is the index's: central directory and end records.
+    index = payload.archive_bytes[payload.zip.start_dir:]
+    assert hashlib.sha256(index).digest() == payload.sha256
     assert stat.S_IMODE(path.stat().st_mode) == 0o755
 
 
@@ -344,9 +361,30 @@ def test_zip_entries_are_normalised(payload):
     for info in payload.zip.infolist():
         assert info.date_time == (1980, 1, 1, 0, 0, 0)
         assert info.create_system == 3
-        assert info.extra == b""
-        # zstd by default; stored where that does not shrink the member
-        if info.compress_type == zipfile.ZIP_STORED:
+        # The only extra field: the SHA-256 of the member's record (local
+        # header, name, data), which the host checks on first read.
+        at = info.header_offset
+        name_len, extra_len = struct.unpack("<HH", payload.archive_bytes[at + 26:at + 30])
+        data_at = at + 30 + name_len + extra_len
+        record = payload.archive_bytes[at:data_at + info.compress_size]
+        assert info.extra == struct.pack("<HH", 0x6261, 32) + hashlib.sha256(record).digest(), \
+            info.filename
+        # Local headers have none, but a stored shared object's pads its data
+        # to a page boundary of the file (an alignment field, id 0xd935).
+        shared_object = re.search(r"\.so(\.|$)", info.filename) and info.file_size
+        if shared_object and info.compress_type == zipfile.ZIP_STORED:
+            local_extra = payload.archive_bytes[at + 30 + name_len:data_at]
+            assert local_extra[:2] == b"\x35\xd9" and local_extra[4:6] == b"\x00\x10"
+            assert local_extra[6:] == bytes(extra_len - 6)
+            assert (payload.offset + data_at) % 4096 == 0, info.filename
+        else:
+            assert extra_len == 0, info.filename
+        # Start-up code stored (used in place); the rest zstd by default,
+        # stored where that does not shrink the member.
+        code = info.filename.endswith(".pyc") or re.search(r"\.so(\.|$)", info.filename)
+        if code:
+            assert info.compress_type == zipfile.ZIP_STORED, info.filename
+        elif info.compress_type == zipfile.ZIP_STORED:
             data = payload.read(info.filename)
             assert len(zstandard.ZstdCompressor(level=9).compress(data)) >= len(data), \
                 info.filename
@@ -466,7 +504,7 @@ def test_manifest(payload, python_version, test_app):
     lines = payload.manifest()
     assert lines == sorted(lines)
     manifest = payload.manifest_dict()
-    assert manifest["format"] == "1"
+    assert manifest["format"] == "2"
     assert manifest["appbin_version"] == VERSION
     assert manifest["python_version"] == python_version
     assert manifest["app"] == test_app
@@ -544,21 +582,46 @@ def test_sources_drop(pack, test_venv):
     assert not [n for n in files if n.endswith(".py")]
 
 
-@pytest.mark.parametrize("compression, method, ratio", [
-    ("deflate", zipfile.ZIP_DEFLATED, (1.0, 1.2)),
-    ("stored", zipfile.ZIP_STORED, (1.8, 4.0)),
-])
-def test_compression_options(pack, test_venv, payload, appbin_host, compression, method, ratio):
+def test_records_are_laid_out_for_start_up(payload):
+    """The manifest, the stdlib's code, site-packages' code, other code, then
+    the rest, each group by name, one record after another from the start to
+    the central directory (the directory itself is sorted by name)."""
+    def group(info):
+        name = info.filename
+        if name == "appbin/manifest":
+            return 0
+        if name.endswith(".pyc") or re.search(r"\.so(\.|$)", name):
+            return {"stdlib": 1, "site-packages": 2}.get(name.split("/", 1)[0], 3)
+        return 4
+    infos = sorted(payload.zip.infolist(), key=lambda i: i.header_offset)
+    keys = [(group(i), i.filename.encode()) for i in infos]
+    assert keys == sorted(keys)
+    at = 0
+    for info in infos:
+        assert info.header_offset == at, info.filename
+        extra_len = struct.unpack("<H", payload.archive_bytes[at + 28:at + 30])[0]
+        at += 30 + len(info.orig_filename.encode()) + extra_len + info.compress_size
+    assert at == payload.zip.start_dir
+
+
+@pytest.mark.parametrize("options, methods, ratio", [
+    (["--compression", "deflate"], {zipfile.ZIP_DEFLATED}, (1.0, 1.1)),
+    (["--compression", "stored"], set(), (1.15, 1.6)),
+    (["--compress-code"], {ZSTD}, (0.4, 0.8)),
+], ids=["deflate", "stored", "compress-code"])
+def test_compression_options(pack, test_venv, payload, appbin_host, options, methods, ratio):
     """deflate: an archive a little bigger than zstd's (the default); stored:
-    about 2.5x. Either way app.bin runs, and zipfile checks every member's CRC."""
-    result, output = pack(test_venv, "--compression", compression, "--quiet", host=appbin_host)
+    about 1.3x (code is stored anyway); zstd for the code too: about 0.6x.
+    Either way app.bin runs, and zipfile checks every member's CRC."""
+    result, output = pack(test_venv, *options, "--quiet", host=appbin_host)
     assert result.returncode == 0, result.stderr
     low, high = ratio
     assert low < Payload(output).size / payload.size < high
     payload = Payload(output)
     assert {i.compress_type for i in payload.zip.infolist() if not i.is_dir()} <= \
-        {method, zipfile.ZIP_STORED}
-    assert payload.zip.testzip() is None
+        methods | {zipfile.ZIP_STORED}
+    if ZSTD not in methods:
+        assert payload.zip.testzip() is None
     run = subprocess.run([output, "python", "-c", "import fastapi, appbin_testpkg; print('ok')"],
                          capture_output=True, text=True, timeout=60)
     assert (run.returncode, run.stdout) == (0, "ok\n"), run.stderr

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Build and run a fuzzer for a bounded time, outside tests/all.sh (which runs
 # both for 30 s): the same clang build in build-fuzz, the same corpora.
-#   tests/fuzz/run_fuzz.sh [seconds] [fuzz_http_conn|fuzz_ws_frame] [libFuzzer args...]
+#   tests/fuzz/run_fuzz.sh [seconds] [fuzz_http_conn|fuzz_ws_frame|fuzz_zipindex] [libFuzzer args...]
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 secs=${1:-60}

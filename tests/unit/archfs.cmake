@@ -2,11 +2,12 @@
 # with coverage, archives written per input by ziptest.
 if(APPBIN_FUZZ)
   set(_archfs_root ${CMAKE_CURRENT_LIST_DIR}/../..)
-  add_library(appbin_archfs_fuzz STATIC ${_archfs_root}/host/archfs.c ${_archfs_root}/host/zipindex.c)
-  target_include_directories(appbin_archfs_fuzz PUBLIC ${_archfs_root}/host ${LIBZIP_INCLUDE})
+  add_library(appbin_archfs_fuzz STATIC ${_archfs_root}/host/archfs.c ${_archfs_root}/host/zipindex.c
+                                        ${_archfs_root}/host/sha256.c)
+  target_include_directories(appbin_archfs_fuzz PUBLIC ${_archfs_root}/host)
   target_compile_options(appbin_archfs_fuzz PRIVATE -fsanitize=fuzzer-no-link,address,undefined)
-  target_link_libraries(appbin_archfs_fuzz PUBLIC ${LIBZIP_STATIC} ${ZSTD_STATIC} ${ZLIB_STATIC}
-                                                   pthread)
+  target_link_libraries(appbin_archfs_fuzz PUBLIC ${ZSTD_STATIC} ${ZLIB_STATIC} ${CRYPTO_STATIC}
+                                                   pthread dl)
   add_executable(fuzz_archfs_path ${_archfs_root}/tests/fuzz/fuzz_archfs_path.c
                                   ${CMAKE_CURRENT_LIST_DIR}/ziptest.c)
   target_include_directories(fuzz_archfs_path PRIVATE ${CMAKE_CURRENT_LIST_DIR})

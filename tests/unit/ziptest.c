@@ -1,5 +1,7 @@
 #include "ziptest.h"
 
+#include "sha256.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,13 +142,22 @@ void zt_add_ex(ziptest *z, const char *name, size_t name_len, const void *data, 
   put32(&z->data, &z->len, &z->cap, (flags & ZT_LOCAL_SIZE) ? csize + 1 : csize);
   put32(&z->data, &z->len, &z->cap, (flags & ZT_LOCAL_SIZE) ? usize + 1 : usize);
   put16(&z->data, &z->len, &z->cap, (uint32_t)name_len);
-  put16(&z->data, &z->len, &z->cap, 0); /* extra field length */
+  put16(&z->data, &z->len, &z->cap, (flags & ZT_LOCAL_EXTRA) ? 4 : 0); /* extra field length */
   size_t name_at = z->len;
   put(&z->data, &z->len, &z->cap, name, name_len);
   if ((flags & ZT_LOCAL_NAME) && name_len > 0)
     z->data[name_at + name_len - 1] ^= 1;
+  if (flags & ZT_LOCAL_EXTRA)
+    put32(&z->data, &z->len, &z->cap, 0x00007a7a); /* id "zz", no data */
   put(&z->data, &z->len, &z->cap, body, body_len);
   free(packed);
+  int digest = z->digests && !(flags & ZT_NO_DIGEST);
+  uint8_t sha[SHA256_DIGEST_SIZE];
+  if (digest) {
+    sha256_digest(z->data + offset, z->len - offset, sha);
+    if (flags & ZT_BAD_DIGEST)
+      sha[7] ^= 0x10;
+  }
 
   /* Central directory record. */
   put32(&z->cd, &z->cd_len, &z->cd_cap, 0x02014b50);
@@ -160,14 +171,19 @@ void zt_add_ex(ziptest *z, const char *name, size_t name_len, const void *data, 
   put32(&z->cd, &z->cd_len, &z->cd_cap, csize);
   put32(&z->cd, &z->cd_len, &z->cd_cap, usize);
   put16(&z->cd, &z->cd_len, &z->cd_cap, (uint32_t)name_len);
-  put16(&z->cd, &z->cd_len, &z->cd_cap, 0); /* extra field length */
-  put16(&z->cd, &z->cd_len, &z->cd_cap, 0); /* comment length */
+  put16(&z->cd, &z->cd_len, &z->cd_cap, digest ? 4 + SHA256_DIGEST_SIZE : 0); /* extra */
+  put16(&z->cd, &z->cd_len, &z->cd_cap, 0);                                   /* comment length */
   put16(&z->cd, &z->cd_len, &z->cd_cap, 0); /* disk number start */
   put16(&z->cd, &z->cd_len, &z->cd_cap, 0); /* internal attributes */
   uint32_t mode = (flags & ZT_EXEC_ATTRS) ? 0100755 : 0100644;
   put32(&z->cd, &z->cd_len, &z->cd_cap, mode << 16);
   put32(&z->cd, &z->cd_len, &z->cd_cap, offset);
   put(&z->cd, &z->cd_len, &z->cd_cap, name, name_len);
+  if (digest) {
+    put16(&z->cd, &z->cd_len, &z->cd_cap, 0x6261); /* "ab" */
+    put16(&z->cd, &z->cd_len, &z->cd_cap, SHA256_DIGEST_SIZE);
+    put(&z->cd, &z->cd_len, &z->cd_cap, sha, SHA256_DIGEST_SIZE);
+  }
   z->count++;
 }
 
@@ -224,6 +240,13 @@ uint8_t *zt_finish(ziptest *z, unsigned flags, size_t *len) {
   if (!out)
     out = xrealloc(NULL, 1);
   return out;
+}
+
+uint8_t *zt_finish_digested(ziptest *z, unsigned flags, size_t *len, uint8_t index_sha256[32]) {
+  size_t cd_offset = z->len;
+  uint8_t *zip = zt_finish(z, flags, len);
+  sha256_digest(zip + cd_offset, *len - cd_offset, index_sha256);
+  return zip;
 }
 
 void zt_free(ziptest *z) {

@@ -4,7 +4,10 @@
  * Writes local headers, member data, the central directory and the end of
  * central directory record (zip64 end records on request; no zip64 extra
  * fields, no data descriptors; fixed timestamp 1980-01-01 00:00), members in
- * the order they are added. Knobs make the
+ * the order they are added. With `digests` set (before the first member),
+ * every central directory entry carries the SHA-256 of its member's record,
+ * as appbin-pack writes them (host/payload.h), and zt_finish_digested gives
+ * the index digest. Knobs make the
  * broken archives a reader must reject: a wrong CRC, a local header that
  * disagrees with the central directory, a truncated central directory, ...
  * Names are taken as given (any bytes, "../x", duplicates): checking them is
@@ -29,6 +32,9 @@ enum {
   ZT_SIZE_MINUS1 = 1 << 8,   /* both headers claim one byte less than stored */
   ZT_ZSTD = 1 << 9,          /* a zstd frame (method 93) instead of stored */
   ZT_BZIP2_METHOD = 1 << 10, /* stored bytes labelled method 12 (bzip2) */
+  ZT_NO_DIGEST = 1 << 11,    /* with digests: leave this member's out */
+  ZT_BAD_DIGEST = 1 << 12,   /* with digests: record a wrong one for this member */
+  ZT_LOCAL_EXTRA = 1 << 13,  /* a 4-byte extra field in the local header only */
 };
 
 /* Whole-archive flags (zt_finish). */
@@ -49,6 +55,7 @@ typedef struct ziptest {
   uint8_t *cd; /* central directory records so far */
   size_t cd_len, cd_cap;
   uint32_t count;
+  int digests; /* set to 1 before adding: record digests in the central directory */
 } ziptest;
 
 void zt_init(ziptest *z);
@@ -66,6 +73,11 @@ void zt_add_ex(ziptest *z, const char *name, size_t name_len, const void *data, 
 /* Returns the archive (malloc'd, the caller frees it) and its length, and
  * resets z to empty. */
 uint8_t *zt_finish(ziptest *z, unsigned flags, size_t *len);
+
+/* zt_finish, also giving the SHA-256 of the index (the bytes from the
+ * central directory's start to the archive's end), as the payload trailer
+ * holds it. */
+uint8_t *zt_finish_digested(ziptest *z, unsigned flags, size_t *len, uint8_t index_sha256[32]);
 
 void zt_free(ziptest *z);
 
