@@ -2,6 +2,7 @@
 
 #include "archfs_libc.h"
 #include "asgi.h"
+#include "elfstub.h"
 #include "extload.h"
 #include "extremap.h"
 #include "modindex.h"
@@ -31,6 +32,7 @@ static struct {
   PyObject *create_dynamic;
   PyObject *exec_dynamic;
   PyObject *loaded_native; /* dict: member -> path of its in-memory file */
+  PyObject *preloaded;     /* set: library members loaded by preload_libraries() */
   PyObject *frozen;        /* set: stdlib modules the interpreter has frozen */
   long magic;
 } g;
@@ -177,52 +179,142 @@ static void release_native_copy(const zipindex_entry *e, PyObject *path) {
   }
 }
 
-/* Loads the libraries an extension module needs, dependencies first, so that
- * the dynamic loader finds them already loaded by soname. */
+/* The member whose in-memory path `path` is, for messages; NULL if none. */
+static const char *member_of_native_path(PyObject *libs, PyObject *paths, const char *path) {
+  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(paths); i++) {
+    const char *p = PyUnicode_AsUTF8(PyList_GET_ITEM(paths, i));
+    if (!p) {
+      PyErr_Clear();
+      continue;
+    }
+    if (strcmp(p, path) == 0)
+      return PyUnicode_AsUTF8(PyList_GET_ITEM(libs, i));
+  }
+  return NULL;
+}
+
+/* ImportError for a failed dlopen of the libraries `libs` of `ext`, naming
+ * the member behind the first in-memory path in dlerror's message. */
+static void preload_error(const zipindex_entry *ext, PyObject *libs, PyObject *paths,
+                          const char *why) {
+  const char *member = NULL;
+  char path[64];
+  const char *at = strstr(why, "/proc/self/fd/");
+  if (at) {
+    size_t n = strspn(at + 14, "0123456789");
+    if (n > 0 && 14 + n < sizeof(path)) {
+      memcpy(path, at, 14 + n);
+      path[14 + n] = '\0';
+      member = member_of_native_path(libs, paths, path);
+    }
+  }
+  if (member)
+    PyErr_Format(PyExc_ImportError, "appbin: cannot load the libraries of %s: %s (%s is %s)",
+                 ext->name, why, path, member);
+  else
+    PyErr_Format(PyExc_ImportError, "appbin: cannot load the libraries of %s: %s", ext->name, why);
+}
+
+/* Loads the libraries an extension module needs (manifest "preload.<ext>", in
+ * the dynamic loader's breadth-first order) so that its dlopen finds them
+ * already loaded by soname. One dlopen() of a stub needing all of them by
+ * path (elfstub.h) maps them all before resolving any of their own needs,
+ * so libraries that need each other load, and every library's symbol scope
+ * is the one it would have when loaded from a directory. Handles stay open
+ * for the life of the process, and so does the stub's file: its path must
+ * never name other bytes (see extload.h). */
 static int preload_libraries(const zipindex_entry *ext) {
   char key[1024];
   if (snprintf(key, sizeof(key), "preload.%s", ext->name) >= (int)sizeof(key))
     return 0;
-  const char *libs = manifest_get(g.mf, key);
-  while (libs && *libs) {
-    while (*libs == ' ')
-      libs++;
-    size_t n = strcspn(libs, " ");
+  const char *line = manifest_get(g.mf, key);
+  if (!line)
+    return 0;
+  PyObject *libs = PyList_New(0), *paths = PyList_New(0);
+  const char **cpaths = NULL;
+  unsigned char *stub = NULL;
+  int rc = -1, fresh = 0;
+  if (!libs || !paths)
+    goto done;
+  for (const char *p = line; *p;) {
+    p += strspn(p, " ");
+    size_t n = strcspn(p, " ");
     if (n == 0)
       break;
-    const zipindex_entry *lib = zipindex_find(g.zi, libs, n);
+    const zipindex_entry *lib = zipindex_find(g.zi, p, n);
     if (!lib) {
       PyErr_Format(PyExc_ImportError, "appbin: %s needs %.*s, which the archive lacks", ext->name,
-                   (int)n, libs);
-      return -1;
+                   (int)n, p);
+      goto done;
     }
-    PyObject *key_obj = PyUnicode_FromStringAndSize(lib->name, (Py_ssize_t)lib->name_len);
-    if (!key_obj)
-      return -1;
-    int known = PyDict_Contains(g.loaded_native, key_obj);
-    Py_DECREF(key_obj);
-    if (known < 0)
-      return -1;
-    if (!known) {
-      PyObject *path = native_path(lib);
-      if (!path)
-        return -1;
-      const char *cpath = PyUnicode_AsUTF8(path);
-      /* The handle stays open for the life of the process. */
-      if (!cpath || !dlopen(cpath, RTLD_NOW | RTLD_LOCAL)) {
-        if (cpath)
-          PyErr_Format(PyExc_ImportError, "appbin: cannot load %s: %s", lib->name, dlerror());
-        Py_DECREF(path);
-        return -1;
-      }
-      if (extload_debug)
-        fprintf(stderr, "appbin: debug: preloaded %s for %s\n", lib->name, ext->name);
-      release_native_copy(lib, path);
-      Py_DECREF(path);
-    }
-    libs += n;
+    PyObject *member = PyUnicode_FromStringAndSize(lib->name, (Py_ssize_t)lib->name_len);
+    if (!member)
+      goto done;
+    int loaded = PySet_Contains(g.preloaded, member);
+    PyObject *path = loaded < 0 ? NULL : native_path(lib);
+    int failed = !path || PyList_Append(libs, member) != 0 || PyList_Append(paths, path) != 0;
+    Py_DECREF(member);
+    Py_XDECREF(path);
+    if (failed)
+      goto done;
+    fresh |= !loaded;
+    p += n;
   }
-  return 0;
+  if (!fresh) {
+    rc = 0;
+    goto done;
+  }
+  Py_ssize_t count = PyList_GET_SIZE(paths);
+  cpaths = PyMem_Calloc((size_t)count, sizeof(*cpaths));
+  if (!cpaths) {
+    PyErr_NoMemory();
+    goto done;
+  }
+  for (Py_ssize_t i = 0; i < count; i++)
+    if (!(cpaths[i] = PyUnicode_AsUTF8(PyList_GET_ITEM(paths, i))))
+      goto done;
+  size_t stub_len;
+  stub = elfstub_build(cpaths, (size_t)count, &stub_len);
+  if (!stub) {
+    PyErr_Format(PyExc_ImportError, "appbin: cannot build the loader stub for %s: %s", ext->name,
+                 strerror(errno));
+    goto done;
+  }
+  char stub_path[4096], err[512];
+  if (extload_write("appbin-preload-stub", stub, stub_len, stub_path, sizeof(stub_path), err,
+                    sizeof(err)) != 0) {
+    PyErr_Format(PyExc_ImportError, "appbin: %s", err);
+    goto done;
+  }
+  if (!dlopen(stub_path, RTLD_NOW | RTLD_LOCAL)) {
+    const char *why = dlerror();
+    preload_error(ext, libs, paths, why ? why : "unknown error");
+    goto done;
+  }
+  for (Py_ssize_t i = 0; i < count; i++) {
+    PyObject *member = PyList_GET_ITEM(libs, i);
+    int loaded = PySet_Contains(g.preloaded, member);
+    if (loaded < 0 || (!loaded && PySet_Add(g.preloaded, member) != 0))
+      goto done;
+    if (loaded)
+      continue;
+    Py_ssize_t len;
+    const char *name = PyUnicode_AsUTF8AndSize(member, &len);
+    if (!name)
+      goto done;
+    if (extload_debug)
+      fprintf(stderr, "appbin: debug: preloaded %s for %s\n", name, ext->name);
+    const zipindex_entry *lib = zipindex_find(g.zi, name, (size_t)len);
+    if (lib)
+      release_native_copy(lib, PyList_GET_ITEM(paths, i));
+  }
+  rc = 0;
+done:
+  free(stub);
+  PyMem_Free(cpaths);
+  Py_XDECREF(libs);
+  Py_XDECREF(paths);
+  return rc;
 }
 
 static PyObject *create_extension(PyObject *spec, PyObject *name, const modindex_module *m) {
@@ -900,11 +992,12 @@ int importer_install(void) {
   g.create_dynamic = attr_of("_imp", "create_dynamic");
   g.exec_dynamic = attr_of("_imp", "exec_dynamic");
   g.loaded_native = PyDict_New();
+  g.preloaded = PySet_New(NULL);
   g.frozen = frozen_stdlib_names();
   g.origin_kwnames = Py_BuildValue("(s)", "origin");
   g.builtins_key = PyUnicode_InternFromString("__builtins__");
   if (!g.origin_kwnames || !g.builtins_key || !g.module_spec || !g.fix_co_filename ||
-      !g.create_dynamic || !g.exec_dynamic || !g.loaded_native || !g.frozen)
+      !g.create_dynamic || !g.exec_dynamic || !g.loaded_native || !g.preloaded || !g.frozen)
     return -1;
   PyObject *meta_path = PySys_GetObject("meta_path"); /* borrowed */
   if (!meta_path || !PyList_Check(meta_path)) {

@@ -50,10 +50,11 @@ def _path_hook(path):
 
 
 def _module_name(filename):
+    """inspect.getmodulename(): the name without its module suffix, or None.
+    Not necessarily an identifier: pkgutil lists Django's "0001_initial"."""
     for suffix in (".pyc", ".py") + _EXT_SUFFIXES:
         if filename.endswith(suffix):
-            name = filename[: -len(suffix)]
-            return name if name.isidentifier() else None
+            return filename[: -len(suffix)]
     return None
 
 
@@ -87,13 +88,15 @@ class ArchivePathFinder:
         seen = set()
         for name in sorted(_appbin.listdir(self.dir)):
             member = self.dir + "/" + name
+            # What pkgutil yields for a directory on disk (its FileFinder
+            # branch): modules by suffix, packages with an __init__, no dots.
             if _appbin.stat(member) == 2:
-                ispkg = name.isidentifier() and any(
+                ispkg = "." not in name and any(
                     _appbin.stat(member + "/__init__" + s) == 1 for s in (".py", ".pyc"))
                 modname = name if ispkg else None
             else:
                 ispkg, modname = False, _module_name(name)
-            if not modname or modname == "__init__" or modname in seen:
+            if not modname or modname == "__init__" or "." in modname or modname in seen:
                 continue
             seen.add(modname)
             yield prefix + modname, ispkg

@@ -41,8 +41,9 @@ _METADATA_DIR_SUFFIXES = (".dist-info", ".egg-info")
 _KEPT_METADATA_FILES = frozenset({"METADATA", "PKG-INFO", "entry_points.txt", "top_level.txt"})
 _KEPT_METADATA_DIRS = frozenset({"licenses", "sboms"})
 _LICENCE_PREFIXES = ("LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS")
-_ALWAYS_DROPPED_DISTRIBUTIONS = frozenset({"pip"})
-_SETUPTOOLS = "setuptools"
+# Installers: they change a venv, and app.bin is not one (setuptools stays:
+# pkg_resources and the distutils shim are used at run time).
+_DROPPED_DISTRIBUTIONS = frozenset({"pip"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +96,6 @@ class Distribution:
     label: str         # "Name Version", for people
     metadata_dir: str  # e.g. "pydantic-2.10.4.dist-info"
     files: frozenset   # paths relative to site-packages
-    requires: tuple    # Requires-Dist values
 
 
 @dataclasses.dataclass
@@ -170,7 +170,6 @@ def _read_distribution(site_dir, metadata_dir, all_files):
         label=f"{name} {version}".strip(),
         metadata_dir=metadata_dir,
         files=frozenset(own | _installed_files(path, all_files)),
-        requires=tuple(headers.get_all("Requires-Dist") or ()),
     )
 
 
@@ -189,23 +188,8 @@ def _installed_files(metadata_path, all_files):
 
 
 def _dropped_distributions(distributions):
-    """pip always; setuptools unless a distribution we keep requires it."""
-    dropped = [d for d in distributions if d.name in _ALWAYS_DROPPED_DISTRIBUTIONS]
-    kept = [d for d in distributions
-            if d.name not in _ALWAYS_DROPPED_DISTRIBUTIONS and d.name != _SETUPTOOLS]
-    if not any(_requires(d, _SETUPTOOLS) for d in kept):
-        dropped += [d for d in distributions if d.name == _SETUPTOOLS]
-    return dropped
-
-
-def _requires(distribution, name):
-    """Whether `distribution` requires `name` outside of an optional extra."""
-    for requirement in distribution.requires:
-        spec, _, marker = requirement.partition(";")
-        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
-        if match and canonical_name(match.group(1)) == name and "extra" not in marker:
-            return True
-    return False
+    """The distributions left out: pip (see _DROPPED_DISTRIBUTIONS)."""
+    return [d for d in distributions if d.name in _DROPPED_DISTRIBUTIONS]
 
 
 def pth_warnings(site_dir, rel):

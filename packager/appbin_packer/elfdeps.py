@@ -3,7 +3,7 @@
 The host loads extension modules from memory, where `$ORIGIN` means nothing
 and the libraries a module needs may not exist on the target machine. For
 every extension module the packager therefore lists the libraries to load
-first (dependencies first), and copies the system libraries that are not
+first (in the dynamic loader's own order), and copies the system libraries that are not
 part of glibc into the archive.
 """
 
@@ -126,19 +126,27 @@ def _expand_origin(entries, origin):
 
 
 class DependencyResolver:
-    """Resolves and orders the shared libraries ELF files need.
+    """Finds the shared libraries ELF files need, in the order ld.so loads them.
 
-    `resolve_closure(path)` gives the non-glibc libraries an ELF file needs,
-    directly or not, as paths on disk in load order (dependencies first).
-    Results are cached; libraries that cannot be found are collected in
-    `missing` (name -> the file that needs it).
+    `load_order(path)` walks the dependency graph of `path` the way glibc's
+    dynamic loader does when it loads `path` (_dl_map_object_deps): breadth
+    first, each object's DT_NEEDED in order, a name matching an object already
+    loaded (by the name it was loaded under or by its SONAME, or by file
+    identity) reusing it. Cycles (libfreetype and libharfbuzz need each other
+    in pillow's wheel) are walked like any other edge. Each object is searched
+    for with the DT_RPATH of the object needing it and of the objects that
+    loaded those (unless it has a DT_RUNPATH), then its DT_RUNPATH, then the
+    system directories. The result lists non-glibc libraries as paths on
+    disk; libraries that cannot be found are collected in `missing` (name ->
+    the file that needs it). Reading ELF files and walks are cached.
     """
 
     def __init__(self, search_dirs=SYSTEM_LIBRARY_DIRS, follow=lambda path: True):
         """`follow(path)` says whether to look into a found library's own needs."""
         self._search_dirs = tuple(search_dirs)
         self._follow = follow
-        self._closures = {}
+        self._dynamic = {}
+        self._orders = {}
         self._names = {}
         self.missing = {}
 
@@ -146,38 +154,68 @@ class DependencyResolver:
         """The name the loader knows a found library by (its SONAME, else its needed name)."""
         return self._names[path]
 
-    def resolve_closure(self, path, inherited_rpath=()):
-        """Libraries `path` needs, transitively, dependencies first."""
-        key = (Path(path), tuple(inherited_rpath))
-        if key not in self._closures:
-            self._closures[key] = self._compute_closure(Path(path), tuple(inherited_rpath))
-        return self._closures[key]
+    def load_order(self, path):
+        """Libraries `path` needs, directly or not, in ld.so's load order (breadth first)."""
+        root = Path(path)
+        if root not in self._orders:
+            self._orders[root] = tuple(self._walk(root))
+        return self._orders[root]
 
-    def _compute_closure(self, path, inherited_rpath):
-        info = read_dynamic(path)
-        if info is None:
-            return []
-        origin = path.parent
-        # ld.so searches the DT_RPATH of the requesting object and of the objects
-        # that loaded it, but none of them when the requester has a DT_RUNPATH.
-        own_rpath = () if info.runpath else tuple(_expand_origin(info.rpath, origin))
-        rpath = own_rpath + inherited_rpath
-        search = ([] if info.runpath else list(rpath)) + _expand_origin(info.runpath, origin)
-        search += self._search_dirs
-        ordered = []
-        for name in info.needed:
-            if is_glibc(name):
+    def _walk(self, root):
+        loader_of = {root: None}    # loaded object -> the object whose DT_NEEDED loaded it
+        by_name = {}                # names loaded objects answer to -> object
+        by_identity = {}            # (st_dev, st_ino) -> object
+        root_info = self._read(root)
+        if root_info is not None and root_info.soname:
+            by_name[root_info.soname] = root
+        by_identity[_identity(root)] = root
+        order, queue = [], [root]
+        for current in queue:       # the queue grows while it is walked
+            info = self._read(current)
+            if info is None:
                 continue
-            found = self._find(name, search)
-            if found is None:
-                self.missing.setdefault(name, path)
-                continue
-            self._names.setdefault(found, self._soname_of(found, name))
-            deps = self.resolve_closure(found, rpath) if self._follow(found) else []
-            for lib in [*deps, found]:
-                if lib not in ordered:
-                    ordered.append(lib)
-        return ordered
+            for name in info.needed:
+                if is_glibc(name):
+                    continue
+                found = by_name.get(name)
+                if found is None:
+                    found = self._find(name, self._search_path(current, loader_of))
+                    if found is None:
+                        self.missing.setdefault(name, current)
+                        continue
+                    found = by_identity.setdefault(_identity(found), found)
+                    self._names.setdefault(found, self._soname_of(found, name))
+                    by_name[name] = found
+                    by_name.setdefault(self._names[found], found)
+                if found in loader_of:
+                    continue
+                loader_of[found] = current
+                order.append(found)
+                if self._follow(found):
+                    queue.append(found)
+        return order
+
+    def _search_path(self, requester, loader_of):
+        """Directories ld.so searches for a DT_NEEDED name of `requester`."""
+        info = self._read(requester)
+        search = []
+        # DT_RPATH of the requester and of the chain of objects that loaded it,
+        # none of them when the requester has a DT_RUNPATH; an object with both
+        # has its DT_RPATH ignored.
+        if not info.runpath:
+            obj = requester
+            while obj is not None:
+                obj_info = self._read(obj)
+                if obj_info is not None and not obj_info.runpath:
+                    search += _expand_origin(obj_info.rpath, obj.parent)
+                obj = loader_of[obj]
+        search += _expand_origin(info.runpath, requester.parent)
+        return search + list(self._search_dirs)
+
+    def _read(self, path):
+        if path not in self._dynamic:
+            self._dynamic[path] = read_dynamic(path)
+        return self._dynamic[path]
 
     @staticmethod
     def _find(name, search):
@@ -189,7 +227,11 @@ class DependencyResolver:
                 return Path(os.path.normpath(candidate))
         return None
 
-    @staticmethod
-    def _soname_of(path, needed_name):
-        info = read_dynamic(path)
+    def _soname_of(self, path, needed_name):
+        info = self._read(path)
         return info.soname if info is not None and info.soname else needed_name
+
+
+def _identity(path):
+    st = os.stat(path)
+    return st.st_dev, st.st_ino

@@ -116,7 +116,7 @@ def _library_members(files, site_dir, bundle, system_libs, warn):
         if not _is_extension_module(f.member):
             continue
         needed = []
-        for lib in resolver.resolve_closure(f.path):
+        for lib in resolver.load_order(f.path):
             if lib in packed:
                 needed.append(packed[lib])
             elif lib.is_relative_to(site_dir):

@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import io
 import marshal
+import os
 import re
 import shutil
 import stat
@@ -30,11 +31,13 @@ PYTHON = "/usr/bin/python3.11"
 sys.path.insert(0, str(ROOT / "packager"))
 from appbin_packer import VERSION  # noqa: E402
 from appbin_packer.archive import parse_trailer  # noqa: E402
-from appbin_packer.elfdeps import is_glibc, read_dynamic  # noqa: E402
+from appbin_packer.elfdeps import DependencyResolver, is_glibc, read_dynamic  # noqa: E402
+from hostutil import clean_env  # noqa: E402
 
 EXT = ".cpython-311-x86_64-linux-gnu.so"
 ZSTD = 93  # zip method
 DYNLOAD = "stdlib/lib-dynload/"
+DYNLOAD_DIR = Path("/usr/lib/python3.11/lib-dynload")
 
 
 # --- helpers ---------------------------------------------------------------------
@@ -73,6 +76,14 @@ class Payload:
 
     def manifest_dict(self):
         return dict(line.split("=", 1) for line in self.manifest())
+
+
+def ldd_order(path):
+    """(name, path) of the non-glibc libraries glibc's ld.so loads for `path`,
+    in the order it loads them (ldd lists the objects in load order)."""
+    out = subprocess.run(["ldd", str(path)], capture_output=True, text=True, check=True).stdout
+    pairs = re.findall(r"^\s*(\S+) => (.+?)(?: \(0x[0-9a-f]+\))?$", out, re.M)
+    return [(name, os.path.normpath(where)) for name, where in pairs if not is_glibc(name)]
 
 
 def write_stub_host(path, python_version, extra_lines=""):
@@ -446,11 +457,15 @@ def test_dist_info_keeps_only_what_runtime_and_licences_need(payload):
     assert "site-packages/fastapi-0.165.0.dist-info/licenses/LICENSE" in payload.files
 
 
-def test_pip_and_unrequired_setuptools_are_dropped(payload):
-    for name in payload.names:
-        top = name.split("/")[1] if name.startswith("site-packages/") else ""
-        assert not top.startswith(("pip", "setuptools", "pkg_resources", "_distutils_hack",
-                                   "distutils-precedence")), name
+def test_pip_is_dropped_and_setuptools_kept(payload):
+    """pip goes; setuptools is kept like any installed distribution (the test
+    venv has Debian's setuptools from `python3.11 -m venv`)."""
+    tops = {name.split("/")[1] for name in payload.names if name.startswith("site-packages/")}
+    assert not [t for t in tops if t.startswith("pip")], sorted(tops)
+    assert {"setuptools", "pkg_resources", "_distutils_hack",
+            "distutils-precedence.pth"} <= tops, sorted(tops)
+    assert any(t.startswith("setuptools-") and t.endswith(".dist-info") for t in tops)
+    assert "site-packages/pkg_resources/__init__.pyc" in payload.files
 
 
 def test_package_data_pth_and_namespace_packages(payload):
@@ -524,11 +539,13 @@ SYSTEM_LIBS = ("libssl.so.3", "libcrypto.so.3", "libz.so.1")
 
 
 def test_system_lib_none_bundles_openssl_in_load_order(pack, test_venv):
+    """ld.so's order: _ssl's own DT_NEEDED (libssl, then libcrypto) come first."""
     result, output = pack(test_venv, "--system-lib", "none", "--quiet")
     assert result.returncode == 0, result.stderr
     manifest = Payload(output).manifest_dict()
     ssl = manifest["preload." + DYNLOAD + "_ssl" + EXT].split()
-    assert ssl.index("appbin/libs/libcrypto.so.3") < ssl.index("appbin/libs/libssl.so.3")
+    assert ssl[:2] == ["appbin/libs/libssl.so.3", "appbin/libs/libcrypto.so.3"], ssl
+    assert ssl == [f"appbin/libs/{name}" for name, _ in ldd_order(DYNLOAD_DIR / f"_ssl{EXT}")]
 
 
 def test_site_packages_extensions_get_their_libraries(payload, test_venv):
@@ -658,25 +675,30 @@ SETUPTOOLS_FILES = {
     "setuptools/__init__.py": "", "pkg_resources/__init__.py": "",
     "_distutils_hack/__init__.py": "", "distutils-precedence.pth": "import os\n",
 }
+SETUPTOOLS_MEMBERS = ("setuptools/__init__.py", "pkg_resources/__init__.py",
+                      "_distutils_hack/__init__.py", "distutils-precedence.pth",
+                      "setuptools-66.1.1.dist-info/METADATA")
 
 
-@pytest.mark.parametrize("requires, kept", [
-    ((), False),
-    (("setuptools; extra == 'dev'",), False),
-    (("setuptools>=40",), True),
-    (("Setuptools (>=40) ; python_version >= '3'",), True),
-])
-def test_setuptools_kept_only_when_required(pack, tmp_path, requires, kept):
+def test_setuptools_is_kept_unless_excluded(pack, tmp_path):
+    """Nothing requires setuptools here: it is kept all the same, and --exclude
+    removes it as it removes anything."""
     venv = make_venv(tmp_path / "venv", {
-        **FAKE_APP, **SETUPTOOLS_FILES,
-        **dist_info("fakeapp", "1.0", requires=requires, record=("fakeapp.py",))})
+        **FAKE_APP, **SETUPTOOLS_FILES, **dist_info("fakeapp", "1.0", record=("fakeapp.py",))})
     result, output = pack(venv, "--quiet", app="fakeapp:app")
     assert result.returncode == 0, result.stderr
     files = Payload(output).files
-    for name in ("setuptools/__init__.py", "pkg_resources/__init__.py",
-                 "_distutils_hack/__init__.py", "distutils-precedence.pth",
-                 "setuptools-66.1.1.dist-info/METADATA"):
-        assert (f"site-packages/{name}" in files) == kept, name
+    for name in SETUPTOOLS_MEMBERS:
+        assert f"site-packages/{name}" in files, name
+    excludes = ("site-packages/setuptools*", "site-packages/pkg_resources",
+                "site-packages/_distutils_hack", "site-packages/distutils-precedence.pth")
+    result, output = pack(venv, "--quiet", *[a for e in excludes for a in ("--exclude", e)],
+                          app="fakeapp:app", output=tmp_path / "excluded.bin")
+    assert result.returncode == 0, result.stderr
+    files = Payload(output).files
+    assert not [n for n in files if n.split("/")[1] in (
+        "setuptools", "pkg_resources", "_distutils_hack", "distutils-precedence.pth",
+        "setuptools-66.1.1.dist-info")], sorted(files)
 
 
 def test_uncompilable_source_is_kept_with_a_warning(pack, tmp_path):
@@ -739,8 +761,9 @@ def test_extension_with_a_libs_directory(pack, tmp_path, bundle):
     result, output = pack(venv, "--quiet", *args, app="fakeapp:app")
     assert result.returncode == 0, result.stderr
     packed = Payload(output)
-    expected = ["appbin/libs/libffi.so.8"] if bundle else []
-    expected.append(f"site-packages/fakeext.libs/{FAKE_DEP}")
+    # ld.so's order: the extension's own need first, then what that needs
+    expected = [f"site-packages/fakeext.libs/{FAKE_DEP}"]
+    expected += ["appbin/libs/libffi.so.8"] if bundle else []
     manifest = packed.manifest_dict()
     assert manifest[f"preload.site-packages/fakeext/_ext{EXT}"].split() == expected
     assert not [k for k in manifest if "fakeext.libs" in k]
@@ -756,6 +779,199 @@ def test_missing_library_warns(pack, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"warning: {FAKE_DEP} (needed by " in result.stderr
     assert f"preload.site-packages/fakeext/_ext{EXT}" not in Payload(output).manifest_dict()
+
+
+# --- NEEDED cycles and ld.so's order ----------------------------------------------
+
+CYC_A, CYC_B = "libcyca-1a2b3c4d.so.1", "libcycb-5e6f7a8b.so.1"
+CYC_EXTENSION_SOURCE = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+int cyc_a(int);
+static PyObject *depth(PyObject *self, PyObject *arg) {
+  long n = PyLong_AsLong(arg);
+  if (n == -1 && PyErr_Occurred())
+    return NULL;
+  return PyLong_FromLong(cyc_a((int)n));
+}
+static PyMethodDef methods[] = {{"depth", depth, METH_O, NULL}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cyc", NULL, -1, methods};
+PyMODINIT_FUNC PyInit__cyc(void) { return PyModule_Create(&module); }
+"""
+
+
+def build_cyclic_extension(tmp_path, site):
+    """Like pillow 13's wheel: fakecyc/_cyc.so needs fakecyc.libs/CYC_A, which
+    needs CYC_B, which needs CYC_A back (and the system's libffi); DT_RPATH
+    $ORIGIN/../fakecyc.libs and $ORIGIN, as auditwheel writes them.
+    cyc_a(n) and cyc_b(n) call each other: depth(5) == 23."""
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    libs, package = site / "fakecyc.libs", site / "fakecyc"
+    libs.mkdir()
+    package.mkdir()
+    (tmp_path / "a.c").write_text("int cyc_b(int);\n"
+                                  "int cyc_a(int n) { return n <= 0 ? 0 : 1 + cyc_b(n - 1); }\n")
+    (tmp_path / "b.c").write_text("int cyc_a(int);\n"
+                                  "int cyc_b(int n) { return n <= 0 ? 0 : 10 + cyc_a(n - 1); }\n")
+    (tmp_path / "ext.c").write_text(CYC_EXTENSION_SOURCE)
+    rpath = ["-Wl,--disable-new-dtags", "-Wl,-rpath,$ORIGIN"]
+
+    def shared(output, source, *args):
+        subprocess.run([cc, "-shared", "-fPIC", "-o", output, source, f"-L{libs}", *args],
+                       check=True)
+    # CYC_B first without CYC_A (to link CYC_A against), then for real.
+    shared(libs / CYC_B, tmp_path / "b.c", f"-Wl,-soname,{CYC_B}")
+    shared(libs / CYC_A, tmp_path / "a.c", f"-Wl,-soname,{CYC_A}", f"-l:{CYC_B}", *rpath)
+    shared(libs / CYC_B, tmp_path / "b.c", f"-Wl,-soname,{CYC_B}", f"-l:{CYC_A}",
+           "-Wl,--no-as-needed", "/lib/x86_64-linux-gnu/libffi.so.8", *rpath)
+    extension = package / f"_cyc{EXT}"
+    shared(extension, tmp_path / "ext.c", "-I/usr/include/python3.11", f"-l:{CYC_A}",
+           "-Wl,--disable-new-dtags", "-Wl,-rpath,$ORIGIN/../fakecyc.libs")
+    assert CYC_A in read_dynamic(libs / CYC_B).needed
+    assert CYC_B in read_dynamic(libs / CYC_A).needed
+    return extension
+
+
+def expected_preload(extension, site):
+    """The preload line ld.so's own order gives (ldd), as members."""
+    members = []
+    for name, where in ldd_order(extension):
+        path = Path(where)
+        members.append(f"site-packages/{path.relative_to(site)}" if path.is_relative_to(site)
+                       else f"appbin/libs/{name}")
+    return members
+
+
+@pytest.fixture
+def cyclic_venv(tmp_path):
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    site = venv / "lib" / "python3.11" / "site-packages"
+    extension = build_cyclic_extension(tmp_path, site)
+    return venv, site, extension
+
+
+def test_needed_cycle_is_packed_in_ld_so_order(pack, cyclic_venv):
+    venv, site, extension = cyclic_venv
+    result, output = pack(venv, "--quiet", app="fakeapp:app")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    packed = Payload(output)
+    line = packed.manifest_dict()[f"preload.site-packages/fakecyc/_cyc{EXT}"].split()
+    assert line == [f"site-packages/fakecyc.libs/{CYC_A}", f"site-packages/fakecyc.libs/{CYC_B}",
+                    "appbin/libs/libffi.so.8"]
+    assert line == expected_preload(extension, site)
+    assert "appbin/libs/libffi.so.8" in packed.files
+
+
+def test_load_order_is_ld_so_order():
+    """Every lib-dynload module: the libraries and their order are ldd's."""
+    resolver = DependencyResolver()
+    modules = sorted(DYNLOAD_DIR.glob(f"*{EXT}"))
+    assert len(modules) > 30
+    for module in modules:
+        ours = [str(p) for p in resolver.load_order(module)]
+        assert ours == [where for _, where in ldd_order(module)], module
+
+
+def test_load_order_of_a_cycle_is_ld_so_order(cyclic_venv):
+    venv, site, extension = cyclic_venv
+    resolver = DependencyResolver()
+    ours = [str(p) for p in resolver.load_order(extension)]
+    assert ours == [where for _, where in ldd_order(extension)]
+    # The libraries' own walks see the cycle from the other end.
+    assert [p.name for p in resolver.load_order(site / "fakecyc.libs" / CYC_B)] == \
+        [CYC_A, "libffi.so.8"]
+    assert not resolver.missing
+
+
+def cyc_run(app, *wrapper, **env):
+    """app.bin python printing depth(5), in the test environment plus `env`."""
+    code = "import fakecyc._cyc as c; print(c.depth(5))"
+    return subprocess.run([*wrapper, str(app), "python", "-c", code], capture_output=True,
+                          text=True, timeout=120, env=clean_env(**env), check=False)
+
+
+def test_needed_cycle_loads_from_app_bin(pack, cyclic_venv, appbin_host, tmp_path):
+    """Both libraries of the cycle (and libffi) load from memfds in one go,
+    and each calls into the other."""
+    venv, site, extension = cyclic_venv
+    result, output = pack(venv, "--quiet", app="fakeapp:app", host=appbin_host)
+    assert result.returncode == 0, result.stderr
+    run = cyc_run(output, APPBIN_LOG_LEVEL="debug")
+    assert (run.returncode, run.stdout) == (0, "23\n"), run.stderr
+    preloaded = [line.split()[3] for line in run.stderr.splitlines()
+                 if line.startswith("appbin: debug: preloaded ") and "_cyc" in line]
+    assert preloaded == expected_preload(extension, site), run.stderr
+    quiet = cyc_run(output)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "23\n", "")
+
+
+def test_needed_cycle_loads_from_the_private_directory(pack, cyclic_venv, appbin_host):
+    """Without /proc (an empty tmpfs over it) the libraries come from the
+    private directory, with the same result."""
+    venv, _, _ = cyclic_venv
+    if b"__asan_init" in appbin_host.read_bytes():
+        pytest.skip("a sanitizer build reads its options from /proc/self/environ")
+    result, output = pack(venv, "--quiet", app="fakeapp:app", host=appbin_host)
+    assert result.returncode == 0, result.stderr
+    bwrap = ["bwrap", "--dev-bind", "/", "/", "--tmpfs", "/proc", "--"]
+    probe = subprocess.run([*bwrap, "true"], capture_output=True, check=False)
+    if shutil.which("bwrap") is None or probe.returncode != 0:
+        pytest.skip("bwrap cannot make a mount namespace here")
+    run = cyc_run(output, *bwrap, APPBIN_LOG_LEVEL="debug", TMPDIR="/tmp")
+    assert (run.returncode, run.stdout) == (0, "23\n"), run.stderr
+    assert "appbin: debug: memfd or /proc unavailable, using /tmp/appbin-" in run.stderr
+    assert f"appbin: debug: preloaded site-packages/fakecyc.libs/{CYC_B}" in run.stderr
+
+
+def test_excluded_member_of_a_cycle_fails_with_its_name(pack, cyclic_venv, appbin_host):
+    """One library of the cycle left out with --exclude: a packing warning,
+    then one ImportError naming the extension and the missing library."""
+    venv, _, _ = cyclic_venv
+    result, output = pack(venv, "--quiet", "--exclude", f"site-packages/fakecyc.libs/{CYC_B}",
+                          app="fakeapp:app", host=appbin_host)
+    assert result.returncode == 0, result.stderr
+    assert f"needs fakecyc.libs/{CYC_B}, which is excluded" in result.stderr
+    run = cyc_run(output)
+    assert run.returncode == 1, run.stderr
+    assert (f"ImportError: appbin: cannot load the libraries of site-packages/fakecyc/_cyc{EXT}: "
+            f"{CYC_B}: cannot open shared object file") in run.stderr, run.stderr
+
+
+def test_library_with_an_undefined_symbol_is_named(pack, tmp_path, appbin_host):
+    """dlerror names the in-memory path of the library that fails to link; the
+    ImportError says which member that is."""
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    venv = make_venv(tmp_path / "venv", FAKE_APP)
+    site = venv / "lib" / "python3.11" / "site-packages"
+    libs, package = site / "fakeundef.libs", site / "fakeundef"
+    libs.mkdir()
+    package.mkdir()
+    lib = "libundef-9f8e7d6c.so.1"
+    (tmp_path / "u.c").write_text("int appbin_nowhere(void);\n"
+                                  "int cyc_a(int n) { return appbin_nowhere() + n; }\n")
+    (tmp_path / "ext.c").write_text(CYC_EXTENSION_SOURCE.replace('"_cyc"', '"_undef"')
+                                    .replace("PyInit__cyc", "PyInit__undef"))
+    subprocess.run([cc, "-shared", "-fPIC", "-o", libs / lib, tmp_path / "u.c",
+                    f"-Wl,-soname,{lib}"], check=True)
+    subprocess.run([cc, "-shared", "-fPIC", "-o", package / f"_undef{EXT}", tmp_path / "ext.c",
+                    "-I/usr/include/python3.11", f"-L{libs}", f"-l:{lib}",
+                    "-Wl,-rpath,$ORIGIN/../fakeundef.libs"], check=True)
+    result, output = pack(venv, "--quiet", app="fakeapp:app", host=appbin_host)
+    assert result.returncode == 0, result.stderr
+    run = subprocess.run([str(output), "python", "-c", "import fakeundef._undef"],
+                         capture_output=True, text=True, timeout=120, env=clean_env(),
+                         check=False)
+    assert run.returncode == 1, run.stderr
+    last = run.stderr.splitlines()[-1]
+    assert re.fullmatch(
+        rf"ImportError: appbin: cannot load the libraries of site-packages/fakeundef/_undef{EXT}: "
+        rf"(/proc/self/fd/\d+): undefined symbol: appbin_nowhere "
+        rf"\(\1 is site-packages/fakeundef\.libs/{re.escape(lib)}\)", last), last
 
 
 # --- deterministic pyc -------------------------------------------------------------
