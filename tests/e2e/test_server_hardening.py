@@ -810,3 +810,73 @@ def test_crlf_and_lone_lf_heads_pipelined(raw_server):
         assert conn.read_response().body == bodies[0]
         assert conn.read_response().status == 400
     assert "/never-pipe" not in raw_server.get("/seen").json()
+
+
+# ---- review: a supervisor killed with SIGKILL ---------------------------------------------------
+
+
+def _port_free(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _wait_gone(pids, port, timeout):
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(p) for p in pids) or not _port_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_workers_exit_when_the_supervisor_is_killed(appbin):
+    """kill -9 of the supervisor (the OOM killer, a careless operator): its
+    workers used to serve on for ever, holding the port, with nobody to
+    replace or stop them. Each gets SIGTERM from the kernel
+    (PR_SET_PDEATHSIG) and drains like on any SIGTERM: the in-flight request
+    finishes, then the workers exit and the port is free."""
+    server = _workers(appbin, session=True)
+    try:
+        workers = children_of(server.pid)
+        assert len(workers) == 2, workers
+        conn = _in_flight(server, "orphan", 1)
+        os.kill(server.pid, signal.SIGKILL)
+        server.proc.wait(10)
+        assert conn.read_response().body == b"slow done orphan"
+        assert _wait_gone(workers, server.port, 10), (
+            [p for p in workers if pid_alive(p)], server.log()[-3000:])
+        assert server.log().count("Application shutdown complete.") == 2, server.log()[-3000:]
+    finally:
+        _kill_orphans(server)
+
+
+def _kill_orphans(server):
+    try:  # the workers are no longer the supervisor's children: their group
+        os.killpg(server.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    server.kill_group()
+
+
+def test_workers_still_starting_exit_when_the_supervisor_is_killed(appbin):
+    """The supervisor killed while its workers import the app: they finish
+    starting, then stop (the signal waits, blocked, until the runtime can
+    drain)."""
+    server = _workers(appbin, session=True, ready=False)
+    try:
+        _wait_count(server, "Started worker process", 2)
+        workers = children_of(server.pid)
+        os.kill(server.pid, signal.SIGKILL)
+        server.proc.wait(10)
+        assert _wait_gone(workers, server.port, 30), (
+            [p for p in workers if pid_alive(p)], server.log()[-3000:])
+    finally:
+        _kill_orphans(server)
