@@ -30,6 +30,7 @@
 #include "workers.h"
 
 #include "applog.h"
+#include "ops.h"
 #include "serve.h"
 
 #include <errno.h>
@@ -425,6 +426,12 @@ int workers_run(cli_options *opts, int *is_worker) {
   int fd = workers_bind(opts);
   if (fd < 0)
     return 1;
+  if (ops_metrics_listen() != 0) { /* the payload is verified (main) */
+    close(fd);
+    if (opts->uds)
+      unlink(opts->uds);
+    return 1;
+  }
   supervisor sv = {.opts = opts, .n = n, .listen_fd = fd};
   sv.ws = calloc((size_t)n, sizeof(*sv.ws));
   board = board_new(n);
