@@ -514,6 +514,7 @@ static int eager_step(ServerObject *s, RunnerObject *runner) {
 }
 
 void asgi_task_run_eager(ServerObject *s) {
+  s->in_eager = 1;
   while (s->eager_head) {
     RunnerObject *runner = (RunnerObject *)s->eager_head;
     s->eager_head = (PyObject *)runner->next;
@@ -536,6 +537,7 @@ void asgi_task_run_eager(ServerObject *s) {
     }
     Py_DECREF(runner);
   }
+  s->in_eager = 0;
 }
 
 /* ---- starting the application ------------------------------------------------- */
@@ -546,8 +548,13 @@ int asgi_start_app(ServerObject *s, PyObject *scope, PyObject *receive, PyObject
   PyObject *coro = PyObject_Vectorcall(s->app, call_args, 3, NULL);
   PyObject *runner = coro ? runner_new(owner, finish, coro, s->loop) : NULL;
   Py_XDECREF(coro);
-  if (runner && s->in_pump) {
-    eager_enqueue(s, runner); /* its first step runs when uv_run() returns */
+  /* Inside the pump the Runner is queued: its first step runs when uv_run()
+   * returns. So is one started while the queue runs: a pipelined request,
+   * parsed when the one before it finished in its own eager step, runs next
+   * in this loop rather than as a Task a loop iteration later (a Task cost
+   * 10.8k of the 44k instructions a pipelined hello world took). */
+  if (runner && (s->in_pump || s->in_eager)) {
+    eager_enqueue(s, runner);
     return 0;
   }
   /* asyncio.Task(runner, loop=loop, context=<a copy of the server's>), as
