@@ -515,6 +515,9 @@ static int eager_step(ServerObject *s, RunnerObject *runner) {
 
 void asgi_task_run_eager(ServerObject *s) {
   s->in_eager = 1;
+  /* pipelined responses answered in this loop leave in one write each */
+  if (s->http)
+    http_server_hold_output(s->http, true);
   while (s->eager_head) {
     RunnerObject *runner = (RunnerObject *)s->eager_head;
     s->eager_head = (PyObject *)runner->next;
@@ -538,6 +541,8 @@ void asgi_task_run_eager(ServerObject *s) {
     Py_DECREF(runner);
   }
   s->in_eager = 0;
+  if (s->http)
+    http_server_hold_output(s->http, false);
 }
 
 /* ---- starting the application ------------------------------------------------- */
