@@ -522,9 +522,27 @@ static PyObject *importer_create_module(PyObject *self, PyObject *spec) {
 
 static PyObject *call_runtime(const char *func, PyObject *arg1, PyObject *arg2);
 
-/* pkg_resources learns once loaded that our modules' files are files
- * (_appbin_runtime.adopt_pkg_resources). */
-#define PKG_RESOURCES "pkg_resources"
+/* Modules that learn once loaded where the archive is: pkg_resources that
+ * our modules' files are files, sysconfig and site that the stdlib and
+ * site-packages are <app.bin>/stdlib and <app.bin>/site-packages
+ * (_appbin_runtime.adopt_<name>). */
+static const char *const adopted[] = {"pkg_resources", "sysconfig", "site"};
+
+static int adopt_if_named(const modindex_module *m, PyObject *module) {
+  for (size_t i = 0; i < sizeof(adopted) / sizeof(adopted[0]); i++) {
+    size_t len = strlen(adopted[i]);
+    if (m->name_len != len || memcmp(m->name, adopted[i], len) != 0)
+      continue;
+    char func[32];
+    snprintf(func, sizeof(func), "adopt_%s", adopted[i]);
+    PyObject *r = call_runtime(func, module, Py_None);
+    if (!r)
+      return -1;
+    Py_DECREF(r);
+    return 0;
+  }
+  return 0;
+}
 
 static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   (void)self;
@@ -559,13 +577,8 @@ static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   if (!r)
     return NULL;
   Py_DECREF(r);
-  if (m->name_len == sizeof(PKG_RESOURCES) - 1 &&
-      memcmp(m->name, PKG_RESOURCES, m->name_len) == 0) {
-    r = call_runtime("adopt_pkg_resources", module, Py_None);
-    if (!r)
-      return NULL;
-    Py_DECREF(r);
-  }
+  if (adopt_if_named(m, module) != 0)
+    return NULL;
   Py_RETURN_NONE;
 }
 

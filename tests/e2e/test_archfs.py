@@ -883,6 +883,76 @@ def setuptools_app(tmp_path_factory, run_appbin_pack, appbin_host):
     return Path(os.path.realpath(out)), venv
 
 
+# What sysconfig and site say, and what is there: the venv's python answers
+# about the venv (and /usr/lib/python3.11), app.bin's about its archive.
+INSTALL_LAYOUT = """
+import _json, importlib.metadata as md, json, os, site, sys, sysconfig
+import certifi, idna
+paths = sysconfig.get_paths()
+purelib = sysconfig.get_path("purelib")
+def rel(path, base):
+    return os.path.relpath(path, base) if (path + "/").startswith(base + "/") else None
+out = {
+    "keys": sorted(paths),
+    "default scheme in the schemes": sysconfig.get_default_scheme() in sysconfig.get_scheme_names(),
+    "purelib holds idna": os.path.dirname(os.path.dirname(idna.__file__)) == purelib,
+    "platlib": sysconfig.get_path("platlib") == purelib,
+    "stdlib holds json": os.path.dirname(os.path.dirname(json.__file__)) == paths["stdlib"],
+    "DESTSHARED holds _json": (os.path.dirname(_json.__file__)
+                               == sysconfig.get_config_var("DESTSHARED")),
+    "LIBDEST": sysconfig.get_config_var("LIBDEST") == paths["stdlib"],
+    "getsitepackages": purelib in site.getsitepackages(),
+    "getsitepackages()[0]": site.getsitepackages()[0] == purelib,
+    "user site": site.ENABLE_USER_SITE,
+    "listed": sorted(n for n in os.listdir(purelib) if n.startswith(("idna", "certifi"))),
+    "stdlib listed": "os.py" in os.listdir(paths["stdlib"]),
+    "isdirs": [os.path.isdir(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")],
+    # data found the way packages find it through sysconfig and metadata
+    "cacert by purelib": open(os.path.join(purelib, "certifi", "cacert.pem"), "rb").read()
+                         == open(certifi.where(), "rb").read(),
+    "locate_file": rel(str(md.distribution("idna").locate_file("idna/idnadata.py")), purelib),
+    "read located": len(md.distribution("idna").locate_file("idna/idnadata.py").read_bytes()),
+    "metadata": md.distribution("idna").read_text("METADATA").splitlines()[:3],
+    "relative": {k: rel(v, sys.prefix) for k, v in paths.items()},
+}
+print(json.dumps(out))
+"""
+
+
+def test_sysconfig_and_site_name_the_archive(app_bin, test_venv, tmp_path):
+    """sysconfig.get_paths(), get_config_var("LIBDEST"/"DESTSHARED") and
+    site.getsitepackages() name <app.bin>/stdlib and <app.bin>/site-packages,
+    which hold what the venv's directories hold, so code that finds data
+    through them works as in the venv."""
+    script = tmp_path / "layout.py"
+    script.write_text(INSTALL_LAYOUT)
+    venv = subprocess.run([Path(test_venv) / "bin" / "python", script], capture_output=True,
+                          text=True, env=clean_env(), check=True)
+    want = json.loads(venv.stdout)
+    result = python(app_bin, script)
+    assert result.returncode == 0, describe(result)
+    got = json.loads(result.stdout)
+    relative = got.pop("relative")
+    assert relative == {"stdlib": "stdlib", "platstdlib": "stdlib", "purelib": "site-packages",
+                        "platlib": "site-packages", "include": "include/python3.11",
+                        "platinclude": "include/python3.11", "scripts": "bin", "data": "."}
+    want.pop("relative")
+    assert got == want
+    assert got["user site"] is False and all(got["isdirs"])
+    assert all(v is True for k, v in got.items() if k not in (
+        "keys", "listed", "locate_file", "read located", "metadata", "user site", "isdirs")), got
+    # sysconfig's other schemes, and site for other prefixes, are untouched
+    code = """
+    import json, site, sys, sysconfig
+    print(json.dumps([sysconfig.get_paths("posix_prefix")["purelib"],
+                      site.getsitepackages(["/usr"]), sysconfig.get_preferred_scheme("user")]))
+    """
+    assert run_json(app_bin, code) == [
+        f"{app_bin}/lib/python3.11/site-packages",
+        ["/usr/local/lib/python3.11/dist-packages", "/usr/lib/python3/dist-packages",
+         "/usr/lib/python3.11/dist-packages"], "posix_user"]
+
+
 def test_pkg_resources_reads_archive_files(setuptools_app):
     """pkg_resources over archive packages: the file-system provider (as for
     packages on disk, not the read-only NullProvider) and a working set built
