@@ -284,6 +284,43 @@ def test_every_write_fails_and_changes_nothing(app_bin, tmp_path):
     assert tmp_file.read_text() == "outside" and not (tmp_path / "moved").exists()
 
 
+def _unshare_works():
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def test_c_calls_answer_as_a_read_only_mount(app_bin, test_venv, tmp_path):
+    """libc's open/openat/creat/fopen, mkdir, rmdir, unlink, rename,
+    renameat2, link, symlink, chmod, chown, truncate, utime(s), utimensat,
+    mknod, mkfifo, xattrs, access, stat, chdir, statfs/fstatfs and
+    statvfs/fstatvfs called from C (ctypes) on archive paths answer exactly
+    as the kernel does for the same files on a read-only bind mount (EROFS,
+    EEXIST, EISDIR, ENOTDIR, ENOENT in the kernel's order; ST_RDONLY), but
+    for reading a directory's descriptor (EBADF where the kernel says
+    EISDIR: the descriptor is an O_PATH stand-in, see README)."""
+    if not _unshare_works():
+        pytest.skip("unshare -rm (a user and mount namespace) is not permitted here")
+    script = FIXTURES / "archfs_ro_calls.py"
+    data = tmp_path / "data"
+    shutil.copytree(site(test_venv) / "appbin_testpkg" / "data", data)
+    mount = (f"mount --bind {data} {data} && mount -o remount,bind,ro {data} && "
+             f"exec /usr/bin/python3.11 {script} {data}")
+    kernel = subprocess.run(["unshare", "-rm", "sh", "-c", mount], capture_output=True,
+                            text=True, env=clean_env(), timeout=120)
+    assert kernel.returncode == 0, describe(kernel)
+    want = json.loads(kernel.stdout)
+    result = python(app_bin, script, f"{app_bin}/{PKG}/data")
+    assert result.returncode == 0, describe(result)
+    got = json.loads(result.stdout)
+    assert want["statfs ST_RDONLY"] is True and want["open w"] == "EROFS"  # it was read-only
+    assert want.pop("fopen dir + fgetc") == "EISDIR" and got.pop("fopen dir + fgetc") == "EBADF"
+    assert {k: v for k, v in got.items() if v != want.get(k)} == {}, got
+    assert got == want
+
+
 def test_missing_and_not_a_directory(app_bin):
     code = f"""
     import errno, json, os, sys
