@@ -499,14 +499,19 @@ static int open_placeholder(const archfs_node *n, int flags) {
 static int open_member(const archfs_node *n, int flags) {
   zipindex_entry *e = &g.zi->entries[n->index];
   int saved = errno; /* the read and the memfd's making leave theirs */
-  char err[512] = "";
+  char err[1536] = "";
   int fd = extload_data_fd(e->name, (size_t)e->size, fill_member, e, flags & O_CLOEXEC, err,
                            sizeof(err));
   if (fd < 0) {
+    /* Out of descriptors or memory: what open() says anyway. Anything else
+     * (a damaged member, no memfd and nowhere to write) gets one line. */
     int saved = errno;
-    if (saved == EIO) {
-      char line[640];
-      int len = snprintf(line, sizeof(line), "app.bin: error: %s\n", err);
+    if (saved != EMFILE && saved != ENFILE && saved != ENOMEM) {
+      char line[2048];
+      int len = saved == EIO
+                    ? snprintf(line, sizeof(line), "app.bin: error: %s\n", err)
+                    : snprintf(line, sizeof(line), "app.bin: error: cannot open %s/%s: %s\n",
+                               g.root, e->name, err);
       if (len > 0)
         (void)!write(2, line, (size_t)len < sizeof(line) ? (size_t)len : sizeof(line) - 1);
     }
@@ -1832,16 +1837,20 @@ static void unmount_at_exit(void) { g.mounted = 0; }
 static void fork_prepare(void) {
   pthread_mutex_lock(&code_lock);
   pthread_mutex_lock(&g.zi->dctx_lock);
+  extload_fork_prepare(); /* last: held alone or inside code_lock, never waiting for one */
 }
 
 static void fork_done(void) {
+  extload_fork_parent();
   pthread_mutex_unlock(&g.zi->dctx_lock);
   pthread_mutex_unlock(&code_lock);
 }
 
 static void fork_child(void) {
   __atomic_store_n(&owner_pid, getpid(), __ATOMIC_RELAXED);
-  fork_done();
+  extload_fork_child();
+  pthread_mutex_unlock(&g.zi->dctx_lock);
+  pthread_mutex_unlock(&code_lock);
 }
 
 #define ARCHFS_RESOLVE(name) (void)real_fn(&next_##name, #name);

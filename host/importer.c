@@ -134,7 +134,7 @@ static PyObject *native_path(const zipindex_entry *e) {
   }
   /* archfs keeps one in-memory copy per member, shared with dlopen() of
    * the member's archive path (ctypes.CDLL), so neither loads it twice. */
-  char buf[4096], err[512];
+  char buf[4096], err[1536];
   int rc;
   Py_BEGIN_ALLOW_THREADS rc = archfs_code_path(e, buf, sizeof(buf), err, sizeof(err));
   Py_END_ALLOW_THREADS if (rc != 0) {
@@ -280,7 +280,7 @@ static int preload_libraries(const zipindex_entry *ext) {
                  strerror(errno));
     goto done;
   }
-  char stub_path[4096], err[512];
+  char stub_path[4096], err[1536];
   if (extload_write("appbin-preload-stub", stub, stub_len, stub_path, sizeof(stub_path), err,
                     sizeof(err)) != 0) {
     PyErr_Format(PyExc_ImportError, "appbin: %s", err);

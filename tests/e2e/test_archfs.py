@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from hostutil import app_bin_fixture, clean_env, describe, python, python_c, read_trailer
+from hostutil import app_bin_fixture, clean_env, describe, python, python_c, read_trailer, run
 
 app_bin = pytest.fixture(scope="session")(app_bin_fixture)
 
@@ -838,35 +838,53 @@ def test_subprocess_leaves_the_parents_view_alone(app_bin, tmp_path):
     assert got["after archive cwd="] == want
 
 
-def test_fork_while_threads_read(app_bin):
-    """fork() while other threads are reading members: the child must not
-    inherit the archive's read lock held (it would hang on its first read)."""
-    code = """
-    import os, sys, threading
+NO_MEMFD = FIXTURES / "no_memfd.py"
+
+
+@pytest.mark.parametrize("memfd", ["memfd", "no memfd"])
+def test_fork_while_threads_read(app_bin, test_venv, memfd, tmp_path):
+    """fork() while other threads open members (and ctypes loads a library
+    by its archive path): the child must not inherit any of archfs's locks
+    held (the zstd context's, the code copies', the private directory's
+    where memfd is missing), or it hangs on its first open."""
+    so = next((site(test_venv) / "orjson").glob("orjson*.so")).name
+    code = f"""
+    import ctypes, os, sys, threading
     path = sys.executable + "/site-packages/certifi/cacert.pem"
+    lib = sys.executable + "/site-packages/orjson/{so}"
     stop = False
     def reader():
         while not stop:
             open(path, "rb").read()
-    threads = [threading.Thread(target=reader) for _ in range(4)]
+    def loader():
+        while not stop:
+            ctypes.CDLL(lib)
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    threads.append(threading.Thread(target=loader))
     for t in threads:
         t.start()
     statuses = set()
     for _ in range(40):
         pid = os.fork()
         if pid == 0:
-            os._exit(0 if open(path, "rb").read() else 1)
+            ok = open(path, "rb").read() and os.listdir(os.path.dirname(path)) and ctypes.CDLL(lib)
+            os._exit(0 if ok else 1)
         statuses.add(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
     stop = True
     for t in threads:
         t.join()
-    print(sorted(statuses))
+    fd = os.open(path, os.O_RDONLY)
+    print(sorted(statuses), os.readlink("/proc/self/fd/%d" % fd).startswith("/memfd:"))
     """
+    argv = [app_bin, "python", "-W", "ignore", "-c", textwrap.dedent(code)]
+    if memfd == "no memfd":
+        argv = [sys.executable, NO_MEMFD, "ENOSYS", *argv]
     # A hang is the failure; the limit leaves room for a loaded machine and
     # the ASan host's slow forks (the unfixed host hung within a few forks).
-    result = python(app_bin, "-W", "ignore", "-c", textwrap.dedent(code), timeout=240)
+    result = run(argv, env=clean_env(TMPDIR=tmp_path), timeout=240)
     assert result.returncode == 0, describe(result)
-    assert result.stdout.strip() == "[0]"
+    assert result.stdout.split() == ["[0]", str(memfd == "memfd")], describe(result)
+    assert os.listdir(tmp_path) == []  # the private directory went at exit
 
 
 # ---- Python's users of paths ------------------------------------------------------------
@@ -1282,3 +1300,87 @@ def test_no_memfd_falls_back_to_a_private_directory(app_bin, tmp_path):
     assert got[1] and got[2], got
     assert len(got[3]) == 1 and got[3][0].startswith("appbin-")  # the private dir,
     assert got[4] == [[]]  # holding nothing
+
+
+def test_without_memfd_from_the_start(app_bin, test_venv, tmp_path):
+    """memfd_create refused from exec on (ENOSYS, as under a seccomp profile
+    or an old kernel): extension modules and archive files come from the
+    private directory under $TMPDIR, like extension loading; a fork() child
+    that exits normally (atexit handlers run) leaves the directory to its
+    parent, which goes on opening files and loading libraries; the
+    directory is gone once the parent exits."""
+    so = next((site(test_venv) / "pydantic_core").glob("_pydantic_core*.so")).name
+    code = f"""
+    import json, os, sys
+    import orjson  # an extension module, before any fork
+    path = sys.executable + "/{PKG}/data/hello.txt"
+    with open(path) as f:
+        first = [f.read(), os.readlink("/proc/self/fd/%d" % f.fileno())]
+    pid = os.fork()
+    if pid == 0:
+        open(path).read()
+        sys.exit(0)  # atexit handlers run in the child
+    child = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    import pydantic_core  # a library loaded after the child's exit
+    with open(path) as f:
+        again = f.read()
+    print(json.dumps([first, child, again, orjson.dumps([1]).decode(),
+                      pydantic_core.__file__.endswith("/__init__.py"), os.listdir({str(tmp_path)!r})]))
+    """
+    result = run([sys.executable, NO_MEMFD, "ENOSYS", app_bin, "python", "-c",
+                  textwrap.dedent(code)], env=clean_env(TMPDIR=tmp_path))
+    assert result.returncode == 0, describe(result)
+    first, child, again, dumped, pydantic_ok, listed = json.loads(result.stdout)
+    hello = (FIXTURES / "appbin_testpkg/appbin_testpkg/data/hello.txt").read_text()
+    assert first[0] == hello and first[1].startswith(str(tmp_path) + "/appbin-"), first
+    assert first[1].endswith("(deleted)"), first
+    assert (child, again, dumped, pydantic_ok) == (0, hello, "[1]", True)
+    assert len(listed) == 1 and listed[0].startswith("appbin-"), listed
+    assert os.listdir(tmp_path) == [], "the private directory outlived app.bin"
+    assert result.stderr == "", describe(result)
+
+
+@pytest.mark.parametrize("err", ["ENOSYS", "EPERM"])
+def test_no_memfd_and_nowhere_to_write_is_one_clear_line(app_bin, tmp_path, err):
+    """No memfd (a seccomp filter) and every temporary directory read-only
+    (a user and mount namespace): opening an archive file fails with
+    memfd_create's errno and one line naming the file and both reasons;
+    listing and stat still work, pure-Python imports too, and an extension
+    module's ImportError says the same. Never a crash or an empty file."""
+    if not _unshare_works():
+        pytest.skip("unshare -rm (a user and mount namespace) is not permitted here")
+    code = f"""
+    import errno, os, sys
+    path = sys.executable + "/site-packages/certifi/cacert.pem"
+    try:
+        open(path, "rb")
+        print("opened")
+    except OSError as exc:
+        print(errno.errorcode[exc.errno])
+    print(os.path.getsize(path) > 100000, "cacert.pem" in os.listdir(os.path.dirname(path)))
+    import json
+    print(json.dumps([1]))
+    try:
+        import _json
+        print("imported")
+    except ImportError as exc:
+        print(str(exc).replace(sys.executable, "APP"))
+    """
+    ro = "; ".join(f"mount --bind {d} {d} && mount -o remount,bind,ro {d}"
+                   for d in ("/tmp", "/dev/shm", "/var/tmp"))
+    script = tmp_path / "code.py"
+    script.write_text(textwrap.dedent(code))
+    shell = (f"{ro}; exec {sys.executable} {NO_MEMFD} {err} {app_bin} python {script}")
+    result = run(["unshare", "-rm", "sh", "-c", shell], env=clean_env(TMPDIR=None))
+    assert result.returncode == 0, describe(result)
+    why = (f"memfd_create failed: {os.strerror(getattr(errno, err))} ({err}), and no writable "
+           "temporary directory was found (/tmp: Read-only file system (EROFS), /dev/shm: "
+           "Read-only file system (EROFS), /var/tmp: Read-only file system (EROFS)); set TMPDIR "
+           "to a writable directory or mount a tmpfs on /tmp")
+    lines = result.stdout.splitlines()
+    assert lines[:3] == [err, "True True", "[1]"], describe(result)
+    assert lines[3] == "appbin: cannot load the native code of stdlib/lib-dynload/" \
+        + lines[3].split("stdlib/lib-dynload/")[1].split(":")[0] + ": " + why, describe(result)
+    assert result.stderr.splitlines() == [
+        f"app.bin: error: cannot open {app_bin}/site-packages/certifi/cacert.pem: {why}"], \
+        describe(result)
