@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #ifndef MFD_EXEC
@@ -26,6 +27,7 @@ static int data_memfd_state; /* data: 0 usable so far, -1 unusable (atomic) */
 static int memfd_errno;      /* why memfd_create failed (0: /proc is what is missing) */
 static char *private_dir;
 static pid_t private_dir_owner; /* the process that made it (and removes it at exit) */
+static int private_dir_noexec;  /* on a file system mounted noexec */
 static unsigned private_seq;
 /* Guards private_dir and private_seq: data files are made from any thread.
  * Held across fork() (extload_fork_*), so a child never inherits it held. */
@@ -105,38 +107,50 @@ static const char *why_no_memfd(char *buf, size_t len) {
 }
 
 /* Makes the private directory, or says in err (one line) why none could be
- * made, with errno set to memfd_create's error (EACCES if memfd worked). */
+ * made, with errno set to memfd_create's error (EACCES if memfd worked).
+ * Directories on a file system mounted noexec (Docker's /dev/shm and
+ * --tmpfs mounts) are tried last: data can be read from them, but the
+ * dynamic loader cannot map code from them. */
 static int private_dir_create(char *err, size_t errlen) {
   static int registered;
   const char *candidates[] = {getenv("TMPDIR"), "/tmp", "/dev/shm", "/var/tmp"};
+  enum { N = sizeof(candidates) / sizeof(candidates[0]) };
   char tried[1024] = "", why[192], text[128];
   size_t used = 0;
-  int last = EACCES;
-  for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
-    if (!candidates[i] || !*candidates[i])
-      continue;
-    char tmpl[4096];
-    snprintf(tmpl, sizeof(tmpl), "%s/appbin-XXXXXX", candidates[i]);
-    if (mkdtemp(tmpl)) { /* mkdtemp creates it 0700 */
-      private_dir = strdup(tmpl);
-      if (!private_dir) {
-        rmdir(tmpl);
-        last = ENOMEM;
-        break;
+  int last = EACCES, noexec[N];
+  for (size_t i = 0; i < N; i++) {
+    struct statvfs sv;
+    noexec[i] = candidates[i] && statvfs(candidates[i], &sv) == 0 && (sv.f_flag & ST_NOEXEC);
+  }
+  for (int pass = 0; pass < 2; pass++) {
+    for (size_t i = 0; i < N; i++) {
+      if (!candidates[i] || !*candidates[i] || noexec[i] != pass)
+        continue;
+      char tmpl[4096];
+      snprintf(tmpl, sizeof(tmpl), "%s/appbin-XXXXXX", candidates[i]);
+      if (mkdtemp(tmpl)) { /* mkdtemp creates it 0700 */
+        private_dir = strdup(tmpl);
+        if (!private_dir) {
+          rmdir(tmpl);
+          snprintf(err, errlen, "out of memory");
+          errno = ENOMEM;
+          return -1;
+        }
+        private_dir_noexec = noexec[i];
+        private_dir_owner = getpid();
+        if (!registered)
+          registered = atexit(private_dir_cleanup) == 0;
+        if (extload_debug)
+          fprintf(stderr, "appbin: debug: %s: using %s%s\n", why_no_memfd(why, sizeof(why)),
+                  private_dir, noexec[i] ? " (noexec: no code can load from it)" : "");
+        return 0;
       }
-      private_dir_owner = getpid();
-      if (!registered)
-        registered = atexit(private_dir_cleanup) == 0;
-      if (extload_debug)
-        fprintf(stderr, "appbin: debug: %s: using %s\n", why_no_memfd(why, sizeof(why)),
-                private_dir);
-      return 0;
+      last = errno;
+      int n = snprintf(tried + used, sizeof(tried) - used, "%s%s: %s", used ? ", " : "",
+                       candidates[i], errno_text(last, text, sizeof(text)));
+      if (n > 0 && (size_t)n < sizeof(tried) - used)
+        used += (size_t)n;
     }
-    last = errno;
-    int n = snprintf(tried + used, sizeof(tried) - used, "%s%s: %s", used ? ", " : "",
-                     candidates[i], errno_text(last, text, sizeof(text)));
-    if (n > 0 && (size_t)n < sizeof(tried) - used)
-      used += (size_t)n;
   }
   snprintf(err, errlen,
            "%s, and no writable temporary directory was found (%s); set TMPDIR to a writable "
@@ -147,14 +161,26 @@ static int private_dir_create(char *err, size_t errlen) {
   return -1;
 }
 
-/* A new file of the private directory, open for writing, its path in path. */
-static int private_file_create(const char *name, char *path, size_t pathlen, char *err,
+/* A new file of the private directory, open for writing, its path in path;
+ * `code`: one the dynamic loader will map. */
+static int private_file_create(const char *name, int code, char *path, size_t pathlen, char *err,
                                size_t errlen) {
   pthread_mutex_lock(&private_lock);
   if (!private_dir && private_dir_create(err, errlen) != 0) {
     int saved = errno;
     pthread_mutex_unlock(&private_lock);
     errno = saved;
+    return -1;
+  }
+  if (code && private_dir_noexec) {
+    char why[192];
+    snprintf(err, errlen,
+             "%s, and the only writable temporary directory, %s, is on a file system mounted "
+             "noexec, where code cannot be mapped; set TMPDIR to a writable directory mounted "
+             "exec, or mount one on /tmp (docker run --tmpfs /tmp:exec)",
+             why_no_memfd(why, sizeof(why)), private_dir);
+    pthread_mutex_unlock(&private_lock);
+    errno = EACCES;
     return -1;
   }
   /* A fresh name per file: the loader must never see one path twice, and a
@@ -170,7 +196,7 @@ static int private_file_create(const char *name, char *path, size_t pathlen, cha
 
 static int private_file_write(const char *name, const void *data, size_t len, char *path,
                               size_t pathlen, char *err, size_t errlen) {
-  int fd = private_file_create(name, path, pathlen, err, errlen);
+  int fd = private_file_create(name, 1, path, pathlen, err, errlen);
   if (fd < 0)
     return -1;
   if (write_all(fd, data, len) != 0) {
@@ -306,7 +332,7 @@ static int data_private_file(const char *name, size_t len, extload_fill_fn fill,
   int ro = -1, saved = 0;
   char path[4096];
   int fd = fill(buf, ctx, err, errlen) == 0
-               ? private_file_create(name, path, sizeof(path), err, errlen)
+               ? private_file_create(name, 0, path, sizeof(path), err, errlen)
                : -1;
   saved = errno;
   if (fd >= 0) {

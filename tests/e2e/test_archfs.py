@@ -1384,3 +1384,46 @@ def test_no_memfd_and_nowhere_to_write_is_one_clear_line(app_bin, tmp_path, err)
     assert result.stderr.splitlines() == [
         f"app.bin: error: cannot open {app_bin}/site-packages/certifi/cacert.pem: {why}"], \
         describe(result)
+
+
+def test_no_memfd_prefers_a_directory_code_can_load_from(app_bin, tmp_path):
+    """Without memfd, the private directory goes on a file system where code
+    can be mapped (not one mounted noexec, like Docker's /dev/shm and
+    --tmpfs mounts) when there is one; when the only writable one is
+    noexec, archive files still open from it and an extension module's
+    ImportError says why it cannot load."""
+    if not _unshare_works():
+        pytest.skip("unshare -rm (a user and mount namespace) is not permitted here")
+    code = tmp_path / "code.py"
+    code.write_text(textwrap.dedent("""
+    import os, sys
+    f = open(sys.executable + "/site-packages/certifi/cacert.pem")
+    print(os.readlink("/proc/self/fd/%d" % f.fileno()).split("/appbin-")[0])
+    try:
+        import _json
+        print("loaded")
+    except ImportError as exc:
+        print(exc)
+    """))
+    shutil.copy2(app_bin, tmp_path / "app.bin")  # /tmp is hidden below
+    ro = "mount --bind {0} {0} && mount -o remount,bind,ro {0}"
+    # /mnt sees the test's files once a tmpfs hides /tmp
+    common = f"mount --bind {tmp_path} /mnt && mount -t tmpfs -o noexec tmpfs /tmp && "
+    run_it = f"exec /usr/bin/python3.11 {NO_MEMFD} ENOSYS /mnt/app.bin python /mnt/code.py"
+    # TMPDIR is noexec, /var/tmp is not: the directory goes on /var/tmp
+    exec_ok = run(["unshare", "-rm", "sh", "-c", common + "mount -t tmpfs tmpfs /var/tmp && "
+                   + ro.format("/dev/shm") + " && " + run_it], env=clean_env(TMPDIR="/tmp"),
+                  cwd="/")
+    assert exec_ok.returncode == 0, describe(exec_ok)
+    assert exec_ok.stdout.splitlines() == ["/var/tmp", "loaded"], describe(exec_ok)
+    # only the noexec /tmp is writable
+    noexec = run(["unshare", "-rm", "sh", "-c", common + ro.format("/var/tmp") + " && "
+                  + ro.format("/dev/shm") + " && " + run_it], env=clean_env(TMPDIR=None), cwd="/")
+    assert noexec.returncode == 0, describe(noexec)
+    lines = noexec.stdout.splitlines()
+    assert lines[0] == "/tmp", describe(noexec)
+    assert lines[1].startswith("appbin: cannot load the native code of stdlib/lib-dynload/_json."), \
+        describe(noexec)
+    assert lines[1].endswith(", is on a file system mounted noexec, where code cannot be mapped; "
+                             "set TMPDIR to a writable directory mounted exec, or mount one on "
+                             "/tmp (docker run --tmpfs /tmp:exec)"), describe(noexec)
