@@ -149,6 +149,7 @@ int main(int argc, char **argv) {
       return 1;
     }
     zipindex_on_damage(&zi, on_damage);
+    zipindex_release_verified_pages(&zi); /* p.archive is a file's mapping */
     if (read_manifest(&zi, &mf, err, sizeof(err)) != 0) {
       fprintf(stderr, "%s: error: %s: %s\n", prog, exe, err);
       return 1;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -545,6 +546,20 @@ static int offset_cmp(const void *a, const void *b) {
   return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
+void zipindex_release_verified_pages(zipindex *zi) { zi->release_verified = 1; }
+
+/* A pass gives its pages back in steps of this many bytes. */
+#define RELEASE_STEP ((uint64_t)4 << 20)
+
+/* Drops the whole pages of archive bytes [from, to) from the process. */
+static void release_pages(const zipindex *zi, uint64_t from, uint64_t to) {
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t a = ((uintptr_t)(zi->data + from) + page - 1) & ~(page - 1);
+  uintptr_t b = (uintptr_t)(zi->data + to) & ~(page - 1);
+  if (b > a)
+    (void)madvise((void *)a, b - a, MADV_DONTNEED); /* advice: failing changes nothing */
+}
+
 /* Checks every member not checked yet, in archive order (appbin-pack puts
  * what start-up reads first), and that the records follow one another from
  * the archive's start to the index, so that no byte escapes every digest.
@@ -561,9 +576,13 @@ static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
   for (size_t i = 0; i < zi->count; i++)
     order[i] = (by_offset){zi->entries[i].offset, i};
   qsort(order, zi->count, sizeof(*order), offset_cmp);
-  uint64_t at = 0;
+  uint64_t at = 0, released = 0;
   int rc = 0;
   for (size_t k = 0; k < zi->count && (rc == 0 || quiet); k++) {
+    if (zi->release_verified && at - released >= RELEASE_STEP) {
+      release_pages(zi, released, at);
+      released = at;
+    }
     const zipindex_entry *e = &zi->entries[order[k].entry];
     record r = {0, 0};
     int bad = 0;
@@ -578,6 +597,8 @@ static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
     at = r.end ? r.end : e->offset; /* past a bad header: the next record's start */
   }
   free(order);
+  if (zi->release_verified)
+    release_pages(zi, released, at);
   if (rc == 0 && at != zi->index_offset)
     rc = DAMAGED(zi, quiet, err, errlen,
                  "archive is damaged: the bytes at offset %llu belong to no member",

@@ -84,6 +84,7 @@ typedef struct zipindex {
   char verifier_err[512];
   unsigned start_after;    /* zipindex_verify_start_after(); 0: never */
   atomic_uint first_reads; /* members readers checked themselves */
+  int release_verified;    /* zipindex_release_verified_pages() */
 } zipindex;
 
 /* Opens the zip archive held in `data` (not copied: must outlive the index),
@@ -104,6 +105,14 @@ int zipindex_open_verified(zipindex *zi, const void *data, size_t len,
 
 /* Sets the handler called on damage (NULL: the call fails instead). */
 void zipindex_on_damage(zipindex *zi, zipindex_damage_fn fn);
+
+/* Says that `data` is a read-only mapping of a file: a pass over the whole
+ * archive (zipindex_verify_all and the verifier thread) then gives back the
+ * pages it hashed every few MiB (MADV_DONTNEED), so that checking a large
+ * archive does not leave all of it resident in the process; a reader
+ * faults back in, from the page cache, what it uses. Never for memory of
+ * any other kind (its bytes would be lost). */
+void zipindex_release_verified_pages(zipindex *zi);
 
 /* Joins a verifier thread still running, then frees everything. */
 void zipindex_close(zipindex *zi);
