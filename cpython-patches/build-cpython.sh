@@ -29,7 +29,7 @@ minor=${1:-}
 case "$minor" in
   3.13) pkg=python3.13 debver=3.13.5-2+deb13u5 suite=trixie
         dsc_sha=4be84e20fb902354fa86955e2fbea6e8bdbd158f54833423488308a9b3532662 ;;
-  3.14) pkg=python3.14 debver=3.14.10-1 suite=forky
+  3.14) pkg=python3.14 debver=3.14.10-1 suite=sid
         dsc_sha=f43aca95f4d225c20dc56fb202306bcb1774afcf62d8b4fb6d8ba33a27c4c029 ;;
   *) echo "usage: $0 3.13|3.14" >&2; exit 2 ;;
 esac
@@ -67,7 +67,7 @@ key=$( {
   echo "$pkg $debver $dsc_sha"
   printf '%s\n' "${debian_skip[@]}"
   for p in "${ours[@]}"; do echo "${p#"$here"/}"; sha256sum <"$p"; done
-  sha256sum <"${BASH_SOURCE[0]}"
+  grep -v '^[[:space:]]*#' "${BASH_SOURCE[0]}" | sha256sum # comments do not count
   echo "${configure_flags[*]} | $cflags_nodist | $ldflags_nodist"
 } | sha256sum | cut -c1-12)
 name="$upver-$key"
@@ -133,16 +133,19 @@ EOF
   (cd "$cache/src" && run timeout 900 apt-get source --download-only "${aptopts[@]}" "$pkg=$debver") || true
   if ! have_dsc; then
     # apt did not find it: the pool directly (the version pinned may be gone from the
-    # index but still in the pool), then snapshot.debian.org.
+    # index but still in the pool).
     pool="pool/main/p/$pkg"
-    for base in http://deb.debian.org/debian "https://snapshot.debian.org/archive/debian/now"; do
-      say "trying $base/$pool/$dsc"
-      if run curl -fsSL --connect-timeout 20 --max-time 60 -o "$cache/src/$dsc.part" "$base/$pool/$dsc" &&
+    # APPBIN_CPYTHON_SOURCE_URL: a directory (http(s):// or file://) holding the .dsc
+    # and its files, for machines that reach no Debian mirror with them.
+    bases=(${APPBIN_CPYTHON_SOURCE_URL:+"$APPBIN_CPYTHON_SOURCE_URL"} "http://deb.debian.org/debian/$pool")
+    for base in "${bases[@]}"; do
+      say "trying $base/$dsc"
+      if run curl -fsSL --connect-timeout 20 --max-time 60 -o "$cache/src/$dsc.part" "$base/$dsc" &&
         [ "$(sha256sum <"$cache/src/$dsc.part" | cut -d' ' -f1)" = "$dsc_sha" ]; then
         ok=1
         for f in $(awk '/^Checksums-Sha256:/{s=1;next} /^[^ ]/{s=0} s{print $3}' "$cache/src/$dsc.part"); do
           [ -f "$cache/src/$f" ] && continue
-          run curl -fsSL --connect-timeout 20 --max-time 900 -o "$cache/src/$f.part" "$base/$pool/$f" &&
+          run curl -fsSL --connect-timeout 20 --max-time 900 -o "$cache/src/$f.part" "$base/$f" &&
             mv "$cache/src/$f.part" "$cache/src/$f" || { ok=0; break; }
         done
         [ $ok = 1 ] && mv "$cache/src/$dsc.part" "$cache/src/$dsc" && break
@@ -150,7 +153,7 @@ EOF
     done
   fi
   if ! have_dsc; then
-    echo "build-cpython $minor: FAILED at step 'fetch-source': $dsc (sha256 $dsc_sha) is not downloadable from deb-src ($suite) nor the pool; log: $log" >&2
+    echo "build-cpython $minor: FAILED at step 'fetch-source': $dsc (sha256 $dsc_sha) is not downloadable from deb-src ($suite), the pool or \$APPBIN_CPYTHON_SOURCE_URL; log: $log" >&2
     exit 1
   fi
 fi
@@ -210,6 +213,11 @@ step=install
 rm -rf "$prefix"
 (cd "$src" && run nice make install)
 py="$prefix/bin/python$minor"
+# -O3 -g objects: drop the debug info as Debian's packages do (lib-dynload is packed
+# into every app.bin; the host strips itself).
+step=strip
+run strip --strip-unneeded "$py" "$prefix"/lib/python"$minor"/lib-dynload/*.so
+run strip --strip-debug "$prefix"/lib/python"$minor"/config-"$minor"-*/libpython"$minor".a
 
 step=verify
 run "$py" -c "
