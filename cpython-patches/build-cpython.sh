@@ -43,8 +43,11 @@ configure_flags=(
   --with-computed-gotos --with-system-expat --with-system-libmpdec=no
   --with-ssl-default-suites=openssl --with-ensurepip=install --disable-test-modules
 )
-cflags_nodist="-fno-PIE"
-ldflags_nodist="-no-pie"
+# dpkg's specs (as Debian's static build, hardening=-pie): -fno-PIE/-no-pie except
+# where -fPIC/-shared is given (a plain -no-pie would turn every -shared link into an
+# executable's).
+cflags_nodist="-specs=/usr/share/dpkg/no-pie-compile.specs"
+ldflags_nodist="-specs=/usr/share/dpkg/no-pie-link.specs"
 if [ "${APPBIN_CPYTHON_PGO:-0}" = 1 ]; then configure_flags+=(--enable-optimizations); fi
 
 # Debian patches not applied (see README.md for why each).
