@@ -79,7 +79,10 @@ def select(args, argv):
         return
     hosts = build_hosts(args.build_dir)
     if args.host:
-        tag = ".".join(host_python_version(args.host).split(".")[:2])
+        try:
+            tag = ".".join(host_python_version(args.host).split(".")[:2])
+        except PackError:
+            return  # check_host() says what is wrong with it
         chosen = hosts.get(tag)
     else:
         tag = _venv_tag(args.venv) or PYTHON_TAG
