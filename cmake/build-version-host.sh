@@ -15,6 +15,13 @@ if [ ! -x "$python" ]; then
   echo "build-version-host: cpython-patches/build-cpython.sh $version gave no $python" >&2
   exit 1
 fi
+# The packer compresses with zstandard (Debian's python3-zstandard for 3.11):
+# installed once into this python's own site-packages (never packed: the
+# packer leaves the stdlib's site-packages out).
+if ! "$python" -I -c "import zstandard" 2>/dev/null; then
+  "$python" -I -m pip install -q --disable-pip-version-check --no-warn-script-location \
+    "zstandard==0.25.0" >&2
+fi
 cmake -S "$top" -B "$dir" -G Ninja -DAPPBIN_PYTHON="$python" -DAPPBIN_HOST_ONLY=ON \
   -DCMAKE_BUILD_TYPE="$type" -DAPPBIN_SANITIZE="$sanitize" -DAPPBIN_PYTHON_VERSIONS= >/dev/null
 cmake --build "$dir"

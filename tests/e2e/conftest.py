@@ -98,6 +98,11 @@ def build_pip_venv(target, requirements, local_dirs):
         for local in local_dirs:
             copy = Path(scratch, Path(local).name)
             shutil.copytree(local, copy, ignore=_BUILD_LEFTOVERS)
+            # data-files aimed at the venv's site-packages name the 3.11 one
+            pyproject = copy / "pyproject.toml"
+            if PY_TAG != "3.11" and pyproject.exists():
+                pyproject.write_text(pyproject.read_text(encoding="utf-8").replace(
+                    '"lib/python3.11/', f'"lib/python{PY_TAG}/'), encoding="utf-8")
             copies.append(str(copy))
         _run([str(target / "bin" / "python"), "-m", "pip", "install", "--quiet",
               "--disable-pip-version-check", *requirements, *copies])

@@ -41,8 +41,7 @@ import httpx
 import pytest
 
 from conftest import FIXTURES, PYTHON, _cached_build, _run
-from hostutil import PY_STDLIB, PY_TAG
-from hostutil import clean_env
+from hostutil import PY_STDLIB, PY_TAG, clean_env
 from server_fixtures import AppBinFactory
 
 REAL = FIXTURES / "real-packages"
