@@ -83,6 +83,7 @@ typedef struct zipindex {
   int verifier_rc;
   char verifier_err[512];
   unsigned start_after;    /* zipindex_verify_start_after(); 0: never */
+  int release_behind;      /* zipindex_release_behind(): data is a read-only file mapping */
   atomic_uint first_reads; /* members readers checked themselves */
 } zipindex;
 
@@ -143,6 +144,20 @@ int zipindex_verify_start(zipindex *zi);
  * one core while another is free. It reports no damage (the reader of a
  * damaged member does) and needs no waiting for. */
 void zipindex_verify_start_after(zipindex *zi, unsigned reads);
+
+/* Declares that the archive's bytes are a read-only mapping of a file
+ * (never anonymous or heap memory): the verification then drops the pages it
+ * has hashed from the process's resident set as it goes (madvise
+ * MADV_DONTNEED; they stay in the page cache and fault back in, with the
+ * same bytes, when read again), so that checking the whole archive does not
+ * leave it all resident. */
+void zipindex_release_behind(zipindex *zi);
+
+/* Under zipindex_release_behind(), drops the pages of a member's record
+ * (whole pages, the ones it shares with its neighbours included) from the
+ * resident set: for a caller done with the bytes zipindex_stored_data gave
+ * (zipindex_read does it itself). Otherwise does nothing. */
+void zipindex_release(const zipindex *zi, const zipindex_entry *e);
 
 /* Waits for the verifier thread (or, without one, runs the check now) and
  * returns its result: 0 when every byte is intact, -1 with err. */
