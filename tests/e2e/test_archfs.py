@@ -1009,6 +1009,50 @@ def test_sysconfig_and_site_name_the_archive(app_bin, test_venv, tmp_path):
     assert usr and all(p.startswith(f"/usr/") and f"python3" in p for p in usr), usr
 
 
+DIST_FILES = """
+import base64, hashlib, importlib.metadata as md, json, os
+out = {}
+for name in ("idna", "certifi", "appbin-testpkg"):
+    dist = md.distribution(name)
+    files, bad = dist.files, []
+    for f in files:
+        path = f.locate()
+        if not os.path.isfile(path):
+            bad.append(str(f))
+        elif f.hash:
+            data = open(path, "rb").read()
+            digest = base64.urlsafe_b64encode(hashlib.new(f.hash.mode, data).digest()).rstrip(b"=")
+            if digest.decode() != f.hash.value or f.size != len(data):
+                bad.append(str(f))
+    out[name] = [sorted(str(f) for f in files), bad]
+print(json.dumps(out))
+"""
+
+
+def test_distribution_files_like_the_venv(app_bin, test_venv, tmp_path):
+    """importlib.metadata's files() (what `pip show -f` lists), each file
+    located, existing and matching its recorded hash and size, as in the
+    venv: the same files but for the bytecode (a .pyc beside each .py
+    instead of __pycache__) and what an installer alone reads (INSTALLER,
+    REQUESTED, WHEEL, direct_url.json) or puts outside site-packages."""
+    script = tmp_path / "files.py"
+    script.write_text(DIST_FILES)
+    venv = subprocess.run([Path(test_venv) / "bin" / "python", script], capture_output=True,
+                          text=True, env=clean_env(), check=True)
+    want = json.loads(venv.stdout)
+    result = python(app_bin, script)
+    assert result.returncode == 0, describe(result)
+    got = json.loads(result.stdout)
+    for name, (files, bad) in got.items():
+        assert bad == [] and want[name][1] == [], (name, bad, want[name][1])
+        expected = {f for f in want[name][0] if "__pycache__" not in f and not f.startswith("../")
+                    and f.rsplit("/", 1)[-1] not in ("INSTALLER", "REQUESTED", "WHEEL",
+                                                     "direct_url.json")}
+        assert {f for f in files if not f.endswith(".pyc")} == expected, name
+        assert {f for f in files if f.endswith(".pyc")} == \
+            {f[:-3] + ".pyc" for f in expected if f.endswith(".py")}, name
+
+
 def test_pkg_resources_reads_archive_files(setuptools_app):
     """pkg_resources over archive packages: the file-system provider (as for
     packages on disk, not the read-only NullProvider) and a working set built
