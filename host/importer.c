@@ -162,10 +162,13 @@ static void release_native_copy(const zipindex_entry *e, PyObject *path) {
     PyErr_Clear();
     return;
   }
-  if (e->method != ZIPINDEX_STORED || g.payload->fd < 0 ||
-      sscanf(cpath, "/proc/self/fd/%d%c", &memfd, &tail) != 1)
-    return; /* a compressed member, or the private directory's file */
+  if (e->method != ZIPINDEX_STORED)
+    return; /* a compressed member */
+  /* The copy was made: its bytes in our mapping of app.bin are not needed. */
   const char *data = zipindex_stored_data(g.zi, e, err, sizeof(err));
+  zipindex_release(g.zi, e);
+  if (g.payload->fd < 0 || sscanf(cpath, "/proc/self/fd/%d%c", &memfd, &tail) != 1)
+    return; /* the private directory's file */
   long freed =
       data ? extremap_to_file(cpath, memfd, g.payload->fd,
                               (uint64_t)(data - (const char *)g.payload->map), err, sizeof(err))
@@ -376,6 +379,8 @@ static PyObject *load_pyc(const modindex_module *m, PyObject *filename) {
     return PyErr_Format(PyExc_ImportError, "appbin: bad magic number in %s", m->code->name);
   }
   PyObject *code = PyMarshal_ReadObjectFromString((const char *)p + 16, n - 16);
+  if (!owner)
+    zipindex_release(g.zi, m->code); /* unmarshalled: the code object holds copies */
   Py_XDECREF(owner);
   if (!code)
     return NULL;

@@ -149,7 +149,7 @@ int main(int argc, char **argv) {
       return 1;
     }
     zipindex_on_damage(&zi, on_damage);
-    zipindex_release_verified_pages(&zi); /* p.archive is a file's mapping */
+    zipindex_release_behind(&zi); /* p.map is a read-only mapping of the file */
     if (read_manifest(&zi, &mf, err, sizeof(err)) != 0) {
       fprintf(stderr, "%s: error: %s: %s\n", prog, exe, err);
       return 1;
@@ -207,6 +207,9 @@ int main(int argc, char **argv) {
       fprintf(stderr, "%s: error: %s: %s\n", prog, exe, err);
       return 1;
     }
+    /* The supervisor reads nothing more: none of the checked pages stays
+     * resident in it (the workers fault in what they import). */
+    payload_release_pages(&p);
   } else {
     zipindex_verify_start(&zi); /* without a thread the runtime's wait checks */
   }

@@ -475,8 +475,8 @@ static int unzstd_member(zipindex *zi, const zipindex_entry *e, const uint8_t *s
   return 0;
 }
 
-static int read_member(zipindex *zi, const zipindex_entry *e, void *buf, int quiet, char *err,
-                       size_t errlen) {
+static int read_member_bytes(zipindex *zi, const zipindex_entry *e, void *buf, int quiet, char *err,
+                             size_t errlen) {
   if (e->comp_size > SIZE_MAX || e->size > SIZE_MAX)
     return fail(err, errlen, "member %s is too large", e->name);
   record r = {0, 0};
@@ -500,6 +500,13 @@ static int read_member(zipindex *zi, const zipindex_entry *e, void *buf, int qui
     break;
   }
   return rc == 0 ? check_crc(zi, e, buf, quiet, err, errlen) : -1;
+}
+
+static int read_member(zipindex *zi, const zipindex_entry *e, void *buf, int quiet, char *err,
+                       size_t errlen) {
+  int rc = read_member_bytes(zi, e, buf, quiet, err, errlen);
+  zipindex_release(zi, e); /* its bytes are in buf now */
+  return rc;
 }
 
 static int read_with_errno(zipindex *zi, const zipindex_entry *e, void *buf, int quiet, char *err,
@@ -546,18 +553,45 @@ static int offset_cmp(const void *a, const void *b) {
   return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
-void zipindex_release_verified_pages(zipindex *zi) { zi->release_verified = 1; }
+/* Drops the whole pages of data[from, to) from the resident set (see
+ * zipindex_release_behind): advice, whose failure changes nothing. */
+static uintptr_t page_size(void) {
+  static long page;
+  if (!page)
+    page = sysconf(_SC_PAGESIZE) > 0 ? sysconf(_SC_PAGESIZE) : 4096;
+  return (uintptr_t)page;
+}
 
-/* A pass gives its pages back in steps of this many bytes. */
-#define RELEASE_STEP ((uint64_t)4 << 20)
+static void release_range(const zipindex *zi, uint64_t from, uint64_t to) {
+  uintptr_t page = page_size();
+  uintptr_t start = (uintptr_t)(zi->data + from), end = (uintptr_t)(zi->data + to);
+  start = (start + page - 1) & ~(page - 1);
+  end &= ~(page - 1);
+  if (end > start)
+    (void)madvise((void *)start, end - start, MADV_DONTNEED);
+}
 
-/* Drops the whole pages of archive bytes [from, to) from the process. */
-static void release_pages(const zipindex *zi, uint64_t from, uint64_t to) {
-  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-  uintptr_t a = ((uintptr_t)(zi->data + from) + page - 1) & ~(page - 1);
-  uintptr_t b = (uintptr_t)(zi->data + to) & ~(page - 1);
-  if (b > a)
-    (void)madvise((void *)a, b - a, MADV_DONTNEED); /* advice: failing changes nothing */
+void zipindex_release(const zipindex *zi, const zipindex_entry *e) {
+  if (!zi->release_behind || e->offset >= zi->index_offset)
+    return;
+  /* The record's extent as the central directory gives it (the local
+   * header's lengths may add a little; pages past it only refault). */
+  uint64_t end = e->offset + LOCAL_SIZE + e->name_len + e->comp_size;
+  /* A page fault maps the neighbouring pages already in the page cache too
+   * (Linux's fault-around: the aligned 64 KiB around the fault, by
+   * default), so the whole aligned blocks go, clipped to the archive. */
+  const uintptr_t block = (uintptr_t)64 << 10;
+  uintptr_t lo = (uintptr_t)zi->data, hi = (uintptr_t)(zi->data + zi->index_offset);
+  uintptr_t start = (uintptr_t)(zi->data + e->offset) & ~(block - 1);
+  uintptr_t stop =
+      ((uintptr_t)(zi->data + (end < zi->index_offset ? end : zi->index_offset)) + block - 1) &
+      ~(block - 1);
+  uintptr_t page = page_size();
+  if (start < lo)
+    start = lo & ~(page - 1); /* the host's bytes before the archive: mapped, never dirty */
+  if (stop > hi)
+    stop = (hi + page - 1) & ~(page - 1);
+  (void)madvise((void *)start, stop - start, MADV_DONTNEED); /* advice */
 }
 
 /* Checks every member not checked yet, in archive order (appbin-pack puts
@@ -579,8 +613,8 @@ static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
   uint64_t at = 0, released = 0;
   int rc = 0;
   for (size_t k = 0; k < zi->count && (rc == 0 || quiet); k++) {
-    if (zi->release_verified && at - released >= RELEASE_STEP) {
-      release_pages(zi, released, at);
+    if (zi->release_behind && at - released >= ((uint64_t)1 << 20)) {
+      release_range(zi, released, at);
       released = at;
     }
     const zipindex_entry *e = &zi->entries[order[k].entry];
@@ -597,8 +631,8 @@ static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
     at = r.end ? r.end : e->offset; /* past a bad header: the next record's start */
   }
   free(order);
-  if (zi->release_verified)
-    release_pages(zi, released, at);
+  if (zi->release_behind) /* the index's digests are all used, too */
+    release_range(zi, released, rc == 0 ? zi->len : at);
   if (rc == 0 && at != zi->index_offset)
     rc = DAMAGED(zi, quiet, err, errlen,
                  "archive is damaged: the bytes at offset %llu belong to no member",
@@ -641,6 +675,8 @@ int zipindex_verify_start(zipindex *zi) {
 }
 
 void zipindex_verify_start_after(zipindex *zi, unsigned reads) { zi->start_after = reads; }
+
+void zipindex_release_behind(zipindex *zi) { zi->release_behind = 1; }
 
 /* Joins the verifier thread, if this process has one running. */
 static void join_verifier(zipindex *zi) {

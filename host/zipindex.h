@@ -83,8 +83,8 @@ typedef struct zipindex {
   int verifier_rc;
   char verifier_err[512];
   unsigned start_after;    /* zipindex_verify_start_after(); 0: never */
+  int release_behind;      /* zipindex_release_behind(): data is a read-only file mapping */
   atomic_uint first_reads; /* members readers checked themselves */
-  int release_verified;    /* zipindex_release_verified_pages() */
 } zipindex;
 
 /* Opens the zip archive held in `data` (not copied: must outlive the index),
@@ -105,14 +105,6 @@ int zipindex_open_verified(zipindex *zi, const void *data, size_t len,
 
 /* Sets the handler called on damage (NULL: the call fails instead). */
 void zipindex_on_damage(zipindex *zi, zipindex_damage_fn fn);
-
-/* Says that `data` is a read-only mapping of a file: a pass over the whole
- * archive (zipindex_verify_all and the verifier thread) then gives back the
- * pages it hashed every few MiB (MADV_DONTNEED), so that checking a large
- * archive does not leave all of it resident in the process; a reader
- * faults back in, from the page cache, what it uses. Never for memory of
- * any other kind (its bytes would be lost). */
-void zipindex_release_verified_pages(zipindex *zi);
 
 /* Joins a verifier thread still running, then frees everything. */
 void zipindex_close(zipindex *zi);
@@ -152,6 +144,20 @@ int zipindex_verify_start(zipindex *zi);
  * one core while another is free. It reports no damage (the reader of a
  * damaged member does) and needs no waiting for. */
 void zipindex_verify_start_after(zipindex *zi, unsigned reads);
+
+/* Declares that the archive's bytes are a read-only mapping of a file
+ * (never anonymous or heap memory): the verification then drops the pages it
+ * has hashed from the process's resident set as it goes (madvise
+ * MADV_DONTNEED; they stay in the page cache and fault back in, with the
+ * same bytes, when read again), so that checking the whole archive does not
+ * leave it all resident. */
+void zipindex_release_behind(zipindex *zi);
+
+/* Under zipindex_release_behind(), drops the pages of a member's record
+ * (whole pages, the ones it shares with its neighbours included) from the
+ * resident set: for a caller done with the bytes zipindex_stored_data gave
+ * (zipindex_read does it itself). Otherwise does nothing. */
+void zipindex_release(const zipindex *zi, const zipindex_entry *e);
 
 /* Waits for the verifier thread (or, without one, runs the check now) and
  * returns its result: 0 when every byte is intact, -1 with err. */

@@ -73,17 +73,26 @@ def docker(*args: str, check: bool = True, timeout: float = 120, **kw) -> subpro
     return r
 
 
+# The Dockerfile's PYTHON_VERSION to build (APPBIN_DOCKER_PYTHON_VERSION; unset:
+# its default). tests/all.sh passes 3.11 unless told otherwise (see README).
+PYTHON_VERSION = os.environ.get("APPBIN_DOCKER_PYTHON_VERSION", "")
+
+
 def build_image(tag: str, final_image: str, *extra: str) -> float:
     """docker build of the top-level Dockerfile; returns seconds taken."""
     args = ["build", "--progress=plain", "-t", tag,
             "--build-arg", f"BUILDER_IMAGE={BUILDER}",
             "--build-arg", f"FINAL_IMAGE={final_image}", *extra]
+    if PYTHON_VERSION:  # else the Dockerfile's default (3.13)
+        args += ["--build-arg", f"PYTHON_VERSION={PYTHON_VERSION}"]
     if os.environ.get("PIP_INDEX_URL"):
         args += ["--build-arg", f"PIP_INDEX_URL={os.environ['PIP_INDEX_URL']}"]
     if CA_BUNDLE.is_file():  # trust what the host trusts (TLS-inspecting proxies)
         args += ["--secret", f"id=ca-certificates,src={CA_BUNDLE}"]
     t0 = time.monotonic()
-    r = subprocess.run([DOCKER, *args, str(TOP)], capture_output=True, text=True, timeout=900,
+    # A first 3.13/3.14 build compiles CPython (cpython-patches/build-cpython.sh)
+    # into a BuildKit cache mount: tens of minutes on two cores, once.
+    r = subprocess.run([DOCKER, *args, str(TOP)], capture_output=True, text=True, timeout=3600,
                        env={**os.environ, "DOCKER_BUILDKIT": "1"})
     if r.returncode != 0:
         pytest.fail(f"docker build {tag} failed:\n{(r.stdout + r.stderr)[-6000:]}")

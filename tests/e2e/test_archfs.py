@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from hostutil import app_bin_fixture, clean_env, describe, python, python_c, read_trailer, run
+from hostutil import (PY_TAG, app_bin_fixture, clean_env, describe, python, python_c, read_trailer,
+                      run)
 
 app_bin = pytest.fixture(scope="session")(app_bin_fixture)
 
@@ -33,7 +34,7 @@ PKG = "site-packages/appbin_testpkg"
 
 
 def site(test_venv):
-    return Path(test_venv) / "lib" / "python3.11" / "site-packages"
+    return Path(test_venv) / "lib" / f"python{PY_TAG}" / "site-packages"
 
 
 def run_json(app_bin, code, **kwargs):

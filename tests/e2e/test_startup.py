@@ -2,10 +2,12 @@
 used in place, and extension modules mapped from app.bin once loaded."""
 
 import json
+import os
 
 import pytest
 
-from hostutil import app_bin_fixture, python, python_c
+from hostutil import app_bin_fixture, index_offset, python, python_c, read_trailer
+from server_fixtures import AppBin, children_of
 
 app_bin = pytest.fixture(scope="session")(app_bin_fixture)
 
@@ -66,3 +68,94 @@ def test_extension_modules_of_a_compressed_pack_stay_on_their_copy(tmp_path, run
                            "line for line in open('/proc/self/maps')))")
     assert out == "True\n"
     output.unlink()
+
+
+# ---- what stays resident of the payload ---------------------------------------
+
+def _payload_rss_kb(pid, app_bin):
+    """Rss (kB) of the process's mapping of the whole of app.bin (the payload
+    mapping: the host's own segments are smaller mappings of the same file)."""
+    size = os.path.getsize(app_bin)
+    rss, mapping = None, None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if fields and not fields[0].endswith(":") and "-" in fields[0]:
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                mapping = (end - start >= size and len(fields) > 5
+                           and fields[5] == str(app_bin))
+            elif mapping and fields[0] == "Rss:":
+                rss = int(fields[1])
+                mapping = False
+    assert rss is not None, f"no mapping of {app_bin} in process {pid}"
+    return rss
+
+
+_RESIDENT = """
+import json, os, sys, _appbin
+exe = _appbin.archive_path
+size = os.path.getsize(exe)
+def payload_rss():
+    rss, mapping = None, False
+    for line in open('/proc/self/smaps'):
+        fields = line.split()
+        if fields and not fields[0].endswith(':') and '-' in fields[0]:
+            start, end = (int(x, 16) for x in fields[0].split('-'))
+            mapping = end - start >= size and len(fields) > 5 and fields[5] == exe
+        elif mapping and fields[0] == 'Rss:':
+            return int(fields[1])
+before = payload_rss()
+IMPORTS
+_appbin.verify_wait()  # every member checked: by the prefetch thread, or here
+read = 0
+for m in list(sys.modules.values()):
+    f = getattr(m, '__file__', None) or ''
+    if f.startswith(exe + '/'):
+        member = f[len(exe) + 1:]
+        member = member[:-3] + '.pyc' if member.endswith('.py') else member
+        try:
+            read += os.stat(exe + '/' + member).st_size
+        except OSError:
+            pass
+print(json.dumps({"before": before, "after": payload_rss(), "read_kb": read // 1024}))
+"""
+
+
+def test_verifying_every_member_leaves_none_resident(app_bin):
+    """Checking the whole archive (tens of MB) hashes it through the mapping:
+    the pages it went through are dropped as it goes, so the process keeps
+    no more of the payload resident than before the check (baseline: the
+    same process before it, index and manifest read)."""
+    info = json.loads(python_c(app_bin, _RESIDENT.replace("IMPORTS", "")))
+    archive_kb = read_trailer(app_bin)[1] // 1024
+    assert info["after"] <= info["before"] + 64, info  # a fault-around block of slack
+    assert info["after"] < archive_kb // 10, (info, archive_kb)
+
+
+def test_prefetched_members_are_not_kept_resident(app_bin):
+    """`python -c "import fastapi"` has the prefetch thread check the whole
+    archive ahead of its imports: what stays resident of the payload is at
+    most what the program itself read (the code of the modules it imported),
+    not the archive (before: every checked page stayed)."""
+    info = json.loads(python_c(app_bin, _RESIDENT.replace("IMPORTS", "import fastapi, pydantic")))
+    archive_kb = read_trailer(app_bin)[1] // 1024
+    assert info["read_kb"] > 1024, info
+    assert info["after"] <= info["read_kb"], (info, archive_kb)
+
+
+def test_supervisor_keeps_no_checked_page_resident(app_bin, tmp_path):
+    """Under --workers the supervisor checks every member before it forks:
+    then it drops the pages it hashed, so that neither it nor the workers it
+    forks start with the archive resident. Bound: the index, which every
+    start reads (before: the whole archive)."""
+    index_kb = (os.path.getsize(app_bin) - index_offset(app_bin)) // 1024
+    server = AppBin(app_bin, ["--workers", "2", "--port", "0"], tmp_path / "server.log")
+    try:
+        server.wait_ready(60)
+        rss = _payload_rss_kb(server.pid, app_bin)
+        workers = children_of(server.pid)
+        assert workers, server.log()
+        worker_rss = [_payload_rss_kb(pid, app_bin) for pid in workers]
+    finally:
+        server.stop()
+    assert rss <= index_kb + 64, (rss, index_kb, worker_rss)
