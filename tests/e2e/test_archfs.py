@@ -942,7 +942,7 @@ def setuptools_app(tmp_path_factory, run_appbin_pack, appbin_host):
 # What sysconfig and site say, and what is there: the venv's python answers
 # about the venv (and /usr/lib/python3.11), app.bin's about its archive.
 INSTALL_LAYOUT = """
-import _json, importlib.metadata as md, json, os, site, sys, sysconfig
+import importlib.metadata as md, json, os, site, sys, sysconfig
 import certifi, idna
 paths = sysconfig.get_paths()
 purelib = sysconfig.get_path("purelib")
@@ -954,8 +954,9 @@ out = {
     "purelib holds idna": os.path.dirname(os.path.dirname(idna.__file__)) == purelib,
     "platlib": sysconfig.get_path("platlib") == purelib,
     "stdlib holds json": os.path.dirname(os.path.dirname(json.__file__)) == paths["stdlib"],
-    "DESTSHARED holds _json": (os.path.dirname(_json.__file__)
-                               == sysconfig.get_config_var("DESTSHARED")),
+    "DESTSHARED holds extension modules": any(
+        n.endswith(sysconfig.get_config_var("EXT_SUFFIX"))
+        for n in os.listdir(sysconfig.get_config_var("DESTSHARED"))),
     "LIBDEST": sysconfig.get_config_var("LIBDEST") == paths["stdlib"],
     "getsitepackages": purelib in site.getsitepackages(),
     "getsitepackages()[0]": site.getsitepackages()[0] == purelib,
@@ -970,6 +971,7 @@ out = {
     "read located": len(md.distribution("idna").locate_file("idna/idnadata.py").read_bytes()),
     "metadata": md.distribution("idna").read_text("METADATA").splitlines()[:3],
     "relative": {k: rel(v, sys.prefix) for k, v in paths.items()},
+    "DESTSHARED": rel(sysconfig.get_config_var("DESTSHARED"), sys.prefix),
     "version": "%d.%d" % sys.version_info[:2],
 }
 print(json.dumps(out))
@@ -990,6 +992,7 @@ def test_sysconfig_and_site_name_the_archive(app_bin, test_venv, tmp_path):
     assert result.returncode == 0, describe(result)
     got = json.loads(result.stdout)
     relative, version = got.pop("relative"), got["version"]
+    assert (got.pop("DESTSHARED"), want.pop("DESTSHARED")) == ("stdlib/lib-dynload", None)
     assert relative == {"stdlib": "stdlib", "platstdlib": "stdlib", "purelib": "site-packages",
                         "platlib": "site-packages", "include": f"include/python{version}",
                         "platinclude": f"include/python{version}", "scripts": "bin", "data": "."}
