@@ -1008,6 +1008,10 @@ def test_sysconfig_and_site_name_the_archive(app_bin, test_venv, tmp_path):
     print(json.dumps([sysconfig.get_paths("posix_prefix")["purelib"],
                       site.getsitepackages(["/usr"]), sysconfig.get_preferred_scheme("user")]))
     """
+    # python -m site (runpy asks site's loader for its code)
+    shown = python(app_bin, "-m", "site")
+    assert shown.returncode == 0 and f"    '{app_bin}/site-packages',\n" in shown.stdout, \
+        describe(shown)
     purelib, usr, user = run_json(app_bin, code)
     assert (purelib, user) == (f"{app_bin}/lib/python{version}/site-packages", "posix_user")
     assert usr and all(p.startswith(f"/usr/") and f"python3" in p for p in usr), usr
