@@ -6,6 +6,7 @@ checked before the host exists. Tests needing the real host use the
 appbin_host fixture, which skips while build/appbin-host is not built.
 """
 
+import base64
 import hashlib
 import importlib.util
 import io
@@ -498,13 +499,44 @@ def test_dist_info_keeps_only_what_runtime_and_licences_need(payload):
     assert dist_files
     for name in dist_files:
         assert name.rsplit("/", 1)[-1] not in (
-            "RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "WHEEL"), name
+            "INSTALLER", "REQUESTED", "direct_url.json", "WHEEL"), name
     testpkg = "site-packages/appbin_testpkg-1.2.3.dist-info/"
     assert testpkg + "METADATA" in payload.files
     assert testpkg + "entry_points.txt" in payload.files
     assert testpkg + "top_level.txt" in payload.files
     assert any(n.startswith(testpkg) and "LICENSE" in n for n in payload.files)
     assert "site-packages/fastapi-0.165.0.dist-info/licenses/LICENSE" in payload.files
+
+
+def test_record_lists_what_the_archive_holds(payload):
+    """Each RECORD is kept, rewritten: exactly the distribution's files that
+    are packed (with their hashes), the .pyc beside each .py, nothing else."""
+    import csv
+    import io
+    records = [n for n in payload.files if n.endswith(".dist-info/RECORD")]
+    assert "site-packages/appbin_testpkg-1.2.3.dist-info/RECORD" in records
+    for record in records:
+        rows = list(csv.reader(io.StringIO(payload.read(record).decode())))
+        listed = {"site-packages/" + r[0] for r in rows}
+        assert all(name in payload.files for name in listed), record
+        assert record in listed
+        for path, digest, size in rows:
+            if digest:
+                algo, _, want = digest.partition("=")
+                data = payload.read("site-packages/" + path)
+                got = base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=")
+                assert (got.decode(), int(size)) == (want, len(data)), path
+            else:
+                assert path.endswith((".pyc", "RECORD")), (record, path)
+        pys = [r[0] for r in rows if r[0].endswith(".py")]
+        assert all(p[:-3] + ".pyc" in {r[0] for r in rows} for p in pys
+                   if "site-packages/" + p[:-3] + ".pyc" in payload.files), record
+    testpkg = {r[0] for r in csv.reader(io.StringIO(payload.read(
+        "site-packages/appbin_testpkg-1.2.3.dist-info/RECORD").decode()))}
+    assert {"appbin_testpkg/__init__.py", "appbin_testpkg/__init__.pyc",
+            "appbin_testpkg/data/hello.txt"} <= testpkg
+    assert not [p for p in testpkg if "__pycache__" in p or p.endswith(
+        ("INSTALLER", "REQUESTED", "WHEEL", "direct_url.json"))], testpkg
 
 
 def test_pip_is_dropped_and_setuptools_kept(payload):
