@@ -10,6 +10,11 @@
 # image), no heredocs, no COPY --exclude/--link, octal --chmod only.
 #
 # Build arguments:
+#   PYTHON_VERSION the app's Python: 3.13 (default), 3.14 or 3.11. 3.11 is
+#                  Debian 12's libpython3.11; 3.13 and 3.14 are built from
+#                  Debian's CPython sources by cpython-patches/build-cpython.sh
+#                  (minutes on two cores the first time, then reused from a
+#                  BuildKit cache mount). The venv is made by that Python.
 #   BUILDER_IMAGE  a Debian 12 image with apt (default debian:12)
 #   FINAL_IMAGE    the runtime base (default distroless base-nossl-debian13:nonroot,
 #                  glibc only; any glibc >= 2.36 base works, e.g. base-debian12)
@@ -30,6 +35,7 @@
 #   docker build --secret id=ca-certificates,src=/etc/ssl/certs/ca-certificates.crt .
 ARG BUILDER_IMAGE=debian:12
 ARG FINAL_IMAGE=gcr.io/distroless/base-nossl-debian13:nonroot
+ARG PYTHON_VERSION=3.13
 
 # --- builder: Debian 12 with apt downloads kept in a cache mount --------------
 FROM ${BUILDER_IMAGE} AS builder
@@ -53,18 +59,52 @@ RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
     apt-get update -qq \
  && bash tests/setup.sh --deps-only
 
+# --- python: the CPython the host embeds, at /opt/python -----------------------
+# 3.11: Debian's (/opt/python -> /usr). 3.13/3.14: built from Debian's source
+# package in the cache mount, then copied out of it to the same path (its
+# sysconfig names that path) with /opt/python pointing there. pip gets the
+# CA bundle for the packer's zstandard.
+FROM host-deps AS python
+ARG PYTHON_VERSION
+ARG PIP_INDEX_URL=https://pypi.org/simple
+COPY cpython-patches /src/cpython-patches
+RUN --mount=type=cache,target=/root/.cache/appbin \
+    --mount=type=cache,target=/var/cache/apt,sharing=locked \
+    --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \
+    case "$PYTHON_VERSION" in \
+      3.11) ln -s /usr /opt/python ;; \
+      3.13|3.14) prefix=$(bash /src/cpython-patches/build-cpython.sh "$PYTHON_VERSION" | tail -n 1) \
+        && test -x "$prefix/bin/python$PYTHON_VERSION" \
+        && cp -a "$prefix" /opt/python.build && echo "$prefix" > /opt/python.prefix ;; \
+      *) echo "PYTHON_VERSION=$PYTHON_VERSION: 3.11, 3.13 or 3.14" >&2; exit 1 ;; \
+    esac
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=ca-certificates,target=/run/secrets/ca-certificates.crt \
+    if [ -s /run/secrets/ca-certificates.crt ]; then export PIP_CERT=/run/secrets/ca-certificates.crt; fi \
+ && if [ -f /opt/python.prefix ]; then \
+      prefix=$(cat /opt/python.prefix) && mkdir -p "$(dirname "$prefix")" \
+      && mv /opt/python.build "$prefix" && ln -s "$prefix" /opt/python \
+      && PIP_INDEX_URL="$PIP_INDEX_URL" /opt/python/bin/python$PYTHON_VERSION -I -m pip install -q \
+           --disable-pip-version-check --no-warn-script-location "zstandard==0.25.0"; \
+    fi \
+ && /opt/python/bin/python$PYTHON_VERSION -I -c "import sys, zstandard; print(sys.version)"
+
 # --- host: the appbin host executable and the packager ----------------------
-FROM host-deps AS host
+FROM python AS host
+ARG PYTHON_VERSION
 COPY CMakeLists.txt /src/
+COPY cmake /src/cmake
 COPY host /src/host
 COPY packager /src/packager
-COPY tests/unit /src/tests/unit
-RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null \
+RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DAPPBIN_HOST_ONLY=ON \
+      -DAPPBIN_PYTHON="/opt/python/bin/python$PYTHON_VERSION" >/dev/null \
  && cmake --build /build --target appbin-host \
  && test -x /build/appbin-pack
 
 # --- venv: the app and its dependencies, as the app's own tooling makes them --
-FROM builder AS venv
+# Poetry runs on Debian's python3.11; the venv is made by the host's Python.
+FROM python AS venv
+ARG PYTHON_VERSION
 RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
     --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \
     apt-get update -qq \
@@ -92,16 +132,17 @@ RUN --mount=type=cache,target=/root/.cache/pypoetry \
              SSL_CERT_FILE=/run/secrets/ca-certificates.crt; \
     fi \
  && export PIP_INDEX_URL="$PIP_INDEX_URL" PIP_DISABLE_PIP_VERSION_CHECK=1 POETRY_NO_INTERACTION=1 \
+      PY="/opt/python/bin/python$PYTHON_VERSION" \
  && if [ -f poetry.lock ]; then \
       POETRY_VIRTUALENVS_OPTIONS_NO_PIP=true \
-      /opt/poetry/bin/poetry bundle venv --python=/usr/bin/python3.11 --only=main /venv; \
+      /opt/poetry/bin/poetry bundle venv --python="$PY" --only=main /venv; \
     elif [ -f requirements.txt ]; then \
-      /usr/bin/python3.11 -m venv /venv \
+      "$PY" -m venv /venv \
       && /venv/bin/pip install -q -r requirements.txt \
       && /venv/bin/pip install -q --no-deps . \
       && /venv/bin/pip uninstall -q -y pip; \
     else \
-      /usr/bin/python3.11 -m venv /venv \
+      "$PY" -m venv /venv \
       && /venv/bin/pip install -q . \
       && /venv/bin/pip uninstall -q -y pip; \
     fi

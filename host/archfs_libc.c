@@ -31,6 +31,7 @@
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/time.h>
+#include <sys/vfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 #include <utime.h>
@@ -82,7 +83,7 @@ _Static_assert(sizeof(struct dirent) == sizeof(struct dirent64), "x86-64: one di
   X(readlink) X(readlinkat) X(__readlink_chk) X(__readlinkat_chk)                                  \
   X(realpath) X(__realpath_chk) X(canonicalize_file_name)                                          \
   X(getcwd) X(__getcwd_chk) X(get_current_dir_name) X(chdir) X(fchdir)                             \
-  X(statvfs) X(statvfs64) X(fstatvfs) X(fstatvfs64)                                                \
+  X(statvfs) X(statvfs64) X(fstatvfs) X(fstatvfs64) X(statfs) X(statfs64) X(fstatfs) X(fstatfs64)  \
   X(close) X(fclose) X(dup) X(dup2) X(dup3) X(fcntl) X(fcntl64) X(close_range) X(closefrom)        \
   X(mkdir) X(mkdirat) X(rmdir) X(unlink) X(unlinkat) X(rename) X(renameat) X(renameat2)            \
   X(link) X(linkat) X(symlink) X(symlinkat) X(chmod) X(fchmodat) X(lchmod) X(chown) X(lchown)      \
@@ -498,14 +499,19 @@ static int open_placeholder(const archfs_node *n, int flags) {
 static int open_member(const archfs_node *n, int flags) {
   zipindex_entry *e = &g.zi->entries[n->index];
   int saved = errno; /* the read and the memfd's making leave theirs */
-  char err[512] = "";
+  char err[1536] = "";
   int fd = extload_data_fd(e->name, (size_t)e->size, fill_member, e, flags & O_CLOEXEC, err,
                            sizeof(err));
   if (fd < 0) {
+    /* Out of descriptors or memory: what open() says anyway. Anything else
+     * (a damaged member, no memfd and nowhere to write) gets one line. */
     int saved = errno;
-    if (saved == EIO) {
-      char line[640];
-      int len = snprintf(line, sizeof(line), "app.bin: error: %s\n", err);
+    if (saved != EMFILE && saved != ENFILE && saved != ENOMEM) {
+      char line[2048];
+      int len = saved == EIO
+                    ? snprintf(line, sizeof(line), "app.bin: error: %s\n", err)
+                    : snprintf(line, sizeof(line), "app.bin: error: cannot open %s/%s: %s\n",
+                               g.root, e->name, err);
       if (len > 0)
         (void)!write(2, line, (size_t)len < sizeof(line) ? (size_t)len : sizeof(line) - 1);
     }
@@ -1293,6 +1299,31 @@ static int node_statvfs(void *out) {
 }
 
 _Static_assert(sizeof(struct statvfs) == sizeof(struct statvfs64), "x86-64: one statvfs layout");
+_Static_assert(sizeof(struct statfs) == sizeof(struct statfs64), "x86-64: one statfs layout");
+
+/* statfs(2)'s view of the same: a read-only file system (f_flags has
+ * ST_VALID, as the kernel sets it since 2.6.36, and ST_RDONLY), of
+ * squashfs's type, the kernel's read-only compressed archive. */
+#define ARCHFS_FS_MAGIC 0x73717368 /* SQUASHFS_MAGIC */
+#define ARCHFS_ST_VALID 0x0020
+
+static int node_statfs(void *out) {
+  struct statvfs sv;
+  node_statvfs(&sv);
+  struct statfs sf;
+  memset(&sf, 0, sizeof(sf));
+  sf.f_type = ARCHFS_FS_MAGIC;
+  sf.f_bsize = (__fsword_t)sv.f_bsize;
+  sf.f_frsize = (__fsword_t)sv.f_frsize;
+  sf.f_blocks = sv.f_blocks;
+  sf.f_files = sv.f_files;
+  sf.f_namelen = (__fsword_t)sv.f_namemax;
+  memcpy(&sf.f_fsid, &sv.f_fsid,
+         sizeof(sf.f_fsid) < sizeof(sv.f_fsid) ? sizeof(sf.f_fsid) : sizeof(sv.f_fsid));
+  sf.f_flags = (__fsword_t)(sv.f_flag | ARCHFS_ST_VALID);
+  memcpy(out, &sf, sizeof(sf));
+  return 0;
+}
 
 int statvfs(const char *path, struct statvfs *out) {
   PASS_OUTSIDE(int, FAILED_INT, AT_FDCWD, path, r, k, REAL(statvfs)(r.path, out));
@@ -1312,6 +1343,26 @@ int fstatvfs(int fd, struct statvfs *out) {
 int fstatvfs64(int fd, struct statvfs64 *out) {
   archfs_node n;
   return fd_node(fd, &n) ? node_statvfs(out) : REAL(fstatvfs64)(fd, out);
+}
+
+int statfs(const char *path, struct statfs *out) {
+  PASS_OUTSIDE(int, FAILED_INT, AT_FDCWD, path, r, k, REAL(statfs)(r.path, out));
+  return k == ROUTE_ERR ? -1 : node_statfs(out);
+}
+
+int statfs64(const char *path, struct statfs64 *out) {
+  PASS_OUTSIDE(int, FAILED_INT, AT_FDCWD, path, r, k, REAL(statfs64)(r.path, out));
+  return k == ROUTE_ERR ? -1 : node_statfs(out);
+}
+
+int fstatfs(int fd, struct statfs *out) {
+  archfs_node n;
+  return fd_node(fd, &n) ? node_statfs(out) : REAL(fstatfs)(fd, out);
+}
+
+int fstatfs64(int fd, struct statfs64 *out) {
+  archfs_node n;
+  return fd_node(fd, &n) ? node_statfs(out) : REAL(fstatfs64)(fd, out);
 }
 
 /* ---- descriptors ------------------------------------------------------------------ */
@@ -1412,6 +1463,14 @@ static int refuse(const route *r, int k, enum write_kind kind) {
     return refuse(&r, k, kind);                                                                    \
   } while (0)
 
+/* The kernel checks the file's type before the mount: EISDIR for a
+ * directory, EROFS for a file. */
+static int truncate_node(const route *r, int k) {
+  if (k == ROUTE_ERR)
+    return -1;
+  return fail(r->node.kind == ARCHFS_DIR ? EISDIR : EROFS);
+}
+
 int mkdir(const char *path, mode_t mode) {
   REFUSE_WRITE(AT_FDCWD, path, WRITE_CREATE, REAL(mkdir)(r.path, mode));
 }
@@ -1485,11 +1544,13 @@ int fchownat(int dirfd, const char *path, uid_t uid, gid_t gid, int flags) {
 }
 
 int truncate(const char *path, off_t len) {
-  REFUSE_WRITE(AT_FDCWD, path, WRITE_MODIFY, REAL(truncate)(r.path, len));
+  PASS_OUTSIDE(int, FAILED_INT, AT_FDCWD, path, r, k, REAL(truncate)(r.path, len));
+  return truncate_node(&r, k);
 }
 
 int truncate64(const char *path, off64_t len) {
-  REFUSE_WRITE(AT_FDCWD, path, WRITE_MODIFY, REAL(truncate64)(r.path, len));
+  PASS_OUTSIDE(int, FAILED_INT, AT_FDCWD, path, r, k, REAL(truncate64)(r.path, len));
+  return truncate_node(&r, k);
 }
 
 int utime(const char *path, const struct utimbuf *times) {
@@ -1776,16 +1837,20 @@ static void unmount_at_exit(void) { g.mounted = 0; }
 static void fork_prepare(void) {
   pthread_mutex_lock(&code_lock);
   pthread_mutex_lock(&g.zi->dctx_lock);
+  extload_fork_prepare(); /* last: held alone or inside code_lock, never waiting for one */
 }
 
 static void fork_done(void) {
+  extload_fork_parent();
   pthread_mutex_unlock(&g.zi->dctx_lock);
   pthread_mutex_unlock(&code_lock);
 }
 
 static void fork_child(void) {
   __atomic_store_n(&owner_pid, getpid(), __ATOMIC_RELAXED);
-  fork_done();
+  extload_fork_child();
+  pthread_mutex_unlock(&g.zi->dctx_lock);
+  pthread_mutex_unlock(&code_lock);
 }
 
 #define ARCHFS_RESOLVE(name) (void)real_fn(&next_##name, #name);

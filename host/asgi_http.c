@@ -63,7 +63,7 @@ static PyTypeObject RequestType;
 /* ---- waking the application -------------------------------------------------- */
 
 static PyObject *disconnect_message(void) {
-  PyObject *msg = _PyDict_NewPresized(1);
+  PyObject *msg = appbin_dict_presized(1);
   if (msg && PyDict_SetItem(msg, S.type, S.http_disconnect) != 0)
     Py_CLEAR(msg);
   return msg;
@@ -78,7 +78,7 @@ static PyObject *take_body_message(RequestObject *r) {
   else if (n == 1)
     body = Py_NewRef(PyList_GET_ITEM(r->chunks, 0));
   else
-    body = _PyBytes_Join(S.empty_bytes, r->chunks);
+    body = appbin_bytes_join(S.empty_bytes, r->chunks);
   if (!body || (n && PyList_SetSlice(r->chunks, 0, n, NULL) != 0)) {
     Py_XDECREF(body);
     return NULL;
@@ -91,7 +91,7 @@ static PyObject *take_body_message(RequestObject *r) {
     http_request_body_resume(r->req);
     asgi_schedule_pump(r->server);
   }
-  PyObject *msg = _PyDict_NewPresized(3);
+  PyObject *msg = appbin_dict_presized(3);
   if (msg && (PyDict_SetItem(msg, S.type, S.http_request) || PyDict_SetItem(msg, S.body, body) ||
               PyDict_SetItem(msg, S.more_body, r->body_done ? Py_False : Py_True)))
     Py_CLEAR(msg);

@@ -6,8 +6,7 @@
 #ifndef APPBIN_ASGI_INTERNAL_H
 #define APPBIN_ASGI_INTERNAL_H
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "pycompat.h" /* Python.h */
 
 #include "http.h"
 #include "ipallow.h"
@@ -30,11 +29,13 @@ typedef struct ServerObject {
   /* set by asgi_task_setup() */
   PyObject *task_type, *task_kwnames; /* asyncio.Task, ("loop", "context") */
   PyObject *eager_task_type;          /* the lazily initialised Task subclass */
-  PyObject *current_tasks;            /* _asyncio._current_tasks: {loop: task} */
-  PyObject *cancelled_error;          /* asyncio.CancelledError */
-  PyObject *eager_head, *eager_tail;  /* asgi_task.c's queue: Runners whose first step is due */
-  int in_pump;                        /* inside server_pump's uv_run() */
-  PyObject *pump;                     /* bound _pump method */
+  /* _asyncio._current_tasks ({loop: task}) on 3.11 to 3.13, the function
+   * _asyncio._swap_current_task on 3.14 (APPBIN_ASYNCIO_TASK_IN_TSTATE) */
+  PyObject *current_tasks;
+  PyObject *cancelled_error;         /* asyncio.CancelledError */
+  PyObject *eager_head, *eager_tail; /* asgi_task.c's queue: Runners whose first step is due */
+  int in_pump;                       /* inside server_pump's uv_run() */
+  PyObject *pump;                    /* bound _pump method */
   PyObject *timer;
   double timer_when;
   int pump_scheduled;

@@ -324,7 +324,7 @@ static PyObject *scope_template(ServerObject *s, int websocket) {
   PyObject *keys[] = {S.type,         S.asgi,    S.http_version, S.server,    S.client,
                       S.scheme,       S.method,  S.root_path,    S.path,      S.raw_path,
                       S.query_string, S.headers, S.state,        S.extensions};
-  PyObject *t = _PyDict_NewPresized(sizeof(keys) / sizeof(keys[0]));
+  PyObject *t = appbin_dict_presized(sizeof(keys) / sizeof(keys[0]));
   for (size_t i = 0; t && i < sizeof(keys) / sizeof(keys[0]); i++) {
     PyObject *value = keys[i] == S.type           ? (websocket ? S.websocket : S.http)
                       : keys[i] == S.http_version ? S.v1_1
@@ -334,7 +334,7 @@ static PyObject *scope_template(ServerObject *s, int websocket) {
     if ((keys[i] != S.method || !websocket) && PyDict_SetItem(t, keys[i], value) != 0)
       Py_CLEAR(t);
   }
-  PyObject *asgi = t ? _PyDict_NewPresized(2) : NULL;
+  PyObject *asgi = t ? appbin_dict_presized(2) : NULL;
   if (!asgi || PyDict_SetItem(asgi, S.version, S.v3_0) ||
       PyDict_SetItem(asgi, S.spec_version, S.v2_4)) {
     Py_XDECREF(asgi);
@@ -359,7 +359,7 @@ PyObject *asgi_build_scope(ServerObject *s, const http_request *req, int websock
                          : addr_new(req->client_host, req->client_port);
   if (!client || apply_proxy_headers(s, req, websocket, &scheme, &client))
     ok = 0;
-  PyObject *extensions = _PyDict_NewPresized(2);
+  PyObject *extensions = appbin_dict_presized(2);
   PyObject *ext1 = PyDict_New(), *ext2 = websocket ? NULL : PyDict_New();
   if (!extensions || !ext1 || (!websocket && !ext2) ||
       PyDict_SetItem(extensions, websocket ? S.ws_http_response_ext : S.pathsend_ext, ext1) ||

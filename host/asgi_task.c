@@ -426,6 +426,13 @@ static PyObject *request_task_type(PyObject *task_type) {
   task_runner_offset = ((PyMemberDescrObject *)slot)->d_member->offset;
   Py_DECREF(slot);
   PyTypeObject *base = (PyTypeObject *)task_type, *sub = (PyTypeObject *)t;
+  /* eager_step() allocates a RequestTask without calling Task.__new__: sound
+   * while asyncio.Task's __new__ is PyType_GenericNew (3.11 to 3.14: an
+   * allocation) and __init__ sets up everything (task_materialize() runs it). */
+  if (base->tp_new != PyType_GenericNew) {
+    Py_DECREF(t);
+    return PyErr_Format(PyExc_TypeError, "asyncio.Task has a __new__ of its own");
+  }
   if (!base->tp_as_async || !base->tp_as_async->am_await || !base->tp_iter || !base->tp_repr ||
       !sub->tp_as_async) {
     Py_DECREF(t);
@@ -452,6 +459,58 @@ static void eager_enqueue(ServerObject *s, PyObject *runner) {
   s->eager_tail = runner;
 }
 
+/* asyncio's _enter_task(loop, task): no other task may be running (none
+ * is, in the pump). 3.11 to 3.13: on its dict, as _asyncio does; 3.14:
+ * through _swap_current_task (the running task is in the thread state). */
+static int enter_task(ServerObject *s, PyObject *task) {
+#if APPBIN_ASYNCIO_TASK_IN_TSTATE
+  PyObject *args[2] = {s->loop, task};
+  PyObject *running = PyObject_Vectorcall(s->current_tasks, args, 2, NULL);
+  if (!running)
+    return -1;
+  if (running == Py_None) {
+    Py_DECREF(running);
+    return 0;
+  }
+  /* put the running task back, then fail as _enter_task() would */
+  args[1] = running;
+  PyObject *r = PyObject_Vectorcall(s->current_tasks, args, 2, NULL);
+  Py_XDECREF(r);
+  if (r)
+    PyErr_Format(PyExc_RuntimeError,
+                 "Cannot enter into task %R while another task %R is being executed.", task,
+                 running);
+  Py_DECREF(running);
+  return -1;
+#else
+  PyObject *running = PyDict_SetDefault(s->current_tasks, s->loop, task);
+  if (running == task)
+    return 0;
+  if (running)
+    PyErr_Format(PyExc_RuntimeError,
+                 "Cannot enter into task %R while another task %R is "
+                 "being executed.",
+                 task, running);
+  return -1;
+#endif
+}
+
+/* asyncio's _leave_task(loop, task). */
+static int leave_task(ServerObject *s, PyObject *task) {
+  (void)task;
+#if APPBIN_ASYNCIO_TASK_IN_TSTATE
+  PyObject *args[2] = {s->loop, Py_None};
+  PyObject *running = PyObject_Vectorcall(s->current_tasks, args, 2, NULL);
+  if (!running)
+    return -1;
+  assert(running == task);
+  Py_DECREF(running);
+  return 0;
+#else
+  return PyDict_DelItem(s->current_tasks, s->loop);
+#endif
+}
+
 /* The runner's first step, as its task's first step would run it. -1 with
  * an exception set if it could not be run or handed over to its task. */
 static int eager_step(ServerObject *s, RunnerObject *runner) {
@@ -468,15 +527,7 @@ static int eager_step(ServerObject *s, RunnerObject *runner) {
     Py_DECREF(task);
     return -1;
   }
-  /* asyncio's _enter_task(loop, task), on its dict: no other task may be
-   * running (none is, in the pump). */
-  PyObject *running = PyDict_SetDefault(s->current_tasks, s->loop, task);
-  if (running != task) {
-    if (running)
-      PyErr_Format(PyExc_RuntimeError,
-                   "Cannot enter into task %R while another task %R is "
-                   "being executed.",
-                   task, running);
+  if (enter_task(s, task) != 0) {
     PyContext_Exit(context);
     Py_DECREF(task);
     return -1;
@@ -484,7 +535,7 @@ static int eager_step(ServerObject *s, RunnerObject *runner) {
   PyObject *result, *type_, *exc, *tb;
   PySendResult status = runner_am_send((PyObject *)runner, Py_None, &result);
   PyErr_Fetch(&type_, &exc, &tb);
-  if (PyDict_DelItem(s->current_tasks, s->loop) != 0) /* _leave_task() */
+  if (leave_task(s, task) != 0)
     PyErr_WriteUnraisable(task);
   if (PyContext_Exit(context) != 0)
     PyErr_WriteUnraisable(task);
@@ -587,6 +638,16 @@ static int asyncio_hooks(ServerObject *s) {
   PyObject *mod = PyImport_ImportModule("_asyncio");
   if (!mod)
     return -1;
+#if APPBIN_ASYNCIO_TASK_IN_TSTATE
+  s->current_tasks = PyObject_GetAttrString(mod, "_swap_current_task");
+  Py_DECREF(mod);
+  if (!s->current_tasks)
+    return -1;
+  if (!PyCallable_Check(s->current_tasks)) {
+    PyErr_SetString(PyExc_TypeError, "_asyncio._swap_current_task is not callable");
+    return -1;
+  }
+#else
   s->current_tasks = PyObject_GetAttrString(mod, "_current_tasks");
   Py_DECREF(mod);
   if (!s->current_tasks)
@@ -595,6 +656,7 @@ static int asyncio_hooks(ServerObject *s) {
     PyErr_SetString(PyExc_TypeError, "_asyncio._current_tasks is not a dict");
     return -1;
   }
+#endif
   if (!(mod = PyImport_ImportModule("asyncio")))
     return -1;
   s->cancelled_error = PyObject_GetAttrString(mod, "CancelledError");

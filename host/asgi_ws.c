@@ -143,7 +143,7 @@ int asgi_ws_owns(const http_request *req) {
 /* ---- messages ---------------------------------------------------------------------- */
 
 static PyObject *message1(PyObject *type) {
-  PyObject *m = _PyDict_NewPresized(1);
+  PyObject *m = appbin_dict_presized(1);
   if (m && PyDict_SetItem(m, W.type, type) != 0)
     Py_CLEAR(m);
   return m;
@@ -153,7 +153,7 @@ static PyObject *message1(PyObject *type) {
 static PyObject *message2(PyObject *type, PyObject *key, PyObject *value) {
   if (!value)
     return NULL;
-  PyObject *m = _PyDict_NewPresized(2);
+  PyObject *m = appbin_dict_presized(2);
   if (m && (PyDict_SetItem(m, W.type, type) != 0 || PyDict_SetItem(m, key, value) != 0))
     Py_CLEAR(m);
   Py_DECREF(value);
@@ -163,7 +163,7 @@ static PyObject *message2(PyObject *type, PyObject *key, PyObject *value) {
 static PyObject *disconnect_message(int code, const char *reason, size_t reason_len) {
   PyObject *c = PyLong_FromLong(code);
   PyObject *r = PyUnicode_DecodeUTF8(reason ? reason : "", (Py_ssize_t)reason_len, "replace");
-  PyObject *m = c && r ? _PyDict_NewPresized(3) : NULL;
+  PyObject *m = c && r ? appbin_dict_presized(3) : NULL;
   if (m && (PyDict_SetItem(m, W.type, W.disconnect) != 0 || PyDict_SetItem(m, W.code, c) != 0 ||
             PyDict_SetItem(m, W.reason, r) != 0))
     Py_CLEAR(m);

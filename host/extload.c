@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #ifndef MFD_EXEC
@@ -23,10 +24,27 @@ int extload_debug = 0;
 
 static int memfd_state;      /* code: 0 unknown, 1 usable, -1 unusable */
 static int data_memfd_state; /* data: 0 usable so far, -1 unusable (atomic) */
+static int memfd_errno;      /* why memfd_create failed (0: /proc is what is missing) */
 static char *private_dir;
+static pid_t private_dir_owner; /* the process that made it (and removes it at exit) */
+static int private_dir_noexec;  /* on a file system mounted noexec */
 static unsigned private_seq;
-/* Guards private_dir and private_seq: data files are made from any thread. */
+/* Guards private_dir and private_seq: data files are made from any thread.
+ * Held across fork() (extload_fork_*), so a child never inherits it held. */
 static pthread_mutex_t private_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void extload_fork_prepare(void) { pthread_mutex_lock(&private_lock); }
+
+void extload_fork_parent(void) { pthread_mutex_unlock(&private_lock); }
+
+void extload_fork_child(void) { pthread_mutex_unlock(&private_lock); }
+
+/* "Function not implemented (ENOSYS)" */
+static const char *errno_text(int err, char *buf, size_t len) {
+  const char *name = strerrorname_np(err);
+  snprintf(buf, len, "%s (%s)", strerror(err), name ? name : "?");
+  return buf;
+}
 
 static const char *basename_of(const char *name) {
   const char *slash = strrchr(name, '/');
@@ -55,11 +73,15 @@ static int memfd_open(const char *name, int code) {
   int fd = memfd_create(name, base | (code ? MFD_EXEC : MFD_NOEXEC_SEAL));
   if (fd < 0 && errno == EINVAL)
     fd = memfd_create(name, base);
+  if (fd < 0 && errno != EMFILE && errno != ENFILE && errno != ENOMEM)
+    __atomic_store_n(&memfd_errno, errno, __ATOMIC_RELAXED);
   return fd;
 }
 
 static void private_dir_cleanup(void) {
-  if (private_dir) {
+  /* A fork() child (a worker, multiprocessing's) shares the directory: only
+   * its maker removes it. */
+  if (private_dir && getpid() == private_dir_owner) {
     DIR *d = opendir(private_dir);
     if (d) {
       for (struct dirent *de; (de = readdir(d)) != NULL;)
@@ -73,42 +95,98 @@ static void private_dir_cleanup(void) {
   }
 }
 
+/* Why there is no in-memory file: "memfd_create failed: <reason>" or
+ * "/proc is not mounted". */
+static const char *why_no_memfd(char *buf, size_t len) {
+  int err = __atomic_load_n(&memfd_errno, __ATOMIC_RELAXED);
+  if (!err)
+    return "/proc/self/fd is unavailable";
+  char text[128];
+  snprintf(buf, len, "memfd_create failed: %s", errno_text(err, text, sizeof(text)));
+  return buf;
+}
+
+/* Makes the private directory, or says in err (one line) why none could be
+ * made, with errno set to memfd_create's error (EACCES if memfd worked).
+ * Directories on a file system mounted noexec (Docker's /dev/shm and
+ * --tmpfs mounts) are tried last: data can be read from them, but the
+ * dynamic loader cannot map code from them. */
 static int private_dir_create(char *err, size_t errlen) {
+  static int registered;
   const char *candidates[] = {getenv("TMPDIR"), "/tmp", "/dev/shm", "/var/tmp"};
-  for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
-    if (!candidates[i] || !*candidates[i])
-      continue;
-    char tmpl[4096];
-    snprintf(tmpl, sizeof(tmpl), "%s/appbin-XXXXXX", candidates[i]);
-    if (mkdtemp(tmpl)) { /* mkdtemp creates it 0700 */
-      private_dir = strdup(tmpl);
-      if (!private_dir) {
-        rmdir(tmpl);
-        break;
+  enum { N = sizeof(candidates) / sizeof(candidates[0]) };
+  char tried[1024] = "", why[192], text[128];
+  size_t used = 0;
+  int last = EACCES, noexec[N];
+  for (size_t i = 0; i < N; i++) {
+    struct statvfs sv;
+    noexec[i] = candidates[i] && statvfs(candidates[i], &sv) == 0 && (sv.f_flag & ST_NOEXEC);
+  }
+  for (int pass = 0; pass < 2; pass++) {
+    for (size_t i = 0; i < N; i++) {
+      if (!candidates[i] || !*candidates[i] || noexec[i] != pass)
+        continue;
+      char tmpl[4096];
+      snprintf(tmpl, sizeof(tmpl), "%s/appbin-XXXXXX", candidates[i]);
+      if (mkdtemp(tmpl)) { /* mkdtemp creates it 0700 */
+        private_dir = strdup(tmpl);
+        if (!private_dir) {
+          rmdir(tmpl);
+          snprintf(err, errlen, "out of memory");
+          errno = ENOMEM;
+          return -1;
+        }
+        private_dir_noexec = noexec[i];
+        private_dir_owner = getpid();
+        if (!registered)
+          registered = atexit(private_dir_cleanup) == 0;
+        if (extload_debug)
+          fprintf(stderr, "appbin: debug: %s: using %s%s\n", why_no_memfd(why, sizeof(why)),
+                  private_dir, noexec[i] ? " (noexec: no code can load from it)" : "");
+        return 0;
       }
-      atexit(private_dir_cleanup);
-      if (extload_debug)
-        fprintf(stderr, "appbin: debug: memfd or /proc unavailable, using %s\n", private_dir);
-      return 0;
+      last = errno;
+      int n = snprintf(tried + used, sizeof(tried) - used, "%s%s: %s", used ? ", " : "",
+                       candidates[i], errno_text(last, text, sizeof(text)));
+      if (n > 0 && (size_t)n < sizeof(tried) - used)
+        used += (size_t)n;
     }
   }
   snprintf(err, errlen,
-           "cannot load native code: memfd_create or /proc is unavailable and no writable "
-           "temporary directory was found (set TMPDIR or mount a tmpfs on /tmp)");
+           "%s, and no writable temporary directory was found (%s); set TMPDIR to a writable "
+           "directory or mount a tmpfs on /tmp",
+           why_no_memfd(why, sizeof(why)), used ? tried : "none to try");
+  int mfd = __atomic_load_n(&memfd_errno, __ATOMIC_RELAXED);
+  errno = mfd ? mfd : last;
   return -1;
 }
 
-/* A new file of the private directory, open for writing, its path in path. */
-static int private_file_create(const char *name, char *path, size_t pathlen, char *err,
+/* A new file of the private directory, open for writing, its path in path;
+ * `code`: one the dynamic loader will map. */
+static int private_file_create(const char *name, int code, char *path, size_t pathlen, char *err,
                                size_t errlen) {
   pthread_mutex_lock(&private_lock);
   if (!private_dir && private_dir_create(err, errlen) != 0) {
+    int saved = errno;
     pthread_mutex_unlock(&private_lock);
-    errno = ENOENT;
+    errno = saved;
     return -1;
   }
-  /* A fresh name per file: the loader must never see one path twice. */
-  snprintf(path, pathlen, "%s/%u-%s", private_dir, private_seq++, basename_of(name));
+  if (code && private_dir_noexec) {
+    char why[192];
+    snprintf(err, errlen,
+             "%s, and the only writable temporary directory, %s, is on a file system mounted "
+             "noexec, where code cannot be mapped; set TMPDIR to a writable directory mounted "
+             "exec, or mount one on /tmp (docker run --tmpfs /tmp:exec)",
+             why_no_memfd(why, sizeof(why)), private_dir);
+    pthread_mutex_unlock(&private_lock);
+    errno = EACCES;
+    return -1;
+  }
+  /* A fresh name per file: the loader must never see one path twice, and a
+   * fork() child shares the directory (and the counter's value). */
+  snprintf(path, pathlen, "%s/%ld-%u-%s", private_dir, (long)getpid(), private_seq++,
+           basename_of(name));
   pthread_mutex_unlock(&private_lock);
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0500);
   if (fd < 0)
@@ -118,7 +196,7 @@ static int private_file_create(const char *name, char *path, size_t pathlen, cha
 
 static int private_file_write(const char *name, const void *data, size_t len, char *path,
                               size_t pathlen, char *err, size_t errlen) {
-  int fd = private_file_create(name, path, pathlen, err, errlen);
+  int fd = private_file_create(name, 1, path, pathlen, err, errlen);
   if (fd < 0)
     return -1;
   if (write_all(fd, data, len) != 0) {
@@ -152,7 +230,12 @@ int extload_write(const char *name, const void *data, size_t len, char *path, si
       memfd_state = -1;
     }
   }
-  return private_file_write(name, data, len, path, pathlen, err, errlen);
+  if (private_file_write(name, data, len, path, pathlen, err, errlen) == 0)
+    return 0;
+  char why[1024];
+  snprintf(why, sizeof(why), "%s", err);
+  snprintf(err, errlen, "cannot load the native code of %s: %s", name, why);
+  return -1;
 }
 
 /* ---- read-only data ------------------------------------------------------ */
@@ -249,7 +332,7 @@ static int data_private_file(const char *name, size_t len, extload_fill_fn fill,
   int ro = -1, saved = 0;
   char path[4096];
   int fd = fill(buf, ctx, err, errlen) == 0
-               ? private_file_create(name, path, sizeof(path), err, errlen)
+               ? private_file_create(name, 0, path, sizeof(path), err, errlen)
                : -1;
   saved = errno;
   if (fd >= 0) {

@@ -41,6 +41,12 @@ int extload_data_fd(const char *name, size_t len, extload_fill_fn fill, void *ct
  * is unavailable. */
 int extload_empty_fd(int cloexec);
 
+/* pthread_atfork handlers (archfs_libc's): the private directory's lock is
+ * taken before fork() and released after it in both processes. */
+void extload_fork_prepare(void);
+void extload_fork_parent(void);
+void extload_fork_child(void);
+
 /* 1 when debug logging is on: set by the interpreter setup. */
 extern int extload_debug;
 

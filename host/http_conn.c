@@ -17,10 +17,11 @@
 #include <unistd.h>
 
 #define CONN_OF_PARSER(p) ((http_conn *)(p)->data)
-#define MAX_CHUNK_EXT 4096    /* chunk-extension bytes allowed per chunk */
-#define LINGER_MS 1000        /* discard input this long after shutdown() */
-#define ZERO_COPY_MIN 4096    /* body writes at least this big skip the copy */
-#define FILE_CHUNK 65536      /* pread() fallback chunk for sendfile */
+#define MAX_CHUNK_EXT 4096                  /* chunk-extension bytes allowed per chunk */
+#define MAX_CHUNK_LINE (MAX_CHUNK_EXT + 32) /* a chunk-size line, without its CRLF */
+#define LINGER_MS 1000                      /* discard input this long after shutdown() */
+#define ZERO_COPY_MIN 4096                  /* body writes at least this big skip the copy */
+#define FILE_CHUNK 65536                    /* pread() fallback chunk for sendfile */
 #define STREAM_FLUSH_MS 10000 /* a closed stream's last output must leave within this */
 #define FRESH_GRACE_MS 1000   /* shutting down: how long a new, silent connection may wait */
 
@@ -1091,7 +1092,8 @@ static int on_message_complete(llhttp_t *p) {
   c->body_done = true;
   c->in_head = false;
   c->framing = p->upgrade ? FR_DATA : FR_HEAD; /* after an upgrade the bytes are not HTTP */
-  c->reqline_seen = false;
+  c->reqline_seen = c->hs_started = false;
+  c->hs_tail[0] = c->hs_tail[1] = 0;
   if (c->req_active && !c->disconnected && c->srv->cb.on_body_end)
     c->srv->cb.on_body_end(&c->req);
   if (!c->keep_alive)
@@ -1103,6 +1105,10 @@ static int on_chunk_header(llhttp_t *p) {
   http_conn *c = CONN_OF_PARSER(p);
   c->ext_bytes = 0;
   c->framing = p->content_length == 0 ? FR_TRAILERS : FR_DATA;
+  /* the trailer section starts at the beginning of a line: an empty one ends it */
+  c->hs_started = true;
+  c->hs_tail[0] = '\r';
+  c->hs_tail[1] = '\n';
   return c->parse_dead || c->closing ? HPE_PAUSED : 0;
 }
 
@@ -1199,31 +1205,70 @@ static void conn_parse_error(http_conn *c, llhttp_errno_t err) {
 
 static bool is_ows(char ch) { return ch == ' ' || ch == '\t'; }
 
-/* FR_HEAD: how much of data llhttp may read now. */
-/* Just past the blank line ending a head ("\n\r\n"), or NULL. */
-static char *head_end(char *p, size_t len) {
-  char *end = p + len;
+/* FR_HEAD and FR_TRAILERS: where the head (or the trailer section) ends in
+ * data, just past its blank line; len if its end has not arrived. A lone LF
+ * before that end is refused (-1, perr set): RFC 9112 2.2 lets a recipient
+ * accept one as a line terminator, but llhttp's strict mode takes some shapes
+ * (after the request line, "\r\n\n" as the blank line, in trailers) and not
+ * others, and this scan and llhttp must agree on where a head ends: with
+ * lone LF refused, that is the first CRLF CRLF after the request line began,
+ * for both. Empty lines before the request line are skipped (llhttp too). */
+static ssize_t head_scan(http_conn *c, const char *data, size_t len) {
+  size_t i = 0;
+  if (!c->hs_started) {
+    for (; i < len && (data[i] == '\r' || data[i] == '\n'); i++)
+      if (data[i] == '\n' && (i ? data[i - 1] : c->hs_tail[1]) != '\r')
+        return perr(c, 400, "Invalid line ending (lone LF)"), -1;
+    if (i == len)
+      return (ssize_t)len;
+  }
+  const char *p = data + i, *end = data + len;
   while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
-    if (end - p >= 3 && p[1] == '\r' && p[2] == '\n')
-      return p + 3;
+    size_t at = (size_t)(p - data);
+    char prev = at >= 1 ? data[at - 1] : c->hs_tail[1];
+    if (prev != '\r')
+      return perr(c, 400, "Invalid line ending (lone LF)"), -1;
+    /* an empty line (the leading ones were skipped above) */
+    char prev2 = at >= 2 ? data[at - 2] : at == 1 ? c->hs_tail[1] : c->hs_tail[0];
+    if (prev2 == '\n')
+      return (ssize_t)(at + 1);
     p++;
   }
-  return NULL;
+  return (ssize_t)len;
 }
 
-static size_t prescan_head(http_conn *c, char *data, size_t len) {
+/* After feeding data[0..feed) of a head to llhttp: what the next scan needs. */
+static void head_scan_fed(http_conn *c, const char *data, size_t feed) {
+  if (feed == 0)
+    return;
+  if (!c->hs_started) {
+    size_t i = 0;
+    while (i < feed && (data[i] == '\r' || data[i] == '\n'))
+      i++;
+    c->hs_started = i < feed;
+  }
+  c->hs_tail[0] = feed >= 2 ? data[feed - 2] : c->hs_tail[1];
+  c->hs_tail[1] = data[feed - 1];
+}
+
+/* FR_HEAD: how much of data llhttp may read now; -1 after an error. */
+static ssize_t prescan_head(http_conn *c, char *data, size_t len) {
+  ssize_t hend = head_scan(c, data, len);
+  if (hend < 0)
+    return -1;
+  size_t head = (size_t)hend; /* the head's bytes in data */
   if (!c->reqline_seen) {
     size_t i = 0;
-    while (i < len && (data[i] == '\r' || data[i] == '\n'))
-      i++; /* empty lines before the request line: llhttp's business */
-    char *lf = memchr(data + i, '\n', len - i);
+    while (i < head && (data[i] == '\r' || data[i] == '\n'))
+      i++; /* empty lines before the request line */
+    char *lf = memchr(data + i, '\n', head - i);
     if (!lf) { /* hold back what may be the start of a split " HTTP/1.2" */
-      char *sp = memrchr(data + i, ' ', len - i);
-      size_t tail = sp ? (size_t)(data + len - sp - 1) : 0;
-      if (sp && tail <= 8 && memcmp(sp + 1, "HTTP/1.", tail < 7 ? tail : 7) == 0 &&
+      char *sp = memrchr(data + i, ' ', head - i);
+      size_t tail = sp ? (size_t)(data + head - sp - 1) : 0;
+      if (!c->eof && sp && tail <= 8 && memcmp(sp + 1, "HTTP/1.", tail < 7 ? tail : 7) == 0 &&
           (tail < 8 || (sp[8] >= '0' && sp[8] <= '9')))
-        return (size_t)(sp - data);
-      return len;
+        return (ssize_t)(sp - data);
+      return (ssize_t)len;
     }
     c->reqline_seen = true;
     if (lf - data >= VERSION_TAIL && lf[-1] == '\r' && memcmp(lf - 10, " HTTP/1.", 8) == 0 &&
@@ -1232,11 +1277,10 @@ static size_t prescan_head(http_conn *c, char *data, size_t len) {
   }
   /* No HTAB: nothing to rewrite, and llhttp may read on past the head (it
    * pauses there when a chunked body follows, see on_headers_complete). */
-  char *t = memchr(data, '\t', len);
+  char *t = memchr(data, '\t', head);
   if (!t)
-    return len;
-  char *end = head_end(data, len);
-  size_t feed = end ? (size_t)(end - data) : len;
+    return (ssize_t)len;
+  size_t feed = head < len ? head : len;
   for (; t && t < data + feed; t = memchr(t, '\t', (size_t)(data + feed - t))) {
     char *run_end = t;
     while (run_end < data + feed && is_ows(*run_end))
@@ -1252,11 +1296,11 @@ static size_t prescan_head(http_conn *c, char *data, size_t len) {
     char *run = t;
     while (run > data && is_ows(run[-1]))
       run--;
-    if ((size_t)(data + feed - run) <= MAX_HELD_OWS)
+    if (!c->eof && (size_t)(data + feed - run) <= MAX_HELD_OWS)
       feed = (size_t)(run - data);
     break;
   }
-  return feed;
+  return (ssize_t)feed;
 }
 
 static bool is_tchar(unsigned char ch) {
@@ -1317,11 +1361,20 @@ static bool chunk_ext_valid(const char *p, const char *end) {
 /* FR_CHUNK_LINE: a whole chunk-size line is checked and its extensions cut
  * off (*skip bytes dropped from the front); 1 ready, 0 wait, -1 invalid. */
 static int prescan_chunk_line(http_conn *c, char *data, size_t len, size_t *skip, size_t *feed) {
+  /* The limit holds however the line arrives, and a whole line with its
+   * CRLF always fits in the read buffer: waiting for the rest never waits
+   * on a full buffer. */
+  size_t max_line = c->srv->cfg.read_buffer_size - 2;
+  if (max_line > MAX_CHUNK_LINE)
+    max_line = MAX_CHUNK_LINE;
+  size_t scan = len < max_line + 1 ? len : max_line + 1;
   char *cr = data;
-  while (cr < data + len && *cr != '\r' && *cr != '\n')
+  while (cr < data + scan && *cr != '\r' && *cr != '\n')
     cr++;
+  if ((size_t)(cr - data) > max_line)
+    return perr(c, 400, "Chunk-size line too long"), -1;
   if (cr == data + len)
-    return len > MAX_CHUNK_EXT + 32 ? perr(c, 400, "Chunk extensions too long"), -1 : 0;
+    return 0;
   if (*cr == '\n')
     return perr(c, 400, "Invalid chunk-size line (bare LF)"), -1;
   if (cr + 1 == data + len)
@@ -1353,9 +1406,12 @@ static int prescan_chunk_line(http_conn *c, char *data, size_t len, size_t *skip
 static ssize_t conn_prescan(http_conn *c, char *data, size_t len, size_t *skip) {
   *skip = 0;
   switch (c->framing) {
-  case FR_HEAD:
-    /* after the peer's EOF nothing more will come: no holding back */
-    return c->eof ? (ssize_t)len : (ssize_t)prescan_head(c, data, len);
+  case FR_HEAD: /* after the peer's EOF nothing is held back: nothing more will come */
+    return prescan_head(c, data, len);
+  case FR_TRAILERS: {
+    ssize_t end = head_scan(c, data, len);
+    return end < 0 ? -1 : (ssize_t)len;
+  }
   case FR_CHUNK_LINE: {
     size_t feed = 0;
     int r = prescan_chunk_line(c, data, len, skip, &feed);
@@ -1385,6 +1441,8 @@ static void conn_process(http_conn *c) {
     c->abs += skip;
     data += skip;
     len = (size_t)feed;
+    if (c->framing == FR_HEAD || c->framing == FR_TRAILERS)
+      head_scan_fed(c, data, len);
     c->parser_paused = false;
     c->exec_base = data;
     c->perr_status = 0;

@@ -123,6 +123,8 @@ struct http_conn {
   size_t ext_bytes;        /* chunk-extension bytes of the current chunk */
   uint8_t framing;         /* enum http_framing */
   bool reqline_seen;       /* FR_HEAD: the request line's end was prescanned */
+  bool hs_started;         /* FR_HEAD: a byte of the request line was fed (FR_TRAILERS: set) */
+  char hs_tail[2];         /* FR_HEAD/FR_TRAILERS: the last two bytes fed to llhttp */
   int perr_status;         /* error found by a callback: status to answer */
   const char *perr_msg;
 

@@ -134,7 +134,7 @@ static PyObject *native_path(const zipindex_entry *e) {
   }
   /* archfs keeps one in-memory copy per member, shared with dlopen() of
    * the member's archive path (ctypes.CDLL), so neither loads it twice. */
-  char buf[4096], err[512];
+  char buf[4096], err[1536];
   int rc;
   Py_BEGIN_ALLOW_THREADS rc = archfs_code_path(e, buf, sizeof(buf), err, sizeof(err));
   Py_END_ALLOW_THREADS if (rc != 0) {
@@ -283,7 +283,7 @@ static int preload_libraries(const zipindex_entry *ext) {
                  strerror(errno));
     goto done;
   }
-  char stub_path[4096], err[512];
+  char stub_path[4096], err[1536];
   if (extload_write("appbin-preload-stub", stub, stub_len, stub_path, sizeof(stub_path), err,
                     sizeof(err)) != 0) {
     PyErr_Format(PyExc_ImportError, "appbin: %s", err);
@@ -527,9 +527,27 @@ static PyObject *importer_create_module(PyObject *self, PyObject *spec) {
 
 static PyObject *call_runtime(const char *func, PyObject *arg1, PyObject *arg2);
 
-/* pkg_resources learns once loaded that our modules' files are files
- * (_appbin_runtime.adopt_pkg_resources). */
-#define PKG_RESOURCES "pkg_resources"
+/* Modules that learn once loaded where the archive is: pkg_resources that
+ * our modules' files are files, sysconfig and site that the stdlib and
+ * site-packages are <app.bin>/stdlib and <app.bin>/site-packages
+ * (_appbin_runtime.adopt_<name>). */
+static const char *const adopted[] = {"pkg_resources", "sysconfig", "site"};
+
+static int adopt_if_named(const modindex_module *m, PyObject *module) {
+  for (size_t i = 0; i < sizeof(adopted) / sizeof(adopted[0]); i++) {
+    size_t len = strlen(adopted[i]);
+    if (m->name_len != len || memcmp(m->name, adopted[i], len) != 0)
+      continue;
+    char func[32];
+    snprintf(func, sizeof(func), "adopt_%s", adopted[i]);
+    PyObject *r = call_runtime(func, module, Py_None);
+    if (!r)
+      return -1;
+    Py_DECREF(r);
+    return 0;
+  }
+  return 0;
+}
 
 static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   (void)self;
@@ -564,13 +582,8 @@ static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   if (!r)
     return NULL;
   Py_DECREF(r);
-  if (m->name_len == sizeof(PKG_RESOURCES) - 1 &&
-      memcmp(m->name, PKG_RESOURCES, m->name_len) == 0) {
-    r = call_runtime("adopt_pkg_resources", module, Py_None);
-    if (!r)
-      return NULL;
-    Py_DECREF(r);
-  }
+  if (adopt_if_named(m, module) != 0)
+    return NULL;
   Py_RETURN_NONE;
 }
 

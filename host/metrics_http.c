@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -29,6 +30,8 @@ static struct {
   int fd;
   char path[256];
   size_t path_len;
+  const atomic_int *ready; /* listen once *ready != 0 (NULL: at once) */
+  char announce[300];      /* logged once listening ("" : not here) */
 } M;
 
 typedef struct mconn {
@@ -172,6 +175,19 @@ static void on_connection(uv_stream_t *server, int status) {
 
 static void *thread_main(void *arg) {
   (void)arg;
+  /* A single process checks its payload beside the interpreter's start-up:
+   * nothing listens before every byte is verified (damage ends the process). */
+  while (M.ready && !atomic_load(M.ready)) {
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 5 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  int rc = uv_listen((uv_stream_t *)&M.listener, 128, on_connection);
+  if (rc != 0) {
+    applog(LOG_ERROR, "cannot serve metrics: %s", uv_strerror(rc));
+    return NULL;
+  }
+  if (M.announce[0])
+    applog(LOG_INFO, "Metrics on %s", M.announce);
   uv_run(&M.loop, UV_RUN_DEFAULT);
   return NULL;
 }
@@ -190,7 +206,7 @@ int metrics_http_bind(const char *host, int port, char *where, size_t wlen) {
     fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd >= 0 && (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-                    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0)) {
+                    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0)) {
       err = errno;
       close(fd);
       fd = -1;
@@ -212,17 +228,25 @@ int metrics_http_bind(const char *host, int port, char *where, size_t wlen) {
   return fd;
 }
 
-int metrics_http_start(int fd, const char *path) {
+int metrics_http_listen(int fd) {
+  if (listen(fd, 128) != 0) {
+    applog(LOG_ERROR, "cannot listen for metrics: %s", strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+int metrics_http_start(int fd, const char *path, const atomic_int *ready, const char *announce) {
   snprintf(M.path, sizeof(M.path), "%s", path);
   M.path_len = strlen(M.path);
   M.fd = fd;
+  M.ready = ready;
+  snprintf(M.announce, sizeof(M.announce), "%s", announce ? announce : "");
   int rc = uv_loop_init(&M.loop);
   if (rc == 0)
     rc = uv_tcp_init(&M.loop, &M.listener);
   if (rc == 0)
     rc = uv_tcp_open(&M.listener, fd);
-  if (rc == 0)
-    rc = uv_listen((uv_stream_t *)&M.listener, 128, on_connection);
   if (rc != 0) {
     applog(LOG_ERROR, "cannot serve metrics: %s", uv_strerror(rc));
     return -1;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 static int metrics_fd = -1;
+static char metrics_where[600]; /* http://HOST:PORT/PATH */
 
 /* uvicorn reads its own UVICORN_* options before it loads the env file, so
  * the file only reaches the application; app.bin does the same, and says so
@@ -43,20 +44,35 @@ int ops_prepare(const cli_options *o) {
       applog(LOG_ERROR, "cannot map the metrics counters");
       return 1;
     }
+    /* bound now (a port in use fails before anything starts), listening
+     * only once the payload is verified */
     metrics_fd = metrics_http_bind(host, o->metrics_port, where, sizeof(where));
     if (metrics_fd < 0)
       return 1;
-    applog(LOG_INFO, "Metrics on %s%s", where, o->metrics_path);
+    snprintf(metrics_where, sizeof(metrics_where), "%s%s", where, o->metrics_path);
   }
   return 0;
 }
 
-int ops_start_serving(const cli_options *o) {
+int ops_metrics_listen(void) {
+  if (metrics_fd < 0)
+    return 0;
+  if (metrics_http_listen(metrics_fd) != 0)
+    return 1;
+  applog(LOG_INFO, "Metrics on %s", metrics_where);
+  return 0;
+}
+
+int ops_start_serving(const cli_options *o, zipindex *zi) {
   if (metrics_fd < 0)
     return 0;
   if (metrics_claim_slot() != 0) {
     applog(LOG_ERROR, "no free metrics slot for worker process");
     return 1;
   }
-  return metrics_http_start(metrics_fd, o->metrics_path) == 0 ? 0 : 1;
+  /* a worker: its supervisor verified the payload, listened and said so */
+  if (o->workers > 1)
+    return metrics_http_start(metrics_fd, o->metrics_path, NULL, NULL) == 0 ? 0 : 1;
+  return metrics_http_start(metrics_fd, o->metrics_path, &zi->all_checked, metrics_where) == 0 ? 0
+                                                                                               : 1;
 }

@@ -30,6 +30,7 @@
 #include "workers.h"
 
 #include "applog.h"
+#include "ops.h"
 #include "serve.h"
 
 #include <errno.h>
@@ -42,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -241,8 +243,20 @@ typedef struct supervisor {
 static pid_t spawn(supervisor *sv, int i) {
   atomic_store(&board->slot[i].state, SLOT_STARTING);
   atomic_store(&board->slot[i].beat_ms, 0);
+  pid_t parent = getpid();
   pid_t pid = fork();
   if (pid == 0) {
+    /* A supervisor killed with SIGKILL cannot stop its workers: the kernel
+     * sends each SIGTERM when it dies, and they drain as on any SIGTERM
+     * (in-flight requests finish within --timeout-graceful-shutdown, then
+     * the listening socket is closed with the process). Draining rather
+     * than exiting at once: the requests in flight did nothing wrong, and
+     * with nobody left to SIGKILL a worker that outlives the drain, the
+     * runtime's own graceful timeout bounds it. If the supervisor died
+     * before prctl() took effect, getppid() tells. The signal stays
+     * pending (blocked below) until the runtime has its handlers. */
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
+      kill(getpid(), SIGTERM);
     /* SIGTERM/SIGINT stay blocked until the runtime has its handlers
      * (serve() unblocks them); SIGCHLD is the supervisor's. */
     sigset_t mask = sv->oldmask;
@@ -412,6 +426,12 @@ int workers_run(cli_options *opts, int *is_worker) {
   int fd = workers_bind(opts);
   if (fd < 0)
     return 1;
+  if (ops_metrics_listen() != 0) { /* the payload is verified (main) */
+    close(fd);
+    if (opts->uds)
+      unlink(opts->uds);
+    return 1;
+  }
   supervisor sv = {.opts = opts, .n = n, .listen_fd = fd};
   sv.ws = calloc((size_t)n, sizeof(*sv.ws));
   board = board_new(n);

@@ -28,6 +28,10 @@ def setup():
     """Finish interpreter setup once the importer is on sys.meta_path."""
     sys.path_hooks.insert(0, _path_hook)
     sys.path_importer_cache.clear()
+    for i, finder in enumerate(sys.meta_path):
+        if getattr(finder, "__name__", None) == "FrozenImporter":
+            sys.meta_path.insert(i, _FrozenSiteFinder)
+            break
     _process_pth_files()
 
 
@@ -195,6 +199,115 @@ def adopt_pkg_resources(module, _unused=None):
     for entry in list(working_set.entries):
         for dist in module.find_distributions(entry, True):
             working_set.add(dist, entry, False)
+
+
+# ---- sysconfig and site: the archive is the installation -----------------------
+
+# Where app.bin's Python finds things, as an install scheme: the stdlib and
+# its extension modules under <app.bin>/stdlib, every distribution under
+# <app.bin>/site-packages (sys.prefix is app.bin). What the archive does not
+# hold (headers, scripts) keeps the usual shape under the prefix.
+_SCHEME = "appbin"
+_SCHEME_PATHS = {
+    "stdlib": "{installed_base}/stdlib",
+    "platstdlib": "{platbase}/stdlib",
+    "purelib": "{base}/site-packages",
+    "platlib": "{platbase}/site-packages",
+    "include": "{installed_base}/include/python{py_version_short}{abiflags}",
+    "platinclude": "{installed_platbase}/include/python{py_version_short}{abiflags}",
+    "scripts": "{base}/bin",
+    "data": "{base}",
+}
+# Makefile variables naming the stdlib's installed directories.
+_STDLIB_CONFIG_VARS = {"LIBDEST": "stdlib", "BINLIBDEST": "stdlib", "DESTLIB": "stdlib",
+                       "MACHDESTLIB": "stdlib", "DESTSHARED": "stdlib/lib-dynload"}
+
+
+def adopt_sysconfig(module, _unused=None):
+    """Called once sysconfig is loaded: its default scheme (get_paths(),
+    get_path("purelib")...) names the archive's directories, as a venv's
+    python names the venv's, and so do the stdlib's config variables."""
+    schemes = getattr(module, "_INSTALL_SCHEMES", None)
+    preferred = getattr(module, "_get_preferred_schemes", None)
+    if not isinstance(schemes, dict) or preferred is None:
+        return
+    old_default = module.get_default_scheme()
+    schemes[_SCHEME] = dict(_SCHEME_PATHS)
+
+    def _get_preferred_schemes():
+        return {**preferred(), "prefix": _SCHEME}
+
+    module._get_preferred_schemes = _get_preferred_schemes
+    # get_paths() and get_path() took the default scheme's name when defined.
+    for func in (getattr(module, "get_paths", None), getattr(module, "get_path", None)):
+        defaults = getattr(func, "__defaults__", None)
+        if defaults:
+            func.__defaults__ = tuple(_SCHEME if d == old_default else d for d in defaults)
+    init_posix = getattr(module, "_init_posix", None)
+    if init_posix is not None:
+        def _init_posix(vars):
+            init_posix(vars)
+            for name, member in _STDLIB_CONFIG_VARS.items():
+                if name in vars:
+                    vars[name] = _PREFIX + member
+
+        module._init_posix = _init_posix
+
+
+class _FrozenSiteFinder:
+    """Just before FrozenImporter on sys.meta_path (so asked only about
+    modules neither the archive nor the builtins have): the interpreter
+    freezes site, which the importer's adopt_<name> hook never sees."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name != "site":
+            return None
+        frozen = sys.meta_path[sys.meta_path.index(_FrozenSiteFinder) + 1]
+        spec = frozen.find_spec(name, path, target)
+        if spec is not None and spec.loader is frozen:
+            spec.loader = _FrozenSiteLoader(frozen)
+        return spec
+
+    def invalidate_caches():
+        pass
+
+
+class _FrozenSiteLoader:
+    def __init__(self, frozen):
+        self.frozen = frozen
+
+    def create_module(self, spec):
+        return self.frozen.create_module(spec)
+
+    def exec_module(self, module):
+        module.__spec__.loader = module.__loader__ = self.frozen
+        self.frozen.exec_module(module)
+        adopt_site(module)
+
+
+def adopt_site(module, _unused=None):
+    """Called once site is loaded (app.bin never runs site.main()): the
+    archive's site-packages is the one site directory, and the user's own is
+    never on sys.path."""
+    getsitepackages = module.getsitepackages
+
+    def _getsitepackages(prefixes=None):
+        if prefixes is None:
+            prefixes = module.PREFIXES
+        out = []
+        for prefix in prefixes:
+            if prefix == ARCHIVE:
+                if _PREFIX + "site-packages" not in out:
+                    out.append(_PREFIX + "site-packages")
+            else:
+                out.extend(p for p in getsitepackages([prefix]) if p not in out)
+        return out
+
+    _getsitepackages.__doc__ = getsitepackages.__doc__
+    module.getsitepackages = _getsitepackages
+    if module.ENABLE_USER_SITE is None:
+        module.ENABLE_USER_SITE = False
 
 
 # ---- the ASGI application -------------------------------------------------------

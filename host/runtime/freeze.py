@@ -3,7 +3,7 @@ PyImport_FrozenModules table, the way CPython freezes its own modules.
 
 Usage: freeze.py OUTPUT.h MODULE.py [MODULE.py ...]
 
-Run it with the python3.11 whose libpython the host links: marshal's format
+Run it with the python (3.11, 3.13, 3.14) whose libpython the host links: marshal's format
 and the bytecode must match the embedded interpreter.
 """
 import marshal
@@ -33,9 +33,12 @@ def main(argv):
         data = marshal.dumps(code)
         symbol = "frozen_" + module
         parts.append(c_array(symbol, data))
-        table.append('    {"%s", %s, (int)sizeof(%s), 0, NULL},' % (module, symbol, symbol))
+        # Designated initializers: struct _frozen lost its get_code field in
+        # 3.13 (3.11 and 3.12 have five fields, 3.13 and 3.14 four).
+        table.append('    {.name = "%s", .code = %s, .size = (int)sizeof(%s), .is_package = 0},'
+                     % (module, symbol, symbol))
     parts.append("static const struct _frozen appbin_frozen_modules[] = {\n%s\n"
-                 "    {NULL, NULL, 0, 0, NULL},\n};\n" % "\n".join(table))
+                 "    {.name = NULL},\n};\n" % "\n".join(table))
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
         f.write("\n".join(parts))

@@ -1,7 +1,11 @@
-"""appbin-pack: packs a venv, Debian's python3.11 stdlib and a host into app.bin."""
+"""appbin-pack: packs a venv, the stdlib of the Python running it and a host into app.bin."""
+
+import sys
 
 VERSION = "0.1.0"
-PYTHON_TAG = "3.11"
+# The Python X.Y whose stdlib gets packed: the one running the packer (the
+# host's python: build/appbin-pack runs it under the right one).
+PYTHON_TAG = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 class PackError(Exception):

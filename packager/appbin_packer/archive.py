@@ -27,6 +27,7 @@ import os
 import posixpath
 import shutil
 import struct
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -141,9 +142,10 @@ def _compressor(method, level):
         try:
             import zstandard
         except ImportError:
-            raise PackError("zstd compression needs the zstandard module for "
-                            "/usr/bin/python3.11: apt-get install python3-zstandard "
-                            "(or pass --compression deflate)") from None
+            raise PackError(f"zstd compression needs the zstandard module for "
+                            f"{sys.executable}: apt-get install python3-zstandard "
+                            f"(Debian's python3.11) or {sys.executable} -m pip install "
+                            f"zstandard (or pass --compression deflate)") from None
         # Content size in the frame header, no frame checksum (the zip CRC-32
         # and the payload's SHA-256 cover the bytes).
         cctx = zstandard.ZstdCompressor(level=level, write_content_size=True,

@@ -5,13 +5,14 @@ import sys
 
 from . import VERSION, PackError, UsageError
 from .archive import COMPRESSION, LEVELS
+from .hosts import select as select_host
 from .inputs import parse_app, parse_default
 from .pack import Options, pack
 from .summary import format_summary
 
 _DESCRIPTION = """\
-Packs a Python 3.11 venv, the stdlib of this machine's python3.11 and the
-appbin host into one executable: app.bin = host + zip archive + trailer."""
+Packs a venv (Python 3.11, 3.13 or 3.14), the stdlib of the host's Python and
+the appbin host into one executable: app.bin = host + zip archive + trailer."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,15 +26,17 @@ def build_parser():
     """The argument parser of appbin-pack."""
     parser = _Parser(prog="appbin-pack", description=_DESCRIPTION)
     parser.add_argument("--venv", required=True, metavar="DIR",
-                        help="the venv to pack (python3.11 -m venv, poetry bundle venv, ...)")
+                        help="the venv to pack (pythonX.Y -m venv, poetry bundle venv, uv venv, ...)")
     parser.add_argument("--app", required=True, metavar="MODULE:ATTR",
                         help="the ASGI application, e.g. my_package.web:app")
     parser.add_argument("--factory", action="store_true",
                         help="ATTR is a factory to call for the application")
     parser.add_argument("-o", "--output", required=True, metavar="APP.BIN",
                         help="the executable to write")
-    parser.add_argument("--host", required=True, metavar="PATH",
-                        help="the bare appbin host executable")
+    parser.add_argument("--host", metavar="PATH",
+                        help="the bare appbin host executable (default: build/appbin-pack "
+                             "picks the one built for the venv's Python version)")
+    parser.add_argument("--build-dir", help=argparse.SUPPRESS)  # set by build/appbin-pack
     parser.add_argument("--sources", choices=("keep", "drop"), default="keep",
                         help="keep .py sources beside the .pyc (default) or drop them")
     parser.add_argument("--compression", choices=tuple(COMPRESSION), default="zstd",
@@ -70,9 +73,13 @@ def build_parser():
 
 
 def parse_options(argv):
-    """Parses and checks the command line; returns (Options, quiet)."""
+    """Parses and checks the command line; returns (Options, quiet). May run
+    the packer again under the python of the host it picks (hosts.select)."""
+    if argv is None:
+        argv = sys.argv[1:]
     args = build_parser().parse_args(argv)
     parse_app(args.app)
+    select_host(args, argv)
     compression = COMPRESSION[args.compression]
     levels = LEVELS[compression]
     if args.level is not None and args.level not in levels:

@@ -80,23 +80,25 @@ def host_python_version(host, with_format=False):
 
 
 def find_site_packages(venv):
-    """Checks that `venv` is a Python 3.11 venv; returns its site-packages."""
+    """Checks that `venv` is a venv of this Python X.Y; returns its site-packages."""
     root = Path(venv)
     if not root.is_dir():
         raise PackError(f"venv {venv} does not exist")
     config = root / "pyvenv.cfg"
     if not config.is_file():
         raise PackError(f"{venv} is not a venv: it has no pyvenv.cfg")
-    version = _venv_python_version(config.read_text(encoding="utf-8", errors="replace"))
+    version = venv_python_version(config.read_text(encoding="utf-8", errors="replace"))
     if version and version != PYTHON_TAG:
-        raise PackError(f"venv {venv} is for Python {version}, appbin needs Python {PYTHON_TAG}")
+        raise PackError(f"venv {venv} is for Python {version}, but this packer runs (and "
+                        f"packs the stdlib of) Python {PYTHON_TAG}: run build/appbin-pack, "
+                        f"which picks the host of the venv's version")
     site = root / "lib" / f"python{PYTHON_TAG}" / "site-packages"
     if not site.is_dir():
         raise PackError(f"venv {venv} has no lib/python{PYTHON_TAG}/site-packages")
     return Path(os.path.abspath(site))
 
 
-def _venv_python_version(config_text):
+def venv_python_version(config_text):
     """"X.Y" from pyvenv.cfg's version / version_info key, or None."""
     values = {}
     for line in config_text.splitlines():

@@ -26,7 +26,9 @@ import warnings
 _FLAG_REF = 0x80
 _PYC_FLAGS_UNCHECKED_HASH = 0b01
 
-# Type codes of the marshal format (version 4, as written by Python 3.11).
+# Type codes of the marshal format (version 4, as written by Python 3.11 to
+# 3.13; version 5 of 3.14 adds slices, ":"). Code objects have the same
+# fields in 3.11 to 3.14.
 _PAYLOAD_SIZE = {ord(c): n for c, n in {
     "0": 0, "N": 0, "F": 0, "T": 0, "S": 0, ".": 0,  # NULL, None, ..., Ellipsis
     "i": 4, "g": 8, "y": 16,                         # int32, float, complex
@@ -40,6 +42,7 @@ _DICT = ord("{")
 _NULL = ord("0")
 _REF = ord("r")
 _CODE = ord("c")
+_SLICE = ord(":")  # 3.14: start, stop, step
 _CODE_INT_FIELDS_BEFORE = 5  # argcount, posonlyargcount, kwonlyargcount, stacksize, flags
 _CODE_OBJECTS_BEFORE_LINENO = 8  # code, consts, names, localsplusnames,
                                  # localspluskinds, filename, name, qualname
@@ -94,6 +97,8 @@ class _RefScanner:
         elif code == _DICT:
             while self.object() != _NULL:
                 self.object()
+        elif code == _SLICE:
+            self.objects(3)
         elif code == _CODE:
             self.pos += 4 * _CODE_INT_FIELDS_BEFORE
             self.objects(_CODE_OBJECTS_BEFORE_LINENO)

@@ -2,22 +2,25 @@
 # Side-by-side comparison of the two ways to ship the example app in Docker:
 #   appbin    the top-level Dockerfile: one /app.bin on distroless base-nossl-debian13
 #   baseline  tests/bench/baseline/Dockerfile: a Poetry venv's lib/ + uvicorn on
-#             distroless python3-debian12 (the usual published recipe)
-# Both on local bases built from Debian packages (tests/docker/build-bases.sh).
+#             distroless python3-debian13 (the usual published recipe, on the
+#             distroless Python base that exists today)
+# Both on local bases built from Debian packages (tests/docker/build-bases.sh),
+# both on Python 3.13 (--python-version 3.11: app.bin of the 3.11 host against
+# the recipe's original python3-debian12, which distroless no longer builds).
 #
 # Reports: image size, number of files, cold start to the first 200 on GET /
 # (docker run -> first answer, median of --runs), requests/s with wrk on
 # loopback (bounded: -d5s -c64 -t2 by default) and memory after the load.
 #
 # Usage: tests/bench/docker_compare.sh [--no-build] [--static-only] [--runs N]
-#        [--duration 5s] [--connections 64] [--json FILE]
+#        [--duration 5s] [--connections 64] [--json FILE] [--python-version 3.13]
 #   --static-only  size and file counts only (no container is started)
 # Results also go to build/bench/docker_compare.json.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 
-build=1 static_only=0 runs=3 duration=5s conns=64 threads=2
+build=1 static_only=0 runs=3 duration=5s conns=64 threads=2 pyver=3.13
 json="$top/build/bench/docker_compare.json"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -27,6 +30,7 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift ;;
     --connections) conns=$2; shift ;;
     --json) json=$2; shift ;;
+    --python-version) pyver=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "docker_compare: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -49,18 +53,24 @@ secret=()
 pip_arg=()
 [ -n "${PIP_INDEX_URL:-}" ] && pip_arg=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL")
 
+case $pyver in
+  3.13) debian=13 ;; 3.11) debian=12 ;;
+  *) echo "docker_compare: --python-version 3.13 or 3.11 (a distroless python3 base of it)" >&2; exit 2 ;;
+esac
 if [ $build = 1 ]; then
-  DOCKER=$DOCKER "$top/tests/docker/build-bases.sh" builder-debian12 \
-    distroless-base-nossl-debian13 distroless-python3-debian12
+  DOCKER=$DOCKER "$top/tests/docker/build-bases.sh" builder-debian12 "builder-debian$debian" \
+    distroless-base-nossl-debian13 "distroless-python3-debian$debian"
   t0=$(date +%s)
   "$DOCKER" build -q "${secret[@]}" "${pip_arg[@]}" \
     --build-arg BUILDER_IMAGE=appbin/builder-debian12 \
     --build-arg FINAL_IMAGE=appbin/distroless-base-nossl-debian13:nonroot \
+    --build-arg PYTHON_VERSION="$pyver" \
     -t "$APPBIN_IMAGE" . >/dev/null
   t1=$(date +%s)
   "$DOCKER" build -q "${secret[@]}" "${pip_arg[@]}" -f tests/bench/baseline/Dockerfile \
-    --build-arg BUILDER_IMAGE=appbin/builder-debian12 \
-    --build-arg PYTHON_IMAGE=appbin/distroless-python3-debian12 \
+    --build-arg BUILDER_IMAGE="appbin/builder-debian$debian" \
+    --build-arg PYTHON_IMAGE="appbin/distroless-python3-debian$debian" \
+    --build-arg PYTHON_VERSION="$pyver" \
     -t "$BASELINE_IMAGE" examples >/dev/null
   log "built $APPBIN_IMAGE in $((t1 - t0))s, $BASELINE_IMAGE in $(($(date +%s) - t1))s"
 fi

@@ -9,8 +9,13 @@ against uvicorn.
 
     build/tools-venv/bin/python tests/bench/http_bench.py [--app hello|fastapi]
         [--rounds 3] [--duration 5] [--connections 64] [--markdown]
+        [--python build/hosts/3.13's python]
 
 It packs the benchmark app itself (tests/bench/apps/) into build/bench/.
+With --python (another Python than Debian's python3.11, e.g. the CPython
+3.13 of build/hosts/3.13), the venv is made by that python, build/appbin-pack
+packs it with the host of that version, and uvicorn[standard] and granian
+run from that venv (the same Python on both sides).
 """
 
 import argparse
@@ -55,21 +60,35 @@ def wait_port(port, proc, timeout=30.0):
     raise RuntimeError(f"port {port} did not open")
 
 
-def bench_venv(app):
-    """A venv (Debian's python3.11) holding the app's requirements and the app."""
-    venv = WORK / f"venv-{app}"
+DEBIAN_PYTHON = "/usr/bin/python3.11"
+# The servers the venv gets when it is not Debian's python3.11's (the tools
+# venv's versions, tests/requirements.txt).
+PEER_REQUIREMENTS = ["uvicorn[standard]==0.54.0", "granian==2.8.9"]
+
+
+def python_tag(python):
+    return subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def bench_venv(app, python=DEBIAN_PYTHON):
+    """A venv (of `python`) holding the app's requirements and the app."""
+    tag = python_tag(python)
+    own = python != DEBIAN_PYTHON
+    venv = WORK / (f"venv-{app}-{tag}" if own else f"venv-{app}")
     if not (venv / "bin" / "python").exists():
-        subprocess.run(["/usr/bin/python3.11", "-m", "venv", str(venv)], check=True)
-        if APP_REQUIREMENTS[app]:
+        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+        requirements = APP_REQUIREMENTS[app] + (PEER_REQUIREMENTS if own else [])
+        if requirements:
             subprocess.run([str(venv / "bin" / "pip"), "install", "-q",
-                            "--disable-pip-version-check", *APP_REQUIREMENTS[app]], check=True)
-    site = venv / "lib" / "python3.11" / "site-packages"
+                            "--disable-pip-version-check", *requirements], check=True)
+    site = venv / "lib" / f"python{tag}" / "site-packages"
     shutil.copy(APPS / f"bench_{app}.py", site / f"bench_{app}.py")
     return venv
 
 
 def pack(app, venv):
-    out = WORK / f"{app}.bin"
+    out = WORK / f"{app}{venv.name[len('venv-' + app):]}.bin"  # hello.bin, hello-3.13.bin
     subprocess.run([str(BUILD / "appbin-pack"), "-q", "--venv", str(venv), "--app",
                     APP_ENTRIES[app], "-o", str(out)], check=True)
     return out
@@ -159,12 +178,14 @@ def print_markdown(header, rows):
 
 def servers(app, venv, binary):
     entry = APP_ENTRIES[app]
-    env = dict(os.environ, PYTHONPATH=str(venv / "lib" / "python3.11" / "site-packages"))
+    peers = venv / "bin" if (venv / "bin" / "uvicorn").exists() else TOOLS
+    site = next((venv / "lib").glob("python3.*/site-packages"))
+    env = dict(os.environ, PYTHONPATH=str(site))
     return {
         "appbin": lambda port: ([str(binary), "--port", str(port), "--no-access-log"], None),
-        "uvicorn": lambda port: ([str(TOOLS / "uvicorn"), entry, "--port", str(port),
+        "uvicorn": lambda port: ([str(peers / "uvicorn"), entry, "--port", str(port),
                                   "--no-access-log", "--log-level", "warning"], env),
-        "granian": lambda port: ([str(TOOLS / "granian"), "--interface", "asgi", "--port",
+        "granian": lambda port: ([str(peers / "granian"), "--interface", "asgi", "--port",
                                   str(port), "--workers", "1", "--no-ws", "--log-level",
                                   "warning", entry], env),
     }
@@ -177,6 +198,8 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--python", default=DEBIAN_PYTHON,
+                        help="the python whose venv is served (default Debian's python3.11)")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction,
                         default=os.cpu_count() >= 2,
                         help="run every server on CPU 0 and wrk on CPU 1, so each server has "
@@ -184,7 +207,7 @@ def main():
                              "CPUs)")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    venv = bench_venv(args.app)
+    venv = bench_venv(args.app, args.python)
     binary = pack(args.app, venv)
 
     server_cpu, wrk_cpu = (0, 1) if args.pin else (None, None)

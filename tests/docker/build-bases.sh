@@ -4,6 +4,7 @@
 #
 #   appbin/builder-debian12               Debian 12 minbase (debootstrap), apt
 #                                         sources (deb + deb-src) configured
+#   appbin/builder-debian13               the same for Debian 13 (trixie)
 #   appbin/distroless-static-debian13     distroless-equivalent bases: the
 #   appbin/distroless-base-nossl-debian13 package sets distroless uses, the
 #   appbin/distroless-base-debian13       files it adds (passwd, group,
@@ -12,6 +13,8 @@
 #   appbin/distroless-base-debian12       shell, no package manager; tags
 #   appbin/distroless-cc-debian12         :latest (root, /) and :nonroot
 #   appbin/distroless-python3-debian12    (65532, /home/nonroot)
+#   appbin/distroless-python3-debian13    (python3.13 from trixie, as today's
+#                                         distroless python3-debian13)
 #
 # Usage: tests/docker/build-bases.sh [--force] [--no-verify] [IMAGE...]
 #   IMAGE is a short name (builder-debian12, distroless-base-debian13, ...);
@@ -62,12 +65,17 @@ static13=(base-files netbase tzdata media-types)
 base13=("${static13[@]}" libc6 libssl3t64 libzstd1 zlib1g)
 base_nossl13=("${static13[@]}" libc6)
 cc13=("${base13[@]}" libgomp1 libstdc++6 libgcc-s1 gcc-14-base)
+# libpython3.13-stdlib's dependencies, as distroless python3-debian13 has them.
+python13=("${cc13[@]}" libbz2-1.0 libdb5.3t64 libexpat1 liblzma5 libsqlite3-0 libuuid1
+  libncursesw6 libtinfo6 libcom-err2 libcrypt1 libgssapi-krb5-2 libk5crypto3
+  libkeyutils1 libkrb5-3 libkrb5support0 libnsl2 libreadline8t64 libtirpc3t64 libffi8
+  libmpdec4 libpython3.13-minimal libpython3.13-stdlib python3.13-minimal)
 
-all_images=(builder-debian12
+all_images=(builder-debian12 builder-debian13
   distroless-static-debian13 distroless-base-nossl-debian13 distroless-base-debian13
   distroless-cc-debian13
   distroless-static-debian12 distroless-base-debian12 distroless-cc-debian12
-  distroless-python3-debian12)
+  distroless-python3-debian12 distroless-python3-debian13)
 [ ${#wanted[@]} -gt 0 ] || wanted=("${all_images[@]}")
 for w in "${wanted[@]}"; do
   printf '%s\n' "${all_images[@]}" | grep -qx "$w" || die "unknown image $w (known: ${all_images[*]})"
@@ -343,24 +351,24 @@ verify_image() { # SHORTNAME KIND(static|nossl|base|cc|python|builder)
 }
 
 # --- builders -----------------------------------------------------------------
-build_builder_debian12() {
-  local img=appbin/builder-debian12 root="$work/rootfs"
-  mkdir -p "$cache/debootstrap-bookworm"
-  log "debootstrap bookworm (minbase)"
-  debootstrap --variant=minbase --cache-dir="$cache/debootstrap-bookworm" \
-    --keyring="$keyring" bookworm "$root" "$mirror" > "$work/debootstrap.log" 2>&1 ||
+build_builder() { # VERSION(12|13) SUITE
+  local ver=$1 suite=$2 img=appbin/builder-debian$1 root="$work/rootfs"
+  mkdir -p "$cache/debootstrap-$suite"
+  log "debootstrap $suite (minbase)"
+  debootstrap --variant=minbase --cache-dir="$cache/debootstrap-$suite" \
+    --keyring="$keyring" "$suite" "$root" "$mirror" > "$work/debootstrap.log" 2>&1 ||
     { tail -n 20 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
   rm -f "$root/etc/apt/sources.list"
   cat > "$root/etc/apt/sources.list.d/debian.sources" <<EOF
 Types: deb deb-src
 URIs: $mirror
-Suites: bookworm bookworm-updates
+Suites: $suite $suite-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb deb-src
 URIs: $sec_mirror
-Suites: bookworm-security
+Suites: $suite-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
@@ -379,7 +387,7 @@ EOF
   mkdir -p "$root/var/lib/apt/lists/partial"
   tar -C "$root" --numeric-owner -cf "$work/rootfs.tar" .
   "$DOCKER" import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'CMD ["bash"]' --message "appbin local Debian 12 builder (debootstrap minbase)" \
+    --change 'CMD ["bash"]' --message "appbin local Debian $ver builder (debootstrap minbase)" \
     "$work/rootfs.tar" "$img:latest" >/dev/null
   rm -rf "$root" "$work/rootfs.tar"
 }
@@ -389,9 +397,10 @@ build_distroless() { # SHORTNAME VERSION SUITE KIND PKG...
   local root="$work/rootfs-$name" changes=()
   distroless_rootfs "$root" "$ver" "$suite" "$@"
   if [ "$kind" = python ]; then
-    ln -sf python3.11 "$root/usr/bin/python3"
-    ln -sf python3.11 "$root/usr/bin/python"
-    changes=(--change 'ENTRYPOINT ["/usr/bin/python3.11"]')
+    local py; py=$([ "$ver" -ge 13 ] && echo python3.13 || echo python3.11)
+    ln -sf "$py" "$root/usr/bin/python3"
+    ln -sf "$py" "$root/usr/bin/python"
+    changes=(--change "ENTRYPOINT [\"/usr/bin/$py\"]")
   fi
   import_rootfs "$root" "appbin/$name" "${changes[@]}"
   rm -rf "$root"
@@ -407,7 +416,7 @@ kind_of() {
 
 for name in "${wanted[@]}"; do
   img=appbin/$name
-  tags=("$img:latest"); [ "$name" = builder-debian12 ] || tags+=("$img:nonroot")
+  tags=("$img:latest"); [[ "$name" = builder-* ]] || tags+=("$img:nonroot")
   have=1; for t in "${tags[@]}"; do image_exists "$t" || have=0; done
   if [ $have = 1 ] && [ $force = 0 ]; then
     log "$img exists (skipped; --force rebuilds)"
@@ -416,7 +425,8 @@ for name in "${wanted[@]}"; do
   start=$(date +%s)
   log "building $img"
   case $name in
-    builder-debian12) build_builder_debian12 ;;
+    builder-debian12) build_builder 12 bookworm ;;
+    builder-debian13) build_builder 13 trixie ;;
     distroless-static-debian13) build_distroless "$name" 13 trixie static "${static13[@]}" ;;
     distroless-base-nossl-debian13)
       build_distroless "$name" 13 trixie base-nossl "${base_nossl13[@]}" ;;
@@ -426,6 +436,7 @@ for name in "${wanted[@]}"; do
     distroless-base-debian12) build_distroless "$name" 12 bookworm base "${base12[@]}" ;;
     distroless-cc-debian12) build_distroless "$name" 12 bookworm cc "${cc12[@]}" ;;
     distroless-python3-debian12) build_distroless "$name" 12 bookworm python "${python12[@]}" ;;
+    distroless-python3-debian13) build_distroless "$name" 13 trixie python "${python13[@]}" ;;
   esac
   [ $verify = 1 ] && verify_image "$name" "$(kind_of "$name")"
   size=$("$DOCKER" image inspect -f '{{.Size}}' "$img:latest")

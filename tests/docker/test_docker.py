@@ -73,17 +73,26 @@ def docker(*args: str, check: bool = True, timeout: float = 120, **kw) -> subpro
     return r
 
 
+# The Dockerfile's PYTHON_VERSION to build (APPBIN_DOCKER_PYTHON_VERSION; unset:
+# its default). tests/all.sh passes 3.11 unless told otherwise (see README).
+PYTHON_VERSION = os.environ.get("APPBIN_DOCKER_PYTHON_VERSION", "")
+
+
 def build_image(tag: str, final_image: str, *extra: str) -> float:
     """docker build of the top-level Dockerfile; returns seconds taken."""
     args = ["build", "--progress=plain", "-t", tag,
             "--build-arg", f"BUILDER_IMAGE={BUILDER}",
             "--build-arg", f"FINAL_IMAGE={final_image}", *extra]
+    if PYTHON_VERSION:  # else the Dockerfile's default (3.13)
+        args += ["--build-arg", f"PYTHON_VERSION={PYTHON_VERSION}"]
     if os.environ.get("PIP_INDEX_URL"):
         args += ["--build-arg", f"PIP_INDEX_URL={os.environ['PIP_INDEX_URL']}"]
     if CA_BUNDLE.is_file():  # trust what the host trusts (TLS-inspecting proxies)
         args += ["--secret", f"id=ca-certificates,src={CA_BUNDLE}"]
     t0 = time.monotonic()
-    r = subprocess.run([DOCKER, *args, str(TOP)], capture_output=True, text=True, timeout=900,
+    # A first 3.13/3.14 build compiles CPython (cpython-patches/build-cpython.sh)
+    # into a BuildKit cache mount: tens of minutes on two cores, once.
+    r = subprocess.run([DOCKER, *args, str(TOP)], capture_output=True, text=True, timeout=3600,
                        env={**os.environ, "DOCKER_BUILDKIT": "1"})
     if r.returncode != 0:
         pytest.fail(f"docker build {tag} failed:\n{(r.stdout + r.stderr)[-6000:]}")
@@ -283,6 +292,103 @@ def test_archive_files_by_path_read_only_as_65532(image):
                image, "python", "-c", _ARCHIVE_CHECK)
     assert json.loads(r.stdout) == [65532, "/app.bin/site-packages/fastapi", True, True, True, 0,
                                     30, True], r.stdout + r.stderr
+
+
+NO_MEMFD_PROFILE = TOP / "tests/docker/fixtures/seccomp/no-memfd.json"
+
+# Real packages reading their own files by path from the archive: certifi's
+# CA bundle, opened from C by OpenSSL (load_verify_locations), and babel's
+# locale data (pickles babel opens by path).
+_OWN_FILES_CHECK = """
+import datetime, json, os, ssl, sys, certifi, babel.dates
+from babel import Locale
+ctx = ssl.create_default_context(cafile=certifi.where())
+with open(certifi.where(), "rb") as f:
+    link = os.readlink("/proc/self/fd/%d" % f.fileno())
+print(json.dumps([os.getuid(), certifi.where(), len(ctx.get_ca_certs()) > 100,
+                  babel.dates.format_date(datetime.date(2024, 1, 2), format="long", locale="fr_FR"),
+                  Locale("de").territories["FR"], link.split("/")[1] if link[0] == "/" else link]))
+"""
+
+
+def _own_files(image: str, *extra: str) -> subprocess.CompletedProcess:
+    return docker("run", "--rm", "--read-only", "--cap-drop", "ALL", "--user", "65532:65532",
+                  *extra, image, "python", "-c", _OWN_FILES_CHECK, check=False)
+
+
+def test_packages_read_their_own_files_read_only_as_65532(image_reqs):
+    """certifi's CA bundle (loaded by OpenSSL from C) and babel's locale data
+    are read by path from the archive, read-only as 65532: memfd files."""
+    r = _own_files(image_reqs)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout) == [65532, "/app.bin/site-packages/certifi/cacert.pem", True,
+                                    "2 janvier 2024", "Frankreich", "memfd:cacert.pem (deleted)"], \
+        r.stdout + r.stderr
+
+
+def test_packages_read_their_own_files_without_memfd(image_reqs):
+    """The same under a seccomp profile refusing memfd_create (ENOSYS), with
+    a tmpfs on /tmp that allows code (Docker's tmpfs mounts are noexec by
+    default): extension modules and the packages' files come from a private
+    directory there."""
+    r = _own_files(image_reqs, "--tmpfs", "/tmp:exec", "--security-opt",
+                   f"seccomp={NO_MEMFD_PROFILE}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout) == [65532, "/app.bin/site-packages/certifi/cacert.pem", True,
+                                    "2 janvier 2024", "Frankreich", "tmp"], r.stdout + r.stderr
+
+
+_NOEXEC_CHECK = """
+import os, certifi
+with open(certifi.where(), "rb") as f:
+    print(os.readlink("/proc/self/fd/%d" % f.fileno()).split("/appbin-")[0], len(f.read()) > 100000)
+print(len(os.listdir(os.path.dirname(certifi.where()))) > 3)
+try:
+    import ssl
+    print("ssl loaded")
+except ImportError as exc:
+    print(exc)
+"""
+
+
+def test_no_memfd_and_only_a_noexec_directory(image_reqs):
+    """No memfd, and the only writable directory is Docker's /dev/shm, which
+    is noexec: a package's files still open from it (pure Python only: no
+    extension module can load), and an extension module says why it cannot
+    load and what to do."""
+    r = docker("run", "--rm", "--read-only", "--cap-drop", "ALL", "--user", "65532:65532",
+               "--security-opt", f"seccomp={NO_MEMFD_PROFILE}", image_reqs, "python", "-c",
+               _NOEXEC_CHECK, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["/dev/shm True", "True"], r.stdout + r.stderr
+    assert lines[2].startswith("appbin: cannot load the native code of "), r.stdout
+    assert lines[2].endswith("memfd_create failed: Function not implemented (ENOSYS), and the "
+                             "only writable temporary directory, /dev/shm/" + lines[2].split(
+                                 "/dev/shm/")[1].split(",")[0] + ", is on a file system mounted "
+                             "noexec, where code cannot be mapped; set TMPDIR to a writable "
+                             "directory mounted exec, or mount one on /tmp (docker run --tmpfs "
+                             "/tmp:exec)"), r.stdout
+
+
+def test_no_memfd_and_no_writable_directory_is_one_clear_line(image_reqs):
+    """No memfd and no writable directory at all (read-only root, --ipc none:
+    no /dev/shm): opening a package's file fails with ENOSYS and one line
+    naming it and why, not a crash."""
+    code = ("import certifi, errno\n"
+            "try:\n    open(certifi.where())\n    print('opened')\n"
+            "except OSError as exc:\n    print(errno.errorcode[exc.errno])\n")
+    r = docker("run", "--rm", "--read-only", "--cap-drop", "ALL", "--user", "65532:65532",
+               "--ipc", "none", "--security-opt", f"seccomp={NO_MEMFD_PROFILE}", image_reqs,
+               "python", "-c", code, check=False)
+    assert (r.returncode, r.stdout) == (0, "ENOSYS\n"), r.stdout + r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("app.bin: error: cannot open /app.bin/site-packages/certifi/"
+                               "cacert.pem: memfd_create failed: Function not implemented "
+                               "(ENOSYS), and no writable temporary directory was found (/tmp: "), \
+        r.stderr
+    assert lines[0].endswith("set TMPDIR to a writable directory or mount a tmpfs on /tmp"), r.stderr
 
 
 # --- the server --------------------------------------------------------------------

@@ -8,7 +8,6 @@ fixture distributions, the Python). A lock file serialises concurrent builds.
 import fcntl
 import hashlib
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -20,13 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXAMPLES = ROOT / "examples"
-PYTHON = "/usr/bin/python3.11"
 VENV_CACHE = BUILD / "test-venvs"
-# The CMake build whose host and packager the tests use: build/ by default,
-# APPBIN_BUILD_DIR=build-asan for the sanitizer build (venvs stay in build/).
-HOST_BUILD = Path(os.environ.get("APPBIN_BUILD_DIR") or BUILD)
-if not HOST_BUILD.is_absolute():
-    HOST_BUILD = ROOT / HOST_BUILD
+# The CMake build whose host and packager the tests use (APPBIN_BUILD_DIR;
+# venvs stay in build/) and its python (hostutil.py: Debian's python3.11, or
+# the CPython 3.13/3.14 of build/hosts/X.Y).
+from hostutil import HOST_BUILD, PY_TAG, PY_VERSION, PYTHON  # noqa: E402,F401
 HOST = HOST_BUILD / "appbin-host"
 PACK_WRAPPER = HOST_BUILD / "appbin-pack"
 PACK_SCRIPT = ROOT / "packager" / "appbin_pack.py"
@@ -67,7 +64,7 @@ def _hash_tree(sha, root):
 
 def _cached_build(name, key_parts, trees, build):
     """Returns build/test-venvs/<name>-<key>, calling build(dir) once to make it."""
-    sha = hashlib.sha256("\n".join([platform.python_version(), *key_parts]).encode())
+    sha = hashlib.sha256("\n".join([PY_VERSION, *key_parts]).encode())
     for tree in trees:
         _hash_tree(sha, tree)
     target = VENV_CACHE / f"{name}-{sha.hexdigest()[:16]}"
@@ -90,7 +87,7 @@ def _run(cmd, **kwargs):
 
 
 def build_pip_venv(target, requirements, local_dirs):
-    """python3.11 -m venv + pip install of `requirements` and local projects.
+    """pythonX.Y -m venv (the host's python) + pip install of `requirements` and local projects.
 
     The local projects are copied first, so that their builds leave nothing
     in the source tree.
@@ -101,6 +98,11 @@ def build_pip_venv(target, requirements, local_dirs):
         for local in local_dirs:
             copy = Path(scratch, Path(local).name)
             shutil.copytree(local, copy, ignore=_BUILD_LEFTOVERS)
+            # data-files aimed at the venv's site-packages name the 3.11 one
+            pyproject = copy / "pyproject.toml"
+            if PY_TAG != "3.11" and pyproject.exists():
+                pyproject.write_text(pyproject.read_text(encoding="utf-8").replace(
+                    '"lib/python3.11/', f'"lib/python{PY_TAG}/'), encoding="utf-8")
             copies.append(str(copy))
         _run([str(target / "bin" / "python"), "-m", "pip", "install", "--quiet",
               "--disable-pip-version-check", *requirements, *copies])

@@ -13,6 +13,40 @@ from pathlib import Path
 TRAILER_SIZE = 64
 MAGIC = b"APPBIN\x00\x01"
 
+# ---- the build under test and its Python ------------------------------------------
+# The CMake build whose host and packer the tests use: build/ by default,
+# APPBIN_BUILD_DIR=build-asan for the sanitizer build, build/hosts/3.13 for
+# the Python 3.13 host (-DAPPBIN_PYTHON_VERSIONS). Its appbin-host.info names
+# the python whose libpython the host links: the tests make their venvs with
+# it and take it as the reference the host imitates.
+ROOT = Path(__file__).resolve().parents[2]
+HOST_BUILD = Path(os.environ.get("APPBIN_BUILD_DIR") or ROOT / "build")
+if not HOST_BUILD.is_absolute():
+    HOST_BUILD = ROOT / HOST_BUILD
+
+
+def _build_python(build):
+    try:
+        text = (build / "appbin-host.info").read_text(encoding="utf-8")
+    except OSError:
+        return "/usr/bin/python3.11"  # not configured yet: the default host's
+    values = dict(line.partition("=")[::2] for line in text.splitlines())
+    return values.get("python") or "/usr/bin/python3.11"
+
+
+PYTHON = _build_python(HOST_BUILD)
+_TARGET = subprocess.run(
+    [PYTHON, "-I", "-c", "import platform, sys, sysconfig; print(platform.python_version()); "
+     "print(sysconfig.get_path('stdlib')); print(sysconfig.get_path('include')); "
+     "print(sysconfig.get_config_var('DESTSHARED')); print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+    capture_output=True, text=True, check=True).stdout.splitlines()
+PY_VERSION = _TARGET[0]                           # X.Y.Z
+PY_TAG = ".".join(PY_VERSION.split(".")[:2])      # X.Y
+PY_STDLIB = _TARGET[1]                            # e.g. /usr/lib/python3.11
+PY_INCLUDE = _TARGET[2]                           # e.g. /usr/include/python3.11
+PY_DYNLOAD = _TARGET[3]                           # lib-dynload
+EXT_SUFFIX = _TARGET[4]                           # .cpython-311-x86_64-linux-gnu.so
+
 
 def clean_env(**extra):
     """The environment for app.bin: the caller's without PYTHON* / APPBIN_*
@@ -117,8 +151,9 @@ def copy_with(src, dst, *, patch=None, truncate_to=None, cut=None):
 
 
 def debian_python():
-    """Debian's python3.11 (the reference the host imitates)."""
-    return "/usr/bin/python3.11" if os.path.exists("/usr/bin/python3.11") else sys.executable
+    """The python of the host under test (the reference the host imitates):
+    Debian's python3.11, or the CPython 3.13/3.14 built for the host."""
+    return PYTHON
 
 
 def app_bin_fixture(request):

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from hostutil import app_bin_fixture, clean_env, describe, python, python_c, read_trailer
+from hostutil import (PY_TAG, app_bin_fixture, clean_env, describe, python, python_c, read_trailer,
+                      run)
 
 app_bin = pytest.fixture(scope="session")(app_bin_fixture)
 
@@ -33,7 +34,7 @@ PKG = "site-packages/appbin_testpkg"
 
 
 def site(test_venv):
-    return Path(test_venv) / "lib" / "python3.11" / "site-packages"
+    return Path(test_venv) / "lib" / f"python{PY_TAG}" / "site-packages"
 
 
 def run_json(app_bin, code, **kwargs):
@@ -282,6 +283,43 @@ def test_every_write_fails_and_changes_nothing(app_bin, tmp_path):
         assert got[name] == WRITE_ERRORS.get(name, "EROFS"), (name, got[name])
     assert got["unchanged"] is True
     assert tmp_file.read_text() == "outside" and not (tmp_path / "moved").exists()
+
+
+def _unshare_works():
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def test_c_calls_answer_as_a_read_only_mount(app_bin, test_venv, tmp_path):
+    """libc's open/openat/creat/fopen, mkdir, rmdir, unlink, rename,
+    renameat2, link, symlink, chmod, chown, truncate, utime(s), utimensat,
+    mknod, mkfifo, xattrs, access, stat, chdir, statfs/fstatfs and
+    statvfs/fstatvfs called from C (ctypes) on archive paths answer exactly
+    as the kernel does for the same files on a read-only bind mount (EROFS,
+    EEXIST, EISDIR, ENOTDIR, ENOENT in the kernel's order; ST_RDONLY), but
+    for reading a directory's descriptor (EBADF where the kernel says
+    EISDIR: the descriptor is an O_PATH stand-in, see README)."""
+    if not _unshare_works():
+        pytest.skip("unshare -rm (a user and mount namespace) is not permitted here")
+    script = FIXTURES / "archfs_ro_calls.py"
+    data = tmp_path / "data"
+    shutil.copytree(site(test_venv) / "appbin_testpkg" / "data", data)
+    mount = (f"mount --bind {data} {data} && mount -o remount,bind,ro {data} && "
+             f"exec /usr/bin/python3.11 {script} {data}")
+    kernel = subprocess.run(["unshare", "-rm", "sh", "-c", mount], capture_output=True,
+                            text=True, env=clean_env(), timeout=120)
+    assert kernel.returncode == 0, describe(kernel)
+    want = json.loads(kernel.stdout)
+    result = python(app_bin, script, f"{app_bin}/{PKG}/data")
+    assert result.returncode == 0, describe(result)
+    got = json.loads(result.stdout)
+    assert want["statfs ST_RDONLY"] is True and want["open w"] == "EROFS"  # it was read-only
+    assert want.pop("fopen dir + fgetc") == "EISDIR" and got.pop("fopen dir + fgetc") == "EBADF"
+    assert {k: v for k, v in got.items() if v != want.get(k)} == {}, got
+    assert got == want
 
 
 def test_missing_and_not_a_directory(app_bin):
@@ -801,35 +839,53 @@ def test_subprocess_leaves_the_parents_view_alone(app_bin, tmp_path):
     assert got["after archive cwd="] == want
 
 
-def test_fork_while_threads_read(app_bin):
-    """fork() while other threads are reading members: the child must not
-    inherit the archive's read lock held (it would hang on its first read)."""
-    code = """
-    import os, sys, threading
+NO_MEMFD = FIXTURES / "no_memfd.py"
+
+
+@pytest.mark.parametrize("memfd", ["memfd", "no memfd"])
+def test_fork_while_threads_read(app_bin, test_venv, memfd, tmp_path):
+    """fork() while other threads open members (and ctypes loads a library
+    by its archive path): the child must not inherit any of archfs's locks
+    held (the zstd context's, the code copies', the private directory's
+    where memfd is missing), or it hangs on its first open."""
+    so = next((site(test_venv) / "orjson").glob("orjson*.so")).name
+    code = f"""
+    import ctypes, os, sys, threading
     path = sys.executable + "/site-packages/certifi/cacert.pem"
+    lib = sys.executable + "/site-packages/orjson/{so}"
     stop = False
     def reader():
         while not stop:
             open(path, "rb").read()
-    threads = [threading.Thread(target=reader) for _ in range(4)]
+    def loader():
+        while not stop:
+            ctypes.CDLL(lib)
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    threads.append(threading.Thread(target=loader))
     for t in threads:
         t.start()
     statuses = set()
     for _ in range(40):
         pid = os.fork()
         if pid == 0:
-            os._exit(0 if open(path, "rb").read() else 1)
+            ok = open(path, "rb").read() and os.listdir(os.path.dirname(path)) and ctypes.CDLL(lib)
+            os._exit(0 if ok else 1)
         statuses.add(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
     stop = True
     for t in threads:
         t.join()
-    print(sorted(statuses))
+    fd = os.open(path, os.O_RDONLY)
+    print(sorted(statuses), os.readlink("/proc/self/fd/%d" % fd).startswith("/memfd:"))
     """
+    argv = [app_bin, "python", "-W", "ignore", "-c", textwrap.dedent(code)]
+    if memfd == "no memfd":
+        argv = [sys.executable, NO_MEMFD, "ENOSYS", *argv]
     # A hang is the failure; the limit leaves room for a loaded machine and
     # the ASan host's slow forks (the unfixed host hung within a few forks).
-    result = python(app_bin, "-W", "ignore", "-c", textwrap.dedent(code), timeout=240)
+    result = run(argv, env=clean_env(TMPDIR=tmp_path), timeout=240)
     assert result.returncode == 0, describe(result)
-    assert result.stdout.strip() == "[0]"
+    assert result.stdout.split() == ["[0]", str(memfd == "memfd")], describe(result)
+    assert os.listdir(tmp_path) == []  # the private directory went at exit
 
 
 # ---- Python's users of paths ------------------------------------------------------------
@@ -881,6 +937,77 @@ def setuptools_app(tmp_path_factory, run_appbin_pack, appbin_host):
                              "--host", appbin_host, "-o", out, "--quiet")
     assert result.returncode == 0, result.stderr
     return Path(os.path.realpath(out)), venv
+
+
+# What sysconfig and site say, and what is there: the venv's python answers
+# about the venv (and /usr/lib/python3.11), app.bin's about its archive.
+INSTALL_LAYOUT = """
+import _json, importlib.metadata as md, json, os, site, sys, sysconfig
+import certifi, idna
+paths = sysconfig.get_paths()
+purelib = sysconfig.get_path("purelib")
+def rel(path, base):
+    return os.path.relpath(path, base) if (path + "/").startswith(base + "/") else None
+out = {
+    "keys": sorted(paths),
+    "default scheme in the schemes": sysconfig.get_default_scheme() in sysconfig.get_scheme_names(),
+    "purelib holds idna": os.path.dirname(os.path.dirname(idna.__file__)) == purelib,
+    "platlib": sysconfig.get_path("platlib") == purelib,
+    "stdlib holds json": os.path.dirname(os.path.dirname(json.__file__)) == paths["stdlib"],
+    "DESTSHARED holds _json": (os.path.dirname(_json.__file__)
+                               == sysconfig.get_config_var("DESTSHARED")),
+    "LIBDEST": sysconfig.get_config_var("LIBDEST") == paths["stdlib"],
+    "getsitepackages": purelib in site.getsitepackages(),
+    "getsitepackages()[0]": site.getsitepackages()[0] == purelib,
+    "user site": site.ENABLE_USER_SITE,
+    "listed": sorted(n for n in os.listdir(purelib) if n.startswith(("idna", "certifi"))),
+    "stdlib listed": "os.py" in os.listdir(paths["stdlib"]),
+    "isdirs": [os.path.isdir(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")],
+    # data found the way packages find it through sysconfig and metadata
+    "cacert by purelib": open(os.path.join(purelib, "certifi", "cacert.pem"), "rb").read()
+                         == open(certifi.where(), "rb").read(),
+    "locate_file": rel(str(md.distribution("idna").locate_file("idna/idnadata.py")), purelib),
+    "read located": len(md.distribution("idna").locate_file("idna/idnadata.py").read_bytes()),
+    "metadata": md.distribution("idna").read_text("METADATA").splitlines()[:3],
+    "relative": {k: rel(v, sys.prefix) for k, v in paths.items()},
+    "version": "%d.%d" % sys.version_info[:2],
+}
+print(json.dumps(out))
+"""
+
+
+def test_sysconfig_and_site_name_the_archive(app_bin, test_venv, tmp_path):
+    """sysconfig.get_paths(), get_config_var("LIBDEST"/"DESTSHARED") and
+    site.getsitepackages() name <app.bin>/stdlib and <app.bin>/site-packages,
+    which hold what the venv's directories hold, so code that finds data
+    through them works as in the venv."""
+    script = tmp_path / "layout.py"
+    script.write_text(INSTALL_LAYOUT)
+    venv = subprocess.run([Path(test_venv) / "bin" / "python", script], capture_output=True,
+                          text=True, env=clean_env(), check=True)
+    want = json.loads(venv.stdout)
+    result = python(app_bin, script)
+    assert result.returncode == 0, describe(result)
+    got = json.loads(result.stdout)
+    relative, version = got.pop("relative"), got["version"]
+    assert relative == {"stdlib": "stdlib", "platstdlib": "stdlib", "purelib": "site-packages",
+                        "platlib": "site-packages", "include": f"include/python{version}",
+                        "platinclude": f"include/python{version}", "scripts": "bin", "data": "."}
+    want.pop("relative")
+    assert got == want
+    assert got["user site"] is False and all(got["isdirs"])
+    assert all(v is True for k, v in got.items() if k not in (
+        "keys", "listed", "locate_file", "read located", "metadata", "user site", "isdirs",
+        "version")), got
+    # sysconfig's other schemes, and site for other prefixes, are untouched
+    code = """
+    import json, site, sys, sysconfig
+    print(json.dumps([sysconfig.get_paths("posix_prefix")["purelib"],
+                      site.getsitepackages(["/usr"]), sysconfig.get_preferred_scheme("user")]))
+    """
+    purelib, usr, user = run_json(app_bin, code)
+    assert (purelib, user) == (f"{app_bin}/lib/python{version}/site-packages", "posix_user")
+    assert usr and all(p.startswith(f"/usr/") and f"python3" in p for p in usr), usr
 
 
 def test_pkg_resources_reads_archive_files(setuptools_app):
@@ -1175,3 +1302,130 @@ def test_no_memfd_falls_back_to_a_private_directory(app_bin, tmp_path):
     assert got[1] and got[2], got
     assert len(got[3]) == 1 and got[3][0].startswith("appbin-")  # the private dir,
     assert got[4] == [[]]  # holding nothing
+
+
+def test_without_memfd_from_the_start(app_bin, test_venv, tmp_path):
+    """memfd_create refused from exec on (ENOSYS, as under a seccomp profile
+    or an old kernel): extension modules and archive files come from the
+    private directory under $TMPDIR, like extension loading; a fork() child
+    that exits normally (atexit handlers run) leaves the directory to its
+    parent, which goes on opening files and loading libraries; the
+    directory is gone once the parent exits."""
+    so = next((site(test_venv) / "pydantic_core").glob("_pydantic_core*.so")).name
+    code = f"""
+    import json, os, sys
+    import orjson  # an extension module, before any fork
+    path = sys.executable + "/{PKG}/data/hello.txt"
+    with open(path) as f:
+        first = [f.read(), os.readlink("/proc/self/fd/%d" % f.fileno())]
+    pid = os.fork()
+    if pid == 0:
+        open(path).read()
+        sys.exit(0)  # atexit handlers run in the child
+    child = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    import pydantic_core  # a library loaded after the child's exit
+    with open(path) as f:
+        again = f.read()
+    print(json.dumps([first, child, again, orjson.dumps([1]).decode(),
+                      pydantic_core.__file__.endswith("/__init__.py"), os.listdir({str(tmp_path)!r})]))
+    """
+    result = run([sys.executable, NO_MEMFD, "ENOSYS", app_bin, "python", "-c",
+                  textwrap.dedent(code)], env=clean_env(TMPDIR=tmp_path))
+    assert result.returncode == 0, describe(result)
+    first, child, again, dumped, pydantic_ok, listed = json.loads(result.stdout)
+    hello = (FIXTURES / "appbin_testpkg/appbin_testpkg/data/hello.txt").read_text()
+    assert first[0] == hello and first[1].startswith(str(tmp_path) + "/appbin-"), first
+    assert first[1].endswith("(deleted)"), first
+    assert (child, again, dumped, pydantic_ok) == (0, hello, "[1]", True)
+    assert len(listed) == 1 and listed[0].startswith("appbin-"), listed
+    assert os.listdir(tmp_path) == [], "the private directory outlived app.bin"
+    assert result.stderr == "", describe(result)
+
+
+@pytest.mark.parametrize("err", ["ENOSYS", "EPERM"])
+def test_no_memfd_and_nowhere_to_write_is_one_clear_line(app_bin, tmp_path, err):
+    """No memfd (a seccomp filter) and every temporary directory read-only
+    (a user and mount namespace): opening an archive file fails with
+    memfd_create's errno and one line naming the file and both reasons;
+    listing and stat still work, pure-Python imports too, and an extension
+    module's ImportError says the same. Never a crash or an empty file."""
+    if not _unshare_works():
+        pytest.skip("unshare -rm (a user and mount namespace) is not permitted here")
+    code = f"""
+    import errno, os, sys
+    path = sys.executable + "/site-packages/certifi/cacert.pem"
+    try:
+        open(path, "rb")
+        print("opened")
+    except OSError as exc:
+        print(errno.errorcode[exc.errno])
+    print(os.path.getsize(path) > 100000, "cacert.pem" in os.listdir(os.path.dirname(path)))
+    import json
+    print(json.dumps([1]))
+    try:
+        import _json
+        print("imported")
+    except ImportError as exc:
+        print(str(exc).replace(sys.executable, "APP"))
+    """
+    ro = "; ".join(f"mount --bind {d} {d} && mount -o remount,bind,ro {d}"
+                   for d in ("/tmp", "/dev/shm", "/var/tmp"))
+    script = tmp_path / "code.py"
+    script.write_text(textwrap.dedent(code))
+    shell = (f"{ro}; exec {sys.executable} {NO_MEMFD} {err} {app_bin} python {script}")
+    result = run(["unshare", "-rm", "sh", "-c", shell], env=clean_env(TMPDIR=None))
+    assert result.returncode == 0, describe(result)
+    why = (f"memfd_create failed: {os.strerror(getattr(errno, err))} ({err}), and no writable "
+           "temporary directory was found (/tmp: Read-only file system (EROFS), /dev/shm: "
+           "Read-only file system (EROFS), /var/tmp: Read-only file system (EROFS)); set TMPDIR "
+           "to a writable directory or mount a tmpfs on /tmp")
+    lines = result.stdout.splitlines()
+    assert lines[:3] == [err, "True True", "[1]"], describe(result)
+    assert lines[3] == "appbin: cannot load the native code of stdlib/lib-dynload/" \
+        + lines[3].split("stdlib/lib-dynload/")[1].split(":")[0] + ": " + why, describe(result)
+    assert result.stderr.splitlines() == [
+        f"app.bin: error: cannot open {app_bin}/site-packages/certifi/cacert.pem: {why}"], \
+        describe(result)
+
+
+def test_no_memfd_prefers_a_directory_code_can_load_from(app_bin, tmp_path):
+    """Without memfd, the private directory goes on a file system where code
+    can be mapped (not one mounted noexec, like Docker's /dev/shm and
+    --tmpfs mounts) when there is one; when the only writable one is
+    noexec, archive files still open from it and an extension module's
+    ImportError says why it cannot load."""
+    if not _unshare_works():
+        pytest.skip("unshare -rm (a user and mount namespace) is not permitted here")
+    code = tmp_path / "code.py"
+    code.write_text(textwrap.dedent("""
+    import os, sys
+    f = open(sys.executable + "/site-packages/certifi/cacert.pem")
+    print(os.readlink("/proc/self/fd/%d" % f.fileno()).split("/appbin-")[0])
+    try:
+        import _json
+        print("loaded")
+    except ImportError as exc:
+        print(exc)
+    """))
+    shutil.copy2(app_bin, tmp_path / "app.bin")  # /tmp is hidden below
+    ro = "mount --bind {0} {0} && mount -o remount,bind,ro {0}"
+    # /mnt sees the test's files once a tmpfs hides /tmp
+    common = f"mount --bind {tmp_path} /mnt && mount -t tmpfs -o noexec tmpfs /tmp && "
+    run_it = f"exec /usr/bin/python3.11 {NO_MEMFD} ENOSYS /mnt/app.bin python /mnt/code.py"
+    # TMPDIR is noexec, /var/tmp is not: the directory goes on /var/tmp
+    exec_ok = run(["unshare", "-rm", "sh", "-c", common + "mount -t tmpfs tmpfs /var/tmp && "
+                   + ro.format("/dev/shm") + " && " + run_it], env=clean_env(TMPDIR="/tmp"),
+                  cwd="/")
+    assert exec_ok.returncode == 0, describe(exec_ok)
+    assert exec_ok.stdout.splitlines() == ["/var/tmp", "loaded"], describe(exec_ok)
+    # only the noexec /tmp is writable
+    noexec = run(["unshare", "-rm", "sh", "-c", common + ro.format("/var/tmp") + " && "
+                  + ro.format("/dev/shm") + " && " + run_it], env=clean_env(TMPDIR=None), cwd="/")
+    assert noexec.returncode == 0, describe(noexec)
+    lines = noexec.stdout.splitlines()
+    assert lines[0] == "/tmp", describe(noexec)
+    assert lines[1].startswith("appbin: cannot load the native code of stdlib/lib-dynload/_json."), \
+        describe(noexec)
+    assert lines[1].endswith(", is on a file system mounted noexec, where code cannot be mapped; "
+                             "set TMPDIR to a writable directory mounted exec, or mount one on "
+                             "/tmp (docker run --tmpfs /tmp:exec)"), describe(noexec)

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from hostutil import (app_bin_fixture, clean_env, copy_with, debian_python, describe,
+from hostutil import (PY_TAG, app_bin_fixture, clean_env, copy_with, debian_python, describe,
                       index_offset, index_sha256, python, python_c, read_trailer, run)
 
 app_bin = pytest.fixture(scope="session")(app_bin_fixture)
@@ -213,7 +213,7 @@ def hostile_env(tmp_path):
     pp.mkdir()
     (pp / "from_pythonpath.py").write_text("X = 1\n")
     user_base = tmp_path / "home" / ".local"
-    user_site = user_base / "lib" / "python3.11" / "site-packages"
+    user_site = user_base / "lib" / f"python{PY_TAG}" / "site-packages"
     user_site.mkdir(parents=True)
     (user_site / "from_user_site.py").write_text("X = 1\n")
     startup = tmp_path / "startup.py"
@@ -293,7 +293,7 @@ def test_time_zone_is_the_callers(app_bin, tz):
     """Python sees the caller's TZ, or none, and the zone it names (the host
     once pinned TZ while libzip indexed the archive)."""
     code = "import os, time; print(os.environ.get('TZ'), time.tzname, time.localtime(0).tm_hour)"
-    want = subprocess.run(["/usr/bin/python3.11", "-I", "-c", code], capture_output=True,
+    want = subprocess.run([debian_python(), "-I", "-c", code], capture_output=True,
                           text=True, env=clean_env(TZ=tz), check=True).stdout
     assert python_c(app_bin, code, env=clean_env(TZ=tz)) == want
 
@@ -405,7 +405,7 @@ def test_unknown_python_option_exits_2(app_bin):
 
 
 def test_argv0_named_python_acts_as_python(app_bin, tmp_path):
-    link = tmp_path / "python3.11"
+    link = tmp_path / f"python{PY_TAG}"
     link.symlink_to(app_bin)
     result = run([link, "-c", "import sys; print(sys.executable)"])
     assert result.returncode == 0, describe(result)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hostutil import (clean_env, copy_with, describe, index_offset, member_offsets, read_trailer,
+from hostutil import (PY_TAG, PYTHON, clean_env, copy_with, describe, index_offset, member_offsets, read_trailer,
                       run)
 
 PROBE = {
@@ -48,8 +48,8 @@ def probe_app(tmp_path_factory, run_appbin_pack, appbin_host):
     """app.bin (default options) of a venv holding only the probe package."""
     root = tmp_path_factory.mktemp("integrity")
     venv = root / "venv"
-    subprocess.run(["/usr/bin/python3.11", "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = venv / "lib" / "python3.11" / "site-packages"
+    subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = venv / "lib" / f"python{PY_TAG}" / "site-packages"
     for name, text in PROBE.items():
         (site / name).parent.mkdir(parents=True, exist_ok=True)
         (site / name).write_text(text)

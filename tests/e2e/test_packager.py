@@ -28,17 +28,18 @@ import pytest
 import zstandard
 
 ROOT = Path(__file__).resolve().parents[2]
-PYTHON = "/usr/bin/python3.11"
 sys.path.insert(0, str(ROOT / "packager"))
 from appbin_packer import VERSION  # noqa: E402
 from appbin_packer.archive import parse_trailer  # noqa: E402
 from appbin_packer.elfdeps import DependencyResolver, is_glibc, read_dynamic  # noqa: E402
-from hostutil import clean_env  # noqa: E402
+from conftest import PACK_WRAPPER  # noqa: E402
+from hostutil import (EXT_SUFFIX, PY_DYNLOAD, PY_INCLUDE, PY_STDLIB, PY_TAG,  # noqa: E402
+                      PY_VERSION, PYTHON, clean_env)
 
-EXT = ".cpython-311-x86_64-linux-gnu.so"
+EXT = EXT_SUFFIX  # .cpython-311-x86_64-linux-gnu.so for the 3.11 host
 ZSTD = 93  # zip method
 DYNLOAD = "stdlib/lib-dynload/"
-DYNLOAD_DIR = Path("/usr/lib/python3.11/lib-dynload")
+DYNLOAD_DIR = Path(PY_DYNLOAD)
 
 
 # --- helpers ---------------------------------------------------------------------
@@ -100,7 +101,7 @@ def write_stub_host(path, python_version, extra_lines=""):
     return path
 
 
-def make_venv(root, files, version="3.11.2", python_dir="python3.11"):
+def make_venv(root, files, version=PY_VERSION, python_dir=f"python{PY_TAG}"):
     """A minimal venv on disk: pyvenv.cfg and site-packages `files` (rel -> text)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "pyvenv.cfg").write_text(f"home = /usr/bin\nversion = {version}\n")
@@ -244,8 +245,57 @@ def test_directory_without_pyvenv_cfg(pack, tmp_path):
 def test_venv_of_another_python(pack, tmp_path):
     venv = make_venv(tmp_path / "venv", FAKE_APP, version="3.12.1", python_dir="python3.12")
     result, output = pack(venv, app="fakeapp:app")
-    assert_error(result, 1, "Python 3.12", "3.11")
+    assert_error(result, 1, "Python 3.12", PY_TAG)
     assert_nothing_written(output.parent)
+
+
+def test_venv_of_a_version_without_a_host(run_appbin_pack, tmp_path):
+    """build/appbin-pack without --host picks the host of the venv's version; a
+    3.12 venv (no 3.12 host is ever built) gets one line naming the versions
+    that can be packed, exit 1, no traceback, nothing written."""
+    if not PACK_WRAPPER.exists():
+        pytest.skip(f"{PACK_WRAPPER} not configured yet")
+    venv = make_venv(tmp_path / "venv", FAKE_APP, version="3.12.1", python_dir="python3.12")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_appbin_pack("--venv", venv, "--app", "fakeapp:app", "-o", out / "app.bin")
+    assert_error(result, 1, f"venv {venv} is for Python 3.12", f"packs Python {PY_TAG}",
+                 "APPBIN_PYTHON_VERSIONS")
+    assert "Traceback" not in result.stderr
+    assert_nothing_written(out)
+
+
+def _version_hosts():
+    """The X.Y of the hosts build/ has besides its own (build/hosts/X.Y)."""
+    return sorted(p.parent.name for p in (ROOT / "build" / "hosts").glob("*/appbin-host.info"))
+
+
+@pytest.mark.parametrize("tag", _version_hosts() or
+                         [pytest.param("3.13", marks=pytest.mark.skip(
+                             reason="no build/hosts/X.Y (cmake -DAPPBIN_PYTHON_VERSIONS=3.13)"))])
+def test_packer_picks_the_host_of_the_venv_version(tmp_path, tag):
+    """build/appbin-pack (running Debian's python3.11) packs a venv made by the
+    python of build/hosts/X.Y with that host and that python's stdlib: the
+    app.bin runs Python X.Y. The venv's pyvenv.cfg `home` is not looked at."""
+    info = dict(line.partition("=")[::2] for line in
+                (ROOT / "build" / "hosts" / tag / "appbin-host.info").read_text().splitlines())
+    venv = tmp_path / "venv"
+    subprocess.run([info["python"], "-m", "venv", "--without-pip", str(venv)], check=True)
+    cfg = venv / "pyvenv.cfg"
+    cfg.write_text(cfg.read_text().replace(str(Path(info["python"]).parent), "/opt/elsewhere/bin"))
+    (venv / "lib" / f"python{tag}" / "site-packages" / "fakeapp.py").write_text("app = None\n")
+    output = tmp_path / "app.bin"
+    result = subprocess.run([str(ROOT / "build" / "appbin-pack"), "--venv", str(venv), "--app",
+                             "fakeapp:app", "-o", str(output), "--quiet"],
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    assert Payload(output).manifest_dict()["python_version"] == info["version"]
+    assert any(n.startswith("stdlib/lib-dynload/_asyncio.cpython-" + tag.replace(".", ""))
+               for n in Payload(output).files)
+    run = subprocess.run([str(output), "python", "-c", "import sys; print(sys.version_info[:2])"],
+                         capture_output=True, text=True, timeout=60, env=clean_env(), check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == str(tuple(int(p) for p in tag.split(".")))
 
 
 def test_extension_built_for_another_python(pack, tmp_path):
@@ -552,7 +602,7 @@ def test_system_lib_none_bundles_openssl_in_load_order(pack, test_venv):
 
 def test_site_packages_extensions_get_their_libraries(payload, test_venv):
     """pydantic_core and orjson: a preload line iff they need non-glibc libraries."""
-    site = test_venv / "lib" / "python3.11" / "site-packages"
+    site = test_venv / "lib" / f"python{PY_TAG}" / "site-packages"
     manifest = payload.manifest_dict()
     for extension in sorted(site.glob("*/*" + EXT)):
         member = "site-packages/" + extension.relative_to(site).as_posix()
@@ -809,7 +859,7 @@ def build_extension_with_libs_dir(tmp_path, site):
 @pytest.mark.parametrize("bundle", [True, False])
 def test_extension_with_a_libs_directory(pack, tmp_path, bundle):
     venv = make_venv(tmp_path / "venv", FAKE_APP)
-    build_extension_with_libs_dir(tmp_path, venv / "lib" / "python3.11" / "site-packages")
+    build_extension_with_libs_dir(tmp_path, venv / "lib" / f"python{PY_TAG}" / "site-packages")
     args = () if bundle else ("--no-bundle-libs",)
     result, output = pack(venv, "--quiet", *args, app="fakeapp:app")
     assert result.returncode == 0, result.stderr
@@ -825,7 +875,7 @@ def test_extension_with_a_libs_directory(pack, tmp_path, bundle):
 
 def test_missing_library_warns(pack, tmp_path):
     venv = make_venv(tmp_path / "venv", FAKE_APP)
-    site = venv / "lib" / "python3.11" / "site-packages"
+    site = venv / "lib" / f"python{PY_TAG}" / "site-packages"
     build_extension_with_libs_dir(tmp_path, site)
     (site / "fakeext.libs" / FAKE_DEP).unlink()
     result, output = pack(venv, "--quiet", app="fakeapp:app")
@@ -880,7 +930,7 @@ def build_cyclic_extension(tmp_path, site):
     shared(libs / CYC_B, tmp_path / "b.c", f"-Wl,-soname,{CYC_B}", f"-l:{CYC_A}",
            "-Wl,--no-as-needed", "/lib/x86_64-linux-gnu/libffi.so.8", *rpath)
     extension = package / f"_cyc{EXT}"
-    shared(extension, tmp_path / "ext.c", "-I/usr/include/python3.11", f"-l:{CYC_A}",
+    shared(extension, tmp_path / "ext.c", f"-I{PY_INCLUDE}", f"-l:{CYC_A}",
            "-Wl,--disable-new-dtags", "-Wl,-rpath,$ORIGIN/../fakecyc.libs")
     assert CYC_A in read_dynamic(libs / CYC_B).needed
     assert CYC_B in read_dynamic(libs / CYC_A).needed
@@ -900,7 +950,7 @@ def expected_preload(extension, site):
 @pytest.fixture
 def cyclic_venv(tmp_path):
     venv = make_venv(tmp_path / "venv", FAKE_APP)
-    site = venv / "lib" / "python3.11" / "site-packages"
+    site = venv / "lib" / f"python{PY_TAG}" / "site-packages"
     extension = build_cyclic_extension(tmp_path, site)
     return venv, site, extension
 
@@ -1000,7 +1050,7 @@ def test_library_with_an_undefined_symbol_is_named(pack, tmp_path, appbin_host):
     if cc is None:
         pytest.skip("no C compiler")
     venv = make_venv(tmp_path / "venv", FAKE_APP)
-    site = venv / "lib" / "python3.11" / "site-packages"
+    site = venv / "lib" / f"python{PY_TAG}" / "site-packages"
     libs, package = site / "fakeundef.libs", site / "fakeundef"
     libs.mkdir()
     package.mkdir()
@@ -1012,7 +1062,7 @@ def test_library_with_an_undefined_symbol_is_named(pack, tmp_path, appbin_host):
     subprocess.run([cc, "-shared", "-fPIC", "-o", libs / lib, tmp_path / "u.c",
                     f"-Wl,-soname,{lib}"], check=True)
     subprocess.run([cc, "-shared", "-fPIC", "-o", package / f"_undef{EXT}", tmp_path / "ext.c",
-                    "-I/usr/include/python3.11", f"-L{libs}", f"-l:{lib}",
+                    f"-I{PY_INCLUDE}", f"-L{libs}", f"-l:{lib}",
                     "-Wl,-rpath,$ORIGIN/../fakeundef.libs"], check=True)
     result, output = pack(venv, "--quiet", app="fakeapp:app", host=appbin_host)
     assert result.returncode == 0, result.stderr
@@ -1044,7 +1094,7 @@ def test_pyc_bytes_do_not_depend_on_process_state():
     interned beforehand, plain marshal.dumps() writes different bytes."""
     def compile_in_subprocess(interned):
         probe = PYC_PROBE.format(packager=str(ROOT / "packager"), interned=interned,
-                                 source="/usr/lib/python3.11/ftplib.py")
+                                 source=f"{PY_STDLIB}/ftplib.py")
         return subprocess.run([PYTHON, "-I", "-c", probe], capture_output=True,
                               check=True).stdout
     fresh = compile_in_subprocess([])
@@ -1053,7 +1103,7 @@ def test_pyc_bytes_do_not_depend_on_process_state():
 
 
 def test_elf_reader_on_lib_dynload():
-    info = read_dynamic(f"/usr/lib/python3.11/lib-dynload/_ssl{EXT}")
+    info = read_dynamic(f"{PY_DYNLOAD}/_ssl{EXT}")
     assert {"libssl.so.3", "libcrypto.so.3", "libc.so.6"} <= set(info.needed)
     assert read_dynamic(__file__) is None
 

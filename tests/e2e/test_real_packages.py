@@ -41,7 +41,7 @@ import httpx
 import pytest
 
 from conftest import FIXTURES, PYTHON, _cached_build, _run
-from hostutil import clean_env
+from hostutil import PY_STDLIB, PY_TAG, clean_env
 from server_fixtures import AppBinFactory
 
 REAL = FIXTURES / "real-packages"
@@ -54,7 +54,7 @@ ADMIN_PASSWORD = "pw-for-tests-only"
 
 
 def site_packages(venv):
-    return venv / "lib" / "python3.11" / "site-packages"
+    return venv / "lib" / f"python{PY_TAG}" / "site-packages"
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +110,7 @@ def run_use(argv, script, mode, scratch):
 def normalise(text, venv, app_bin):
     """Module paths: app.bin's members and the venv's / Debian's files alike."""
     for prefix, name in ((f"{app_bin}/site-packages", "{site}"), (f"{app_bin}/stdlib", "{stdlib}"),
-                         (str(site_packages(venv)), "{site}"), ("/usr/lib/python3.11", "{stdlib}")):
+                         (str(site_packages(venv)), "{site}"), (PY_STDLIB, "{stdlib}")):
         text = text.replace(prefix, name)
     return text
 

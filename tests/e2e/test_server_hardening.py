@@ -697,3 +697,186 @@ def test_a_worker_busy_for_less_than_the_limit_is_left_alone(appbin):
 def test_supervisor_flags_bad_values_exit_2(appbin, args, flag):
     rc, out = appbin.run(*args, "--port", "0", timeout=30)
     assert rc == 2 and flag in out, out
+
+
+# ---- review: the prescan in front of llhttp ----------------------------------------------------
+
+CHUNKED_HEAD = b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("line", [
+    b"0" * 4200 + b"5",               # leading zeros
+    b"0" * 16000 + b"5",              # as much as fits in the read buffer with the head
+    b"5;" + b"a" * 4200,              # an extension
+    b"5;a=\"" + b"b" * 16000 + b"\"",
+    b"5" + b" " * 4200 + b";a",
+], ids=["zeros-4k", "zeros-16k", "ext-4k", "quoted-16k", "bws-4k"])
+@pytest.mark.parametrize("pieces", [1, 17])
+def test_over_long_chunk_size_line_is_400_however_it_arrives(raw_server, line, pieces):
+    """A chunk-size line (size and extensions) longer than 4 KiB + 32 is
+    refused, whether its CRLF arrives with it or later: the answer depends on
+    the bytes, not on how TCP cut them (it was 200 in one piece, 400 in
+    several)."""
+    data = CHUNKED_HEAD + line + b"\r\nhello\r\n0\r\n\r\n"
+    step = len(data) // pieces + 1
+    _refused(raw_server, None, 400, chunks=[data[i:i + step] for i in range(0, len(data), step)])
+
+
+def test_leading_zeros_in_a_chunk_size_are_fine_below_the_limit(raw_server):
+    with raw_server.connect(timeout=10) as conn:
+        conn.send(CHUNKED_HEAD + b"0" * 4000 + b"5\r\nhello\r\n" + b"0" * 4000 + b"\r\n\r\n")
+        assert conn.read_response().body == b"hello"
+        assert conn.request("GET", "/").body == b"hello"
+
+
+@pytest.mark.parametrize("line", [b"0" * 16383, b"5;" + b"a" * 16381], ids=["zeros", "ext"])
+def test_chunk_size_line_filling_the_read_buffer_is_400_not_a_hang(raw_server, line):
+    """The head first, then a chunk-size line whose CR is the read buffer's
+    (16 KiB) last byte: the prescan waited for the LF with a full buffer that
+    it never read again (the connection hung until the client gave up)."""
+    conn = raw_server.connect(timeout=10)
+    conn.send(CHUNKED_HEAD)
+    time.sleep(0.2)
+    conn.send(line + b"\r")
+    time.sleep(0.2)
+    try:
+        conn.send(b"\nhello\r\n0\r\n\r\n")
+    except OSError:
+        pass  # already refused and closed
+    resp = conn.read_response()
+    assert resp.status == 400, resp
+    assert conn.wait_closed(5)
+    conn.close()
+
+
+# ---- review: lone LF line endings (RFC 9112 2.2) ----------------------------------------------
+
+LONE_LF = [
+    b"GET / HTTP/1.1\nHost: a\n\n",                  # all LF
+    b"GET / HTTP/1.1\nHost: a\r\n\r\n",              # after the request line (llhttp: 200)
+    b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",      # after a field line
+    b"GET / HTTP/1.1\r\nHost: a\r\n\n",              # the blank line (llhttp: 200)
+    b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+    b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",          # an empty line before the request
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nX: b\t\r\nContent-Length: 6\r\n\nx\t\r\nyz",
+    CHUNKED_HEAD + b"5\r\nhello\r\n0\r\n\n",         # the end of the trailer section
+    CHUNKED_HEAD + b"5\r\nhello\r\n0\r\nX: a\r\n\n",
+    CHUNKED_HEAD + b"5\r\nhello\r\n0\r\nX: a\nY: b\r\n\r\n",
+    CHUNKED_HEAD + b"5\nhello\r\n0\r\n\r\n",         # a chunk-size line
+]
+
+
+@pytest.mark.parametrize("case", range(len(LONE_LF)))
+def test_lone_lf_in_a_head_is_400(raw_server, case):
+    """RFC 9112 2.2 lets a recipient accept a lone LF as a line terminator;
+    app.bin does not, anywhere in a head, a chunk-size line or trailers.
+    llhttp accepted some shapes (after the request line, as the blank line,
+    in trailers) and not others, and the prescan that finds the end of a
+    head did not know them: with "\\r\\n\\n" ending a head it went on into
+    the body and rewrote its HTAB (the app got "x \\r\\nyz")."""
+    never = "/never-lf-%d" % case
+    _refused(raw_server, LONE_LF[case] + b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % never.encode(),
+             400)
+    assert never not in raw_server.get("/seen").json()
+
+
+def _echo(body):
+    return (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+
+
+def test_crlf_and_lone_lf_heads_pipelined(raw_server):
+    """Pipelined, with bodies holding what looks like line ends, HTAB and
+    heads: CRLF requests are served with their bodies untouched; the first
+    lone-LF head gets 400 and nothing after it is read as a request."""
+    bodies = [b"a\n\nb\t\r\n", b"GET /never-pipe HTTP/1.1\n\n", b"x\t\r\n\r\n\t"]
+    lf_head = b"POST /echo HTTP/1.1\nHost: a\nContent-Length: 5\n\nhello"
+    with raw_server.connect(timeout=10) as conn:
+        conn.send(b"".join(_echo(b) for b in bodies) + lf_head + _echo(b"after"))
+        for body in bodies:
+            resp = conn.read_response()
+            assert resp.status == 200 and resp.body == body, resp
+        resp = conn.read_response()
+        assert resp.status == 400 and resp.header("connection") == "close", resp
+        assert conn.wait_closed(5)
+        assert conn.buf == b""
+    with raw_server.connect(timeout=10) as conn:  # a lone-LF head first
+        conn.send(lf_head + _echo(b"after"))
+        assert conn.read_response().status == 400
+        assert conn.wait_closed(5) and conn.buf == b""
+    with raw_server.connect(timeout=10) as conn:  # the same split across reads
+        for piece in (_echo(bodies[0])[:-3], _echo(bodies[0])[-3:] + lf_head[:20], lf_head[20:]):
+            conn.send(piece)
+            time.sleep(0.05)
+        assert conn.read_response().body == bodies[0]
+        assert conn.read_response().status == 400
+    assert "/never-pipe" not in raw_server.get("/seen").json()
+
+
+# ---- review: a supervisor killed with SIGKILL ---------------------------------------------------
+
+
+def _port_free(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _wait_gone(pids, port, timeout):
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(p) for p in pids) or not _port_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_workers_exit_when_the_supervisor_is_killed(appbin):
+    """kill -9 of the supervisor (the OOM killer, a careless operator): its
+    workers used to serve on for ever, holding the port, with nobody to
+    replace or stop them. Each gets SIGTERM from the kernel
+    (PR_SET_PDEATHSIG) and drains like on any SIGTERM: the in-flight request
+    finishes, then the workers exit and the port is free."""
+    server = _workers(appbin, session=True)
+    try:
+        workers = children_of(server.pid)
+        assert len(workers) == 2, workers
+        conn = _in_flight(server, "orphan", 1)
+        os.kill(server.pid, signal.SIGKILL)
+        server.proc.wait(10)
+        assert conn.read_response().body == b"slow done orphan"
+        assert _wait_gone(workers, server.port, 10), (
+            [p for p in workers if pid_alive(p)], server.log()[-3000:])
+        assert server.log().count("Application shutdown complete.") == 2, server.log()[-3000:]
+    finally:
+        _kill_orphans(server)
+
+
+def _kill_orphans(server):
+    try:  # the workers are no longer the supervisor's children: their group
+        os.killpg(server.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    server.kill_group()
+
+
+def test_workers_still_starting_exit_when_the_supervisor_is_killed(appbin):
+    """The supervisor killed while its workers import the app: they finish
+    starting, then stop (the signal waits, blocked, until the runtime can
+    drain)."""
+    server = _workers(appbin, session=True, ready=False)
+    try:
+        _wait_count(server, "Started worker process", 2)
+        workers = children_of(server.pid)
+        os.kill(server.pid, signal.SIGKILL)
+        server.proc.wait(10)
+        assert _wait_gone(workers, server.port, 30), (
+            [p for p in workers if pid_alive(p)], server.log()[-3000:])
+    finally:
+        _kill_orphans(server)

@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect as ws_connect
 
 from conftest import OPS_APP, ROOT
+from hostutil import copy_with, index_offset
 from server_fixtures import RAW_APP, AppBinFactory, children_of, free_port, pid_alive
 
 TOOLS_PYTHON = ROOT / "build" / "tools-venv" / "bin" / "python"
@@ -700,6 +701,51 @@ def test_metrics_port_in_use(ops):
     assert rc == 1
     assert re.search(r"cannot listen for metrics on 127\.0\.0\.1:\d+: Address already in use",
                      out), out
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_damaged_app_bin_never_listens_for_metrics(ops_app_bin, tmp_path, workers):
+    """A damaged app.bin fails with its one line and never listens, on the
+    metrics port either: the port was bound and listening (and the endpoint
+    answering, in a single process) before the payload check finished. The
+    damage is the archive's last byte, which only the whole check reads."""
+    bad = copy_with(ops_app_bin, tmp_path / "damaged.bin",
+                    patch=(index_offset(ops_app_bin) - 1, 0x01))
+    port = free_port()
+    proc = subprocess.Popen([str(bad), "--port", "0", "--metrics-port", str(port),
+                             "--workers", workers], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    accepted = 0
+    deadline = time.monotonic() + 60
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                accepted += 1
+            except OSError:
+                time.sleep(0.001)
+    finally:
+        proc.kill()
+        out = proc.communicate()[0].decode("utf-8", "replace")
+    assert proc.returncode == 1, out
+    errors = [line for line in out.splitlines() if line.startswith("app.bin: error: ")]
+    assert len(errors) == 1 and "is damaged" in errors[0], out
+    assert "Metrics on" not in out and "running on" not in out, out
+    assert accepted == 0, out
+    bad.unlink()
+
+
+def test_metrics_port_in_use_with_workers(ops):
+    """With --workers the port is still checked before anything starts."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rc, out = ops.run("--port", "0", "--metrics-port", port, "--workers", "2")
+    assert rc == 1
+    assert re.search(r"cannot listen for metrics on 127\.0\.0\.1:\d+: Address already in use",
+                     out), out
+    assert "Started worker" not in out
 
 
 def test_metrics_off_by_default(ops):

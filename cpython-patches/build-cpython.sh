@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# Builds CPython X.Y from Debian's source package for the appbin host, cached.
+#
+#   bash cpython-patches/build-cpython.sh 3.13        # or 3.14
+#
+# The last line of stdout is the install prefix:
+#   ${APPBIN_CACHE:-$HOME/.cache/appbin}/cpython/<X.Y.Z>-<key>
+# holding bin/pythonX.Y (with pip, -m venv), lib/pythonX.Y (stdlib,
+# lib-dynload) and lib/pythonX.Y/config-X.Y-*/libpythonX.Y.a (static, non-PIE
+# objects: what CMakeLists.txt links with -DAPPBIN_PYTHON=<prefix>/bin/pythonX.Y).
+#
+# <key> is a short hash of: the pinned Debian .dsc's sha256 (below), the Debian
+# patch skip list, our patches (cpython-patches/<X.Y>/*.patch, all/*.patch), this
+# script and the configure flags. A prefix whose key matches is reused: the script
+# then only prints it (no network, no apt). Everything else goes to stderr and to
+# <cache>/cpython/logs/<X.Y.Z>-<key>.log; on failure one line names the failed step
+# and the log, exit status non-zero.
+#
+# Environment: APPBIN_CACHE (cache root), APPBIN_CPYTHON_JOBS (make -j, default 2),
+# APPBIN_CPYTHON_PGO=1 (--enable-optimizations; see README.md for why it is off).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+minor=${1:-}
+
+# --- Pinned Debian source packages ------------------------------------------------
+# package version suite dsc-sha256. Bump by: apt-cache showsrc pythonX.Y (after this
+# script has added the deb-src lines once), copy the version and the .dsc sha256.
+case "$minor" in
+  3.13) pkg=python3.13 debver=3.13.5-2+deb13u5 suite=trixie
+        dsc_sha=4be84e20fb902354fa86955e2fbea6e8bdbd158f54833423488308a9b3532662 ;;
+  3.14) pkg=python3.14 debver=3.14.10-1 suite=sid
+        dsc_sha=f43aca95f4d225c20dc56fb202306bcb1774afcf62d8b4fb6d8ba33a27c4c029 ;;
+  *) echo "usage: $0 3.13|3.14" >&2; exit 2 ;;
+esac
+upver=${debver%-*}
+dsc="${pkg}_${debver}.dsc"
+
+# Static libpython of non-PIE objects (the host links it -no-pie: PIC costs ~20% on
+# Python code, see CMakeLists.txt); extension modules still get -fPIC (CCSHARED).
+configure_flags=(
+  --enable-ipv6 --enable-loadable-sqlite-extensions --with-dbmliborder=gdbm
+  --with-computed-gotos --with-system-expat --with-system-libmpdec=no
+  --with-ssl-default-suites=openssl --with-ensurepip=install --disable-test-modules
+)
+# dpkg's specs (as Debian's static build, hardening=-pie): -fno-PIE/-no-pie except
+# where -fPIC/-shared is given (a plain -no-pie would turn every -shared link into an
+# executable's).
+cflags_nodist="-specs=/usr/share/dpkg/no-pie-compile.specs"
+ldflags_nodist="-specs=/usr/share/dpkg/no-pie-link.specs"
+if [ "${APPBIN_CPYTHON_PGO:-0}" = 1 ]; then configure_flags+=(--enable-optimizations); fi
+
+# Debian patches not applied (see README.md for why each).
+debian_skip=(
+  git-updates.diff patchlevel-noplus.diff
+  deb-locations.diff distutils-install-layout.diff sysconfig-debian-schemes.diff
+  tkinter-import.diff gdbm-import.diff langpack-gettext.diff multiarch.diff
+  ensurepip-disabled.diff destshared-location.diff stable-abi-multiarch.diff
+  Add-Debian-specific-documentation-path-to-IDLE-menu.diff no-sphinx-8.2.diff
+  link-opt.diff disable-sem-check.diff profiled-build.diff lto-link-flags.diff
+)
+
+ours=()
+for d in "$here/$minor" "$here/all"; do
+  [ -d "$d" ] && for p in "$d"/*.patch; do [ -e "$p" ] && ours+=("$p"); done
+done
+
+cache=${APPBIN_CACHE:-$HOME/.cache/appbin}/cpython
+key=$( {
+  echo "$pkg $debver $dsc_sha"
+  printf '%s\n' "${debian_skip[@]}"
+  for p in "${ours[@]}"; do echo "${p#"$here"/}"; sha256sum <"$p"; done
+  grep -v '^[[:space:]]*#' "${BASH_SOURCE[0]}" | sha256sum # comments do not count
+  echo "${configure_flags[*]} | $cflags_nodist | $ldflags_nodist"
+} | sha256sum | cut -c1-12)
+name="$upver-$key"
+prefix="$cache/$name"
+
+if [ -x "$prefix/bin/python$minor" ] && [ -f "$prefix/.appbin-complete" ]; then
+  echo "$prefix"
+  exit 0
+fi
+
+mkdir -p "$cache/src" "$cache/logs" "$cache/build"
+log="$cache/logs/$name.log"
+: >"$log"
+step=start
+say() { echo "build-cpython $minor: $*" | tee -a "$log" >&2; }
+fail() { echo "build-cpython $minor: FAILED at step '$step'; log: $log" >&2; exit 1; }
+trap fail ERR
+run() { "$@" >>"$log" 2>&1; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+t0=$(date +%s)
+
+# --- 1. build dependencies --------------------------------------------------------
+step=apt-deps
+deps=(build-essential pkg-config dpkg-dev xz-utils curl ca-certificates
+  libssl-dev libsqlite3-dev libffi-dev libbz2-dev liblzma-dev libreadline-dev
+  libncurses-dev zlib1g-dev libgdbm-dev libgdbm-compat-dev libexpat1-dev uuid-dev
+  libzstd-dev)
+missing=()
+for p in "${deps[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  run as_root apt-get update -qq
+  run as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# --- 2. source package --------------------------------------------------------------
+step=fetch-source
+have_dsc() { [ -f "$cache/src/$dsc" ] && [ "$(sha256sum <"$cache/src/$dsc" | cut -d' ' -f1)" = "$dsc_sha" ]; }
+aptopts=(-o Acquire::Retries=1 -o Acquire::http::Timeout=20 -o Acquire::https::Timeout=20)
+if ! have_dsc; then
+  srcs=/etc/apt/sources.list.d/appbin-cpython-src.sources
+  if [ ! -f "$srcs" ]; then
+    say "adding deb-src lines for trixie/forky/sid in $srcs"
+    as_root tee "$srcs" >/dev/null <<'EOF'
+# Added by appbin's cpython-patches/build-cpython.sh: source packages only
+# (python3.13 from trixie, python3.14 from forky/sid). No binary packages.
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: trixie forky sid
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  fi
+  if ! apt-cache showsrc "$pkg" 2>/dev/null | grep -q "$dsc_sha"; then
+    say "apt-get update (deb-src)"
+    run as_root timeout 300 apt-get update "${aptopts[@]}" -o Dir::Etc::sourcelist=/dev/null \
+      -o Dir::Etc::SourceParts=/dev/null -o Dir::Etc::sourcelist="$srcs" \
+      -o APT::Get::List-Cleanup=0 || say "apt-get update failed (see log); trying the pool directly"
+  fi
+  say "downloading $pkg $debver"
+  (cd "$cache/src" && run timeout 900 apt-get source --download-only "${aptopts[@]}" "$pkg=$debver") || true
+  if ! have_dsc; then
+    # apt did not find it: the pool directly (the version pinned may be gone from the
+    # index but still in the pool).
+    pool="pool/main/p/$pkg"
+    # APPBIN_CPYTHON_SOURCE_URL: a directory (http(s):// or file://) holding the .dsc
+    # and its files, for machines that reach no Debian mirror with them.
+    bases=(${APPBIN_CPYTHON_SOURCE_URL:+"$APPBIN_CPYTHON_SOURCE_URL"} "http://deb.debian.org/debian/$pool")
+    for base in "${bases[@]}"; do
+      say "trying $base/$dsc"
+      if run curl -fsSL --connect-timeout 20 --max-time 60 -o "$cache/src/$dsc.part" "$base/$dsc" &&
+        [ "$(sha256sum <"$cache/src/$dsc.part" | cut -d' ' -f1)" = "$dsc_sha" ]; then
+        ok=1
+        for f in $(awk '/^Checksums-Sha256:/{s=1;next} /^[^ ]/{s=0} s{print $3}' "$cache/src/$dsc.part"); do
+          [ -f "$cache/src/$f" ] && continue
+          run curl -fsSL --connect-timeout 20 --max-time 900 -o "$cache/src/$f.part" "$base/$f" &&
+            mv "$cache/src/$f.part" "$cache/src/$f" || { ok=0; break; }
+        done
+        [ $ok = 1 ] && mv "$cache/src/$dsc.part" "$cache/src/$dsc" && break
+      fi
+    done
+  fi
+  if ! have_dsc; then
+    echo "build-cpython $minor: FAILED at step 'fetch-source': $dsc (sha256 $dsc_sha) is not downloadable from deb-src ($suite), the pool or \$APPBIN_CPYTHON_SOURCE_URL; log: $log" >&2
+    exit 1
+  fi
+fi
+
+# --- 3. unpack, Debian patches, ours ------------------------------------------------
+step=unpack
+bdir="$cache/build/$name"
+rm -rf "$bdir"
+mkdir -p "$bdir"
+run dpkg-source --skip-patches -x "$cache/src/$dsc" "$bdir/src"
+src="$bdir/src"
+
+step=debian-patches
+applied=() skipped=() failed=()
+while read -r p _; do
+  case "$p" in '' | '#'*) continue ;; esac
+  if printf '%s\n' "${debian_skip[@]}" | grep -qxF "$p"; then skipped+=("$p"); continue; fi
+  if (cd "$src" && patch -p1 -N -s --dry-run <"debian/patches/$p" >>"$log" 2>&1); then
+    (cd "$src" && run patch -p1 -N -s <"debian/patches/$p")
+    applied+=("$p")
+  else
+    failed+=("$p")
+  fi
+done <"$src/debian/patches/series"
+say "Debian patches: ${#applied[@]} applied, ${#skipped[@]} skipped by list, ${#failed[@]} did not apply${failed[*]:+: ${failed[*]}}"
+
+step=our-patches
+for p in "${ours[@]}"; do
+  say "applying ${p#"$here"/}"
+  (cd "$src" && run patch -p1 -N <"$p")
+done
+
+# Builtins as in Debian's libpython (debian/rules __post_configure): the modules the
+# python3.X-minimal package lists as "extension", uncommented from Modules/Setup
+# (as patched by setup-modules.diff). zlib and pyexpat are among them: the host
+# links libz.a and libexpat.a for them.
+step=setup-local
+builtins=$(awk -v ORS='|' '$2 ~ /^extension$/ {print $1}' "$src/debian/PVER-minimal.README.Debian.in")
+grep -E "^#(${builtins}XX)" "$src/Modules/Setup" |
+  sed -e 's/^#//' -e 's/-Wl,-Bdynamic//;s/-Wl,-Bstatic//' >"$src/Modules/Setup.local"
+say "builtins: $(awk '{print $1}' "$src/Modules/Setup.local" | tr '\n' ' ')"
+
+# --- 4. configure, build, install -----------------------------------------------------
+step=configure
+say "configure: ${configure_flags[*]}"
+(cd "$src" && run env CFLAGS_NODIST="$cflags_nodist" LDFLAGS_NODIST="$ldflags_nodist" \
+  ./configure --prefix="$prefix" "${configure_flags[@]}")
+
+step=make
+say "make (log: $log)"
+(cd "$src" && run nice make -j"${APPBIN_CPYTHON_JOBS:-2}")
+
+step=check-modules
+(cd "$src" && run ./python -c "import ssl, sqlite3, ctypes, decimal, lzma, bz2, zlib, uuid, hashlib, pyexpat, readline, dbm.gnu, curses, _ctypes, _decimal")
+
+step=install
+rm -rf "$prefix"
+(cd "$src" && run nice make install)
+py="$prefix/bin/python$minor"
+# -O3 -g objects: drop the debug info as Debian's packages do (lib-dynload is packed
+# into every app.bin; the host strips itself).
+step=strip
+run strip --strip-unneeded "$py" "$prefix"/lib/python"$minor"/lib-dynload/*.so
+run strip --strip-debug "$prefix"/lib/python"$minor"/config-"$minor"-*/libpython"$minor".a
+
+step=verify
+run "$py" -c "
+import sysconfig, os, sys
+libpl = sysconfig.get_config_var('LIBPL')
+assert os.path.exists(os.path.join(libpl, 'libpython$minor.a')), libpl
+assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))
+import ssl, sqlite3, ctypes, decimal, lzma, bz2, zlib, uuid, hashlib, pyexpat, venv, ensurepip
+assert 'zlib' in sys.builtin_module_names and 'pyexpat' in sys.builtin_module_names
+print(sys.version)"
+run "$py" -m pip --version
+{
+  echo "appbin CPython build $name"
+  echo "source: $pkg $debver ($suite) dsc sha256 $dsc_sha"
+  echo "configure: CFLAGS_NODIST=$cflags_nodist LDFLAGS_NODIST=$ldflags_nodist ${configure_flags[*]}"
+  echo "debian patches applied: ${applied[*]}"
+  echo "debian patches skipped (list): ${skipped[*]}"
+  echo "debian patches not applying: ${failed[*]}"
+  echo "our patches: ${ours[*]##*/}"
+  echo "built: $(date -u +%FT%TZ) in $(($(date +%s) - t0)) s on $(nproc) cores"
+} >"$prefix/APPBIN-BUILD-INFO"
+touch "$prefix/.appbin-complete"
+rm -rf "$bdir"
+say "done in $(($(date +%s) - t0)) s"
+echo "$prefix"
