@@ -71,7 +71,7 @@ def _imports_of(code):
         co = stack.pop()
         recent = []  # the arguments of the last two LOAD_CONSTs
         for ins in dis.get_instructions(co):
-            if ins.opname == "LOAD_CONST":
+            if ins.opname in ("LOAD_CONST", "LOAD_SMALL_INT"):  # 3.14 loads small ints so
                 recent = (recent + [ins.argval])[-2:]
                 continue
             if ins.opname == "IMPORT_NAME" and len(recent) == 2:
