@@ -219,7 +219,7 @@ int main(int argc, char **argv) {
     if (!is_worker)
       return rc;
   }
-  if (ops_start_serving(&opts) != 0)
+  if (ops_start_serving(&opts, &zi) != 0)
     return 1;
   if (interp_start(exe, &p, &zi, &mf, INTERP_SERVER, argc, argv, debug, &rc) != 0)
     return rc;
