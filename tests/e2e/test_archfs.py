@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from hostutil import (PY_TAG, app_bin_fixture, clean_env, describe, python, python_c, read_trailer,
-                      run)
+from hostutil import (DYN, PY_TAG, app_bin_fixture, clean_env, describe, python, python_c,
+                      read_trailer, run)
 
 app_bin = pytest.fixture(scope="session")(app_bin_fixture)
 
@@ -982,7 +982,7 @@ def test_sysconfig_and_site_name_the_archive(app_bin, test_venv, tmp_path):
     which hold what the venv's directories hold, so code that finds data
     through them works as in the venv."""
     script = tmp_path / "layout.py"
-    script.write_text(INSTALL_LAYOUT)
+    script.write_text(INSTALL_LAYOUT.replace("_json", DYN))  # a lib-dynload module
     venv = subprocess.run([Path(test_venv) / "bin" / "python", script], capture_output=True,
                           text=True, env=clean_env(), check=True)
     want = json.loads(venv.stdout)
@@ -1363,7 +1363,7 @@ def test_no_memfd_and_nowhere_to_write_is_one_clear_line(app_bin, tmp_path, err)
     import json
     print(json.dumps([1]))
     try:
-        import _json
+        import DYN
         print("imported")
     except ImportError as exc:
         print(str(exc).replace(sys.executable, "APP"))
@@ -1371,7 +1371,7 @@ def test_no_memfd_and_nowhere_to_write_is_one_clear_line(app_bin, tmp_path, err)
     ro = "; ".join(f"mount --bind {d} {d} && mount -o remount,bind,ro {d}"
                    for d in ("/tmp", "/dev/shm", "/var/tmp"))
     script = tmp_path / "code.py"
-    script.write_text(textwrap.dedent(code))
+    script.write_text(textwrap.dedent(code).replace("DYN", DYN))
     shell = (f"{ro}; exec {sys.executable} {NO_MEMFD} {err} {app_bin} python {script}")
     result = run(["unshare", "-rm", "sh", "-c", shell], env=clean_env(TMPDIR=None))
     assert result.returncode == 0, describe(result)
@@ -1402,11 +1402,11 @@ def test_no_memfd_prefers_a_directory_code_can_load_from(app_bin, tmp_path):
     f = open(sys.executable + "/site-packages/certifi/cacert.pem")
     print(os.readlink("/proc/self/fd/%d" % f.fileno()).split("/appbin-")[0])
     try:
-        import _json
+        import DYN
         print("loaded")
     except ImportError as exc:
         print(exc)
-    """))
+    """).replace("DYN", DYN))
     shutil.copy2(app_bin, tmp_path / "app.bin")  # /tmp is hidden below
     ro = "mount --bind {0} {0} && mount -o remount,bind,ro {0}"
     # /mnt sees the test's files once a tmpfs hides /tmp
@@ -1424,7 +1424,7 @@ def test_no_memfd_prefers_a_directory_code_can_load_from(app_bin, tmp_path):
     assert noexec.returncode == 0, describe(noexec)
     lines = noexec.stdout.splitlines()
     assert lines[0] == "/tmp", describe(noexec)
-    assert lines[1].startswith("appbin: cannot load the native code of stdlib/lib-dynload/_json."), \
+    assert lines[1].startswith(f"appbin: cannot load the native code of stdlib/lib-dynload/{DYN}."), \
         describe(noexec)
     assert lines[1].endswith(", is on a file system mounted noexec, where code cannot be mapped; "
                              "set TMPDIR to a writable directory mounted exec, or mount one on "
