@@ -184,6 +184,7 @@ def test_sandbox_has_no_python_and_nothing_writable(sandbox):
 IMPORTS = """
 import importlib, json, os, sys
 import _json, _ssl, _ctypes, _decimal, _sqlite3, _lzma, _bz2, _uuid, _asyncio, _hashlib
+dyn = importlib.import_module("DYN")  # _json's file on 3.11 (built in on 3.13)
 import ctypes, ssl, sqlite3, certifi, orjson, pydantic_core, importlib.resources as ir
 import appbin_ns.a, appbin_ns.b, extra_mod
 ctx = ssl.create_default_context(cafile=certifi.where())
@@ -196,7 +197,7 @@ print(json.dumps({
     "hello": [str(path), hello],
     "sqlite": sqlite3.connect(":memory:").execute("select 6 * 7").fetchone()[0],
     "orjson": orjson.dumps([1]).decode(),
-    "json_file": importlib.import_module("DYN").__file__,
+    "json_file": dyn.__file__,
     "ns": [appbin_ns.a.NAME, appbin_ns.b.NAME],
 }))
 """
@@ -248,11 +249,11 @@ def test_no_proc_fallback_is_announced_at_debug_level(sandbox, tmp_path):
     writable = tmp_path / "writable"
     writable.mkdir()
     env = {"TMPDIR": WRITABLE, "APPBIN_LOG_LEVEL": "debug"}
-    result = sandbox(["python", "-c", "import _json"], proc=False, writable=writable, env=env)
+    result = sandbox(["python", "-c", f"import {DYN}"], proc=False, writable=writable, env=env)
     assert result.returncode == 0, describe(result)
     assert f"appbin: debug: memfd or /proc unavailable, using {WRITABLE}/appbin-" \
         in result.stderr, describe(result)
-    quiet = sandbox(["python", "-c", "import _json"], proc=False, writable=writable,
+    quiet = sandbox(["python", "-c", f"import {DYN}"], proc=False, writable=writable,
                     env={"TMPDIR": WRITABLE})
     assert quiet.returncode == 0 and quiet.stderr == "", describe(quiet)
 
@@ -326,6 +327,6 @@ import _ssl
 
 def test_unwritable_tmpdir_without_proc(sandbox, tmp_path):
     """TMPDIR pointing at a read-only place counts as no writable tmp."""
-    result = sandbox(["python", "-c", "import _json"], proc=False, env={"TMPDIR": "/usr"})
+    result = sandbox(["python", "-c", f"import {DYN}"], proc=False, env={"TMPDIR": "/usr"})
     assert result.returncode == 1
     assert "no writable temporary directory was found" in result.stderr, describe(result)
