@@ -82,6 +82,16 @@ if [ -x "$prefix/bin/python$minor" ] && [ -f "$prefix/.appbin-complete" ]; then
 fi
 
 mkdir -p "$cache/src" "$cache/logs" "$cache/build"
+# One build per key at a time: a second run waits for the first, then reuses it.
+exec 9>"$cache/build/$name.lock"
+if ! flock -n 9; then
+  echo "build-cpython $minor: another run is building $name; waiting for it" >&2
+  flock 9
+  if [ -x "$prefix/bin/python$minor" ] && [ -f "$prefix/.appbin-complete" ]; then
+    echo "$prefix"
+    exit 0
+  fi
+fi
 log="$cache/logs/$name.log"
 : >"$log"
 step=start
