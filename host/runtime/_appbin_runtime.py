@@ -13,11 +13,12 @@ finds distributions on sys.path, the way they do in a venv.
 import sys
 
 import _appbin
+import _imp
 import posixpath
 
 ARCHIVE = _appbin.archive_path
 _PREFIX = ARCHIVE + "/"
-_EXT_SUFFIXES = (".cpython-311-x86_64-linux-gnu.so", ".abi3.so", ".so")
+_EXT_SUFFIXES = tuple(_imp.extension_suffixes())  # .cpython-3XY-x86_64-linux-gnu.so, .abi3.so, .so
 
 
 class AppLoadError(Exception):
