@@ -75,7 +75,8 @@ RUN --mount=type=cache,target=/root/.cache/appbin \
       3.11) ln -s /usr /opt/python ;; \
       3.13|3.14) prefix=$(bash /src/cpython-patches/build-cpython.sh "$PYTHON_VERSION" | tail -n 1) \
         && test -x "$prefix/bin/python$PYTHON_VERSION" \
-        && cp -a "$prefix" /opt/python.build && echo "$prefix" > /opt/python.prefix ;; \
+        && cp -a "$prefix" /opt/python.build && echo "$prefix" > /opt/python.prefix \
+        && rm -f /etc/apt/sources.list.d/appbin-cpython-src.sources ;; \
       *) echo "PYTHON_VERSION=$PYTHON_VERSION: 3.11, 3.13 or 3.14" >&2; exit 1 ;; \
     esac
 RUN --mount=type=cache,target=/root/.cache/pip \
@@ -102,13 +103,10 @@ RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DAPPBIN_HOST_ON
  && test -x /build/appbin-pack
 
 # --- venv: the app and its dependencies, as the app's own tooling makes them --
-# Poetry runs on Debian's python3.11; the venv is made by the host's Python.
+# Poetry runs on Debian's python3.11 (host-deps has it); the venv is made by
+# the host's Python.
 FROM python AS venv
 ARG PYTHON_VERSION
-RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
-    --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \
-    apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends python3.11 python3.11-venv ca-certificates >/dev/null
 ARG PIP_INDEX_URL=https://pypi.org/simple
 ARG POETRY_SPEC="poetry>=2,<3"
 ARG POETRY_BUNDLE_SPEC="poetry-plugin-bundle>=1.6"

@@ -82,6 +82,16 @@ if [ -x "$prefix/bin/python$minor" ] && [ -f "$prefix/.appbin-complete" ]; then
 fi
 
 mkdir -p "$cache/src" "$cache/logs" "$cache/build"
+# One build per key at a time: a second run waits for the first, then reuses it.
+exec 9>"$cache/build/$name.lock"
+if ! flock -n 9; then
+  echo "build-cpython $minor: another run is building $name; waiting for it" >&2
+  flock 9
+  if [ -x "$prefix/bin/python$minor" ] && [ -f "$prefix/.appbin-complete" ]; then
+    echo "$prefix"
+    exit 0
+  fi
+fi
 log="$cache/logs/$name.log"
 : >"$log"
 step=start
@@ -216,11 +226,21 @@ step=install
 rm -rf "$prefix"
 (cd "$src" && run nice make install)
 py="$prefix/bin/python$minor"
+libpy=$(echo "$prefix"/lib/python"$minor"/config-"$minor"-*/libpython"$minor".a)
+# Built-ins that link a helper archive of CPython's own (3.13's _sha2 links
+# Modules/_hacl/libHacl_Hash_SHA2.a): CPython links it into bin/python only, so its
+# members go into libpython, which is all the host links.
+step=libpython-helpers
+for a in $(grep -o '[^[:space:]]*\.a\b' "$src/Modules/Setup.local" | sort -u); do
+  say "adding ${a##*/}'s members to libpython$minor.a"
+  rm -rf "$bdir/ar" && mkdir "$bdir/ar"
+  (cd "$bdir/ar" && ar x "$src/$a" && ar rs "$libpy" ./*.o >>"$log" 2>&1)
+done
 # -O3 -g objects: drop the debug info as Debian's packages do (lib-dynload is packed
 # into every app.bin; the host strips itself).
 step=strip
 run strip --strip-unneeded "$py" "$prefix"/lib/python"$minor"/lib-dynload/*.so
-run strip --strip-debug "$prefix"/lib/python"$minor"/config-"$minor"-*/libpython"$minor".a
+run strip --strip-debug "$libpy"
 
 step=verify
 run "$py" -c "
@@ -232,6 +252,21 @@ import ssl, sqlite3, ctypes, decimal, lzma, bz2, zlib, uuid, hashlib, pyexpat, v
 assert 'zlib' in sys.builtin_module_names and 'pyexpat' in sys.builtin_module_names
 print(sys.version)"
 run "$py" -m pip --version
+# Link libpython the way the host does (CMakeLists.txt: -no-pie, --export-dynamic,
+# libexpat.a/libz.a for the built-in pyexpat/zlib) and load shared modules into it.
+step=embed-check
+cat >"$bdir/embed.c" <<'EOF'
+#include <Python.h>
+int main(void) {
+  Py_Initialize();
+  int rc = PyRun_SimpleString("import ssl, sqlite3, ctypes, decimal, lzma, bz2, zlib, uuid, "
+                              "hashlib, pyexpat, json, asyncio; hashlib.sha512(b'x').digest()");
+  return Py_FinalizeEx() < 0 || rc != 0;
+}
+EOF
+run cc -O2 -I"$prefix/include/python$minor" -o "$bdir/embed" "$bdir/embed.c" -no-pie \
+  -Wl,--export-dynamic "$libpy" -l:libexpat.a -l:libz.a -lm -ldl -lpthread -lutil
+run env PYTHONHOME="$prefix" "$bdir/embed"
 {
   echo "appbin CPython build $name"
   echo "source: $pkg $debver ($suite) dsc sha256 $dsc_sha"

@@ -428,7 +428,7 @@ int cli_parse(int argc, char **argv, const manifest *defaults, cli_options *o, c
 void cli_print_help(FILE *out, const char *prog) {
   fprintf(out,
           "usage: %s [OPTIONS]              serve the packed ASGI application\n"
-          "       %s python [ARGS]          run the bundled Python 3.11, like python3.11 ARGS\n"
+          "       %s python [ARGS]          run the bundled Python, like python3 ARGS\n"
           "       %s healthcheck [OPTIONS]  GET --health-path on --host/--port; exit 0 if 2xx\n"
           "       %s --version | --help\n\n"
           "options (environment: APPBIN_<OPTION>, e.g. APPBIN_PORT=9000; pack-time\n"

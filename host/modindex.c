@@ -3,7 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const ext_suffixes[] = {".cpython-311-x86_64-linux-gnu.so", ".abi3.so", ".so"};
+/* The linked CPython's extension suffixes (importlib.machinery.EXTENSION_SUFFIXES);
+ * APPBIN_EXT_SUFFIX comes from its sysconfig EXT_SUFFIX (CMakeLists.txt). */
+#ifndef APPBIN_EXT_SUFFIX
+#error "APPBIN_EXT_SUFFIX (e.g. \".cpython-311-x86_64-linux-gnu.so\") must be defined"
+#endif
+static const char *const ext_suffixes[] = {APPBIN_EXT_SUFFIX, ".abi3.so", ".so"};
 
 static uint64_t hash_name(const char *s, size_t len) {
   uint64_t h = 1469598103934665603ULL;

@@ -12,6 +12,9 @@
 #                         3.14 build CPython once (cpython-patches/, cached in
 #                         ~/.cache/appbin) and their host in build/hosts/X.Y.
 #   APPBIN_ASAN_PYTHON_VERSIONS="3.11"  the same for the ASan subset
+#   APPBIN_REAL_PACKAGES_VERSIONS="3.11"  the versions whose end-to-end run
+#                         includes test_real_packages.py (62 PyPI packages:
+#                         a venv of ~300 MB per version and ~4 min a run)
 #   APPBIN_DOCKER_PYTHON_VERSION=3.11   the Dockerfile's PYTHON_VERSION the
 #                         Docker tests build (3.13 is its default)
 set -uo pipefail
@@ -21,6 +24,7 @@ bash tests/setup.sh || exit 1
 
 read -ra versions <<<"${APPBIN_PYTHON_VERSIONS:-3.11 3.13}"
 read -ra asan_versions <<<"${APPBIN_ASAN_PYTHON_VERSIONS:-3.11}"
+real_packages_versions=" ${APPBIN_REAL_PACKAGES_VERSIONS:-3.11} "
 # -DAPPBIN_PYTHON_VERSIONS for a build: the versions other than the tree's own 3.11
 others() { local v out=(); for v in "$@"; do [ "$v" = 3.11 ] || out+=("$v"); done
   local IFS=';'; echo "${out[*]}"; }
@@ -90,9 +94,11 @@ step "fuzz archive reader (${fuzz_seconds}s)" fuzz fuzz_zipindex
 # The whole suite against each version's host (its venvs made by that
 # version's python; see tests/e2e/hostutil.py).
 for v in "${versions[@]}"; do
+  skip=()
+  [[ "$real_packages_versions" = *" $v "* ]] || skip=(--deselect tests/e2e/test_real_packages.py)
   step "end-to-end tests (Python $v)" env APPBIN_BUILD_DIR="$(host_dir build "$v")" \
     APPBIN_HTTP_TEST_SERVER="$top/build/tests/unit/http-test-server" \
-    build/tools-venv/bin/pytest tests/e2e -q -p no:cacheprovider
+    build/tools-venv/bin/pytest tests/e2e -q -p no:cacheprovider "${skip[@]}"
 done
 # The C-heavy paths again on the sanitizer build: importer, HTTP, ASGI and
 # its eager task steps, the access log, env file and metrics endpoint.
@@ -104,6 +110,13 @@ for v in "${asan_versions[@]}"; do
     tests/e2e/test_server_tasks.py tests/e2e/test_http_layer.py tests/e2e/test_server_hardening.py \
     tests/e2e/test_server_ops.py tests/e2e/test_archfs.py
 done
+# Real packages whose C libraries open data files by path through archfs
+# (libxml2's XSL files for lxml's isoschematron, FreeType's fonts for pillow
+# and matplotlib) and Django's admin, on the sanitizer build: about 80 s, 50 s
+# of it packing the suite's venv.
+step "real packages on the ASan host (Python 3.11)" env APPBIN_BUILD_DIR=build-asan ASAN_OPTIONS=detect_leaks=0 \
+  build/tools-venv/bin/pytest -q -p no:cacheprovider tests/e2e/test_real_packages.py \
+  -k "test_real_use and (lxml or pillow or matplotlib or django) or test_django_admin"
 # A live ASan app.bin (default flags) under mutated requests and WebSocket
 # frames from several connections; a crash, sanitizer report or hang fails.
 step "network fuzz on the ASan host (${APPBIN_NET_FUZZ_SECONDS:-45}s)" build/tools-venv/bin/python \

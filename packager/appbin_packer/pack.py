@@ -1,8 +1,11 @@
 """Packing: from checked inputs to the members of the archive, then app.bin."""
 
+import csv
 import dataclasses
 import importlib.machinery
+import io
 import os
+import posixpath
 import platform
 import sysconfig
 from pathlib import Path
@@ -70,6 +73,7 @@ def pack(options, warn):
     lib_members, preloads = _library_members(files, site_dir, options.bundle_libs,
                                              frozenset(options.system_libs), warn)
     members += lib_members
+    members = _rewrite_records(members)
     members.append(Member(MANIFEST_MEMBER, data=manifest_bytes(_manifest(options, preloads))))
     stored_code = None
     if options.store_code == "imports":
@@ -126,6 +130,34 @@ def _file_members(files, owners, keep_sources, warn):
         if keep_sources:
             members.append(Member(f.member, data=source))
     return members, owners
+
+
+def _rewrite_records(members):
+    """Each distribution's RECORD, listing what the archive holds of it: rows
+    of files left out (__pycache__, INSTALLER, scripts outside site-packages,
+    --exclude...) go, and the .pyc beside each .py is listed (without a hash,
+    as installers list bytecode). The files kept are packed unchanged, so
+    their hashes and sizes stand."""
+    names = {m.name for m in members}
+    out = []
+    for m in members:
+        if not (m.name.startswith(SITE_PREFIX) and m.name.endswith(".dist-info/RECORD")):
+            out.append(m)
+            continue
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        for row in csv.reader(io.StringIO(m.read().decode("utf-8", "surrogateescape"))):
+            if not row:
+                continue
+            rel = posixpath.normpath(row[0])
+            if rel.startswith("../") or rel.startswith("/"):
+                continue
+            if SITE_PREFIX + rel in names:
+                writer.writerow(row)
+            if rel.endswith(".py") and SITE_PREFIX + rel[:-3] + ".pyc" in names:
+                writer.writerow([rel[:-3] + ".pyc", "", ""])
+        out.append(Member(m.name, data=text.getvalue().encode("utf-8", "surrogateescape")))
+    return out
 
 
 def _is_extension_module(member):

@@ -38,7 +38,8 @@ PYTHON = _build_python(HOST_BUILD)
 _TARGET = subprocess.run(
     [PYTHON, "-I", "-c", "import platform, sys, sysconfig; print(platform.python_version()); "
      "print(sysconfig.get_path('stdlib')); print(sysconfig.get_path('include')); "
-     "print(sysconfig.get_config_var('DESTSHARED')); print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+     "print(sysconfig.get_config_var('DESTSHARED')); print(sysconfig.get_config_var('EXT_SUFFIX')); "
+     "print(' '.join(sys.builtin_module_names))"],
     capture_output=True, text=True, check=True).stdout.splitlines()
 PY_VERSION = _TARGET[0]                           # X.Y.Z
 PY_TAG = ".".join(PY_VERSION.split(".")[:2])      # X.Y
@@ -46,6 +47,12 @@ PY_STDLIB = _TARGET[1]                            # e.g. /usr/lib/python3.11
 PY_INCLUDE = _TARGET[2]                           # e.g. /usr/include/python3.11
 PY_DYNLOAD = _TARGET[3]                           # lib-dynload
 EXT_SUFFIX = _TARGET[4]                           # .cpython-311-x86_64-linux-gnu.so
+CPYTHON_TAG = EXT_SUFFIX.split("-")[0] + "-" + EXT_SUFFIX.split("-")[1]  # .cpython-311
+PY_BUILTINS = frozenset(_TARGET[5].split())       # sys.builtin_module_names
+# A stdlib extension module in lib-dynload (a file of the archive, loaded from
+# memory): _json in Debian's 3.11; the 3.13/3.14 builds link _json into the
+# host (cpython-patches), so _zoneinfo stands in for it there.
+DYN = "_json" if "_json" not in PY_BUILTINS else "_zoneinfo"
 
 
 def clean_env(**extra):

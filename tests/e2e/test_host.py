@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from hostutil import (PY_TAG, app_bin_fixture, clean_env, copy_with, debian_python, describe,
+from hostutil import (CPYTHON_TAG, DYN, PY_TAG, app_bin_fixture, clean_env, copy_with, debian_python, describe,
                       index_offset, index_sha256, python, python_c, read_trailer, run)
 
 app_bin = pytest.fixture(scope="session")(app_bin_fixture)
@@ -197,11 +197,11 @@ outside = {n: m.__file__ for n, m in list(sys.modules.items())
            if getattr(m, "__file__", None) and not m.__file__.startswith(sys.executable + "/")}
 print(json.dumps({"json": json.__file__, "os": os.__file__, "_json": _json.__file__,
                   "outside": outside}))
-"""
+""".replace("_json", DYN)
     info = json.loads(python_c(app_bin, code))
     assert info["json"] == f"{app_bin}/stdlib/json/__init__.py"
     assert info["os"] == f"{app_bin}/stdlib/os.py"
-    assert info["_json"].startswith(f"{app_bin}/stdlib/lib-dynload/_json.cpython-311")
+    assert info[DYN].startswith(f"{app_bin}/stdlib/lib-dynload/{DYN}{CPYTHON_TAG}")
     assert info["outside"] == {}
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hostutil import app_bin_fixture, describe, python, python_c
+from hostutil import (CPYTHON_TAG, DYN, EXT_SUFFIX, PY_BUILTINS, PY_TAG, app_bin_fixture,
+                      describe, python, python_c)
 
 app_bin = pytest.fixture(scope="session")(app_bin_fixture)
 
@@ -87,8 +88,11 @@ def test_module_named_with_a_dash(app_bin, test_venv):
     """FileFinder imports any file name, dashes included: sysconfig imports
     _sysconfigdata__x86_64-linux-gnu that way (zoneinfo -> pydantic -> FastAPI
     depend on it)."""
+    # Debian names it _sysconfigdata__x86_64-linux-gnu, upstream (3.13/3.14
+    # hosts) _sysconfigdata__linux_x86_64-linux-gnu
     code = ("import importlib, sysconfig; "
-            "m = importlib.import_module('_sysconfigdata__x86_64-linux-gnu'); "
+            "m = importlib.import_module(sysconfig._get_sysconfigdata_name()); "
+            "assert '-' in m.__name__, m.__name__; "
             "print(sorted(m.build_time_vars) == sorted(sysconfig.get_config_vars()) or 'x', "
             "sysconfig.get_config_var('TZPATH'), sysconfig.get_config_var('SOABI'))")
     ours, reference = both(app_bin, test_venv, code)
@@ -188,10 +192,13 @@ STDLIB_EXTENSIONS = {
 
 @pytest.mark.parametrize("module", sorted(STDLIB_EXTENSIONS))
 def test_stdlib_extension_module(app_bin, module):
-    code = STDLIB_EXTENSIONS[module] + f"\nimport {module}; print({module}.__file__)"
+    code = (STDLIB_EXTENSIONS[module]
+            + f"\nimport {module}; print(getattr({module}, '__file__', 'built-in'))")
     out = python_c(app_bin, code).split()
     assert out[0] == "ok", out
-    assert out[1] == f"{app_bin}/stdlib/lib-dynload/{module}.cpython-311-x86_64-linux-gnu.so"
+    # _json is linked into the 3.13/3.14 hosts
+    assert out[1] == ("built-in" if module in PY_BUILTINS
+                      else f"{app_bin}/stdlib/lib-dynload/{module}{EXT_SUFFIX}")
 
 
 def test_zlib(app_bin):
@@ -240,7 +247,7 @@ print(json.dumps({"pydantic_core": pydantic_core._pydantic_core.__file__,
     info = json.loads(python_c(app_bin, code))
     reference = json.loads(venv_python(test_venv, code))
     sp = f"{app_bin}/site-packages"
-    assert info["pydantic_core"].startswith(f"{sp}/pydantic_core/_pydantic_core.cpython-311")
+    assert info["pydantic_core"].startswith(f"{sp}/pydantic_core/_pydantic_core{CPYTHON_TAG}")
     assert info["orjson"].startswith(f"{sp}/orjson/")
     for key in ("model", "error", "orjson_roundtrip", "core_version"):
         assert info[key] == reference[key], key
@@ -254,10 +261,10 @@ maps = open("/proc/self/maps").read()
 print(sorted({line.split()[-2] if line.endswith("(deleted)") else line.split()[-1]
               for line in maps.splitlines() if "_json" in line or "_ssl" in line
               or "_pydantic_core" in line}))
-"""
+""".replace("_json", DYN)
     mapped = python_c(app_bin, code)
-    assert "/memfd:_json.cpython-311-x86_64-linux-gnu.so" in mapped, mapped
-    assert "/memfd:_pydantic_core.cpython-311-x86_64-linux-gnu.so" in mapped, mapped
+    assert f"/memfd:{DYN}{EXT_SUFFIX}" in mapped, mapped
+    assert f"/memfd:_pydantic_core{EXT_SUFFIX}" in mapped, mapped
     assert "/tmp" not in mapped
 
 
@@ -403,8 +410,9 @@ def test_distributions(app_bin, test_venv):
     names = set(json.loads(ours))
     assert {"fastapi", "pydantic", "pydantic-core", "appbin-testpkg", "appbin-nspkg-a",
             "appbin-nspkg-b", "certifi", "orjson"} <= names
-    # pip is left out by the packer; everything else (setuptools too) is there.
-    assert "setuptools" in names
+    # pip is left out by the packer; everything else (setuptools too, which
+    # python3.11 -m venv installs and 3.12+ does not) is there.
+    assert ("setuptools" in names) == (PY_TAG == "3.11")
     assert names == set(json.loads(reference)) - {"pip"}
 
 
@@ -422,7 +430,7 @@ def test_pkgutil_iter_modules_top_level(app_bin):
             "print(json.dumps({m.name: m.ispkg for m in pkgutil.iter_modules()}))")
     mods = json.loads(python_c(app_bin, code))
     expected = {"fastapi": True, "pydantic": True, "appbin_testpkg": True, "json": True,
-                "asyncio": True, "os": False, "typing_extensions": False, "_json": False,
+                "asyncio": True, "os": False, "typing_extensions": False, DYN: False,
                 "_ssl": False, "extra_mod": False}
     assert {k: mods.get(k) for k in expected} == expected
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from hostutil import PY_STDLIB, app_bin_fixture, describe
+from hostutil import DYN, EXT_SUFFIX, PY_STDLIB, app_bin_fixture, describe
 
 app_bin = pytest.fixture(scope="session")(app_bin_fixture)
 
@@ -182,8 +182,9 @@ def test_sandbox_has_no_python_and_nothing_writable(sandbox):
 
 
 IMPORTS = """
-import json, os, sys
+import importlib, json, os, sys
 import _json, _ssl, _ctypes, _decimal, _sqlite3, _lzma, _bz2, _uuid, _asyncio, _hashlib
+dyn = importlib.import_module("DYN")  # _json's file on 3.11 (built in on 3.13)
 import ctypes, ssl, sqlite3, certifi, orjson, pydantic_core, importlib.resources as ir
 import appbin_ns.a, appbin_ns.b, extra_mod
 ctx = ssl.create_default_context(cafile=certifi.where())
@@ -196,14 +197,14 @@ print(json.dumps({
     "hello": [str(path), hello],
     "sqlite": sqlite3.connect(":memory:").execute("select 6 * 7").fetchone()[0],
     "orjson": orjson.dumps([1]).decode(),
-    "json_file": _json.__file__,
+    "json_file": dyn.__file__,
     "ns": [appbin_ns.a.NAME, appbin_ns.b.NAME],
 }))
 """
 
 
 def test_imports_and_extension_modules_from_memfd(sandbox):
-    info = json.loads(py(sandbox, IMPORTS))
+    info = json.loads(py(sandbox, IMPORTS.replace('"DYN"', repr(DYN))))
     assert info["strlen"] == 4
     assert info["certs"] > 50
     # Resources are paths in the archive's read-only tree (nothing copied).
@@ -211,7 +212,7 @@ def test_imports_and_extension_modules_from_memfd(sandbox):
     assert info["hello"][0] == "/app.bin/site-packages/appbin_testpkg/data/hello.txt"
     assert info["hello"][1] == "hello from appbin_testpkg\n"
     assert info["sqlite"] == 42 and info["orjson"] == "[1]"
-    assert info["json_file"].startswith("/app.bin/stdlib/lib-dynload/_json.")
+    assert info["json_file"].startswith(f"/app.bin/stdlib/lib-dynload/{DYN}.")
     assert info["ns"] == ["a", "b"]
 
 
@@ -225,7 +226,7 @@ def test_fastapi_in_the_sandbox(sandbox):
 def test_no_proc_falls_back_to_a_private_directory_in_tmpdir(sandbox, tmp_path):
     writable = tmp_path / "writable"
     writable.mkdir()
-    code = IMPORTS.replace("print(json.dumps({", """
+    code = IMPORTS.replace('"DYN"', repr(DYN)).replace("print(json.dumps({", """
 private = [os.path.join(os.environ["TMPDIR"], d) for d in os.listdir(os.environ["TMPDIR"])]
 print(json.dumps({
     "private": [(p, oct(os.stat(p).st_mode & 0o7777), sorted(os.listdir(p))) for p in private],""")
@@ -236,7 +237,7 @@ print(json.dumps({
     assert info["strlen"] == 4 and info["certs"] > 50 and info["sqlite"] == 42
     [(private, mode, files)] = info["private"]
     assert private.startswith(f"{WRITABLE}/appbin-") and mode == "0o700"
-    assert any(f.endswith("_json.cpython-311-x86_64-linux-gnu.so") for f in files), files
+    assert any(f.endswith(f"{DYN}{EXT_SUFFIX}") for f in files), files
     assert info["certifi"] == ["/app.bin/site-packages/certifi/cacert.pem", True]
     assert info["hello"][1] == "hello from appbin_testpkg\n"  # read without /proc
     assert info["hello"] == [info["hello"][0], "hello from appbin_testpkg\n"]
@@ -248,11 +249,11 @@ def test_no_proc_fallback_is_announced_at_debug_level(sandbox, tmp_path):
     writable = tmp_path / "writable"
     writable.mkdir()
     env = {"TMPDIR": WRITABLE, "APPBIN_LOG_LEVEL": "debug"}
-    result = sandbox(["python", "-c", "import _json"], proc=False, writable=writable, env=env)
+    result = sandbox(["python", "-c", f"import {DYN}"], proc=False, writable=writable, env=env)
     assert result.returncode == 0, describe(result)
     assert f"appbin: debug: memfd or /proc unavailable, using {WRITABLE}/appbin-" \
         in result.stderr, describe(result)
-    quiet = sandbox(["python", "-c", "import _json"], proc=False, writable=writable,
+    quiet = sandbox(["python", "-c", f"import {DYN}"], proc=False, writable=writable,
                     env={"TMPDIR": WRITABLE})
     assert quiet.returncode == 0 and quiet.stderr == "", describe(quiet)
 
@@ -320,12 +321,14 @@ import _ssl
     result = sandbox(["python", "-c", code], proc=False)
     assert result.returncode == 1, describe(result)
     assert result.stdout == "pure python: [1]\n"
-    assert ("ImportError: appbin: cannot load native code: memfd_create or /proc is unavailable "
-            "and no writable temporary directory was found") in result.stderr, describe(result)
+    assert ("ImportError: appbin: cannot load the native code of stdlib/lib-dynload/_ssl."
+            in result.stderr), describe(result)
+    assert (": /proc/self/fd is unavailable, and no writable temporary directory was found (/tmp: "
+            in result.stderr), describe(result)
 
 
 def test_unwritable_tmpdir_without_proc(sandbox, tmp_path):
     """TMPDIR pointing at a read-only place counts as no writable tmp."""
-    result = sandbox(["python", "-c", "import _json"], proc=False, env={"TMPDIR": "/usr"})
+    result = sandbox(["python", "-c", f"import {DYN}"], proc=False, env={"TMPDIR": "/usr"})
     assert result.returncode == 1
     assert "no writable temporary directory was found" in result.stderr, describe(result)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hostutil import (PY_TAG, PYTHON, clean_env, copy_with, describe, index_offset, member_offsets, read_trailer,
+from hostutil import (DYN, EXT_SUFFIX, PY_TAG, PYTHON, clean_env, copy_with, describe, index_offset, member_offsets, read_trailer,
                       run)
 
 PROBE = {
@@ -40,7 +40,7 @@ PROBE = {
         "    import integrity_probe.ran, integrity_probe.unused, json\n"),
 }
 APP = "integrity_probe.app:app"
-EXTENSION = "stdlib/lib-dynload/_json.cpython-311-x86_64-linux-gnu.so"
+EXTENSION = f"stdlib/lib-dynload/{DYN}{EXT_SUFFIX}"  # _json's on 3.11
 
 
 @pytest.fixture(scope="session")
@@ -150,7 +150,7 @@ def test_damaged_module_code_never_runs(probe_app, damaged, marker):
 
 @pytest.mark.parametrize("member,code", [
     ("stdlib/json/__init__.pyc", "import json"),
-    (EXTENSION, "import _json"),
+    (EXTENSION, f"import {DYN}"),
 ], ids=["stdlib-module", "extension-module"])
 def test_damaged_member_is_refused_when_read(probe_app, damaged, marker, member, code):
     prefix, made = marker

@@ -6,6 +6,7 @@ checked before the host exists. Tests needing the real host use the
 appbin_host fixture, which skips while build/appbin-host is not built.
 """
 
+import base64
 import hashlib
 import importlib.util
 import io
@@ -470,29 +471,48 @@ def test_pyc_beside_every_py_and_no_pycache(payload):
             assert name[:-4] + ".py" in files, name
 
 
+def _in_target_python(code, *args):
+    """Runs `code` in the host's Python (the .pyc files are its bytecode, which
+    the tools venv's python may not read): returns its stdout."""
+    result = subprocess.run([PYTHON, "-I", "-c", code, *map(str, args)], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 @pytest.mark.parametrize("member", [
     "stdlib/os.py", "stdlib/asyncio/events.py", "site-packages/fastapi/applications.py",
     "site-packages/appbin_testpkg/boom.py",
 ])
-def test_pyc_is_unchecked_hash_based_with_member_filename(payload, member):
-    source = payload.read(member)
-    pyc = payload.read(member[:-3] + ".pyc")
-    assert pyc[:4] == importlib.util.MAGIC_NUMBER
-    assert int.from_bytes(pyc[4:8], "little") == 0b01
-    assert pyc[8:16] == importlib.util.source_hash(source)
-    code = marshal.loads(pyc[16:])
-    assert code.co_filename == member
+def test_pyc_is_unchecked_hash_based_with_member_filename(payload, member, tmp_path):
+    (tmp_path / "source").write_bytes(payload.read(member))
+    (tmp_path / "pyc").write_bytes(payload.read(member[:-3] + ".pyc"))
+    out = _in_target_python(textwrap.dedent("""\
+        import importlib.util, marshal, sys
+        source, pyc = (open(sys.argv[i], "rb").read() for i in (1, 2))
+        assert pyc[:4] == importlib.util.MAGIC_NUMBER
+        assert int.from_bytes(pyc[4:8], "little") == 0b01
+        assert pyc[8:16] == importlib.util.source_hash(source)
+        print(marshal.loads(pyc[16:]).co_filename)
+        """), tmp_path / "source", tmp_path / "pyc")
+    assert out.strip() == member
 
 
-def test_pyc_runs(payload):
-    pyc = payload.read("site-packages/appbin_testpkg/boom.pyc")
-    namespace = {}
-    exec(marshal.loads(pyc[16:]), namespace)
-    with pytest.raises(RuntimeError, match="bang") as info:
-        namespace["explode"]("bang")
-    frame = traceback.extract_tb(info.value.__traceback__)[-1]
-    assert (frame.filename, frame.lineno) == ("site-packages/appbin_testpkg/boom.py",
-                                              namespace["RAISE_LINE"])
+def test_pyc_runs(payload, tmp_path):
+    (tmp_path / "pyc").write_bytes(payload.read("site-packages/appbin_testpkg/boom.pyc"))
+    out = _in_target_python(textwrap.dedent("""\
+        import marshal, sys, traceback
+        namespace = {}
+        exec(marshal.loads(open(sys.argv[1], "rb").read()[16:]), namespace)
+        try:
+            namespace["explode"]("bang")
+        except RuntimeError as e:
+            assert str(e) == "bang", e
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            print(frame.filename, frame.lineno, namespace["RAISE_LINE"])
+        """), tmp_path / "pyc")
+    filename, lineno, raise_line = out.split()
+    assert (filename, lineno) == ("site-packages/appbin_testpkg/boom.py", raise_line)
 
 
 def test_dist_info_keeps_only_what_runtime_and_licences_need(payload):
@@ -500,7 +520,7 @@ def test_dist_info_keeps_only_what_runtime_and_licences_need(payload):
     assert dist_files
     for name in dist_files:
         assert name.rsplit("/", 1)[-1] not in (
-            "RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "WHEEL"), name
+            "INSTALLER", "REQUESTED", "direct_url.json", "WHEEL"), name
     testpkg = "site-packages/appbin_testpkg-1.2.3.dist-info/"
     assert testpkg + "METADATA" in payload.files
     assert testpkg + "entry_points.txt" in payload.files
@@ -509,11 +529,45 @@ def test_dist_info_keeps_only_what_runtime_and_licences_need(payload):
     assert "site-packages/fastapi-0.165.0.dist-info/licenses/LICENSE" in payload.files
 
 
+def test_record_lists_what_the_archive_holds(payload):
+    """Each RECORD is kept, rewritten: exactly the distribution's files that
+    are packed (with their hashes), the .pyc beside each .py, nothing else."""
+    import csv
+    import io
+    records = [n for n in payload.files if n.endswith(".dist-info/RECORD")]
+    assert "site-packages/appbin_testpkg-1.2.3.dist-info/RECORD" in records
+    for record in records:
+        rows = list(csv.reader(io.StringIO(payload.read(record).decode())))
+        listed = {"site-packages/" + r[0] for r in rows}
+        assert all(name in payload.files for name in listed), record
+        assert record in listed
+        for path, digest, size in rows:
+            if digest:
+                algo, _, want = digest.partition("=")
+                data = payload.read("site-packages/" + path)
+                got = base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=")
+                assert (got.decode(), int(size)) == (want, len(data)), path
+            else:
+                assert path.endswith((".pyc", "RECORD")), (record, path)
+        pys = [r[0] for r in rows if r[0].endswith(".py")]
+        assert all(p[:-3] + ".pyc" in {r[0] for r in rows} for p in pys
+                   if "site-packages/" + p[:-3] + ".pyc" in payload.files), record
+    testpkg = {r[0] for r in csv.reader(io.StringIO(payload.read(
+        "site-packages/appbin_testpkg-1.2.3.dist-info/RECORD").decode()))}
+    assert {"appbin_testpkg/__init__.py", "appbin_testpkg/__init__.pyc",
+            "appbin_testpkg/data/hello.txt"} <= testpkg
+    assert not [p for p in testpkg if "__pycache__" in p or p.endswith(
+        ("INSTALLER", "REQUESTED", "WHEEL", "direct_url.json"))], testpkg
+
+
 def test_pip_is_dropped_and_setuptools_kept(payload):
     """pip goes; setuptools is kept like any installed distribution (the test
     venv has Debian's setuptools from `python3.11 -m venv`)."""
     tops = {name.split("/")[1] for name in payload.names if name.startswith("site-packages/")}
     assert not [t for t in tops if t.startswith("pip")], sorted(tops)
+    if PY_TAG != "3.11":  # python3.12+ -m venv installs pip only
+        assert not [t for t in tops if t.startswith("setuptools")], sorted(tops)
+        return
     assert {"setuptools", "pkg_resources", "_distutils_hack",
             "distutils-precedence.pth"} <= tops, sorted(tops)
     assert any(t.startswith("setuptools-") and t.endswith(".dist-info") for t in tops)
@@ -1089,7 +1143,7 @@ PYC_PROBE = textwrap.dedent("""\
     """)
 
 
-def test_pyc_bytes_do_not_depend_on_process_state():
+def test_pyc_bytes_do_not_depend_on_process_state(tmp_path):
     """ftplib has `x in {'426', '225', '226'}` in two functions: with the strings
     interned beforehand, plain marshal.dumps() writes different bytes."""
     def compile_in_subprocess(interned):
@@ -1099,7 +1153,10 @@ def test_pyc_bytes_do_not_depend_on_process_state():
                               check=True).stdout
     fresh = compile_in_subprocess([])
     assert compile_in_subprocess(["225", "226", "426", "ABOR"]) == fresh
-    assert marshal.loads(fresh[16:]).co_filename == "stdlib/ftplib.py"
+    (tmp_path / "pyc").write_bytes(fresh)
+    assert _in_target_python("import marshal, sys; print(marshal.loads(open(sys.argv[1], 'rb')"
+                             ".read()[16:]).co_filename)", tmp_path / "pyc").strip() \
+        == "stdlib/ftplib.py"
 
 
 def test_elf_reader_on_lib_dynload():

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EXT ".cpython-311-x86_64-linux-gnu.so"
+#define EXT APPBIN_EXT_SUFFIX /* the linked CPython's, e.g. .cpython-311-x86_64-linux-gnu.so */
 
 static const char *const files[] = {
     /* modules, packages */
