@@ -632,8 +632,11 @@ static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
     at = r.end ? r.end : e->offset; /* past a bad header: the next record's start */
   }
   free(order);
-  if (zi->release_behind) /* the index's digests are all used, too */
-    release_range(zi, released, rc == 0 ? zi->len : at);
+  /* Once through, all of it: a fault past a released range may have mapped
+   * pages before it again (the kernel maps a large folio of the page cache
+   * whole), and the index's digests are all used. */
+  if (zi->release_behind)
+    release_range(zi, 0, rc == 0 ? zi->len : at);
   if (rc == 0 && at != zi->index_offset)
     rc = DAMAGED(zi, quiet, err, errlen,
                  "archive is damaged: the bytes at offset %llu belong to no member",
