@@ -35,6 +35,7 @@ typedef struct ServerObject {
   PyObject *cancelled_error;         /* asyncio.CancelledError */
   PyObject *eager_head, *eager_tail; /* asgi_task.c's queue: Runners whose first step is due */
   int in_pump;                       /* inside server_pump's uv_run() */
+  int in_eager;                      /* inside asgi_task_run_eager()'s loop */
   PyObject *pump;                    /* bound _pump method */
   PyObject *timer;
   double timer_when;

@@ -565,6 +565,10 @@ static int eager_step(ServerObject *s, RunnerObject *runner) {
 }
 
 void asgi_task_run_eager(ServerObject *s) {
+  s->in_eager = 1;
+  /* pipelined responses answered in this loop leave in one write each */
+  if (s->http)
+    http_server_hold_output(s->http, true);
   while (s->eager_head) {
     RunnerObject *runner = (RunnerObject *)s->eager_head;
     s->eager_head = (PyObject *)runner->next;
@@ -587,6 +591,9 @@ void asgi_task_run_eager(ServerObject *s) {
     }
     Py_DECREF(runner);
   }
+  s->in_eager = 0;
+  if (s->http)
+    http_server_hold_output(s->http, false);
 }
 
 /* ---- starting the application ------------------------------------------------- */
@@ -597,8 +604,13 @@ int asgi_start_app(ServerObject *s, PyObject *scope, PyObject *receive, PyObject
   PyObject *coro = PyObject_Vectorcall(s->app, call_args, 3, NULL);
   PyObject *runner = coro ? runner_new(owner, finish, coro, s->loop) : NULL;
   Py_XDECREF(coro);
-  if (runner && s->in_pump) {
-    eager_enqueue(s, runner); /* its first step runs when uv_run() returns */
+  /* Inside the pump the Runner is queued: its first step runs when uv_run()
+   * returns. So is one started while the queue runs: a pipelined request,
+   * parsed when the one before it finished in its own eager step, runs next
+   * in this loop rather than as a Task a loop iteration later (a Task cost
+   * 10.8k of the 44k instructions a pipelined hello world took). */
+  if (runner && (s->in_pump || s->in_eager)) {
+    eager_enqueue(s, runner);
     return 0;
   }
   /* asyncio.Task(runner, loop=loop, context=<a copy of the server's>), as

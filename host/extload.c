@@ -141,8 +141,9 @@ static int private_dir_create(char *err, size_t errlen) {
         if (!registered)
           registered = atexit(private_dir_cleanup) == 0;
         if (extload_debug)
-          fprintf(stderr, "appbin: debug: %s: using %s%s\n", why_no_memfd(why, sizeof(why)),
-                  private_dir, noexec[i] ? " (noexec: no code can load from it)" : "");
+          fprintf(stderr, "appbin: debug: memfd or /proc unavailable, using %s (%s)%s\n",
+                  private_dir, why_no_memfd(why, sizeof(why)),
+                  noexec[i] ? "; noexec: no code can load from it" : "");
         return 0;
       }
       last = errno;

@@ -186,6 +186,13 @@ void http_server_abort(http_server *srv);
  * connections. Handles must have been closed by running the loop. */
 void http_server_free(http_server *srv);
 
+/* While held (a consumer running the first steps of several requests in a
+ * row), a connection whose next pipelined request has been handed over
+ * keeps its output until the hold ends or that request writes: a pipelined
+ * burst answered at once goes out in one write instead of one per response.
+ * Releasing writes what was kept. */
+void http_server_hold_output(http_server *srv, bool hold);
+
 /* Counters. */
 size_t http_server_connections(const http_server *srv);
 size_t http_server_active_requests(const http_server *srv);

@@ -31,6 +31,7 @@ static void conn_update(http_conn *c);
 static void conn_close_graceful(http_conn *c);
 static void conn_maybe_free(http_conn *c);
 static void stream_notify_shutdown(http_conn *c);
+static bool conn_hold_output(http_conn *c);
 
 /* ---- growable buffers -------------------------------------------------- */
 
@@ -234,8 +235,15 @@ static void conn_submit(http_conn *c, size_t skip) {
   c->writing = true;
 }
 
+/* Output kept for http_server_hold_output(): below the high-water mark,
+ * with no file to send after it. */
+static bool conn_output_kept(const http_conn *c) {
+  return c->output_held && c->srv->hold_output && c->sf_fd < 0 &&
+         c->wbuf.len < c->srv->cfg.write_high_water;
+}
+
 void http_conn_out_flush(http_conn *c) {
-  if (c->in_process || c->writing || c->wbuf.len == 0 || c->closed)
+  if (c->in_process || c->writing || c->wbuf.len == 0 || c->closed || conn_output_kept(c))
     return;
   c->resp_head_unsent = false;
   if (c->sink) {
@@ -265,7 +273,7 @@ int http_conn_out_write(http_conn *c, const void *data, size_t len, const char *
                         size_t tail_len) {
   if (c->closed)
     return HTTP_ECLOSED;
-  if (len < ZERO_COPY_MIN || c->in_process || c->writing || c->sink) {
+  if (len < ZERO_COPY_MIN || c->in_process || c->writing || c->sink || c->output_held) {
     if (http_buf_append(&c->wbuf, data, len) || http_buf_append(&c->wbuf, tail, tail_len))
       return UV_ENOMEM;
     http_conn_out_flush(c);
@@ -1496,9 +1504,44 @@ static void conn_process(http_conn *c) {
   c->in_process = false;
   if (c->sf_fd >= 0)
     http_conn_pump_file(c);
-  http_conn_out_flush(c);
+  if (!conn_hold_output(c))
+    http_conn_out_flush(c);
   conn_check_drain(c);
   conn_update(c);
+  conn_unref(c);
+}
+
+/* The server holds output (http_server_hold_output) and the next pipelined
+ * request was handed over: keep what is queued until the release, or until
+ * that request's own response is flushed with it. */
+static bool conn_hold_output(http_conn *c) {
+  http_server *srv = c->srv;
+  if (!srv->hold_output || !c->req_active || c->sink || c->closed || c->writing || c->sf_fd >= 0 ||
+      c->wbuf.len >= srv->cfg.write_high_water)
+    return false;
+  if (c->output_held)
+    return true;
+  if (srv->n_held == srv->held_cap) {
+    size_t cap = srv->held_cap ? srv->held_cap * 2 : 16;
+    http_conn **p = realloc(srv->held, cap * sizeof(*p));
+    if (p == NULL)
+      return false;
+    srv->held = p;
+    srv->held_cap = cap;
+  }
+  conn_ref(c);
+  srv->held[srv->n_held++] = c;
+  c->output_held = true;
+  return true;
+}
+
+void http_conn_release_output(http_conn *c) {
+  c->output_held = false;
+  if (!c->closed && !c->in_process) {
+    http_conn_out_flush(c);
+    conn_check_drain(c);
+    conn_update(c);
+  }
   conn_unref(c);
 }
 

@@ -59,6 +59,10 @@ struct http_server {
   bool closed_notified;
   void (*on_closed)(http_server *srv);
 
+  bool hold_output;        /* http_server_hold_output() */
+  struct http_conn **held; /* connections whose output waits for the release (a ref each) */
+  size_t n_held, held_cap;
+
   char **rbuf_pool; /* free read buffers (cfg.read_buffer_size each) */
   size_t n_rbuf_pool;
 
@@ -187,6 +191,7 @@ struct http_conn {
   bool lingering;           /* shut down for writing, draining input */
   bool closed;              /* socket gone (detached: sink closed) */
   bool want_drain;
+  bool output_held; /* in srv->held */
   bool addr_done;
   bool is_pipe;
   bool upgraded;        /* 101 sent: bytes go to stream.cb.on_data, not llhttp */
@@ -199,6 +204,7 @@ struct http_conn {
 http_conn *http_conn_new(http_server *srv, bool pipe); /* handle inited; caller accepts */
 void http_conn_start(http_conn *c);                    /* after accept: start reading */
 void http_conn_close_now(http_conn *c);                /* hard close; on_disconnect if needed */
+void http_conn_release_output(http_conn *c);           /* srv->held: write what was kept */
 void http_conn_shutdown(http_conn *c);                 /* server stopping: close if idle */
 void http_conn_out_flush(http_conn *c);
 int http_conn_out_append(http_conn *c, const void *data, size_t len);

@@ -1,6 +1,7 @@
 /* Listening sockets, accepting, server-wide limits, graceful stop. */
 #include "http_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -429,7 +430,19 @@ void http_server_shutdown(http_server *srv, void (*on_closed)(http_server *srv))
   check_closed(srv);
 }
 
+void http_server_hold_output(http_server *srv, bool hold) {
+  srv->hold_output = hold;
+  if (hold)
+    return;
+  /* one at a time: releasing may run callbacks that hold again */
+  while (srv->n_held > 0) {
+    http_conn *c = srv->held[--srv->n_held];
+    http_conn_release_output(c);
+  }
+}
+
 void http_server_abort(http_server *srv) {
+  http_server_hold_output(srv, false);
   for (http_conn *c = srv->conns, *next; c; c = next) {
     next = c->next;
     http_conn_close_now(c);
@@ -442,6 +455,8 @@ void http_server_free(http_server *srv) {
   for (size_t i = 0; i < srv->n_rbuf_pool; i++)
     free(srv->rbuf_pool[i]);
   free(srv->rbuf_pool);
+  assert(srv->n_held == 0);
+  free(srv->held);
   free(srv->listeners);
   http_buf_free(&srv->fixed_headers);
   free(srv->server_name);

@@ -563,11 +563,12 @@ static uintptr_t page_size(void) {
 }
 
 static void release_range(const zipindex *zi, uint64_t from, uint64_t to) {
+  /* Whole pages, the edge ones included: each holds a byte of the mapping,
+   * so it is part of it, and a page dropped too early only faults in again. */
   uintptr_t page = page_size();
-  uintptr_t start = (uintptr_t)(zi->data + from), end = (uintptr_t)(zi->data + to);
-  start = (start + page - 1) & ~(page - 1);
-  end &= ~(page - 1);
-  if (end > start)
+  uintptr_t start = (uintptr_t)(zi->data + from) & ~(page - 1);
+  uintptr_t end = ((uintptr_t)(zi->data + to) + page - 1) & ~(page - 1);
+  if (to > from)
     (void)madvise((void *)start, end - start, MADV_DONTNEED);
 }
 

@@ -31,6 +31,7 @@ def setup():
     sys.path_importer_cache.clear()
     for i, finder in enumerate(sys.meta_path):
         if getattr(finder, "__name__", None) == "FrozenImporter":
+            _FrozenSiteFinder.frozen = finder
             sys.meta_path.insert(i, _FrozenSiteFinder)
             break
     _process_pth_files()
@@ -267,23 +268,31 @@ class _FrozenSiteFinder:
     modules neither the archive nor the builtins have): the interpreter
     freezes site, which the importer's adopt_<name> hook never sees."""
 
+    frozen = None  # FrozenImporter, set by setup()
+
     @staticmethod
     def find_spec(name, path=None, target=None):
         if name != "site":
             return None
-        frozen = sys.meta_path[sys.meta_path.index(_FrozenSiteFinder) + 1]
+        frozen = _FrozenSiteFinder.frozen
         spec = frozen.find_spec(name, path, target)
         if spec is not None and spec.loader is frozen:
             spec.loader = _FrozenSiteLoader(frozen)
         return spec
 
+    @staticmethod
     def invalidate_caches():
         pass
 
 
 class _FrozenSiteLoader:
+    """FrozenImporter for site, that adopts the module once executed."""
+
     def __init__(self, frozen):
         self.frozen = frozen
+
+    def __getattr__(self, name):  # get_code (runpy: python -m site), is_package...
+        return getattr(self.frozen, name)
 
     def create_module(self, spec):
         return self.frozen.create_module(spec)

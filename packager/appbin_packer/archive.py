@@ -13,11 +13,12 @@ the host checks when it opens the archive: together they cover every byte
 without the host hashing what it does not read.
 
 Members that start-up does not run (sources, data, metadata) are compressed
-with zstd (zip method 93) by default; start-up code (.pyc, shared objects) is
-stored, because the host uses stored members in place: it unmarshals a .pyc
-straight from its mapping of the file and copies an extension module once,
-where decompressing them costs more than the venv pays to read its files.
-A member that does not shrink is stored.
+with zstd (zip method 93) by default; start-up code (.pyc, shared objects:
+by default the code the app's imports reach, see imports.py) is stored,
+because the host uses stored members in place: it unmarshals a .pyc straight
+from its mapping of the file and copies an extension module once, where
+decompressing them costs more than the venv pays to read its files. A member
+that does not shrink is stored.
 """
 
 import dataclasses
@@ -158,13 +159,15 @@ def _compressor(method, level):
     return None
 
 
-def write_zip(members, fileobj, compression, level=None, compress_code=False, base=0):
+def write_zip(members, fileobj, compression, level=None, compress_code=False, base=0,
+              stored_code=None):
     """Writes `members` (and their directories) as a zip to `fileobj`.
 
     Start-up code (.pyc files and shared objects) is stored, to be used in
     place from the host's mapping of the file (marshalled, or copied once into
-    the in-memory file the dynamic loader opens), unless `compress_code`; the
-    other members are compressed with `compression`. Records are laid out in
+    the in-memory file the dynamic loader opens), unless `compress_code`;
+    when `stored_code` (a set of member names) is given, only the code it
+    names is stored. The other members are compressed with `compression`. Records are laid out in
     the order start-up reads them, roughly: the manifest, the stdlib's code,
     site-packages' code, bundled libraries, then everything else (the host's
     background check hashes in that order, ahead of the imports); the central
@@ -184,7 +187,9 @@ def write_zip(members, fileobj, compression, level=None, compress_code=False, ba
         member = by_name.get(name)
         data = b"" if member is None else member.read()
         method, body = STORED, data
-        if compress is not None and data and (compress_code or not _is_code(member)):
+        stored = _is_code(member) and not compress_code and (stored_code is None
+                                                             or name in stored_code)
+        if compress is not None and data and not stored:
             smaller = compress(data)
             if len(smaller) < len(data):
                 method, body = compression, smaller
@@ -192,7 +197,7 @@ def write_zip(members, fileobj, compression, level=None, compress_code=False, ba
             raise PackError("the archive would be over 4 GiB, which appbin-pack cannot write")
         packed[name] = (member, data, body, method)
     offsets, digests, offset = {}, {}, 0
-    for name in sorted(names, key=lambda n: _layout_key(n, by_name.get(n))):
+    for name in sorted(names, key=lambda n: _layout_key(n, by_name.get(n), stored_code)):
         member, data, body, method = packed[name]
         raw_name = name.encode("utf-8")
         extra = b""
@@ -252,14 +257,17 @@ def _is_code(member):
     return member is not None and (member.executable or member.name.endswith(".pyc"))
 
 
-def _layout_key(name, member):
-    """Where a member's record goes: (group, name), groups in start-up order."""
+def _layout_key(name, member, stored_code=None):
+    """Where a member's record goes: (group, name), groups in start-up order
+    (start-up code first when `stored_code` says which it is)."""
     if name == MANIFEST_MEMBER:
         group = 0
     elif _is_code(member):
         group = {"stdlib": 1, "site-packages": 2}.get(name.split("/", 1)[0], 3)
+        if stored_code is not None and name not in stored_code:
+            group += 3
     else:
-        group = 4
+        group = 7
     return group, name.encode("utf-8")
 
 
@@ -290,7 +298,8 @@ def _directories(names):
     return directories
 
 
-def write_app(output, host, members, compression, level=None, compress_code=False):
+def write_app(output, host, members, compression, level=None, compress_code=False,
+              stored_code=None):
     """Writes host + zip(members) + trailer to `output`, atomically, mode 0755.
 
     The file is assembled under a temporary name in the output's directory
@@ -305,7 +314,8 @@ def write_app(output, host, members, compression, level=None, compress_code=Fals
     try:
         with os.fdopen(fd, "wb") as out, tempfile.TemporaryFile(dir=output.parent) as archive:
             entries, index_sha256 = write_zip(members, archive, compression, level,
-                                              compress_code, base=os.path.getsize(host))
+                                              compress_code, base=os.path.getsize(host),
+                                              stored_code=stored_code)
             with open(host, "rb") as host_file:
                 shutil.copyfileobj(host_file, out, _COPY_CHUNK)
             host_size = out.tell()

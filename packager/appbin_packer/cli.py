@@ -43,10 +43,16 @@ def build_parser():
                         help="compression of sources, data and metadata: zstd (default; "
                              "small and fast to read), deflate, or stored (the biggest file); "
                              "a member that does not shrink is stored")
-    parser.add_argument("--compress-code", action="store_true",
-                        help="compress start-up code (.pyc, shared objects) too: a file "
-                             "about 40%% smaller that starts more slowly (by default they are "
-                             "stored, to be used in place)")
+    code = parser.add_mutually_exclusive_group()
+    code.add_argument("--store-all-code", action="store_const", const="all", dest="store_code",
+                      default="imports",
+                      help="store every .pyc and shared object uncompressed, not only the "
+                           "start-up code the app's imports reach (the default): the biggest "
+                           "file, for apps that import much by name at run time")
+    code.add_argument("--compress-code", action="store_const", const="none", dest="store_code",
+                      help="compress start-up code (.pyc, shared objects) too: the smallest "
+                           "file, which starts more slowly (by default the code the app's "
+                           "imports reach is stored, to be used in place)")
     parser.add_argument("--compression-level", type=int, metavar="N", dest="level",
                         help="zstd 1-22 (default 9), deflate 1-9 (default 6)")
     parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
@@ -83,7 +89,7 @@ def parse_options(argv):
     options = Options(
         venv=args.venv, app=args.app, output=args.output, host=args.host,
         factory=args.factory, keep_sources=args.sources == "keep",
-        compression=compression, level=args.level, compress_code=args.compress_code,
+        compression=compression, level=args.level, store_code=args.store_code,
         excludes=tuple(args.exclude),
         defaults=tuple(parse_default(d) for d in args.defaults), bundle_libs=args.bundle_libs,
         **_system_libs(args.system_libs))

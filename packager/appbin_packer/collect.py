@@ -38,7 +38,10 @@ _DYNLOAD_DROPPED_PATTERNS = (
 
 _COMPILED_SUFFIXES = (".pyc", ".pyo", ".pyi")
 _METADATA_DIR_SUFFIXES = (".dist-info", ".egg-info")
-_KEPT_METADATA_FILES = frozenset({"METADATA", "PKG-INFO", "entry_points.txt", "top_level.txt"})
+# RECORD is kept rewritten to list what app.bin holds (pack.py): what
+# importlib.metadata.files() and `pip show -f`-like code read.
+_KEPT_METADATA_FILES = frozenset({"METADATA", "PKG-INFO", "entry_points.txt", "top_level.txt",
+                                  "RECORD"})
 _KEPT_METADATA_DIRS = frozenset({"licenses", "sboms"})
 _LICENCE_PREFIXES = ("LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS")
 # Installers: they change a venv, and app.bin is not one (setuptools stays:

@@ -1,8 +1,11 @@
 """Packing: from checked inputs to the members of the archive, then app.bin."""
 
+import csv
 import dataclasses
 import importlib.machinery
+import io
 import os
+import posixpath
 import platform
 import sysconfig
 from pathlib import Path
@@ -13,6 +16,7 @@ from .archive import (LIBS_PREFIX, MANIFEST_MEMBER, Member, check_compression, m
 from .collect import (SITE_PREFIX, excluded, is_shared_object, site_packages_files,
                       stdlib_files)
 from .elfdeps import DependencyResolver
+from .imports import RUNTIME_IMPORTS, startup_members
 from .inputs import (check_app_module, check_extension_abis, check_host, check_output,
                      find_site_packages)
 from .pyc import compile_unchecked_pyc
@@ -30,7 +34,9 @@ class Options:
     keep_sources: bool = True
     compression: int = 93  # archive.ZSTD, DEFLATED or STORED
     level: int | None = None  # compression level; None: archive.DEFAULT_LEVEL
-    compress_code: bool = False  # compress .pyc and shared objects too
+    # Which code (.pyc, shared objects) is stored: "imports" (what the app's
+    # imports reach, and the libraries it needs), "all" or "none".
+    store_code: str = "imports"
     excludes: tuple = ()
     defaults: tuple = ()  # (option, value) pairs
     bundle_libs: bool = True
@@ -67,10 +73,40 @@ def pack(options, warn):
     lib_members, preloads = _library_members(files, site_dir, options.bundle_libs,
                                              frozenset(options.system_libs), warn)
     members += lib_members
+    members = _rewrite_records(members)
     members.append(Member(MANIFEST_MEMBER, data=manifest_bytes(_manifest(options, preloads))))
+    stored_code = None
+    if options.store_code == "imports":
+        stored_code = _startup_code(members, options.app.partition(":")[0], preloads)
     written = write_app(options.output, options.host, members, options.compression,
-                        options.level, options.compress_code)
+                        options.level, options.store_code == "none", stored_code)
     return PackResult(written, owners, site.dropped)
+
+
+def _startup_code(members, app_module, preloads):
+    """The code members start-up runs: what the app's module and the host's
+    runtime import (imports.py), and the libraries those extension modules
+    load."""
+    by_name = {m.name: m for m in members}
+    roots = [app_module, *RUNTIME_IMPORTS]
+    if hasattr(sysconfig, "_get_sysconfigdata_name"):  # imported by name by sysconfig
+        roots.append(sysconfig._get_sysconfigdata_name())
+    for member in by_name.values():  # the runtime runs .pth files' import lines
+        if member.name.startswith(SITE_PREFIX) and member.name.endswith(".pth") and \
+                member.name.count("/") == 1:
+            for line in member.read().decode("utf-8", "replace").splitlines():
+                if line.startswith(("import ", "import\t")):
+                    roots += _imported_names(line)
+    code = startup_members(by_name, roots)
+    for member in list(code):
+        code.update(preloads.get(f"preload.{member}", "").split())
+    return code
+
+
+def _imported_names(line):
+    """The modules a .pth file's import line imports (its first statement)."""
+    statement = line.split(";", 1)[0][len("import"):]
+    return [part.split(" as ")[0].strip() for part in statement.split(",") if part.strip()]
 
 
 def _file_members(files, owners, keep_sources, warn):
@@ -94,6 +130,34 @@ def _file_members(files, owners, keep_sources, warn):
         if keep_sources:
             members.append(Member(f.member, data=source))
     return members, owners
+
+
+def _rewrite_records(members):
+    """Each distribution's RECORD, listing what the archive holds of it: rows
+    of files left out (__pycache__, INSTALLER, scripts outside site-packages,
+    --exclude...) go, and the .pyc beside each .py is listed (without a hash,
+    as installers list bytecode). The files kept are packed unchanged, so
+    their hashes and sizes stand."""
+    names = {m.name for m in members}
+    out = []
+    for m in members:
+        if not (m.name.startswith(SITE_PREFIX) and m.name.endswith(".dist-info/RECORD")):
+            out.append(m)
+            continue
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        for row in csv.reader(io.StringIO(m.read().decode("utf-8", "surrogateescape"))):
+            if not row:
+                continue
+            rel = posixpath.normpath(row[0])
+            if rel.startswith("../") or rel.startswith("/"):
+                continue
+            if SITE_PREFIX + rel in names:
+                writer.writerow(row)
+            if rel.endswith(".py") and SITE_PREFIX + rel[:-3] + ".pyc" in names:
+                writer.writerow([rel[:-3] + ".pyc", "", ""])
+        out.append(Member(m.name, data=text.getvalue().encode("utf-8", "surrogateescape")))
+    return out
 
 
 def _is_extension_module(member):

@@ -88,7 +88,8 @@ def requests(port, n):
 # the access log's functions then: format_log_prefix, asgi_log_access).
 FUNCTIONS = ("asgi_log_response", "server_sync_gauges", "uv_hrtime", "on_response_done",
              "metrics_observe_slow", "access_text", "access_json", "asgi_log_flush",
-             "format_log_prefix", "asgi_log_access", "server_pump")
+             "format_log_prefix", "asgi_log_access", "server_pump", "asgi_task_run_eager",
+             "asgi_start_app", "task_step")
 
 
 def measure(app, args, n, functions=False):

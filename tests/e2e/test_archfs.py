@@ -945,7 +945,7 @@ def setuptools_app(tmp_path_factory, run_appbin_pack, appbin_host):
 # What sysconfig and site say, and what is there: the venv's python answers
 # about the venv (and /usr/lib/python3.11), app.bin's about its archive.
 INSTALL_LAYOUT = """
-import _json, importlib.metadata as md, json, os, site, sys, sysconfig
+import importlib.metadata as md, json, os, site, sys, sysconfig
 import certifi, idna
 paths = sysconfig.get_paths()
 purelib = sysconfig.get_path("purelib")
@@ -957,8 +957,9 @@ out = {
     "purelib holds idna": os.path.dirname(os.path.dirname(idna.__file__)) == purelib,
     "platlib": sysconfig.get_path("platlib") == purelib,
     "stdlib holds json": os.path.dirname(os.path.dirname(json.__file__)) == paths["stdlib"],
-    "DESTSHARED holds _json": (os.path.dirname(_json.__file__)
-                               == sysconfig.get_config_var("DESTSHARED")),
+    "DESTSHARED holds extension modules": any(
+        n.endswith(sysconfig.get_config_var("EXT_SUFFIX"))
+        for n in os.listdir(sysconfig.get_config_var("DESTSHARED"))),
     "LIBDEST": sysconfig.get_config_var("LIBDEST") == paths["stdlib"],
     "getsitepackages": purelib in site.getsitepackages(),
     "getsitepackages()[0]": site.getsitepackages()[0] == purelib,
@@ -973,6 +974,7 @@ out = {
     "read located": len(md.distribution("idna").locate_file("idna/idnadata.py").read_bytes()),
     "metadata": md.distribution("idna").read_text("METADATA").splitlines()[:3],
     "relative": {k: rel(v, sys.prefix) for k, v in paths.items()},
+    "DESTSHARED": rel(sysconfig.get_config_var("DESTSHARED"), sys.prefix),
     "version": "%d.%d" % sys.version_info[:2],
 }
 print(json.dumps(out))
@@ -993,6 +995,7 @@ def test_sysconfig_and_site_name_the_archive(app_bin, test_venv, tmp_path):
     assert result.returncode == 0, describe(result)
     got = json.loads(result.stdout)
     relative, version = got.pop("relative"), got["version"]
+    assert (got.pop("DESTSHARED"), want.pop("DESTSHARED")) == ("stdlib/lib-dynload", None)
     assert relative == {"stdlib": "stdlib", "platstdlib": "stdlib", "purelib": "site-packages",
                         "platlib": "site-packages", "include": f"include/python{version}",
                         "platinclude": f"include/python{version}", "scripts": "bin", "data": "."}
@@ -1008,9 +1011,57 @@ def test_sysconfig_and_site_name_the_archive(app_bin, test_venv, tmp_path):
     print(json.dumps([sysconfig.get_paths("posix_prefix")["purelib"],
                       site.getsitepackages(["/usr"]), sysconfig.get_preferred_scheme("user")]))
     """
+    # python -m site (runpy asks site's loader for its code)
+    shown = python(app_bin, "-m", "site")
+    assert shown.returncode == 0 and f"    '{app_bin}/site-packages',\n" in shown.stdout, \
+        describe(shown)
     purelib, usr, user = run_json(app_bin, code)
     assert (purelib, user) == (f"{app_bin}/lib/python{version}/site-packages", "posix_user")
     assert usr and all(p.startswith(f"/usr/") and f"python3" in p for p in usr), usr
+
+
+DIST_FILES = """
+import base64, hashlib, importlib.metadata as md, json, os
+out = {}
+for name in ("idna", "certifi", "appbin-testpkg"):
+    dist = md.distribution(name)
+    files, bad = dist.files, []
+    for f in files:
+        path = f.locate()
+        if not os.path.isfile(path):
+            bad.append(str(f))
+        elif f.hash:
+            data = open(path, "rb").read()
+            digest = base64.urlsafe_b64encode(hashlib.new(f.hash.mode, data).digest()).rstrip(b"=")
+            if digest.decode() != f.hash.value or f.size != len(data):
+                bad.append(str(f))
+    out[name] = [sorted(str(f) for f in files), bad]
+print(json.dumps(out))
+"""
+
+
+def test_distribution_files_like_the_venv(app_bin, test_venv, tmp_path):
+    """importlib.metadata's files() (what `pip show -f` lists), each file
+    located, existing and matching its recorded hash and size, as in the
+    venv: the same files but for the bytecode (a .pyc beside each .py
+    instead of __pycache__) and what an installer alone reads (INSTALLER,
+    REQUESTED, WHEEL, direct_url.json) or puts outside site-packages."""
+    script = tmp_path / "files.py"
+    script.write_text(DIST_FILES)
+    venv = subprocess.run([Path(test_venv) / "bin" / "python", script], capture_output=True,
+                          text=True, env=clean_env(), check=True)
+    want = json.loads(venv.stdout)
+    result = python(app_bin, script)
+    assert result.returncode == 0, describe(result)
+    got = json.loads(result.stdout)
+    for name, (files, bad) in got.items():
+        assert bad == [] and want[name][1] == [], (name, bad, want[name][1])
+        expected = {f for f in want[name][0] if "__pycache__" not in f and not f.startswith("../")
+                    and f.rsplit("/", 1)[-1] not in ("INSTALLER", "REQUESTED", "WHEEL",
+                                                     "direct_url.json")}
+        assert {f for f in files if not f.endswith(".pyc")} == expected, name
+        assert {f for f in files if f.endswith(".pyc")} == \
+            {f[:-3] + ".pyc" for f in expected if f.endswith(".py")}, name
 
 
 def test_pkg_resources_reads_archive_files(setuptools_app):

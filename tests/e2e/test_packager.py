@@ -6,9 +6,11 @@ checked before the host exists. Tests needing the real host use the
 appbin_host fixture, which skips while build/appbin-host is not built.
 """
 
+import base64
 import hashlib
 import importlib.util
 import io
+import json
 import marshal
 import os
 import re
@@ -429,11 +431,12 @@ def test_zip_entries_are_normalised(payload):
             assert (payload.offset + data_at) % 4096 == 0, info.filename
         else:
             assert extra_len == 0, info.filename
-        # Start-up code stored (used in place); the rest zstd by default,
-        # stored where that does not shrink the member.
+        # Start-up code stored (used in place), other code and the rest zstd
+        # by default, stored where that does not shrink the member (see
+        # test_startup_code_is_stored for which code is stored).
         code = info.filename.endswith(".pyc") or re.search(r"\.so(\.|$)", info.filename)
         if code:
-            assert info.compress_type == zipfile.ZIP_STORED, info.filename
+            assert info.compress_type in (zipfile.ZIP_STORED, ZSTD), info.filename
         elif info.compress_type == zipfile.ZIP_STORED:
             data = payload.read(info.filename)
             assert len(zstandard.ZstdCompressor(level=9).compress(data)) >= len(data), \
@@ -517,13 +520,44 @@ def test_dist_info_keeps_only_what_runtime_and_licences_need(payload):
     assert dist_files
     for name in dist_files:
         assert name.rsplit("/", 1)[-1] not in (
-            "RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "WHEEL"), name
+            "INSTALLER", "REQUESTED", "direct_url.json", "WHEEL"), name
     testpkg = "site-packages/appbin_testpkg-1.2.3.dist-info/"
     assert testpkg + "METADATA" in payload.files
     assert testpkg + "entry_points.txt" in payload.files
     assert testpkg + "top_level.txt" in payload.files
     assert any(n.startswith(testpkg) and "LICENSE" in n for n in payload.files)
     assert "site-packages/fastapi-0.165.0.dist-info/licenses/LICENSE" in payload.files
+
+
+def test_record_lists_what_the_archive_holds(payload):
+    """Each RECORD is kept, rewritten: exactly the distribution's files that
+    are packed (with their hashes), the .pyc beside each .py, nothing else."""
+    import csv
+    import io
+    records = [n for n in payload.files if n.endswith(".dist-info/RECORD")]
+    assert "site-packages/appbin_testpkg-1.2.3.dist-info/RECORD" in records
+    for record in records:
+        rows = list(csv.reader(io.StringIO(payload.read(record).decode())))
+        listed = {"site-packages/" + r[0] for r in rows}
+        assert all(name in payload.files for name in listed), record
+        assert record in listed
+        for path, digest, size in rows:
+            if digest:
+                algo, _, want = digest.partition("=")
+                data = payload.read("site-packages/" + path)
+                got = base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=")
+                assert (got.decode(), int(size)) == (want, len(data)), path
+            else:
+                assert path.endswith((".pyc", "RECORD")), (record, path)
+        pys = [r[0] for r in rows if r[0].endswith(".py")]
+        assert all(p[:-3] + ".pyc" in {r[0] for r in rows} for p in pys
+                   if "site-packages/" + p[:-3] + ".pyc" in payload.files), record
+    testpkg = {r[0] for r in csv.reader(io.StringIO(payload.read(
+        "site-packages/appbin_testpkg-1.2.3.dist-info/RECORD").decode()))}
+    assert {"appbin_testpkg/__init__.py", "appbin_testpkg/__init__.pyc",
+            "appbin_testpkg/data/hello.txt"} <= testpkg
+    assert not [p for p in testpkg if "__pycache__" in p or p.endswith(
+        ("INSTALLER", "REQUESTED", "WHEEL", "direct_url.json"))], testpkg
 
 
 def test_pip_is_dropped_and_setuptools_kept(payload):
@@ -655,16 +689,19 @@ def test_sources_drop(pack, test_venv):
 
 
 def test_records_are_laid_out_for_start_up(payload):
-    """The manifest, the stdlib's code, site-packages' code, other code, then
-    the rest, each group by name, one record after another from the start to
-    the central directory (the directory itself is sorted by name)."""
+    """The manifest, the stdlib's start-up code (stored), site-packages',
+    other (libraries), then the same for the code start-up does not reach
+    (compressed), then the rest, each group by name, one record after another
+    from the start to the central directory (the directory itself is sorted
+    by name)."""
     def group(info):
         name = info.filename
         if name == "appbin/manifest":
             return 0
         if name.endswith(".pyc") or re.search(r"\.so(\.|$)", name):
-            return {"stdlib": 1, "site-packages": 2}.get(name.split("/", 1)[0], 3)
-        return 4
+            group = {"stdlib": 1, "site-packages": 2}.get(name.split("/", 1)[0], 3)
+            return group if info.compress_type == zipfile.ZIP_STORED else group + 3
+        return 7
     infos = sorted(payload.zip.infolist(), key=lambda i: i.header_offset)
     keys = [(group(i), i.filename.encode()) for i in infos]
     assert keys == sorted(keys)
@@ -676,14 +713,62 @@ def test_records_are_laid_out_for_start_up(payload):
     assert at == payload.zip.start_dir
 
 
+_IMPORTED_MEMBERS = """
+import json, sys, _appbin, fastapi, APP
+prefix = _appbin.archive_path + '/'
+members = []
+for module in list(sys.modules.values()):
+    f = getattr(module, '__file__', None) or ''
+    if f.startswith(prefix):
+        members.append(f[len(prefix):-3] + '.pyc' if f.endswith('.py') else f[len(prefix):])
+print(json.dumps(members))
+"""
+
+
+def test_startup_code_is_stored(pack, test_venv, appbin_host, test_app):
+    """The default layout: the code the app's imports reach (statically,
+    from its module and the host runtime's) is stored, to be used in place;
+    code nothing imports (most of the stdlib) is zstd. --store-all-code
+    stores all code; --compress-code none."""
+    result, output = pack(test_venv, "--quiet", host=appbin_host)
+    assert result.returncode == 0, result.stderr
+    run = subprocess.run([output, "python", "-c",
+                          _IMPORTED_MEMBERS.replace("APP", test_app.partition(":")[0])],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    imported = json.loads(run.stdout)
+    assert len(imported) > 200, imported
+    methods = {i.filename: i.compress_type for i in Payload(output).zip.infolist()}
+    # All but what is imported by name at run time (.pth lines, codecs):
+    # a few modules at most.
+    compressed = [m for m in imported if methods.get(m, zipfile.ZIP_STORED) != 0]
+    assert len(compressed) <= 3, compressed
+    for name in ("stdlib/sqlite3/__init__.pyc", "stdlib/mailbox.pyc",
+                 "stdlib/lib-dynload/_sqlite3.cpython-311-x86_64-linux-gnu.so"):
+        assert name in methods and name not in imported, name
+        assert methods[name] == ZSTD, name
+    code = [n for n in methods if n.endswith(".pyc") or re.search(r"\.so(\.|$)", n)]
+    sizes = {}
+    for option, want in (("--store-all-code", zipfile.ZIP_STORED), ("--compress-code", ZSTD)):
+        result, other = pack(test_venv, "--quiet", option, host=appbin_host,
+                             output=output.with_name(option[2:] + ".bin"))
+        assert result.returncode == 0, result.stderr
+        other_methods = {i.filename: i.compress_type for i in Payload(other).zip.infolist()}
+        # (a member that zstd does not shrink is stored)
+        assert sum(other_methods[n] == want for n in code) > 0.95 * len(code), option
+        sizes[option] = os.path.getsize(other)
+    assert sizes["--compress-code"] < os.path.getsize(output) < sizes["--store-all-code"]
+
+
 @pytest.mark.parametrize("options, methods, ratio", [
     (["--compression", "deflate"], {zipfile.ZIP_DEFLATED}, (1.0, 1.1)),
-    (["--compression", "stored"], set(), (1.15, 1.6)),
+    (["--compression", "stored"], set(), (1.3, 2.2)),
     (["--compress-code"], {ZSTD}, (0.4, 0.8)),
 ], ids=["deflate", "stored", "compress-code"])
 def test_compression_options(pack, test_venv, payload, appbin_host, options, methods, ratio):
     """deflate: an archive a little bigger than zstd's (the default); stored:
-    about 1.3x (code is stored anyway); zstd for the code too: about 0.6x.
+    about 1.75x (start-up code is stored anyway); zstd for the code too:
+    about 0.7x.
     Either way app.bin runs, and zipfile checks every member's CRC."""
     result, output = pack(test_venv, *options, "--quiet", host=appbin_host)
     assert result.returncode == 0, result.stderr

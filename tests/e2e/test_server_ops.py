@@ -814,6 +814,12 @@ def test_k8s_manifest(ops_app_bin, tmp_path):
     assert security["capabilities"]["drop"] == ["ALL"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["runAsGroup"] == 65532
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    # an in-memory /tmp for the app (the root file system is read-only)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert volumes[tmp["name"]]["emptyDir"]["medium"] == "Memory"
     args = container["args"]
     # the grace period covers the preStop pause, the graceful shutdown and
     # the supervisor's 5 s before SIGKILL
@@ -851,3 +857,50 @@ def test_k8s_manifest(ops_app_bin, tmp_path):
     assert rc == 2 and "unknown option '--no-such-flag'" in out
     service = docs["Service"]
     assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http", "metrics"}
+
+
+def _with_port(args, name, port):
+    return [f"{name}={port}" if a.startswith(name + "=") else a for a in args]
+
+
+def test_k8s_manifest_runs(ops_app_bin, tmp_path):
+    """The manifest's container as the kubelet would run it (its args and
+    env, on free ports): the startup and liveness probes' `app.bin
+    healthcheck` commands succeed, the readiness path answers 200, the
+    metrics port answers for both workers, and SIGTERM drains and exits 0
+    well within terminationGracePeriodSeconds."""
+    pod = k8s_documents()["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    port, metrics_port = free_port(), free_port()
+    args = _with_port(_with_port(container["args"], "--port", port), "--metrics-port",
+                      metrics_port)
+    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    factory = AppBinFactory(ops_app_bin, tmp_path)
+    server = factory(*args, env=env, ready=False)
+    try:
+        server.wait_log(r'"message":"Application startup complete\."', timeout=60)
+        deadline = time.monotonic() + 30
+        for probe in ("startupProbe", "livenessProbe"):
+            command = _with_port(container[probe]["exec"]["command"][1:], "--port", port)
+            while True:
+                rc, out = factory.run(*command, timeout=30)
+                if rc == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert rc == 0, (probe, out, server.log()[-3000:])
+        readiness = container["readinessProbe"]["httpGet"]
+        resp = httpx.get(f"http://127.0.0.1:{port}{readiness['path']}", timeout=10)
+        assert resp.status_code == 200
+        metrics = scrape(metrics_port, option_value(args, "--metrics-path"))
+        workers = {f.name: f for f in text_string_to_metric_families(metrics)}["appbin_workers"]
+        assert workers.samples[0].value == 2
+        start = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait_exit(pod["terminationGracePeriodSeconds"]) == 0
+        graceful = float(option_value(args, "--timeout-graceful-shutdown"))
+        assert time.monotonic() - start < graceful
+        # JSON lines only (--log-format=json), for the cluster's collector
+        lines = server_lines(server.log())
+        assert lines and all(json.loads(line)["level"] for line in lines), lines[:5]
+    finally:
+        server.kill_group()
