@@ -35,6 +35,13 @@ def setup():
             sys.meta_path.insert(i, _FrozenSiteFinder)
             break
     _process_pth_files()
+    if sys.version_info >= (3, 12):
+        # Python 3.12+ warns at os.fork() in a process with more than one
+        # thread (DeprecationWarning), and the archive's check runs on one of
+        # its own while the interpreter starts: a fork waits for that thread
+        # to finish, as no python3.13 would have it.
+        import posix
+        posix.register_at_fork(before=_appbin.verify_wait)
 
 
 # ---- sys.path entries inside the archive -----------------------------------

@@ -744,7 +744,7 @@ def test_startup_code_is_stored(pack, test_venv, appbin_host, test_app):
     compressed = [m for m in imported if methods.get(m, zipfile.ZIP_STORED) != 0]
     assert len(compressed) <= 3, compressed
     for name in ("stdlib/sqlite3/__init__.pyc", "stdlib/mailbox.pyc",
-                 "stdlib/lib-dynload/_sqlite3.cpython-311-x86_64-linux-gnu.so"):
+                 f"stdlib/lib-dynload/_sqlite3{EXT}"):
         assert name in methods and name not in imported, name
         assert methods[name] == ZSTD, name
     code = [n for n in methods if n.endswith(".pyc") or re.search(r"\.so(\.|$)", n)]
