@@ -59,6 +59,11 @@ def _path_hook(path):
     member = _member_of(path)
     if member is None:
         raise ImportError("not inside the archive", path=path)
+    if member and path in sys.path and _appbin.stat(member) == 2:
+        # A directory of the archive put on sys.path at run time (setuptools
+        # and pkg_resources append setuptools/_vendor): its modules become
+        # importable, after those of the entries already there.
+        _appbin.add_root(member)
     return ArchivePathFinder(member)
 
 
@@ -78,6 +83,7 @@ class ArchivePathFinder:
     def __init__(self, member_dir):
         self.dir = member_dir
         self.path = _PREFIX + member_dir
+        self._files = None  # a FileFinder, for _find_aliased
 
     def __repr__(self):
         return f"ArchivePathFinder({self.path!r})"
@@ -85,14 +91,32 @@ class ArchivePathFinder:
     def find_spec(self, fullname, target=None):
         spec = _appbin.importer.find_spec(fullname)
         if spec is None:
-            return None
+            return self._find_aliased(fullname, target)
         base = self.path + "/" + fullname.rpartition(".")[2]
         origin = spec.origin or ""
         if origin.startswith((base + "/", base + ".")):
             return spec
         if any(loc == base for loc in spec.submodule_search_locations or ()):
             return spec
-        return None
+        return self._find_aliased(fullname, target)
+
+    def _find_aliased(self, fullname, target):
+        """A module of this directory under a name the index does not give it:
+        the directory is the __path__ of a package that a meta-path hook
+        imported under another name (setuptools' _distutils_hack makes
+        setuptools/_distutils the package "distutils"). The index maps names,
+        so the standard file finder reads the directory instead, through the
+        archive's file layer (host/archfs*.c) like any directory on disk."""
+        parent = fullname.rpartition(".")[0]
+        spec = getattr(sys.modules.get(parent), "__spec__", None) if parent else None
+        if spec is None or (spec.loader is _appbin.importer and spec.name == parent):
+            return None  # the index is authoritative for what it imported
+        if self._files is None:
+            import _frozen_importlib_external as bootstrap
+
+            self._files = bootstrap.FileFinder(
+                self.path, *bootstrap._get_supported_file_loaders())
+        return self._files.find_spec(fullname, target)
 
     def invalidate_caches(self):
         pass

@@ -1068,11 +1068,6 @@ def test_pkg_resources_reads_archive_files(setuptools_app):
     """pkg_resources over archive packages: the file-system provider (as for
     packages on disk, not the read-only NullProvider) and a working set built
     by listing sys.path, the same as the venv's python says."""
-    if PY_TAG != "3.11":  # found with the 3.13 host; left to the archive layer
-        pytest.xfail("setuptools 80 (what a 3.12+ venv gets; 3.11's venv has Debian's 66) "
-                     "imports its vendored packages through _distutils_hack and "
-                     "setuptools/_vendor on sys.path, which fail from app.bin "
-                     "(No module named 'distutils.core', 'packaging')")
     app, venv = setuptools_app
     code = """
     import json, os, sys, pkg_resources as r, appbin_uses_setuptools as m
