@@ -1461,11 +1461,12 @@ def test_no_memfd_prefers_a_directory_code_can_load_from(app_bin, tmp_path):
     except ImportError as exc:
         print(exc)
     """).replace("DYN", DYN))
-    shutil.copy2(app_bin, tmp_path / "app.bin")  # /tmp is hidden below
+    shutil.copy2(app_bin, tmp_path / "app.bin")  # /tmp is hidden below (the clone may be there too)
+    shutil.copy2(NO_MEMFD, tmp_path / "no_memfd.py")
     ro = "mount --bind {0} {0} && mount -o remount,bind,ro {0}"
     # /mnt sees the test's files once a tmpfs hides /tmp
     common = f"mount --bind {tmp_path} /mnt && mount -t tmpfs -o noexec tmpfs /tmp && "
-    run_it = f"exec /usr/bin/python3.11 {NO_MEMFD} ENOSYS /mnt/app.bin python /mnt/code.py"
+    run_it = "exec /usr/bin/python3.11 /mnt/no_memfd.py ENOSYS /mnt/app.bin python /mnt/code.py"
     # TMPDIR is noexec, /var/tmp is not: the directory goes on /var/tmp
     exec_ok = run(["unshare", "-rm", "sh", "-c", common + "mount -t tmpfs tmpfs /var/tmp && "
                    + ro.format("/dev/shm") + " && " + run_it], env=clean_env(TMPDIR="/tmp"),
