@@ -94,7 +94,6 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 FROM python AS host
 ARG PYTHON_VERSION
 COPY CMakeLists.txt /src/
-COPY cmake /src/cmake
 COPY host /src/host
 COPY packager /src/packager
 RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DAPPBIN_HOST_ONLY=ON \
