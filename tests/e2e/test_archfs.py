@@ -43,6 +43,16 @@ def run_json(app_bin, code, **kwargs):
     return json.loads(out.splitlines()[-1])
 
 
+def venv_and_app_json(test_venv, app_bin, script):
+    """The JSON document a script prints under the venv's python, then under
+    app.bin (which must exit 0)."""
+    venv = subprocess.run([Path(test_venv) / "bin" / "python", script], capture_output=True,
+                          text=True, env=clean_env(), check=True)
+    result = python(app_bin, script)
+    assert result.returncode == 0, describe(result)
+    return json.loads(venv.stdout), json.loads(result.stdout)
+
+
 def sha(data):
     return hashlib.sha256(data).hexdigest()
 
@@ -988,12 +998,7 @@ def test_sysconfig_and_site_name_the_archive(app_bin, test_venv, tmp_path):
     through them works as in the venv."""
     script = tmp_path / "layout.py"
     script.write_text(INSTALL_LAYOUT.replace("_json", DYN))  # a lib-dynload module
-    venv = subprocess.run([Path(test_venv) / "bin" / "python", script], capture_output=True,
-                          text=True, env=clean_env(), check=True)
-    want = json.loads(venv.stdout)
-    result = python(app_bin, script)
-    assert result.returncode == 0, describe(result)
-    got = json.loads(result.stdout)
+    want, got = venv_and_app_json(test_venv, app_bin, script)
     relative, version = got.pop("relative"), got["version"]
     assert (got.pop("DESTSHARED"), want.pop("DESTSHARED")) == ("stdlib/lib-dynload", None)
     assert relative == {"stdlib": "stdlib", "platstdlib": "stdlib", "purelib": "site-packages",
@@ -1048,12 +1053,7 @@ def test_distribution_files_like_the_venv(app_bin, test_venv, tmp_path):
     REQUESTED, WHEEL, direct_url.json) or puts outside site-packages."""
     script = tmp_path / "files.py"
     script.write_text(DIST_FILES)
-    venv = subprocess.run([Path(test_venv) / "bin" / "python", script], capture_output=True,
-                          text=True, env=clean_env(), check=True)
-    want = json.loads(venv.stdout)
-    result = python(app_bin, script)
-    assert result.returncode == 0, describe(result)
-    got = json.loads(result.stdout)
+    want, got = venv_and_app_json(test_venv, app_bin, script)
     for name, (files, bad) in got.items():
         assert bad == [] and want[name][1] == [], (name, bad, want[name][1])
         expected = {f for f in want[name][0] if "__pycache__" not in f and not f.startswith("../")
