@@ -18,9 +18,16 @@
 
 /* Writes bytes to a memfd; returns its /proc/self/fd path in `path`
  * (the fd stays open: see extload.h). */
-static int to_memfd(const unsigned char *data, size_t len, char *path, size_t pathlen) {
+/* Builds the stub for paths into a memfd; its /proc path goes to path. */
+static int stub_in_memfd(const char *const *paths, size_t n, char *path, size_t pathlen) {
+  size_t len;
+  unsigned char *stub = elfstub_build(paths, n, &len);
+  if (!CHECK(stub != NULL))
+    return -1;
   int fd = memfd_create("elfstub-test", MFD_CLOEXEC);
-  if (fd < 0 || write(fd, data, len) != (ssize_t)len)
+  int ok = fd >= 0 && write(fd, stub, len) == (ssize_t)len;
+  free(stub);
+  if (!CHECK(ok))
     return -1;
   snprintf(path, pathlen, "/proc/self/fd/%d", fd);
   return 0;
@@ -87,14 +94,9 @@ static void test_dlopen_loads_what_it_needs(void) {
   if (!CHECK(dlopen("libz.so.1", RTLD_NOW | RTLD_NOLOAD) == NULL))
     return;
   const char *paths[] = {LIBZ};
-  size_t len;
-  unsigned char *stub = elfstub_build(paths, 1, &len);
   char path[64];
-  if (!CHECK(stub != NULL) || !CHECK(to_memfd(stub, len, path, sizeof(path)) == 0)) {
-    free(stub);
+  if (stub_in_memfd(paths, 1, path, sizeof(path)) != 0)
     return;
-  }
-  free(stub);
   void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (!CHECK(handle != NULL)) {
     fprintf(stderr, "dlopen: %s\n", dlerror());
@@ -105,23 +107,16 @@ static void test_dlopen_loads_what_it_needs(void) {
   /* The stub defines nothing; its scope (its dependencies) has zlib. */
   CHECK(dlsym(handle, "zlibVersion") != NULL);
   /* A second stub for the same path reuses the loaded object. */
-  stub = elfstub_build(paths, 1, &len);
   char path2[64];
-  if (CHECK(stub != NULL) && CHECK(to_memfd(stub, len, path2, sizeof(path2)) == 0))
+  if (stub_in_memfd(paths, 1, path2, sizeof(path2)) == 0)
     CHECK(dlopen(path2, RTLD_NOW | RTLD_LOCAL) != NULL);
-  free(stub);
 }
 
 static void test_missing_library(void) {
   const char *paths[] = {"/nonexistent/appbin/libmissing.so.1"};
-  size_t len;
-  unsigned char *stub = elfstub_build(paths, 1, &len);
   char path[64];
-  if (!CHECK(stub != NULL) || !CHECK(to_memfd(stub, len, path, sizeof(path)) == 0)) {
-    free(stub);
+  if (stub_in_memfd(paths, 1, path, sizeof(path)) != 0)
     return;
-  }
-  free(stub);
   CHECK(dlopen(path, RTLD_NOW | RTLD_LOCAL) == NULL);
   CHECK_CONTAINS(dlerror(), "/nonexistent/appbin/libmissing.so.1");
 }
