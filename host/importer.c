@@ -2,6 +2,7 @@
 
 #include "archfs_libc.h"
 #include "asgi.h"
+#include "codecache_hook.h"
 #include "elfstub.h"
 #include "extload.h"
 #include "extremap.h"
@@ -873,6 +874,11 @@ static PyObject *appbin_verify_wait(PyObject *mod, PyObject *noargs) {
   Py_RETURN_NONE;
 }
 
+static PyObject *appbin_code_cache_info(PyObject *mod, PyObject *noargs) {
+  (void)mod, (void)noargs;
+  return codecache_hook_info();
+}
+
 static PyMethodDef appbin_functions[] = {
     {"verify_wait", appbin_verify_wait, METH_NOARGS,
      "verify_wait()\n--\n\nReturn once every byte of the archive is verified (the check "
@@ -888,6 +894,9 @@ static PyMethodDef appbin_functions[] = {
     {"add_root", appbin_add_root, METH_O,
      "add_root(dir, /)\n--\n\nImport modules from an archive directory too (for .pth)."},
     {"manifest", appbin_manifest, METH_NOARGS, "manifest()\n--\n\nThe payload manifest as a dict."},
+    {"code_cache_info", appbin_code_cache_info, METH_NOARGS,
+     "code_cache_info()\n--\n\nThe pack-time code cache's state and this process's hits and "
+     "misses (exec(), eval(), compile() of strings)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,5 +1,6 @@
 #include "interp.h"
 
+#include "codecache_hook.h"
 #include "extload.h"
 #include "importer.h"
 #include "runtime_frozen.h"
@@ -88,6 +89,7 @@ int interp_start(const char *exe, const payload *pl, zipindex *zi, const manifes
     fprintf(stderr, "app.bin: error: %s\n", err);
     return -1;
   }
+  codecache_hook_setup(zi);
   PyImport_FrozenModules = appbin_frozen_modules;
   if (importer_register_builtin() != 0) {
     fprintf(stderr, "app.bin: error: cannot register the _appbin module\n");

@@ -47,6 +47,15 @@ static inline PyObject *appbin_bytes_join(PyObject *sep, PyObject *iterable) {
 #define APPBIN_ASYNCIO_TASK_IN_TSTATE 0
 #endif
 
+/* pythonrun.c's run_eval_code_obj() state, for code the host runs in its
+ * place (codecache_hook.c), in pycompat.c: the flag Py_RunMain reads to exit
+ * as if killed by SIGINT after an unhandled KeyboardInterrupt
+ * (_Py_UnhandledKeyboardInterrupt in 3.11,
+ * _PyRuntime.signals.unhandled_keyboard_interrupt since 3.12), and the
+ * interpreter's builtins dict (a borrowed reference). */
+void appbin_set_unhandled_keyboard_interrupt(int value);
+PyObject *appbin_interp_builtins(void);
+
 /* struct _frozen (PyImport_FrozenModules): host/runtime/freeze.py writes
  * designated initializers for name, code, size and is_package, the fields
  * every version has (3.11 and 3.12 have a fifth, get_code, left NULL). */

@@ -41,6 +41,7 @@ _TRAILER = struct.Struct("<8sIIQQ32s")
 assert _TRAILER.size == TRAILER_SIZE
 
 MANIFEST_MEMBER = "appbin/manifest"
+CODECACHE_MEMBER = "appbin/codecache"  # codecache.py
 LIBS_PREFIX = "appbin/libs/"
 
 STORED, DEFLATED, ZSTD = 0, 8, 93
@@ -160,7 +161,7 @@ def _compressor(method, level):
 
 
 def write_zip(members, fileobj, compression, level=None, compress_code=False, base=0,
-              stored_code=None):
+              stored_code=None, bodies=None):
     """Writes `members` (and their directories) as a zip to `fileobj`.
 
     Start-up code (.pyc files and shared objects) is stored, to be used in
@@ -176,6 +177,9 @@ def write_zip(members, fileobj, compression, level=None, compress_code=False, ba
     padded with an alignment extra field in its local header, so that the
     host can map its pages straight from app.bin once it is loaded.
 
+    `bodies` (a dict, filled here) keeps each member's compressed bytes for
+    another write of the same Member objects with the same options.
+
     Returns (the Entry of every member, directories included, in name order;
     the SHA-256 of the index: central directory and end records).
     """
@@ -183,12 +187,17 @@ def write_zip(members, fileobj, compression, level=None, compress_code=False, ba
     names = sorted(set(by_name) | _directories(by_name), key=lambda n: n.encode("utf-8"))
     compress = _compressor(compression, DEFAULT_LEVEL[compression] if level is None else level)
     packed = {}
+    bodies = {} if bodies is None else bodies
     for name in names:
         member = by_name.get(name)
-        data = b"" if member is None else member.read()
-        method, body = STORED, data
         stored = _is_code(member) and not compress_code and (stored_code is None
                                                              or name in stored_code)
+        known = bodies.get(name)
+        if known is not None and known[0] is member and known[1] == stored:
+            packed[name] = known[2]
+            continue
+        data = b"" if member is None else member.read()
+        method, body = STORED, data
         if compress is not None and data and not stored:
             smaller = compress(data)
             if len(smaller) < len(data):
@@ -196,6 +205,7 @@ def write_zip(members, fileobj, compression, level=None, compress_code=False, ba
         if len(body) > _U32 or len(data) > _U32:
             raise PackError("the archive would be over 4 GiB, which appbin-pack cannot write")
         packed[name] = (member, data, body, method)
+        bodies[name] = (member, stored, packed[name])
     offsets, digests, offset = {}, {}, 0
     for name in sorted(names, key=lambda n: _layout_key(n, by_name.get(n), stored_code)):
         member, data, body, method = packed[name]
@@ -253,14 +263,15 @@ def _alignment_field(data_at):
 
 
 def _is_code(member):
-    """Whether start-up runs this member: a .pyc or a shared object."""
-    return member is not None and (member.executable or member.name.endswith(".pyc"))
+    """Whether start-up runs this member: a .pyc, a shared object or the code cache."""
+    return member is not None and (member.executable or member.name.endswith(".pyc")
+                                   or member.name == CODECACHE_MEMBER)
 
 
 def _layout_key(name, member, stored_code=None):
     """Where a member's record goes: (group, name), groups in start-up order
     (start-up code first when `stored_code` says which it is)."""
-    if name == MANIFEST_MEMBER:
+    if name in (MANIFEST_MEMBER, CODECACHE_MEMBER):
         group = 0
     elif _is_code(member):
         group = {"stdlib": 1, "site-packages": 2}.get(name.split("/", 1)[0], 3)
@@ -299,7 +310,7 @@ def _directories(names):
 
 
 def write_app(output, host, members, compression, level=None, compress_code=False,
-              stored_code=None):
+              stored_code=None, bodies=None):
     """Writes host + zip(members) + trailer to `output`, atomically, mode 0755.
 
     The file is assembled under a temporary name in the output's directory
@@ -315,7 +326,7 @@ def write_app(output, host, members, compression, level=None, compress_code=Fals
         with os.fdopen(fd, "wb") as out, tempfile.TemporaryFile(dir=output.parent) as archive:
             entries, index_sha256 = write_zip(members, archive, compression, level,
                                               compress_code, base=os.path.getsize(host),
-                                              stored_code=stored_code)
+                                              stored_code=stored_code, bodies=bodies)
             with open(host, "rb") as host_file:
                 shutil.copyfileobj(host_file, out, _COPY_CHUNK)
             host_size = out.tell()

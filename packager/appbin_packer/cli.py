@@ -53,6 +53,10 @@ def build_parser():
                       help="compress start-up code (.pyc, shared objects) too: the smallest "
                            "file, which starts more slowly (by default the code the app's "
                            "imports reach is stored, to be used in place)")
+    parser.add_argument("--no-code-cache", action="store_false", dest="code_cache",
+                        help="do not run the packed app.bin once to cache the code its "
+                             "start-up compiles from strings (dataclasses, namedtuple, "
+                             "typing); that run imports the app, as a server's start-up does")
     parser.add_argument("--compression-level", type=int, metavar="N", dest="level",
                         help="zstd 1-22 (default 9), deflate 1-9 (default 6)")
     parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
@@ -90,6 +94,7 @@ def parse_options(argv):
         venv=args.venv, app=args.app, output=args.output, host=args.host,
         factory=args.factory, keep_sources=args.sources == "keep",
         compression=compression, level=args.level, store_code=args.store_code,
+        code_cache=args.code_cache,
         excludes=tuple(args.exclude),
         defaults=tuple(parse_default(d) for d in args.defaults), bundle_libs=args.bundle_libs,
         **_system_libs(args.system_libs))

@@ -11,6 +11,7 @@ import sysconfig
 from pathlib import Path
 
 from . import VERSION
+from . import codecache
 from .archive import (LIBS_PREFIX, MANIFEST_MEMBER, Member, check_compression, manifest_bytes,
                       write_app)
 from .collect import (SITE_PREFIX, excluded, is_shared_object, site_packages_files,
@@ -37,6 +38,9 @@ class Options:
     # Which code (.pyc, shared objects) is stored: "imports" (what the app's
     # imports reach, and the libraries it needs), "all" or "none".
     store_code: str = "imports"
+    # Run the written app.bin once to record what start-up compiles from
+    # strings, and write it again with that cache (codecache.py).
+    code_cache: bool = True
     excludes: tuple = ()
     defaults: tuple = ()  # (option, value) pairs
     bundle_libs: bool = True
@@ -52,6 +56,7 @@ class PackResult:
     written: object   # archive.WrittenApp
     owners: dict      # member -> distribution label
     dropped: list     # distributions left out
+    code_cache: object = None  # codecache.Training, when one ran
 
 
 def pack(options, warn):
@@ -78,9 +83,24 @@ def pack(options, warn):
     stored_code = None
     if options.store_code == "imports":
         stored_code = _startup_code(members, options.app.partition(":")[0], preloads)
+    bodies = {}  # what the first write compressed, for the second
     written = write_app(options.output, options.host, members, options.compression,
-                        options.level, options.store_code == "none", stored_code)
-    return PackResult(written, owners, site.dropped)
+                        options.level, options.store_code == "none", stored_code, bodies)
+    code_cache = None
+    if options.code_cache:
+        code_cache = codecache.train(options.output, options.app, options.factory)
+        if code_cache.problem:
+            warn(f"code cache: {code_cache.problem}; packed with the "
+                 f"{code_cache.entries} compiled strings recorded before that "
+                 f"(--no-code-cache skips this run)")
+        if code_cache.member:
+            members.append(Member(codecache.MEMBER, data=code_cache.member))
+            if stored_code is not None:
+                stored_code.add(codecache.MEMBER)
+            written = write_app(options.output, options.host, members, options.compression,
+                                options.level, options.store_code == "none", stored_code,
+                                bodies)
+    return PackResult(written, owners, site.dropped, code_cache)
 
 
 def _startup_code(members, app_module, preloads):

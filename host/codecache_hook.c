@@ -1,0 +1,355 @@
+#include "codecache_hook.h"
+
+#include "codecache.h"
+#include "pycompat.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <marshal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* CPython's own, reached through the linker's --wrap. */
+PyObject *__real_PyRun_StringFlags(const char *str, int start, PyObject *globals, PyObject *locals,
+                                   PyCompilerFlags *flags);
+PyObject *__real_Py_CompileStringObject(const char *str, PyObject *filename, int start,
+                                        PyCompilerFlags *flags, int optimize);
+PyObject *__wrap_PyRun_StringFlags(const char *str, int start, PyObject *globals, PyObject *locals,
+                                   PyCompilerFlags *flags);
+PyObject *__wrap_Py_CompileStringObject(const char *str, PyObject *filename, int start,
+                                        PyCompilerFlags *flags, int optimize);
+
+typedef enum cc_state {
+  CC_UNLOADED, /* the member is read at the first call */
+  CC_OFF,      /* no cache (or not for this interpreter): CPython compiles */
+  CC_ON,       /* answering from g.cc */
+  CC_RECORD,   /* the packer's training run */
+} cc_state;
+
+/* One archive per process; the GIL guards all of it. */
+static struct {
+  zipindex *zi;
+  cc_state state;
+  codecache cc;
+  void *owned;       /* a compressed member's bytes (a stored one is used in place) */
+  char *record_path; /* CODECACHE_RECORD_ENV */
+  int record_fd;
+  int recording;           /* inside a recording compile: nested calls go straight to CPython */
+  PyObject *anon_filename; /* "<string>", PyRun_StringFlags' filename */
+  unsigned long hits, misses, recorded;
+} g = {.record_fd = -1};
+
+void codecache_hook_setup(zipindex *zi) {
+  g.zi = zi;
+  g.state = CC_UNLOADED;
+  const char *record = getenv(CODECACHE_RECORD_ENV);
+  g.record_path = record && *record ? strdup(record) : NULL;
+}
+
+/* sys.flags.optimize, or -1 (no exception left) when it cannot be read. */
+static long optimization_level(void) {
+  PyObject *flags = PySys_GetObject("flags"); /* borrowed */
+  PyObject *level = flags ? PyObject_GetAttrString(flags, "optimize") : NULL;
+  long value = level ? PyLong_AsLong(level) : -1;
+  Py_XDECREF(level);
+  if (PyErr_Occurred()) {
+    PyErr_Clear();
+    return -1;
+  }
+  return value;
+}
+
+static void put_u32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v) {
+  put_u32(p, (uint32_t)v);
+  put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+static void stop_recording(const char *why) {
+  fprintf(stderr, "app.bin: warning: code cache recording to %s stopped: %s\n", g.record_path, why);
+  if (g.record_fd >= 0)
+    close(g.record_fd);
+  g.record_fd = -1;
+  g.state = CC_OFF;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static void start_recording(void) {
+  long level = optimization_level();
+  g.record_fd = open(g.record_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  struct stat st;
+  if (g.record_fd < 0 || fstat(g.record_fd, &st) != 0) {
+    stop_recording(strerror(errno));
+    return;
+  }
+  g.state = CC_RECORD;
+  if (st.st_size > 0)
+    return; /* a forked child's, or a second run's: the header is there */
+  uint8_t header[16];
+  memcpy(header, CODECACHE_RECORD_MAGIC, 8);
+  put_u32(header + 8, PY_VERSION_HEX);
+  put_u32(header + 12, (uint32_t)level);
+  if (level < 0 || write_all(g.record_fd, header, sizeof(header)) != 0)
+    stop_recording(level < 0 ? "sys.flags.optimize is unreadable" : strerror(errno));
+}
+
+/* A warning line for a cache this host cannot use (a packer's bug). */
+static void cache_unusable(const char *why) {
+  fprintf(stderr, "app.bin: warning: %s ignored: %s\n", CODECACHE_MEMBER, why);
+  g.state = CC_OFF;
+}
+
+static void load(void) {
+  g.state = CC_OFF;
+  if (!g.anon_filename && !(g.anon_filename = PyUnicode_InternFromString("<string>"))) {
+    PyErr_Clear();
+    return;
+  }
+  if (g.record_path) {
+    start_recording();
+    return;
+  }
+  const zipindex_entry *e =
+      g.zi ? zipindex_find(g.zi, CODECACHE_MEMBER, strlen(CODECACHE_MEMBER)) : NULL;
+  if (!e)
+    return; /* packed with --no-code-cache, or before there was one */
+  char err[512];
+  const void *data;
+  PyThreadState *ts = PyEval_SaveThread(); /* a first read hashes the member */
+  if (e->method == ZIPINDEX_STORED) {
+    data = zipindex_stored_data(g.zi, e, err, sizeof(err));
+  } else {
+    g.owned = malloc(e->size ? e->size : 1);
+    data = g.owned && zipindex_read(g.zi, e, g.owned, err, sizeof(err)) == 0 ? g.owned : NULL;
+    if (!g.owned)
+      snprintf(err, sizeof(err), "out of memory");
+  }
+  PyEval_RestoreThread(ts);
+  if (!data) { /* damage stops the process in zipindex; this is anything else */
+    cache_unusable(err);
+    return;
+  }
+  if (codecache_open(&g.cc, data, e->size, err, sizeof(err)) != 0) {
+    cache_unusable(err);
+    return;
+  }
+  if (g.cc.python_version != PY_VERSION_HEX) {
+    snprintf(err, sizeof(err), "compiled by Python %08x, this host is %08x", g.cc.python_version,
+             (unsigned)PY_VERSION_HEX);
+    cache_unusable(err);
+    return;
+  }
+  /* -O/-OO compile differently: nothing in the cache is for them. */
+  if ((long)g.cc.optimization_level == optimization_level())
+    g.state = CC_ON;
+}
+
+/* Whether a call may be answered or recorded, loading the cache at first. */
+static int usable(const PyCompilerFlags *flags) {
+  if (g.state == CC_UNLOADED && Py_IsInitialized())
+    load();
+  return (g.state == CC_ON || (g.state == CC_RECORD && !g.recording)) && flags &&
+         !(flags->cf_flags & PyCF_ONLY_AST);
+}
+
+/* The key of a call; -1 (no exception) when it has none (a filename that
+ * is not a str that encodes to UTF-8). */
+static int make_key(codecache_key *key, const char *str, PyObject *filename, int start,
+                    const PyCompilerFlags *flags, int optimize) {
+  Py_ssize_t n;
+  const char *name = PyUnicode_Check(filename) ? PyUnicode_AsUTF8AndSize(filename, &n) : NULL;
+  if (!name) {
+    PyErr_Clear();
+    return -1;
+  }
+  key->source = str;
+  key->source_len = strlen(str);
+  key->filename = name;
+  key->filename_len = (size_t)n;
+  key->start = start;
+  key->flags = flags->cf_flags;
+  key->feature_version = flags->cf_feature_version;
+  key->optimize = optimize;
+  return 0;
+}
+
+/* A new code object for `key` from the cache; NULL without an exception
+ * when it has none. */
+static PyObject *cached_code(const codecache_key *key) {
+  size_t len;
+  const uint8_t *code =
+      codecache_find(&g.cc, key, codecache_hash(key->source, key->source_len), &len);
+  if (!code || len > PY_SSIZE_T_MAX)
+    return NULL;
+  PyObject *co = PyMarshal_ReadObjectFromString((const char *)code, (Py_ssize_t)len);
+  if (co && PyCode_Check(co))
+    return co;
+  /* The member's digest matched, so this is a packer's bug: compile. */
+  Py_XDECREF(co);
+  PyErr_Clear();
+  cache_unusable("a code object does not unmarshal");
+  return NULL;
+}
+
+static void record(const codecache_key *key, PyObject *co) {
+  PyObject *code = PyMarshal_WriteObjectToString(co, Py_MARSHAL_VERSION);
+  if (!code) {
+    PyErr_Clear();
+    return; /* not marshallable: left out */
+  }
+  size_t code_len = (size_t)PyBytes_GET_SIZE(code);
+  size_t n = 40 + key->filename_len + key->source_len + code_len;
+  uint8_t *buf = malloc(n);
+  if (!buf || key->source_len > UINT32_MAX || key->filename_len > UINT32_MAX ||
+      code_len > UINT32_MAX) {
+    free(buf);
+    Py_DECREF(code);
+    return;
+  }
+  put_u64(buf, codecache_hash(key->source, key->source_len));
+  put_u32(buf + 8, (uint32_t)key->start);
+  put_u32(buf + 12, (uint32_t)key->flags);
+  put_u32(buf + 16, (uint32_t)key->feature_version);
+  put_u32(buf + 20, (uint32_t)key->optimize);
+  put_u32(buf + 24, (uint32_t)key->filename_len);
+  put_u32(buf + 28, (uint32_t)key->source_len);
+  put_u32(buf + 32, (uint32_t)code_len);
+  put_u32(buf + 36, 0);
+  memcpy(buf + 40, key->filename, key->filename_len);
+  memcpy(buf + 40 + key->filename_len, key->source, key->source_len);
+  memcpy(buf + 40 + key->filename_len + key->source_len, PyBytes_AS_STRING(code), code_len);
+  if (write_all(g.record_fd, buf, n) != 0)
+    stop_recording(strerror(errno));
+  else
+    g.recorded++;
+  free(buf);
+  Py_DECREF(code);
+}
+
+/* Compiles with every warning an error, so that only sources that compile
+ * without a warning are recorded; NULL, with nothing recorded and no
+ * exception, when that fails for any reason (CPython then compiles again,
+ * warning or raising as it always does). */
+static PyObject *compile_recording(const codecache_key *key, const char *str, PyObject *filename,
+                                   PyCompilerFlags *flags) {
+  PyObject *co = NULL, *warnings = NULL, *guard = NULL, *r;
+  g.recording = 1;
+  warnings = PyImport_ImportModule("warnings");
+  guard = warnings ? PyObject_CallMethod(warnings, "catch_warnings", NULL) : NULL;
+  r = guard ? PyObject_CallMethod(guard, "__enter__", NULL) : NULL;
+  if (r) {
+    Py_DECREF(r);
+    r = PyObject_CallMethod(warnings, "simplefilter", "s", "error");
+    if (r) {
+      Py_DECREF(r);
+      co = __real_Py_CompileStringObject(str, filename, key->start, flags, key->optimize);
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    r = PyObject_CallMethod(guard, "__exit__", "OOO", Py_None, Py_None, Py_None);
+    Py_XDECREF(r);
+    PyErr_Restore(type, value, tb);
+  }
+  PyErr_Clear();
+  g.recording = 0;
+  Py_XDECREF(guard);
+  Py_XDECREF(warnings);
+  if (co && !PyCode_Check(co))
+    Py_CLEAR(co);
+  if (co)
+    record(key, co);
+  else
+    flags->cf_flags = key->flags; /* as it was before this compile merged futures in */
+  return co;
+}
+
+/* The code object for a call from the cache or the recording compile; NULL
+ * (no exception) when CPython is to compile it itself. */
+static PyObject *code_for(const char *str, PyObject *filename, int start, PyCompilerFlags *flags,
+                          int optimize) {
+  codecache_key key;
+  if (make_key(&key, str, filename, start, flags, optimize) != 0)
+    return NULL;
+  if (g.state == CC_RECORD)
+    return compile_recording(&key, str, filename, flags);
+  PyObject *co = cached_code(&key);
+  if (co) /* as compiling would: the source's future imports join the flags */
+    flags->cf_flags |= ((PyCodeObject *)co)->co_flags & PyCF_MASK;
+  if (co)
+    g.hits++;
+  else
+    g.misses++;
+  return co;
+}
+
+/* CPython's run_mod() after its compile, and run_eval_code_obj(). */
+static PyObject *run_code(PyObject *co, PyObject *globals, PyObject *locals) {
+  if (PySys_Audit("exec", "O", co) < 0)
+    return NULL;
+  appbin_set_unhandled_keyboard_interrupt(0);
+#if PY_VERSION_HEX >= 0x030D0000
+  if (!globals || !PyDict_Check(globals)) {
+    PyErr_SetString(PyExc_SystemError, "globals must be a real dict");
+    return NULL;
+  }
+  int has_builtins = PyDict_ContainsString(globals, "__builtins__");
+  if (has_builtins < 0)
+    return NULL;
+  if (!has_builtins && PyDict_SetItemString(globals, "__builtins__", appbin_interp_builtins()) < 0)
+    return NULL;
+#else
+  if (globals && !_PyDict_GetItemStringWithError(globals, "__builtins__") &&
+      (PyErr_Occurred() ||
+       PyDict_SetItemString(globals, "__builtins__", appbin_interp_builtins()) < 0))
+    return NULL;
+#endif
+  PyObject *v = PyEval_EvalCode(co, globals, locals);
+  if (!v && PyErr_Occurred() == PyExc_KeyboardInterrupt)
+    appbin_set_unhandled_keyboard_interrupt(1);
+  return v;
+}
+
+PyObject *__wrap_PyRun_StringFlags(const char *str, int start, PyObject *globals, PyObject *locals,
+                                   PyCompilerFlags *flags) {
+  if (!usable(flags))
+    return __real_PyRun_StringFlags(str, start, globals, locals, flags);
+  PyObject *co = code_for(str, g.anon_filename, start, flags, -1);
+  if (!co)
+    return __real_PyRun_StringFlags(str, start, globals, locals, flags);
+  PyObject *v = run_code(co, globals, locals);
+  Py_DECREF(co);
+  return v;
+}
+
+PyObject *__wrap_Py_CompileStringObject(const char *str, PyObject *filename, int start,
+                                        PyCompilerFlags *flags, int optimize) {
+  if (!usable(flags))
+    return __real_Py_CompileStringObject(str, filename, start, flags, optimize);
+  PyObject *co = code_for(str, filename, start, flags, optimize);
+  return co ? co : __real_Py_CompileStringObject(str, filename, start, flags, optimize);
+}
+
+PyObject *codecache_hook_info(void) {
+  static const char *const states[] = {"unloaded", "off", "on", "record"};
+  return Py_BuildValue("{sssIsksksk}", "state", states[g.state], "entries", g.cc.count, "hits",
+                       g.hits, "misses", g.misses, "recorded", g.recorded);
+}
