@@ -283,7 +283,8 @@ static PyObject *compile_recording(const codecache_key *key, const char *str, Py
 }
 
 /* The code object for a call from the cache or the recording compile; NULL
- * (no exception) when CPython is to compile it itself. */
+ * without an exception when CPython is to compile it itself, NULL with one
+ * when the call fails (an audit hook refused it). */
 static PyObject *code_for(const char *str, PyObject *filename, int start, PyCompilerFlags *flags,
                           int optimize) {
   codecache_key key;
@@ -292,12 +293,18 @@ static PyObject *code_for(const char *str, PyObject *filename, int start, PyComp
   if (g.state == CC_RECORD)
     return compile_recording(&key, str, filename, flags);
   PyObject *co = cached_code(&key);
-  if (co) /* as compiling would: the source's future imports join the flags */
-    flags->cf_flags |= ((PyCodeObject *)co)->co_flags & PyCF_MASK;
-  if (co)
-    g.hits++;
-  else
+  if (!co) {
     g.misses++;
+    return NULL;
+  }
+  g.hits++;
+  /* What CPython's parser raises first, and the future imports compiling
+   * would have merged into the caller's flags. */
+  if (PySys_Audit("compile", "yO", str, filename) < 0) {
+    Py_DECREF(co);
+    return NULL;
+  }
+  flags->cf_flags |= ((PyCodeObject *)co)->co_flags & PyCF_MASK;
   return co;
 }
 
@@ -334,7 +341,7 @@ PyObject *__wrap_PyRun_StringFlags(const char *str, int start, PyObject *globals
     return __real_PyRun_StringFlags(str, start, globals, locals, flags);
   PyObject *co = code_for(str, g.anon_filename, start, flags, -1);
   if (!co)
-    return __real_PyRun_StringFlags(str, start, globals, locals, flags);
+    return PyErr_Occurred() ? NULL : __real_PyRun_StringFlags(str, start, globals, locals, flags);
   PyObject *v = run_code(co, globals, locals);
   Py_DECREF(co);
   return v;
@@ -345,7 +352,9 @@ PyObject *__wrap_Py_CompileStringObject(const char *str, PyObject *filename, int
   if (!usable(flags))
     return __real_Py_CompileStringObject(str, filename, start, flags, optimize);
   PyObject *co = code_for(str, filename, start, flags, optimize);
-  return co ? co : __real_Py_CompileStringObject(str, filename, start, flags, optimize);
+  if (co || PyErr_Occurred())
+    return co;
+  return __real_Py_CompileStringObject(str, filename, start, flags, optimize);
 }
 
 PyObject *codecache_hook_info(void) {

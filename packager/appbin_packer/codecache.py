@@ -40,12 +40,18 @@ _ENTRY = struct.Struct("<QiiiiIIIIII")     # hash, start, flags, feature version
 
 # What a server's start-up runs before serving: the runtime's imports, then
 # the app loaded by the runtime's own function (a factory is called).
+# It ends with os._exit(0): neither the app's atexit handlers nor its
+# threads matter here, nor CPython's exit status after a caught
+# KeyboardInterrupt from exec()'d code.
 _TRAINING = f"""\
-import importlib, sys
+import importlib, os, sys
 for name in {RUNTIME_IMPORTS!r}:
     importlib.import_module(name)
 import _appbin_runtime
 _appbin_runtime.load_app(sys.argv[1], sys.argv[2] == "1")
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
 """
 
 

@@ -2,11 +2,11 @@
 
 import collections
 
-from .archive import LIBS_PREFIX
+from .archive import CODECACHE_MEMBER, LIBS_PREFIX
 from .collect import SITE_PREFIX, STDLIB_PREFIX
 
 _GROUPS = (("stdlib", STDLIB_PREFIX), ("site-packages", SITE_PREFIX),
-           ("bundled libs", LIBS_PREFIX))
+           ("bundled libs", LIBS_PREFIX), ("code cache", CODECACHE_MEMBER))
 _TOP_DISTRIBUTIONS = 8
 
 
@@ -30,6 +30,10 @@ def format_summary(output, result):
         group = [e for e in files if e.filename.startswith(prefix)]
         size = sum(e.compress_size for e in group)
         grouped += size
+        if prefix == CODECACHE_MEMBER:
+            if group:
+                lines.append(_row(label, f"{result.code_cache.entries} codes", size))
+            continue
         lines.append(_row(label, f"{len(group)} files", size))
     overhead = written.total_size - written.host_size - grouped
     lines.append(_row("manifest, zip headers", "", overhead))

@@ -154,7 +154,9 @@ def test_damaged_module_code_never_runs(probe_app, damaged, marker):
 @pytest.mark.parametrize("member,code", [
     ("stdlib/json/__init__.pyc", "import json"),
     (EXTENSION, f"import {DYN}"),
-], ids=["stdlib-module", "extension-module"])
+    # the pack-time code cache: read at the first exec() of a string
+    ("appbin/codecache", "exec('x = 1')"),
+], ids=["stdlib-module", "extension-module", "code-cache"])
 def test_damaged_member_is_refused_when_read(probe_app, damaged, marker, member, code):
     prefix, made = marker
     bad = damaged(data_offset_of(probe_app, member))

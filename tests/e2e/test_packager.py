@@ -97,6 +97,7 @@ def write_stub_host(path, python_version, extra_lines=""):
         echo "python {python_version}"
         echo "payload: none (this host reads format 2)"
         {extra_lines}
+        exit 0
         """))
     path.chmod(0o755)
     return path
@@ -689,14 +690,14 @@ def test_sources_drop(pack, test_venv):
 
 
 def test_records_are_laid_out_for_start_up(payload):
-    """The manifest, the stdlib's start-up code (stored), site-packages',
-    other (libraries), then the same for the code start-up does not reach
-    (compressed), then the rest, each group by name, one record after another
-    from the start to the central directory (the directory itself is sorted
-    by name)."""
+    """The manifest and the code cache, the stdlib's start-up code (stored),
+    site-packages', other (libraries), then the same for the code start-up
+    does not reach (compressed), then the rest, each group by name, one
+    record after another from the start to the central directory (the
+    directory itself is sorted by name)."""
     def group(info):
         name = info.filename
-        if name == "appbin/manifest":
+        if name in ("appbin/manifest", "appbin/codecache"):
             return 0
         if name.endswith(".pyc") or re.search(r"\.so(\.|$)", name):
             group = {"stdlib": 1, "site-packages": 2}.get(name.split("/", 1)[0], 3)

@@ -1,0 +1,249 @@
+"""End-to-end tests of the code cache (host/codecache.h,
+packager/appbin_packer/codecache.py): appbin-pack runs the packed app.bin
+once to record what start-up compiles from strings, and app.bin answers the
+same exec()/eval()/compile() calls with the recorded code objects.
+
+A probe package (fixtures/codecache_probe) compiles strings the ways
+start-up does (dataclasses, namedtuple, exec with and without a future
+import, eval, compile, a source that warns, code raising KeyboardInterrupt);
+it is packed with and without the cache, and the same programs run under the
+venv's python and both app.bin files must print the same.
+"""
+
+import json
+import shutil
+import signal
+import struct
+import subprocess
+import zipfile
+
+import pytest
+
+from conftest import FIXTURES
+from hostutil import PY_TAG, PYTHON, clean_env, describe, run
+
+APP = "codecache_probe.app:app"
+MEMBER = "appbin/codecache"
+HEADER = struct.Struct("<8sIIIIQ")
+ENTRY = struct.Struct("<QiiiiIIIIII")
+PY_FILE_INPUT, PY_EVAL_INPUT = 257, 258
+CO_FUTURE_ANNOTATIONS = 0x1000000
+
+# Compiles the probe's strings again after importing it, and prints what the
+# code objects do (the same under every interpreter), with the "compile" and
+# "exec" audit events those calls raise.
+OBSERVE = """\
+import json, sys, traceback
+import codecache_probe.app as app, codecache_probe.plain as plain
+from codecache_probe.sources import *
+events = []
+sys.addaudithook(lambda event, args: events.append(
+    [event, args[1] if event == "compile" else type(args[0]).__name__])
+    if event in ("compile", "exec") else None)
+out = {}
+out["future annotations"] = app.future_namespace["f"].__annotations__
+out["annotations"] = {k: repr(v) for k, v in plain.namespace["f"].__annotations__.items()}
+ns = {}
+exec(ANNOTATED, ns)
+out["annotations again"] = {k: repr(v) for k, v in ns["f"].__annotations__.items()}
+out["point"] = [repr(app.Point(1, 2)), app.Point(1, 2) == app.Point(1, 2),
+                app.Point(1) < app.Point(2), hash(app.Point(3, 4)) == hash((3, 4))]
+try:
+    app.Point(1).x = 2
+except Exception as e:
+    out["frozen"] = type(e).__name__
+out["pair"] = repr(app.Pair(1, 2)._replace(left=3))
+out["evaluated"] = [plain.evaluated, eval(EVALUATED)]
+code = compile(COMPILED, "<probe>", "eval")
+out["compiled"] = [code.co_filename, code.co_name, code.co_names, code.co_consts,
+                   code.co_flags, eval(code, {"a": 4, "b": 2})]
+out["fresh objects"] = code is not compile(COMPILED, "<probe>", "eval")
+exec(compile(TRACEBACK, "<probe-traceback>", "exec"), ns)
+try:
+    ns["g"]()
+except ZeroDivisionError:
+    out["traceback"] = traceback.format_exc().splitlines()[-4:]
+out["events"] = events
+def refuse(event, args):
+    if event == "compile" and args[1] == "<probe>":
+        raise RuntimeError("refused by an audit hook")
+sys.addaudithook(refuse)
+try:
+    compile(COMPILED, "<probe>", "eval")
+except RuntimeError as e:
+    out["refused"] = str(e)
+try:
+    import _appbin
+    out["cache"] = _appbin.code_cache_info()
+except ImportError:
+    pass
+print(json.dumps(out, default=repr))
+"""
+
+
+@pytest.fixture(scope="session")
+def probe_venv(tmp_path_factory):
+    venv = tmp_path_factory.mktemp("codecache") / "venv"
+    subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+    shutil.copytree(FIXTURES / "codecache_probe",
+                    venv / "lib" / f"python{PY_TAG}" / "site-packages" / "codecache_probe",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return venv
+
+
+def _pack(run_appbin_pack, host, venv, output, *args):
+    result = run_appbin_pack("--venv", venv, "--app", APP, "--host", host, "-o", output,
+                             "--quiet", *args)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def probe_bins(tmp_path_factory, probe_venv, run_appbin_pack, appbin_host):
+    """(app.bin with the code cache, app.bin packed with --no-code-cache)."""
+    out = tmp_path_factory.mktemp("codecache-bins")
+    cached = _pack(run_appbin_pack, appbin_host, probe_venv, out / "cached.bin")
+    assert cached.stderr == ""  # the training run had nothing to report
+    _pack(run_appbin_pack, appbin_host, probe_venv, out / "plain.bin", "--no-code-cache")
+    return out / "cached.bin", out / "plain.bin"
+
+
+def read_cache(app_bin):
+    """(header fields, [entry dicts]) of app.bin's code cache member."""
+    archive = zipfile.ZipFile(app_bin)
+    info = archive.getinfo(MEMBER)
+    assert info.compress_type == zipfile.ZIP_STORED  # used in place, like start-up code
+    data = archive.read(MEMBER)
+    magic, version, python, level, count, reserved = HEADER.unpack_from(data)
+    entries = []
+    for i in range(count):
+        h, start, flags, feature, optimize, *spans = ENTRY.unpack_from(
+            data, HEADER.size + i * ENTRY.size)
+        text = [data[off:off + n] for off, n in zip(spans[::2], spans[1::2])]
+        entries.append({"hash": h, "start": start, "flags": flags, "feature": feature,
+                        "optimize": optimize, "filename": text[0].decode(),
+                        "source": text[1].decode(), "code": text[2]})
+    return (magic, version, python, level, reserved), entries
+
+
+def sources():
+    namespace = {}
+    exec((FIXTURES / "codecache_probe" / "sources.py").read_text(), namespace)
+    return namespace
+
+
+def test_the_cache_holds_what_start_up_compiled(probe_bins):
+    header, entries = read_cache(probe_bins[0])
+    hexversion = run([PYTHON, "-c", "import sys; print(sys.hexversion)"]).stdout.strip()
+    assert header == (b"APPBINCC", 1, int(hexversion), 0, 0)
+    assert [e["hash"] for e in entries] == sorted(e["hash"] for e in entries)
+    src = sources()
+    keys = {(e["source"], e["filename"], e["start"]) for e in entries}
+    for source, filename, start in [(src["ANNOTATED"], "<string>", PY_FILE_INPUT),
+                                    (src["EVALUATED"], "<string>", PY_EVAL_INPUT),
+                                    (src["COMPILED"], "<probe>", PY_EVAL_INPUT),
+                                    (src["TRACEBACK"], "<probe-traceback>", PY_FILE_INPUT),
+                                    (src["INTERRUPT"], "<string>", PY_FILE_INPUT)]:
+        assert (source, filename, start) in keys, source
+    # the future import of app.py's exec: a second entry for the same source
+    annotated = [e["flags"] for e in entries if e["source"] == src["ANNOTATED"]]
+    assert sorted(f & CO_FUTURE_ANNOTATIONS for f in annotated) == [0, CO_FUTURE_ANNOTATIONS]
+    # dataclasses' and namedtuple's generated code
+    assert any("__create_fn__" in e["source"] for e in entries)
+    assert any(e["source"].startswith("lambda _cls, left, right:") for e in entries)
+    # a source that warns when compiled is not cached
+    assert src["WARNS"] not in {e["source"] for e in entries}
+    assert MEMBER not in zipfile.ZipFile(probe_bins[1]).namelist()  # --no-code-cache
+
+
+def test_start_up_is_answered_from_the_cache(probe_bins):
+    code = "import json, _appbin, codecache_probe.app; print(json.dumps(_appbin.code_cache_info()))"
+    cached = run([probe_bins[0], "python", "-c", code], env=clean_env())
+    assert cached.returncode == 0, describe(cached)
+    info = json.loads(cached.stdout)
+    # every string the import compiles but one: the source that warns
+    assert info["state"] == "on" and info["misses"] == 1 and info["hits"] >= 10, info
+    assert info["entries"] == len(read_cache(probe_bins[0])[1])
+    plain = run([probe_bins[1], "python", "-c", code], env=clean_env())
+    assert plain.returncode == 0, describe(plain)
+    assert json.loads(plain.stdout) == {"state": "off", "entries": 0, "hits": 0, "misses": 0,
+                                        "recorded": 0}
+
+
+def test_cached_code_behaves_as_compiled_code(probe_bins, probe_venv):
+    """The venv's python, app.bin with the cache and without it print the
+    same for the same calls: annotations under each future, dataclass and
+    namedtuple methods, results, code object fields, a fresh object per
+    compile(), traceback lines and the audit events (a hook can refuse a
+    cached compile as it refuses a compile)."""
+    outputs = []
+    for argv in ([probe_venv / "bin" / "python"], [probe_bins[0], "python"],
+                 [probe_bins[1], "python"]):
+        result = run([*argv, "-c", OBSERVE], env=clean_env())
+        assert result.returncode == 0, describe(result)
+        outputs.append(json.loads(result.stdout))
+    cache = outputs[1].pop("cache")
+    assert cache["misses"] == 1, cache  # the calls after the import were all hits
+    outputs[2].pop("cache")
+    assert outputs[1] == outputs[0]
+    assert outputs[2] == outputs[0]
+    assert outputs[0]["future annotations"] == {"x": "int", "y": "'list[str]'", "return": "str"}
+    assert outputs[0]["annotations again"] == outputs[0]["annotations"]
+    assert ["compile", "<probe-traceback>"] in outputs[0]["events"]
+    assert outputs[0]["events"].count(["exec", "code"]) == 4
+    assert outputs[0]["refused"] == "refused by an audit hook"
+
+
+def test_a_source_that_warns_is_compiled_and_warns_every_time(probe_bins, probe_venv):
+    code = ("import warnings, codecache_probe.app\n"
+            "from codecache_probe.sources import WARNS\n"
+            "warnings.simplefilter('error')\n"
+            "try:\n    exec(WARNS, {})\nexcept SyntaxError as e:\n    print(type(e).__name__, e)\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n    exec(WARNS, {})\n"
+            "print([w.category.__name__ for w in caught])\n")
+    venv = run([probe_venv / "bin" / "python", "-c", code], env=clean_env())
+    assert venv.returncode == 0, describe(venv)
+    assert "Warning" in venv.stdout  # the category warned about, whatever the version
+    for app_bin in probe_bins:
+        result = run([app_bin, "python", "-c", code], env=clean_env())
+        assert result.returncode == 0, describe(result)
+        assert result.stdout == venv.stdout
+
+
+def test_a_caught_keyboard_interrupt_exits_as_cpython_does(probe_bins, probe_venv):
+    """CPython's quirk, kept: KeyboardInterrupt raised by exec()'d code and
+    caught leaves its flag set, and python exits as if killed by SIGINT."""
+    code = ("import codecache_probe.plain\nfrom codecache_probe.sources import INTERRUPT\n"
+            "try:\n    exec(INTERRUPT, {})\nexcept KeyboardInterrupt:\n    print('caught')\n"
+            "try:\n    import _appbin\n    print(_appbin.code_cache_info()['misses'])\n"
+            "except ImportError:\n    print(1)\n")
+    venv = run([probe_venv / "bin" / "python", "-c", code], env=clean_env())
+    assert (venv.returncode, venv.stdout) == (-signal.SIGINT, "caught\n1\n"), describe(venv)
+    cached = run([probe_bins[0], "python", "-c", code], env=clean_env())
+    assert (cached.returncode, cached.stdout) == (-signal.SIGINT, "caught\n1\n"), describe(cached)
+
+
+def test_python_minus_o_compiles_itself(probe_bins):
+    """The cache holds code for the optimisation level it was recorded at."""
+    code = "import json, _appbin; exec('x = 1'); print(json.dumps(_appbin.code_cache_info()))"
+    result = run([probe_bins[0], "python", "-O", "-c", code], env=clean_env())
+    assert result.returncode == 0, describe(result)
+    assert json.loads(result.stdout)["state"] == "off"
+
+
+def test_a_failing_training_import_packs_what_it_recorded(tmp_path, probe_venv, run_appbin_pack,
+                                                          appbin_host, monkeypatch):
+    monkeypatch.setenv("CODECACHE_PROBE_FAIL", "1")
+    output = tmp_path / "app.bin"
+    result = run_appbin_pack("--venv", probe_venv, "--app", APP, "--host", appbin_host, "-o",
+                             output, "--quiet")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"appbin-pack: warning: code cache: loading {APP} exited with "
+                               "status 1: RuntimeError: the probe's import fails, as asked; "
+                               "packed with the "), lines
+    assert lines[0].endswith("(--no-code-cache skips this run)")
+    _, entries = read_cache(output)
+    assert sources()["INTERRUPT"] in {e["source"] for e in entries}  # recorded before it failed
