@@ -74,6 +74,7 @@ int codecache_open(codecache *cc, const void *data, size_t len, char *err, size_
   if ((uint64_t)cc->count * CODECACHE_ENTRY_SIZE > len - CODECACHE_HEADER_SIZE) {
     snprintf(err, errlen, "%s: %u entries do not fit in %zu bytes", CODECACHE_MEMBER, cc->count,
              len);
+    memset(cc, 0, sizeof(*cc));
     return -1;
   }
   uint64_t previous = 0;
