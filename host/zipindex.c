@@ -598,8 +598,10 @@ void zipindex_release(const zipindex *zi, const zipindex_entry *e) {
 /* Checks every member not checked yet, in archive order (appbin-pack puts
  * what start-up reads first), and that the records follow one another from
  * the archive's start to the index, so that no byte escapes every digest.
- * `quiet` (a prefetch for readers): damage is not reported, and the pass
- * goes on past it. */
+ * `quiet` (a prefetch for readers): damage is not reported, the pass goes
+ * on past it, and it stops at the first compressed member: the stored ones
+ * (start-up code, laid out first) are what a program's imports read, the
+ * rest a reader hashes if it ever reads it. */
 static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
   if (!zi->verified)
     return fail(err, errlen, "archive carries no digests to verify");
@@ -612,13 +614,17 @@ static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
     order[i] = (by_offset){zi->entries[i].offset, i};
   qsort(order, zi->count, sizeof(*order), offset_cmp);
   uint64_t at = 0, released = 0;
-  int rc = 0;
+  int rc = 0, partial = 0;
   for (size_t k = 0; k < zi->count && (rc == 0 || quiet); k++) {
     if (zi->release_behind && at - released >= ((uint64_t)1 << 20)) {
       release_range(zi, released, at);
       released = at;
     }
     const zipindex_entry *e = &zi->entries[order[k].entry];
+    if (quiet && e->method != ZIPINDEX_STORED) {
+      partial = 1;
+      break;
+    }
     record r = {0, 0};
     int bad = 0;
     if (e->offset != at)
@@ -636,7 +642,9 @@ static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
    * pages before it again (the kernel maps a large folio of the page cache
    * whole), and the index's digests are all used. */
   if (zi->release_behind)
-    release_range(zi, 0, rc == 0 ? zi->len : at);
+    release_range(zi, 0, rc == 0 && !partial ? zi->len : at);
+  if (partial)
+    return rc;
   if (rc == 0 && at != zi->index_offset)
     rc = DAMAGED(zi, quiet, err, errlen,
                  "archive is damaged: the bytes at offset %llu belong to no member",

@@ -2,11 +2,12 @@
 # Cold start of app.bin next to the same venv run by Debian's python3.11, and
 # of the app.bin server next to uvicorn over that venv: the ratios of issue 12.
 #
-# The example app (examples/: FastAPI) is packed three times: with the
-# defaults (the start-up code the app's imports reach stored, the rest zstd),
-# with --store-all-code (every .pyc and shared object stored: the biggest
-# file) and with --compress-code (everything zstd: the smallest file), and,
-# side by side in one run:
+# The example app (examples/: FastAPI) is packed four times: with the
+# defaults (the start-up code the app's imports reach stored, the rest zstd,
+# the code cache), with --store-all-code (every .pyc and shared object
+# stored: the biggest file), with --compress-code (everything zstd: the
+# smallest file) and with --no-code-cache (the defaults without the
+# pack-time code cache), and, side by side in one run:
 #   hyperfine  `--version` of the bare host and of app.bin (no interpreter:
 #              the trailer, the index digest, the manifest), then
 #              VENV/bin/python -c CODE (Debian's python3.11 over the venv on
@@ -93,13 +94,15 @@ log "venv: $venv"
 # ---- pack it twice -------------------------------------------------------------
 mkdir -p "$out" "$top/build/bench"
 app="$out/app.bin" small="$out/app-compress-code.bin" big="$out/app-store-all-code.bin"
+nocache="$out/app-no-code-cache.bin"
 $pack --venv "$venv" --app my_package.web:app --host "$host" -o "$app" --quiet
 $pack --venv "$venv" --app my_package.web:app --host "$host" -o "$small" --quiet --compress-code
 $pack --venv "$venv" --app my_package.web:app --host "$host" -o "$big" --quiet --store-all-code
+$pack --venv "$venv" --app my_package.web:app --host "$host" -o "$nocache" --quiet --no-code-cache
 
 # Each command must work before it is timed; the first venv run also writes
 # the venv's __pycache__ (warm from then on).
-for cmd in "$venv/bin/python" "$app python" "$small python" "$big python"; do
+for cmd in "$venv/bin/python" "$app python" "$small python" "$big python" "$nocache python"; do
   for code in "pass" "import fastapi, my_package.web"; do
     $cmd -c "$code" >/dev/null 2>"$out/check.err" ||
       die "'$cmd -c \"$code\"' failed: $(tail -n 3 "$out/check.err")"
@@ -119,21 +122,25 @@ hyperfine --shell=none --style basic --warmup "$warmup" --runs "$runs" --export-
   -n "app.bin: --version" "$app --version" \
   -n "app.bin --compress-code: --version" "$small --version" \
   -n "app.bin --store-all-code: --version" "$big --version" \
+  -n "app.bin --no-code-cache: --version" "$nocache --version" \
   -n "venv python: pass" "$venv/bin/python -c pass" \
   -n "app.bin: pass" "$app python -c pass" \
   -n "app.bin --compress-code: pass" "$small python -c pass" \
   -n "app.bin --store-all-code: pass" "$big python -c pass" \
+  -n "app.bin --no-code-cache: pass" "$nocache python -c pass" \
   -n "venv python: import fastapi" "$venv/bin/python -c 'import fastapi'" \
   -n "app.bin: import fastapi" "$app python -c 'import fastapi'" \
   -n "app.bin --compress-code: import fastapi" "$small python -c 'import fastapi'" \
-  -n "app.bin --store-all-code: import fastapi" "$big python -c 'import fastapi'" >&2
+  -n "app.bin --store-all-code: import fastapi" "$big python -c 'import fastapi'" \
+  -n "app.bin --no-code-cache: import fastapi" "$nocache python -c 'import fastapi'" >&2
 
 servers_json="$top/build/bench/first_response.json"
 "$PYTHON" -I "$top/tests/bench/first_response.py" --runs "$server_runs" --json "$servers_json" \
   "uvicorn=PYTHONPATH=$site $uvicorn my_package.web:app --port {port} --log-level warning --no-access-log" \
   "app.bin=$app --port {port} --no-access-log" \
   "app.bin --compress-code=$small --port {port} --no-access-log" \
-  "app.bin --store-all-code=$big --port {port} --no-access-log" >"$out/first_response.md"
+  "app.bin --store-all-code=$big --port {port} --no-access-log" \
+  "app.bin --no-code-cache=$nocache --port {port} --no-access-log" >"$out/first_response.md"
 
 "$PYTHON" -I - "$json" "$servers_json" "$app" "$small" "$big" "$host" "$venv" "$runs" \
   "$out/first_response.md" <<'EOF' | tee "$top/build/bench/coldstart.md"
@@ -164,9 +171,10 @@ def median_ratio(name, base):
 print(f"Cold start, {runs} runs each after warm-up (hyperfine -N), servers "
       f"{len(first['uvicorn'])} runs each in turns; {os.cpu_count()} CPUs, "
       f"Linux {platform.release()}, load average {os.getloadavg()[0]:.2f}.\n")
-packs = ("app.bin", "app.bin --store-all-code", "app.bin --compress-code")
+packs = ("app.bin", "app.bin --store-all-code", "app.bin --compress-code",
+         "app.bin --no-code-cache")
 print("| goal (issue 12) | " + " | ".join(packs) + " | target |")
-print("| --- | ---: | ---: | ---: | ---: |")
+print("| --- |" + " ---: |" * (len(packs) + 1))
 print("| `--version` (ms) | " + " | ".join(ms(results[f"{p}: --version"]["mean"]) for p in packs)
       + " | <= 2 |")
 print("| `python -c pass` / venv python | "
