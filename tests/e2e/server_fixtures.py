@@ -83,11 +83,21 @@ def server_app_bin(tmp_path_factory, run_appbin_pack, appbin_host, server_venv):
 # ---- processes ------------------------------------------------------------------
 
 
+_handed_out = set()
+
+
 def free_port():
-    """A TCP port that was free a moment ago (for options that need one up front)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port that was free a moment ago (for options that need one up
+    front), never one this process handed out before: the kernel may give a
+    just-closed port again, and a server given it for --port and for
+    --metrics-port fails with "Address already in use"."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def rss_kb(pid):
