@@ -26,7 +26,7 @@ from .pyc import canonical_marshal, share_equal_frozensets
 
 MEMBER = "appbin/codecache"
 RECORD_ENV = "APPBIN_CODECACHE_RECORD"
-TRAINING_TIMEOUT = 300  # seconds
+TRAINING_TIMEOUT = 120  # seconds
 
 _RECORD_MAGIC = b"APPBINCR"
 _RECORD_HEADER = struct.Struct("<8sII")    # magic, PY_VERSION_HEX, optimisation level
@@ -45,10 +45,12 @@ _ENTRY = struct.Struct("<QiiiiIIIIII")     # hash, start, flags, feature version
 # KeyboardInterrupt from exec()'d code.
 _TRAINING = f"""\
 import importlib, os, sys
+spec, factory = sys.argv[1], sys.argv[2] == "1"
+sys.argv = [sys.executable]  # as a server's: app.bin and no options
 for name in {RUNTIME_IMPORTS!r}:
     importlib.import_module(name)
 import _appbin_runtime
-_appbin_runtime.load_app(sys.argv[1], sys.argv[2] == "1")
+_appbin_runtime.load_app(spec, factory)
 sys.stdout.flush()
 sys.stderr.flush()
 os._exit(0)
