@@ -5,7 +5,7 @@
 # tests where a Docker engine answers.
 # Installs what is missing first (tests/setup.sh).
 #   APPBIN_SKIP_DOCKER=1  skip the Docker tests
-#   APPBIN_FUZZ_SECONDS=N fuzzing time (default 30)
+#   APPBIN_FUZZ_SECONDS=N fuzzing time of each harness (default 25)
 #   APPBIN_NET_FUZZ_SECONDS=N network fuzzing time (default 45)
 #   APPBIN_PYTHON_VERSIONS="3.11 3.13"  the hosts the end-to-end suite runs
 #                         against (default; add 3.14 for the third). 3.13 and
@@ -66,10 +66,10 @@ step "unit tests (ASan/UBSan)" env ASAN_OPTIONS=detect_leaks=1 \
 build_fuzzers() {
   CC=clang APPBIN_TARGET=fuzz_http_conn build build-fuzz -DCMAKE_BUILD_TYPE=Debug -DAPPBIN_FUZZ=ON &&
     cmake --build build-fuzz --target fuzz_ws_frame fuzz_archfs_path fuzz_zipindex &&
-    cmake --build build-fuzz --target fuzz_envfile
+    cmake --build build-fuzz --target fuzz_envfile fuzz_codecache
 }
 step "fuzz build" build_fuzzers
-fuzz_seconds=${APPBIN_FUZZ_SECONDS:-30}
+fuzz_seconds=${APPBIN_FUZZ_SECONDS:-25}
 # fuzz NAME ARGS...: run build-fuzz/tests/unit/NAME with its own corpus first
 # (where libFuzzer writes new inputs; seed corpora in ARGS stay untouched), its
 # chatter to a log file (the last lines are shown, more when it finds something).
@@ -91,6 +91,7 @@ step "fuzz websocket frames (${fuzz_seconds}s)" fuzz fuzz_ws_frame
 step "fuzz env file and JSON escaping (${fuzz_seconds}s)" fuzz fuzz_envfile -dict=tests/fuzz/envfile.dict
 step "fuzz archive paths (${fuzz_seconds}s)" fuzz fuzz_archfs_path tests/fuzz/corpus-archfs
 step "fuzz archive reader (${fuzz_seconds}s)" fuzz fuzz_zipindex
+step "fuzz code cache reader (${fuzz_seconds}s)" fuzz fuzz_codecache
 # The whole suite against each version's host (its venvs made by that
 # version's python; see tests/e2e/hostutil.py).
 for v in "${versions[@]}"; do
