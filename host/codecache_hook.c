@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 /* CPython's own, reached through the linker's --wrap. */
@@ -17,10 +16,20 @@ PyObject *__real_PyRun_StringFlags(const char *str, int start, PyObject *globals
                                    PyCompilerFlags *flags);
 PyObject *__real_Py_CompileStringObject(const char *str, PyObject *filename, int start,
                                         PyCompilerFlags *flags, int optimize);
+int __real_PyErr_WarnExplicitObject(PyObject *category, PyObject *message, PyObject *filename,
+                                    int lineno, PyObject *module, PyObject *registry);
 PyObject *__wrap_PyRun_StringFlags(const char *str, int start, PyObject *globals, PyObject *locals,
                                    PyCompilerFlags *flags);
 PyObject *__wrap_Py_CompileStringObject(const char *str, PyObject *filename, int start,
                                         PyCompilerFlags *flags, int optimize);
+int __wrap_PyErr_WarnExplicitObject(PyObject *category, PyObject *message, PyObject *filename,
+                                    int lineno, PyObject *module, PyObject *registry);
+#if PY_VERSION_HEX >= 0x030C0000
+int __real__PyErr_WarnExplicitObjectWithContext(PyObject *category, PyObject *message,
+                                                PyObject *filename, int lineno);
+int __wrap__PyErr_WarnExplicitObjectWithContext(PyObject *category, PyObject *message,
+                                                PyObject *filename, int lineno);
+#endif
 
 typedef enum cc_state {
   CC_UNLOADED, /* the member is read at the first call */
@@ -29,7 +38,8 @@ typedef enum cc_state {
   CC_RECORD,   /* the packer's training run */
 } cc_state;
 
-/* One archive per process; the GIL guards all of it. */
+/* One archive per process, used by the main interpreter only, whose GIL
+ * guards all of it. */
 static struct {
   zipindex *zi;
   cc_state state;
@@ -37,30 +47,40 @@ static struct {
   void *owned;       /* a compressed member's bytes (a stored one is used in place) */
   char *record_path; /* CODECACHE_RECORD_ENV */
   int record_fd;
-  int recording;           /* inside a recording compile: nested calls go straight to CPython */
+  int recording;           /* inside a recording compile: nested calls go to CPython */
   PyObject *anon_filename; /* "<string>", PyRun_StringFlags' filename */
   unsigned long hits, misses, recorded;
 } g = {.record_fd = -1};
 
-void codecache_hook_setup(zipindex *zi) {
-  g.zi = zi;
-  g.state = CC_UNLOADED;
-  const char *record = getenv(CODECACHE_RECORD_ENV);
-  g.record_path = record && *record ? strdup(record) : NULL;
+/* The warnings CPython's parser and compiler issued in this thread: a
+ * recording compile records only a source that did not warn. */
+static _Thread_local unsigned long compile_warnings;
+
+int __wrap_PyErr_WarnExplicitObject(PyObject *category, PyObject *message, PyObject *filename,
+                                    int lineno, PyObject *module, PyObject *registry) {
+  compile_warnings++;
+  return __real_PyErr_WarnExplicitObject(category, message, filename, lineno, module, registry);
 }
 
-/* sys.flags.optimize, or -1 (no exception left) when it cannot be read. */
-static long optimization_level(void) {
-  PyObject *flags = PySys_GetObject("flags"); /* borrowed */
-  PyObject *level = flags ? PyObject_GetAttrString(flags, "optimize") : NULL;
-  long value = level ? PyLong_AsLong(level) : -1;
-  Py_XDECREF(level);
-  if (PyErr_Occurred()) {
-    PyErr_Clear();
-    return -1;
-  }
-  return value;
+#if PY_VERSION_HEX >= 0x030C0000
+int __wrap__PyErr_WarnExplicitObjectWithContext(PyObject *category, PyObject *message,
+                                                PyObject *filename, int lineno) {
+  compile_warnings++;
+  return __real__PyErr_WarnExplicitObjectWithContext(category, message, filename, lineno);
 }
+#endif
+
+void codecache_hook_setup(zipindex *zi, int python_mode) {
+  g.zi = zi;
+  g.state = CC_UNLOADED;
+  /* Only the packer's own `app.bin python` run records: not the processes
+   * it starts (a subprocess, a spawned worker), nor a server. */
+  const char *record = getenv(CODECACHE_RECORD_ENV);
+  g.record_path = python_mode && record && *record ? strdup(record) : NULL;
+  unsetenv(CODECACHE_RECORD_ENV);
+}
+
+int codecache_hook_recording(void) { return g.record_path != NULL; }
 
 static void put_u32(uint8_t *p, uint32_t v) {
   for (int i = 0; i < 4; i++)
@@ -73,7 +93,8 @@ static void put_u64(uint8_t *p, uint64_t v) {
 }
 
 static void stop_recording(const char *why) {
-  fprintf(stderr, "app.bin: warning: code cache recording to %s stopped: %s\n", g.record_path, why);
+  fprintf(stderr, "app.bin: warning: code cache recording to %s stopped: %s\n", g.record_path,
+          why);
   if (g.record_fd >= 0)
     close(g.record_fd);
   g.record_fd = -1;
@@ -93,23 +114,14 @@ static int write_all(int fd, const uint8_t *p, size_t n) {
   return 0;
 }
 
+/* The packer made the file, holding the magic: records are appended. */
 static void start_recording(void) {
-  long level = optimization_level();
-  g.record_fd = open(g.record_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  struct stat st;
-  if (g.record_fd < 0 || fstat(g.record_fd, &st) != 0) {
+  g.record_fd = open(g.record_path, O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (g.record_fd < 0) {
     stop_recording(strerror(errno));
     return;
   }
   g.state = CC_RECORD;
-  if (st.st_size > 0)
-    return; /* a forked child's, or a second run's: the header is there */
-  uint8_t header[16];
-  memcpy(header, CODECACHE_RECORD_MAGIC, 8);
-  put_u32(header + 8, PY_VERSION_HEX);
-  put_u32(header + 12, (uint32_t)level);
-  if (level < 0 || write_all(g.record_fd, header, sizeof(header)) != 0)
-    stop_recording(level < 0 ? "sys.flags.optimize is unreadable" : strerror(errno));
 }
 
 /* A warning line for a cache this host cannot use (a packer's bug). */
@@ -132,19 +144,19 @@ static void load(void) {
       g.zi ? zipindex_find(g.zi, CODECACHE_MEMBER, strlen(CODECACHE_MEMBER)) : NULL;
   if (!e)
     return; /* packed with --no-code-cache, or before there was one */
-  char err[512];
-  const void *data;
+  char err[512] = "out of memory";
+  const void *data = NULL;
   PyThreadState *ts = PyEval_SaveThread(); /* a first read hashes the member */
   if (e->method == ZIPINDEX_STORED) {
     data = zipindex_stored_data(g.zi, e, err, sizeof(err));
-  } else {
-    g.owned = malloc(e->size ? e->size : 1);
-    data = g.owned && zipindex_read(g.zi, e, g.owned, err, sizeof(err)) == 0 ? g.owned : NULL;
-    if (!g.owned)
-      snprintf(err, sizeof(err), "out of memory");
+  } else if ((g.owned = malloc(e->size ? e->size : 1))) {
+    if (zipindex_read(g.zi, e, g.owned, err, sizeof(err)) == 0)
+      data = g.owned;
   }
   PyEval_RestoreThread(ts);
   if (!data) { /* damage stops the process in zipindex; this is anything else */
+    free(g.owned);
+    g.owned = NULL;
     cache_unusable(err);
     return;
   }
@@ -159,16 +171,21 @@ static void load(void) {
     return;
   }
   /* -O/-OO compile differently: nothing in the cache is for them. */
-  if ((long)g.cc.optimization_level == optimization_level())
+  if (g.cc.optimization_level == (uint32_t)appbin_optimization_level())
     g.state = CC_ON;
 }
 
-/* Whether a call may be answered or recorded, loading the cache at first. */
+/* Whether a call may be answered or recorded, loading the cache at first:
+ * the source of a str (PyCF_IGNORE_COOKIE: bytes are decoded by their coding
+ * cookie, through a codec registry that code can change) compiled to code
+ * (not an AST), in the main interpreter. */
 static int usable(const PyCompilerFlags *flags) {
+  if (!flags || (flags->cf_flags & (PyCF_ONLY_AST | PyCF_IGNORE_COOKIE)) != PyCF_IGNORE_COOKIE)
+    return 0;
   if (g.state == CC_UNLOADED && Py_IsInitialized())
     load();
-  return (g.state == CC_ON || (g.state == CC_RECORD && !g.recording)) && flags &&
-         !(flags->cf_flags & PyCF_ONLY_AST);
+  return (g.state == CC_ON || (g.state == CC_RECORD && !g.recording)) &&
+         appbin_in_main_interpreter();
 }
 
 /* The key of a call; -1 (no exception) when it has none (a filename that
@@ -217,7 +234,7 @@ static void record(const codecache_key *key, PyObject *co) {
     return; /* not marshallable: left out */
   }
   size_t code_len = (size_t)PyBytes_GET_SIZE(code);
-  size_t n = 40 + key->filename_len + key->source_len + code_len;
+  size_t n = CODECACHE_RECORD_SIZE + key->filename_len + key->source_len + code_len;
   uint8_t *buf = malloc(n);
   if (!buf || key->source_len > UINT32_MAX || key->filename_len > UINT32_MAX ||
       code_len > UINT32_MAX) {
@@ -233,10 +250,14 @@ static void record(const codecache_key *key, PyObject *co) {
   put_u32(buf + 24, (uint32_t)key->filename_len);
   put_u32(buf + 28, (uint32_t)key->source_len);
   put_u32(buf + 32, (uint32_t)code_len);
-  put_u32(buf + 36, 0);
-  memcpy(buf + 40, key->filename, key->filename_len);
-  memcpy(buf + 40 + key->filename_len, key->source, key->source_len);
-  memcpy(buf + 40 + key->filename_len + key->source_len, PyBytes_AS_STRING(code), code_len);
+  put_u32(buf + 36, PY_VERSION_HEX);
+  put_u32(buf + 40, (uint32_t)appbin_optimization_level());
+  put_u32(buf + 44, 0);
+  uint8_t *at = buf + CODECACHE_RECORD_SIZE;
+  memcpy(at, key->filename, key->filename_len);
+  memcpy(at + key->filename_len, key->source, key->source_len);
+  memcpy(at + key->filename_len + key->source_len, PyBytes_AS_STRING(code), code_len);
+  /* One write: records of forked children interleave whole (O_APPEND). */
   if (write_all(g.record_fd, buf, n) != 0)
     stop_recording(strerror(errno));
   else
@@ -245,46 +266,24 @@ static void record(const codecache_key *key, PyObject *co) {
   Py_DECREF(code);
 }
 
-/* Compiles with every warning an error, so that only sources that compile
- * without a warning are recorded; NULL, with nothing recorded and no
- * exception, when that fails for any reason (CPython then compiles again,
- * warning or raising as it always does). */
+/* Compiles as CPython does and records the code object unless the parser
+ * or the compiler warned (a cached call would not warn); NULL with
+ * CPython's exception when the source does not compile. */
 static PyObject *compile_recording(const codecache_key *key, const char *str, PyObject *filename,
                                    PyCompilerFlags *flags) {
-  PyObject *co = NULL, *warnings = NULL, *guard = NULL, *r;
-  g.recording = 1;
-  warnings = PyImport_ImportModule("warnings");
-  guard = warnings ? PyObject_CallMethod(warnings, "catch_warnings", NULL) : NULL;
-  r = guard ? PyObject_CallMethod(guard, "__enter__", NULL) : NULL;
-  if (r) {
-    Py_DECREF(r);
-    r = PyObject_CallMethod(warnings, "simplefilter", "s", "error");
-    if (r) {
-      Py_DECREF(r);
-      co = __real_Py_CompileStringObject(str, filename, key->start, flags, key->optimize);
-    }
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    r = PyObject_CallMethod(guard, "__exit__", "OOO", Py_None, Py_None, Py_None);
-    Py_XDECREF(r);
-    PyErr_Restore(type, value, tb);
-  }
-  PyErr_Clear();
+  unsigned long warned = compile_warnings;
+  g.recording = 1; /* a warning's handler may compile: that goes to CPython */
+  PyObject *co = __real_Py_CompileStringObject(str, filename, key->start, flags, key->optimize);
   g.recording = 0;
-  Py_XDECREF(guard);
-  Py_XDECREF(warnings);
-  if (co && !PyCode_Check(co))
-    Py_CLEAR(co);
-  if (co)
+  if (co && PyCode_Check(co) && compile_warnings == warned)
     record(key, co);
-  else
-    flags->cf_flags = key->flags; /* as it was before this compile merged futures in */
   return co;
 }
 
-/* The code object for a call from the cache or the recording compile; NULL
+/* The code object for a call, from the cache or the recording compile; NULL
  * without an exception when CPython is to compile it itself, NULL with one
- * when the call fails (an audit hook refused it). */
+ * when the call fails (a source that does not compile while recording, an
+ * audit hook refusing it). */
 static PyObject *code_for(const char *str, PyObject *filename, int start, PyCompilerFlags *flags,
                           int optimize) {
   codecache_key key;

@@ -12,16 +12,20 @@
  * unhandled-KeyboardInterrupt flag. Extension modules calling these
  * functions get CPython's own (the dynamic symbols are not wrapped).
  *
- * Recording (the packer's training run): with APPBIN_CODECACHE_RECORD=FILE
- * in the environment, every such call compiles with warnings turned into
- * errors (a source whose compilation warns is never cached: a cached call
- * would not warn), runs as usual, and appends its key and marshalled code
- * object to FILE:
- *   header  "APPBINCR", u32 PY_VERSION_HEX, u32 sys.flags.optimize
- *   records u64 hash, i32 start, i32 flags, i32 feature version,
- *           i32 optimize, u32 filename length, u32 source length,
- *           u32 code length, then filename, source and code bytes
- * (little-endian). The packer turns that into appbin/codecache.
+ * Recording (the packer's training run, `app.bin python`): with
+ * APPBIN_CODECACHE_RECORD=FILE in the environment (removed from it at once,
+ * so that the processes the program starts do not record), every such call
+ * compiles as usual and, unless the parser or the compiler warned (a cached
+ * call would not warn: PyErr_WarnExplicitObject and, 3.12+,
+ * _PyErr_WarnExplicitObjectWithContext are wrapped to count warnings),
+ * appends a record to FILE, which the packer made holding the magic
+ * "APPBINCR" (8 bytes). A record, little-endian: u64 hash, i32 start, i32
+ * flags, i32 feature version, i32 optimize, u32 filename length, u32 source
+ * length, u32 code length, u32 PY_VERSION_HEX, u32 optimisation level, u32
+ * 0, then the filename, source and marshalled code bytes. The hash seed is
+ * fixed while recording, so that generated source that depends on a set's
+ * order is the same at every pack. The packer turns the records into
+ * appbin/codecache.
  */
 #ifndef APPBIN_CODECACHE_HOOK_H
 #define APPBIN_CODECACHE_HOOK_H
@@ -31,10 +35,15 @@
 
 #define CODECACHE_RECORD_ENV "APPBIN_CODECACHE_RECORD"
 #define CODECACHE_RECORD_MAGIC "APPBINCR"
+#define CODECACHE_RECORD_SIZE 48 /* a record's fixed part */
 
-/* Before the interpreter runs any code: the archive holding the cache (its
- * member is read at the first compile of a string). */
-void codecache_hook_setup(zipindex *zi);
+/* Before the interpreter is configured: the archive holding the cache (its
+ * member is read at the first compile of a string); `python_mode`: whether
+ * this is `app.bin python`, the only mode that records. */
+void codecache_hook_setup(zipindex *zi, int python_mode);
+
+/* Whether this process records (interp.c then fixes the hash seed). */
+int codecache_hook_recording(void);
 
 /* _appbin.code_cache_info(): {"state": "unloaded" | "off" | "on" |
  * "record", "entries", "hits", "misses", "recorded"} (counts of calls). */

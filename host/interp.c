@@ -46,6 +46,10 @@ static PyStatus configure(PyConfig *config, const char *exe, interp_mode mode, i
   config->pathconfig_warnings = 0;
   config->install_signal_handlers = 1;
   config->_init_main = 0; /* the importer goes in before encodings loads */
+  if (codecache_hook_recording()) { /* the packer's run: see codecache_hook.h */
+    config->use_hash_seed = 1;
+    config->hash_seed = 0;
+  }
 
   PyStatus status = PyConfig_SetBytesArgv(config, argc, argv);
   if (PyStatus_Exception(status))
@@ -89,7 +93,7 @@ int interp_start(const char *exe, const payload *pl, zipindex *zi, const manifes
     fprintf(stderr, "app.bin: error: %s\n", err);
     return -1;
   }
-  codecache_hook_setup(zi);
+  codecache_hook_setup(zi, mode == INTERP_PYTHON);
   PyImport_FrozenModules = appbin_frozen_modules;
   if (importer_register_builtin() != 0) {
     fprintf(stderr, "app.bin: error: cannot register the _appbin module\n");

@@ -5,14 +5,14 @@
 
 #include <internal/pycore_interp.h>
 #include <internal/pycore_pystate.h>
-#if PY_VERSION_HEX >= 0x030D0000
+#if PY_VERSION_HEX >= 0x030C0000
 #include <internal/pycore_runtime.h>
 #else
 #include <internal/pycore_pylifecycle.h>
 #endif
 
 void appbin_set_unhandled_keyboard_interrupt(int value) {
-#if PY_VERSION_HEX >= 0x030D0000
+#if PY_VERSION_HEX >= 0x030C0000
   _PyRuntime.signals.unhandled_keyboard_interrupt = value;
 #else
   _Py_UnhandledKeyboardInterrupt = value;
@@ -20,3 +20,9 @@ void appbin_set_unhandled_keyboard_interrupt(int value) {
 }
 
 PyObject *appbin_interp_builtins(void) { return _PyInterpreterState_GET()->builtins; }
+
+int appbin_optimization_level(void) { return _Py_GetConfig()->optimization_level; }
+
+int appbin_in_main_interpreter(void) {
+  return PyInterpreterState_Get() == PyInterpreterState_Main();
+}

@@ -56,6 +56,14 @@ static inline PyObject *appbin_bytes_join(PyObject *sep, PyObject *iterable) {
 void appbin_set_unhandled_keyboard_interrupt(int value);
 PyObject *appbin_interp_builtins(void);
 
+/* The running interpreter's PyConfig.optimization_level (-O, -OO), which
+ * code can not change after start-up as it can replace sys.flags. */
+int appbin_optimization_level(void);
+
+/* Whether the calling thread runs the main interpreter (3.12+ subinterpreters
+ * may have GILs of their own). */
+int appbin_in_main_interpreter(void);
+
 /* struct _frozen (PyImport_FrozenModules): host/runtime/freeze.py writes
  * designated initializers for name, code, size and is_package, the fields
  * every version has (3.11 and 3.12 have a fifth, get_code, left NULL). */

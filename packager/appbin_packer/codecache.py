@@ -10,13 +10,17 @@ the member appbin/codecache; the file is then written again with it.
 
 A run that fails (the app's import needs a database, a variable...) still
 leaves what was recorded before the failure; the packer says so in one
-line and packs that. Entries whose filename or source name the temporary
-app.bin's own path are left out: they could not be hit from anywhere else,
-and the output must not depend on where it was written.
+line and packs that. Entries whose filename or source name the app.bin's
+own path or the run's scratch directory are left out: they could not be hit
+from anywhere else, and the output must not depend on where it was
+written. The host fixes the hash seed while recording, and the code objects
+are marshalled again canonically, so the member is the same bytes at every
+pack of the same input.
 """
 
 import marshal
 import os
+import signal
 import struct
 import subprocess
 import tempfile
@@ -29,9 +33,9 @@ RECORD_ENV = "APPBIN_CODECACHE_RECORD"
 TRAINING_TIMEOUT = 120  # seconds
 
 _RECORD_MAGIC = b"APPBINCR"
-_RECORD_HEADER = struct.Struct("<8sII")    # magic, PY_VERSION_HEX, optimisation level
-_RECORD = struct.Struct("<QiiiiIIII")      # hash, start, flags, feature version, optimize,
-                                           # filename, source and code lengths, 0
+_RECORD = struct.Struct("<QiiiiIIIIII")    # hash, start, flags, feature version, optimize,
+                                           # filename, source and code lengths,
+                                           # PY_VERSION_HEX, optimisation level, 0
 _MAGIC = b"APPBINCC"
 _FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sIIIIQ")        # magic, version, PY_VERSION_HEX, level, count, 0
@@ -39,14 +43,14 @@ _ENTRY = struct.Struct("<QiiiiIIIIII")     # hash, start, flags, feature version
                                            # (offset, length) of filename, source, code
 
 # What a server's start-up runs before serving: the runtime's imports, then
-# the app loaded by the runtime's own function (a factory is called).
-# It ends with os._exit(0): neither the app's atexit handlers nor its
-# threads matter here, nor CPython's exit status after a caught
-# KeyboardInterrupt from exec()'d code.
+# the app loaded by the runtime's own function (a factory is called), with
+# sys.argv as a server's. It ends with os._exit(0): neither the app's atexit
+# handlers nor its threads matter here, nor CPython's exit status after a
+# caught KeyboardInterrupt from exec()'d code.
 _TRAINING = f"""\
 import importlib, os, sys
 spec, factory = sys.argv[1], sys.argv[2] == "1"
-sys.argv = [sys.executable]  # as a server's: app.bin and no options
+sys.argv = [sys.executable]
 for name in {RUNTIME_IMPORTS!r}:
     importlib.import_module(name)
 import _appbin_runtime
@@ -60,53 +64,78 @@ os._exit(0)
 class Training:
     """The result of a training run."""
 
-    def __init__(self, member, entries, problem):
+    def __init__(self, member, entries, problems):
         self.member = member      # the member's bytes, or None when nothing was recorded
         self.entries = entries    # how many entries it holds
-        self.problem = problem    # one line when the run failed, else None
+        self.problems = problems  # one line each (a failed run, the host's warnings)
 
 
 def train(app_bin, app, factory):
     """Runs app.bin's training import; returns a Training."""
-    app_bin = os.path.abspath(app_bin)
-    with tempfile.TemporaryDirectory(prefix="appbin-codecache-") as scratch:
-        record = os.path.join(scratch, "record")
-        env = dict(os.environ, **{RECORD_ENV: record})
-        problem = None
-        try:
-            run = subprocess.run([app_bin, "python", "-I", "-c", _TRAINING, app,
-                                  "1" if factory else "0"],
-                                 cwd=scratch, env=env, stdin=subprocess.DEVNULL,
-                                 capture_output=True, timeout=TRAINING_TIMEOUT)
-            if run.returncode != 0:
-                lines = run.stderr.decode("utf-8", "replace").strip().splitlines()
-                problem = (f"loading {app} exited with status {run.returncode}"
-                           + (f": {lines[-1]}" if lines else ""))
-        except subprocess.TimeoutExpired:
-            problem = f"loading {app} did not finish within {TRAINING_TIMEOUT} s"
-        except OSError as e:
-            problem = f"cannot run {app_bin}: {e.strerror}"
-        try:
+    app_bin = os.path.realpath(app_bin)  # as the host names itself (/proc/self/exe)
+    problems = []
+    data = b""
+    try:
+        with tempfile.TemporaryDirectory(prefix="appbin-codecache-") as scratch:
+            scratch = os.path.realpath(scratch)
+            record = os.path.join(scratch, "record")
+            with open(record, "wb") as f:
+                f.write(_RECORD_MAGIC)
+            problems += _run(app_bin, app, factory, scratch, record)
             with open(record, "rb") as f:
                 data = f.read()
-        except FileNotFoundError:
-            data = b""
-    member, entries = build_member(data, exclude=app_bin)
-    return Training(member, entries, problem)
+    except OSError as e:
+        problems.append(f"cannot run {app_bin}: {e.strerror or e}")
+        scratch = None
+    member, entries, skipped = build_member(data, exclude=(app_bin, scratch))
+    if skipped:
+        problems.append(f"{skipped} damaged records left out")
+    return Training(member, entries, problems)
+
+
+def _run(app_bin, app, factory, scratch, record):
+    """Runs the training import in its own session (whatever it leaves
+    running is killed with it); returns the problems, one line each."""
+    env = dict(os.environ, **{RECORD_ENV: record})
+    out_path = os.path.join(scratch, "stderr")
+    with open(out_path, "w+b") as err:
+        proc = subprocess.Popen([app_bin, "python", "-I", "-c", _TRAINING, app,
+                                 "1" if factory else "0"],
+                                cwd=scratch, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        try:
+            status = proc.wait(timeout=TRAINING_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            status = None
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass  # nothing left of the session
+        if status is None:
+            proc.wait()
+        err.seek(0)
+        lines = err.read().decode("utf-8", "replace").strip().splitlines()
+    problems = [line[len("app.bin: warning: "):] for line in lines
+                if line.startswith("app.bin: warning: ")]
+    last = f": {lines[-1]}" if lines else ""
+    if status is None:
+        problems.append(f"loading {app} did not finish within {TRAINING_TIMEOUT} s")
+    elif status < 0:
+        problems.append(f"loading {app} was killed by {signal.Signals(-status).name}{last}")
+    elif status != 0:
+        problems.append(f"loading {app} exited with status {status}{last}")
+    return problems
 
 
 def read_records(data):
-    """(PY_VERSION_HEX, optimisation level, [(key, code)]) from a record file;
-    key = (hash, start, flags, feature version, optimize, filename, source).
-    A record cut short (a killed run) ends the list."""
-    if len(data) < _RECORD_HEADER.size:
-        return None, None, []
-    magic, version, level = _RECORD_HEADER.unpack_from(data)
-    if magic != _RECORD_MAGIC:
-        raise ValueError("not a code cache record file")
-    records, pos = [], _RECORD_HEADER.size
+    """[(key, code, PY_VERSION_HEX, level)] from a record file; key = (hash,
+    start, flags, feature version, optimize, filename, source). A record cut
+    short (a killed run) ends the list."""
+    if not data.startswith(_RECORD_MAGIC):
+        return []
+    records, pos = [], len(_RECORD_MAGIC)
     while pos + _RECORD.size <= len(data):
-        h, start, flags, feature, optimize, n_file, n_src, n_code, _ = \
+        h, start, flags, feature, optimize, n_file, n_src, n_code, version, level, _ = \
             _RECORD.unpack_from(data, pos)
         pos += _RECORD.size
         end = pos + n_file + n_src + n_code
@@ -115,26 +144,34 @@ def read_records(data):
         filename = data[pos:pos + n_file]
         source = data[pos + n_file:pos + n_file + n_src]
         code = data[pos + n_file + n_src:end]
-        records.append(((h, start, flags, feature, optimize, filename, source), code))
+        records.append(((h, start, flags, feature, optimize, filename, source), code, version,
+                        level))
         pos = end
-    return version, level, records
+    return records
 
 
-def build_member(data, exclude=None):
+def build_member(data, exclude=()):
     """The appbin/codecache member for a record file's bytes: (bytes or
-    None, entry count). Records naming `exclude` (a path) are left out; each
-    code object is marshalled again canonically (pyc.py), so that the member
-    does not depend on the training process's state."""
-    version, level, records = read_records(data)
-    unique = {}
-    marker = os.fsencode(exclude) if exclude else None
-    for key, code in records:
-        if key in unique or (marker and (marker in key[5] or marker in key[6])):
+    None, entry count, records left out as damaged). Only records of the
+    training process's own interpreter (its PY_VERSION_HEX, level 0) are
+    kept; records naming a path in `exclude` are left out; each code object
+    is marshalled again canonically (pyc.py), so that the member does not
+    depend on the training process's state."""
+    records = read_records(data)
+    unique, skipped = {}, 0
+    markers = [os.fsencode(path) for path in exclude if path]
+    version = records[0][2] if records else 0
+    for key, code, record_version, level in records:
+        if record_version != version or level != 0 or key in unique or \
+                any(m in key[5] or m in key[6] for m in markers):
             continue
-        unique[key] = canonical_marshal(marshal.dumps(share_equal_frozensets(
-            marshal.loads(code))))
+        try:
+            unique[key] = canonical_marshal(marshal.dumps(share_equal_frozensets(
+                marshal.loads(code))))
+        except (EOFError, ValueError, TypeError, RuntimeError, IndexError, struct.error):
+            skipped += 1
     if not unique:
-        return None, 0
+        return None, 0, skipped
     keys = sorted(unique)
     table_end = _HEADER.size + _ENTRY.size * len(keys)
     blob, offsets, entries = bytearray(), {}, []
@@ -149,5 +186,5 @@ def build_member(data, exclude=None):
         h, start, flags, feature, optimize, filename, source = key
         entries.append(_ENTRY.pack(h, start, flags, feature, optimize, *place(filename),
                                    *place(source), *place(unique[key])))
-    header = _HEADER.pack(_MAGIC, _FORMAT_VERSION, version, level, len(keys), 0)
-    return header + b"".join(entries) + bytes(blob), len(keys)
+    header = _HEADER.pack(_MAGIC, _FORMAT_VERSION, version, 0, len(keys), 0)
+    return header + b"".join(entries) + bytes(blob), len(keys), skipped

@@ -89,10 +89,9 @@ def pack(options, warn):
     code_cache = None
     if options.code_cache:
         code_cache = codecache.train(options.output, options.app, options.factory)
-        if code_cache.problem:
-            warn(f"code cache: {code_cache.problem}; packed with the "
-                 f"{code_cache.entries} compiled strings recorded before that "
-                 f"(--no-code-cache skips this run)")
+        for problem in code_cache.problems:
+            warn(f"code cache: {problem}; packed with the {code_cache.entries} compiled "
+                 f"strings recorded (--no-code-cache skips this run)")
         if code_cache.member:
             members.append(Member(codecache.MEMBER, data=code_cache.member))
             if stored_code is not None:

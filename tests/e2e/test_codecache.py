@@ -110,10 +110,7 @@ def probe_bins(tmp_path_factory, probe_venv, run_appbin_pack, appbin_host):
 
 def read_cache(app_bin):
     """(header fields, [entry dicts]) of app.bin's code cache member."""
-    archive = zipfile.ZipFile(app_bin)
-    info = archive.getinfo(MEMBER)
-    assert info.compress_type == zipfile.ZIP_STORED  # used in place, like start-up code
-    data = archive.read(MEMBER)
+    data = zipfile.ZipFile(app_bin).read(MEMBER)
     magic, version, python, level, count, reserved = HEADER.unpack_from(data)
     entries = []
     for i in range(count):
@@ -133,6 +130,7 @@ def sources():
 
 
 def test_the_cache_holds_what_start_up_compiled(probe_bins):
+    assert zipfile.ZipFile(probe_bins[0]).getinfo(MEMBER).compress_type == zipfile.ZIP_STORED
     header, entries = read_cache(probe_bins[0])
     hexversion = run([PYTHON, "-c", "import sys; print(sys.hexversion)"]).stdout.strip()
     assert header == (b"APPBINCC", 1, int(hexversion), 0, 0)
@@ -247,3 +245,48 @@ def test_a_failing_training_import_packs_what_it_recorded(tmp_path, probe_venv, 
     assert lines[0].endswith("(--no-code-cache skips this run)")
     _, entries = read_cache(output)
     assert sources()["INTERRUPT"] in {e["source"] for e in entries}  # recorded before it failed
+
+
+def test_a_process_the_training_starts_records_nothing(tmp_path, probe_venv, run_appbin_pack,
+                                                       appbin_host, monkeypatch):
+    """The training import starts `app.bin python -O`, which compiles a
+    source with an assert: level-1 code (no assert) must not be cached for
+    level 0."""
+    monkeypatch.setenv("CODECACHE_PROBE_CHILD", "1")
+    output = tmp_path / "app.bin"
+    result = _pack(run_appbin_pack, appbin_host, probe_venv, output)
+    assert result.stderr == ""
+    asserts = sources()["ASSERTS"]
+    assert asserts not in {e["source"] for e in read_cache(output)[1]}
+    code = f"try:\n    exec({asserts!r}, {{}})\nexcept AssertionError as e:\n    print(e)\n"
+    run_ = run([output, "python", "-c", code], env=clean_env())
+    assert (run_.returncode, run_.stdout) == (0, "asserts are on\n"), describe(run_)
+
+
+def test_the_cache_is_the_same_bytes_wherever_it_is_packed(tmp_path, probe_venv, run_appbin_pack,
+                                                           appbin_host, monkeypatch):
+    """Packed twice, once through a symlinked directory: the same file, with
+    neither the set-ordered source's order nor the app.bin's path in it."""
+    monkeypatch.setenv("CODECACHE_PROBE_PACKING", "1")
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "two")
+    first, second = tmp_path / "one" / "app.bin", tmp_path / "link" / "app.bin"
+    _pack(run_appbin_pack, appbin_host, probe_venv, first)
+    _pack(run_appbin_pack, appbin_host, probe_venv, second)
+    assert first.read_bytes() == second.read_bytes()
+    entries = read_cache(first)[1]
+    assert any(e["source"].startswith("ORDER = [") for e in entries)
+    assert not [e for e in entries if "path_probe" in e["source"]]  # named app.bin's path
+    assert not [e for e in entries if str(tmp_path) in e["filename"] + e["source"]]
+
+
+def test_a_compressed_cache_answers_too(tmp_path, probe_venv, run_appbin_pack, appbin_host):
+    output = tmp_path / "app.bin"
+    _pack(run_appbin_pack, appbin_host, probe_venv, output, "--compress-code")
+    assert zipfile.ZipFile(output).getinfo(MEMBER).compress_type == 93  # zstd
+    code = "import json, _appbin, codecache_probe.app; print(json.dumps(_appbin.code_cache_info()))"
+    result = run([output, "python", "-c", code], env=clean_env())
+    assert result.returncode == 0, describe(result)
+    info = json.loads(result.stdout)
+    assert info["state"] == "on" and info["hits"] >= 10, info
