@@ -93,8 +93,7 @@ static void put_u64(uint8_t *p, uint64_t v) {
 }
 
 static void stop_recording(const char *why) {
-  fprintf(stderr, "app.bin: warning: code cache recording to %s stopped: %s\n", g.record_path,
-          why);
+  fprintf(stderr, "app.bin: warning: code cache recording to %s stopped: %s\n", g.record_path, why);
   if (g.record_fd >= 0)
     close(g.record_fd);
   g.record_fd = -1;
