@@ -7,7 +7,7 @@ system differs). Reports time per file and the ratio archive/disk.
         [--venv DIR] [--packages certifi,pydantic,fastapi] [--rounds 5]
         [--markdown]
 
-Without --app-bin it packs the test venv (build/test-venvs/fastapi-*, made
+Without --app-bin it packs the test venv (~/.cache/appbin/test-venvs/fastapi-*, made
 by the end-to-end tests) with build/appbin-host into build/bench/archfs.bin.
 Each round walks every package once in each tree (order alternating), with
 the disk tree's pages already cached; medians over rounds are reported.
@@ -23,11 +23,12 @@ median time to import and to create the clients, the CPU time of the main
 thread and of the process (app.bin's includes the thread that checks the
 archive's digests), and memory: VmRSS and VmHWM (peak) after the clients
 exist, split into anonymous, file-backed and shared (memfd) pages. The venv defaults to the real-packages suite's
-(build/test-venvs/real-packages-*), packed into build/bench/real.bin.
+(~/.cache/appbin/test-venvs/real-packages-*), packed into build/bench/real.bin.
 """
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
+VENVS = Path(os.environ.get("APPBIN_CACHE") or Path.home() / ".cache" / "appbin") / "test-venvs"
 
 WALK = r"""
 import json, os, sys, time
@@ -85,7 +87,7 @@ print(json.dumps({"import": t1 - t0, "clients": t2 - t1, "thread_cpu": time.thre
 
 
 def boto3_bench(args):
-    venv = args.venv or next((p for p in sorted((BUILD / "test-venvs").glob("real-packages-*"))
+    venv = args.venv or next((p for p in sorted(VENVS.glob("real-packages-*"))
                               if p.is_dir()), None)
     if venv is None:
         sys.exit("no venv with boto3: pass --venv, or run tests/e2e/test_real_packages.py once")
@@ -149,10 +151,10 @@ def main():
     if args.boto3:
         boto3_bench(args)
         return
-    venv = args.venv or next((p for p in sorted((BUILD / "test-venvs").glob("fastapi-*"))
+    venv = args.venv or next((p for p in sorted(VENVS.glob("fastapi-*"))
                               if p.is_dir()), None)
     if venv is None:
-        sys.exit("no venv: pass --venv, or run the end-to-end tests once to make build/test-venvs")
+        sys.exit("no venv: pass --venv, or run the end-to-end tests once to make the test venvs")
     app_bin = args.app_bin or pack(venv, BUILD / "bench" / "archfs.bin", "appbin_testpkg.web:app")
     app_bin = app_bin.resolve()
     site = venv.resolve() / "lib" / "python3.11" / "site-packages"

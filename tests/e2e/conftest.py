@@ -1,8 +1,11 @@
 """Fixtures of the end-to-end tests: test venvs, the packager, packed apps.
 
-Venvs are built once and cached under build/test-venvs/<name>-<key>, where
-the key hashes everything that goes into them (requirements, the local
-fixture distributions, the Python). A lock file serialises concurrent builds.
+Venvs are built once and cached outside the clone, under
+${APPBIN_CACHE:-~/.cache/appbin}/test-venvs/<name>-<key> (a fresh clone on
+a machine that ran the tests before reuses them), where the key hashes
+everything that goes into them (requirements, the local fixture
+distributions, the Python and its path). A lock file serialises concurrent
+builds.
 """
 
 import fcntl
@@ -19,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXAMPLES = ROOT / "examples"
-VENV_CACHE = BUILD / "test-venvs"
+VENV_CACHE = Path(os.environ.get("APPBIN_CACHE") or Path.home() / ".cache" / "appbin") / "test-venvs"
 # The CMake build whose host and packager the tests use (APPBIN_BUILD_DIR;
 # venvs stay in build/) and its python (hostutil.py: Debian's python3.11, or
 # the CPython 3.13/3.14 of build/hosts/X.Y).
@@ -63,8 +66,8 @@ def _hash_tree(sha, root):
 
 
 def _cached_build(name, key_parts, trees, build):
-    """Returns build/test-venvs/<name>-<key>, calling build(dir) once to make it."""
-    sha = hashlib.sha256("\n".join([PY_VERSION, *key_parts]).encode())
+    """Returns VENV_CACHE/<name>-<key>, calling build(dir) once to make it."""
+    sha = hashlib.sha256("\n".join([PY_VERSION, os.path.realpath(PYTHON), *key_parts]).encode())
     for tree in trees:
         _hash_tree(sha, tree)
     target = VENV_CACHE / f"{name}-{sha.hexdigest()[:16]}"
