@@ -874,6 +874,16 @@ static PyObject *appbin_verify_wait(PyObject *mod, PyObject *noargs) {
   Py_RETURN_NONE;
 }
 
+static PyObject *appbin_archive_info(PyObject *mod, PyObject *noargs) {
+  (void)mod, (void)noargs;
+  size_t stored = 0;
+  for (size_t i = 0; i < g.zi->count; i++)
+    stored += g.zi->entries[i].method == ZIPINDEX_STORED;
+  return Py_BuildValue("{snsnsnsi}", "members", (Py_ssize_t)g.zi->count, "stored",
+                       (Py_ssize_t)stored, "checked", (Py_ssize_t)zipindex_checked_count(g.zi),
+                       "all_checked", atomic_load(&g.zi->all_checked));
+}
+
 static PyObject *appbin_code_cache_info(PyObject *mod, PyObject *noargs) {
   (void)mod, (void)noargs;
   return codecache_hook_info();
@@ -894,6 +904,10 @@ static PyMethodDef appbin_functions[] = {
     {"add_root", appbin_add_root, METH_O,
      "add_root(dir, /)\n--\n\nImport modules from an archive directory too (for .pth)."},
     {"manifest", appbin_manifest, METH_NOARGS, "manifest()\n--\n\nThe payload manifest as a dict."},
+    {"archive_info", appbin_archive_info, METH_NOARGS,
+     "archive_info()\n--\n\nThe archive's member count (directories included), how many "
+     "are stored, how many have been checked against their digests so far, and whether all "
+     "have."},
     {"code_cache_info", appbin_code_cache_info, METH_NOARGS,
      "code_cache_info()\n--\n\nThe pack-time code cache's state and this process's hits and "
      "misses (exec(), eval(), compile() of strings)."},

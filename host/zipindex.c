@@ -599,8 +599,9 @@ void zipindex_release(const zipindex *zi, const zipindex_entry *e) {
  * what start-up reads first), and that the records follow one another from
  * the archive's start to the index, so that no byte escapes every digest.
  * `quiet` (a prefetch for readers): damage is not reported, the pass goes
- * on past it, and it stops at the first compressed member: the stored ones
- * (start-up code, laid out first) are what a program's imports read, the
+ * on past it, and it stops at the first compressed member no reader has
+ * checked: it covers the stored start-up code laid out first (and the
+ * manifest among it, read at start), what a program's imports read; the
  * rest a reader hashes if it ever reads it. */
 static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
   if (!zi->verified)
@@ -621,8 +622,9 @@ static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
       released = at;
     }
     const zipindex_entry *e = &zi->entries[order[k].entry];
-    if (quiet && e->method != ZIPINDEX_STORED) {
-      partial = 1;
+    if (quiet && e->method != ZIPINDEX_STORED &&
+        !atomic_load_explicit(&zi->checked[order[k].entry], memory_order_acquire)) {
+      partial = 1; /* past the start-up code (the manifest was read, so checked) */
       break;
     }
     record r = {0, 0};
@@ -687,6 +689,13 @@ int zipindex_verify_start(zipindex *zi) {
 }
 
 void zipindex_verify_start_after(zipindex *zi, unsigned reads) { zi->start_after = reads; }
+
+size_t zipindex_checked_count(const zipindex *zi) {
+  size_t n = 0;
+  for (size_t i = 0; i < zi->count; i++)
+    n += atomic_load_explicit(&zi->checked[i], memory_order_relaxed) != 0;
+  return n;
+}
 
 void zipindex_release_behind(zipindex *zi) { zi->release_behind = 1; }
 

@@ -165,6 +165,10 @@ void zipindex_release(const zipindex *zi, const zipindex_entry *e);
  * returns its result: 0 when every byte is intact, -1 with err. */
 int zipindex_verify_wait(zipindex *zi, char *err, size_t errlen);
 
+/* How many members (directories included) have been checked against their
+ * digests so far, by readers or the verifier thread. */
+size_t zipindex_checked_count(const zipindex *zi);
+
 /* Index of the first entry whose name is >= the given prefix; iterate from
  * there while names start with it to list a directory. */
 size_t zipindex_lower_bound(const zipindex *zi, const char *prefix, size_t len);

@@ -24,7 +24,8 @@
 # Usage: tests/bench/coldstart.sh [--venv DIR] [--host PATH] [--runs N]
 #        [--warmup N] [--server-runs N] [--out DIR]
 #   --venv DIR   the example's venv; default: the newest complete
-#                ~/.cache/appbin/test-venvs/poetry-example-* (made by the e2e fixtures),
+#                ~/.cache/appbin/test-venvs/poetry-example-* of Python 3.11 (made by
+#                the e2e fixtures),
 #                else build/bench/example-venv, made here with pip from
 #                examples/requirements.txt (needs the package index)
 #   --host PATH  the bare host to pack with (default build/appbin-host)
@@ -69,6 +70,7 @@ pack="$top/build/appbin-pack"
 # ---- the venv ----------------------------------------------------------------
 if [ -z "$venv" ]; then
   for marker in $(ls -td "${APPBIN_CACHE:-$HOME/.cache/appbin}"/test-venvs/poetry-example-*/.appbin-complete 2>/dev/null); do
+    [ -d "$(dirname "$marker")/lib/python3.11" ] || continue # the 3.13 suite's are there too
     venv=$(dirname "$marker")
     break
   done
