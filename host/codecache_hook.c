@@ -3,6 +3,7 @@
 #include "codecache.h"
 #include "pycompat.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <marshal.h>
@@ -227,6 +228,7 @@ static PyObject *cached_code(const codecache_key *key) {
 }
 
 static void record(const codecache_key *key, PyObject *co) {
+  assert(g.state == CC_RECORD && g.record_fd >= 0 && PyCode_Check(co));
   PyObject *code = PyMarshal_WriteObjectToString(co, Py_MARSHAL_VERSION);
   if (!code) {
     PyErr_Clear();
@@ -285,6 +287,7 @@ static PyObject *compile_recording(const codecache_key *key, const char *str, Py
  * audit hook refusing it). */
 static PyObject *code_for(const char *str, PyObject *filename, int start, PyCompilerFlags *flags,
                           int optimize) {
+  assert(g.state == CC_ON || g.state == CC_RECORD); /* usable() said so */
   codecache_key key;
   if (make_key(&key, str, filename, start, flags, optimize) != 0)
     return NULL;
@@ -308,6 +311,7 @@ static PyObject *code_for(const char *str, PyObject *filename, int start, PyComp
 
 /* CPython's run_mod() after its compile, and run_eval_code_obj(). */
 static PyObject *run_code(PyObject *co, PyObject *globals, PyObject *locals) {
+  assert(PyCode_Check(co) && !PyErr_Occurred());
   if (PySys_Audit("exec", "O", co) < 0)
     return NULL;
   appbin_set_unhandled_keyboard_interrupt(0);
