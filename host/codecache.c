@@ -1,13 +1,9 @@
 #include "codecache.h"
 
+#include "le.h"
+
 #include <stdio.h>
 #include <string.h>
-
-static uint32_t load_u32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t load_u64(const uint8_t *p) { return load_u32(p) | (uint64_t)load_u32(p + 4) << 32; }
 
 /* Eight bytes a step, each mixed in by a multiply and a shift; the entries
  * are compared in full after the hash matches, so it need not be more. */
@@ -15,7 +11,7 @@ uint64_t codecache_hash(const char *source, size_t len) {
   const uint8_t *p = (const uint8_t *)source;
   uint64_t h = 0x243F6A8885A308D3u ^ len;
   for (; len >= 8; p += 8, len -= 8) {
-    h = (h ^ load_u64(p)) * 0x9E3779B97F4A7C15u;
+    h = (h ^ le64(p)) * 0x9E3779B97F4A7C15u;
     h ^= h >> 29;
   }
   uint64_t tail = 0;
@@ -35,17 +31,17 @@ typedef struct entry {
 static entry entry_at(const codecache *cc, uint32_t i) {
   const uint8_t *p = cc->data + CODECACHE_HEADER_SIZE + (size_t)i * CODECACHE_ENTRY_SIZE;
   entry e;
-  e.hash = load_u64(p);
-  e.start = (int32_t)load_u32(p + 8);
-  e.flags = (int32_t)load_u32(p + 12);
-  e.feature_version = (int32_t)load_u32(p + 16);
-  e.optimize = (int32_t)load_u32(p + 20);
-  e.filename_off = load_u32(p + 24);
-  e.filename_len = load_u32(p + 28);
-  e.source_off = load_u32(p + 32);
-  e.source_len = load_u32(p + 36);
-  e.code_off = load_u32(p + 40);
-  e.code_len = load_u32(p + 44);
+  e.hash = le64(p);
+  e.start = (int32_t)le32(p + 8);
+  e.flags = (int32_t)le32(p + 12);
+  e.feature_version = (int32_t)le32(p + 16);
+  e.optimize = (int32_t)le32(p + 20);
+  e.filename_off = le32(p + 24);
+  e.filename_len = le32(p + 28);
+  e.source_off = le32(p + 32);
+  e.source_len = le32(p + 36);
+  e.code_off = le32(p + 40);
+  e.code_len = le32(p + 44);
   return e;
 }
 
@@ -60,7 +56,7 @@ int codecache_open(codecache *cc, const void *data, size_t len, char *err, size_
     snprintf(err, errlen, "%s is not a code cache", CODECACHE_MEMBER);
     return -1;
   }
-  uint32_t version = load_u32(p + 8);
+  uint32_t version = le32(p + 8);
   if (version != CODECACHE_FORMAT_VERSION) {
     snprintf(err, errlen, "%s has format %u, this host reads %d", CODECACHE_MEMBER, version,
              CODECACHE_FORMAT_VERSION);
@@ -68,9 +64,9 @@ int codecache_open(codecache *cc, const void *data, size_t len, char *err, size_
   }
   cc->data = p;
   cc->len = len;
-  cc->python_version = load_u32(p + 12);
-  cc->optimization_level = load_u32(p + 16);
-  cc->count = load_u32(p + 20);
+  cc->python_version = le32(p + 12);
+  cc->optimization_level = le32(p + 16);
+  cc->count = le32(p + 20);
   if ((uint64_t)cc->count * CODECACHE_ENTRY_SIZE > len - CODECACHE_HEADER_SIZE) {
     snprintf(err, errlen, "%s: %u entries do not fit in %zu bytes", CODECACHE_MEMBER, cc->count,
              len);
@@ -97,7 +93,7 @@ const uint8_t *codecache_find(const codecache *cc, const codecache_key *key, uin
   uint32_t lo = 0, hi = cc->count;
   while (lo < hi) { /* the first entry whose hash is >= hash */
     uint32_t mid = lo + (hi - lo) / 2;
-    if (load_u64(cc->data + CODECACHE_HEADER_SIZE + (size_t)mid * CODECACHE_ENTRY_SIZE) < hash)
+    if (le64(cc->data + CODECACHE_HEADER_SIZE + (size_t)mid * CODECACHE_ENTRY_SIZE) < hash)
       lo = mid + 1;
     else
       hi = mid;

@@ -1,6 +1,7 @@
 #include "codecache_hook.h"
 
 #include "codecache.h"
+#include "le.h"
 #include "pycompat.h"
 
 #include <assert.h>
@@ -82,16 +83,6 @@ void codecache_hook_setup(zipindex *zi, int python_mode) {
 }
 
 int codecache_hook_recording(void) { return g.record_path != NULL; }
-
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v) {
-  put_u32(p, (uint32_t)v);
-  put_u32(p + 4, (uint32_t)(v >> 32));
-}
 
 static void stop_recording(const char *why) {
   fprintf(stderr, "app.bin: warning: code cache recording to %s stopped: %s\n", g.record_path, why);
@@ -243,17 +234,17 @@ static void record(const codecache_key *key, PyObject *co) {
     Py_DECREF(code);
     return;
   }
-  put_u64(buf, codecache_hash(key->source, key->source_len));
-  put_u32(buf + 8, (uint32_t)key->start);
-  put_u32(buf + 12, (uint32_t)key->flags);
-  put_u32(buf + 16, (uint32_t)key->feature_version);
-  put_u32(buf + 20, (uint32_t)key->optimize);
-  put_u32(buf + 24, (uint32_t)key->filename_len);
-  put_u32(buf + 28, (uint32_t)key->source_len);
-  put_u32(buf + 32, (uint32_t)code_len);
-  put_u32(buf + 36, PY_VERSION_HEX);
-  put_u32(buf + 40, (uint32_t)appbin_optimization_level());
-  put_u32(buf + 44, 0);
+  le_put64(buf, codecache_hash(key->source, key->source_len));
+  le_put32(buf + 8, (uint32_t)key->start);
+  le_put32(buf + 12, (uint32_t)key->flags);
+  le_put32(buf + 16, (uint32_t)key->feature_version);
+  le_put32(buf + 20, (uint32_t)key->optimize);
+  le_put32(buf + 24, (uint32_t)key->filename_len);
+  le_put32(buf + 28, (uint32_t)key->source_len);
+  le_put32(buf + 32, (uint32_t)code_len);
+  le_put32(buf + 36, PY_VERSION_HEX);
+  le_put32(buf + 40, (uint32_t)appbin_optimization_level());
+  le_put32(buf + 44, 0);
   uint8_t *at = buf + CODECACHE_RECORD_SIZE;
   memcpy(at, key->filename, key->filename_len);
   memcpy(at + key->filename_len, key->source, key->source_len);

@@ -45,8 +45,10 @@ static PyStatus configure(PyConfig *config, const char *exe, interp_mode mode, i
   config->write_bytecode = 0;
   config->pathconfig_warnings = 0;
   config->install_signal_handlers = 1;
-  config->_init_main = 0;           /* the importer goes in before encodings loads */
-  if (codecache_hook_recording()) { /* the packer's run: see codecache_hook.h */
+  config->_init_main = 0; /* the importer goes in before encodings loads */
+
+  /* The packer's recording run: see codecache_hook.h. */
+  if (codecache_hook_recording()) {
     config->use_hash_seed = 1;
     config->hash_seed = 0;
   }

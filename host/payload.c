@@ -1,5 +1,7 @@
 #include "payload.h"
 
+#include "le.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -18,22 +20,14 @@ static int payload_error(char *err, size_t errlen, const char *fmt, ...) {
   return -1;
 }
 
-static uint32_t read_le32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t read_le64(const uint8_t *p) {
-  return (uint64_t)read_le32(p) | (uint64_t)read_le32(p + 4) << 32;
-}
-
 int payload_parse_trailer(const uint8_t *tail, uint64_t file_size, payload_trailer *out, char *err,
                           size_t errlen) {
   if (memcmp(tail, PAYLOAD_MAGIC, PAYLOAD_MAGIC_LEN) != 0)
     return payload_error(err, errlen, "no appbin payload (trailer magic not found)");
-  out->version = read_le32(tail + 8);
-  out->flags = read_le32(tail + 12);
-  out->archive_offset = read_le64(tail + 16);
-  out->archive_size = read_le64(tail + 24);
+  out->version = le32(tail + 8);
+  out->flags = le32(tail + 12);
+  out->archive_offset = le64(tail + 16);
+  out->archive_size = le64(tail + 24);
   memcpy(out->index_sha256, tail + 32, 32);
   if (out->version != PAYLOAD_FORMAT_VERSION)
     return payload_error(err, errlen,

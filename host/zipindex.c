@@ -1,5 +1,6 @@
 #include "zipindex.h"
 
+#include "le.h"
 #include "sha256.h"
 
 #include <errno.h>
@@ -28,14 +29,6 @@ enum {
   FLAG_DATA_DESCRIPTOR = 1 << 3,
   FLAG_UTF8 = 1 << 11,
 };
-
-static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-
-static uint32_t le32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -143,8 +143,8 @@ int zipindex_verify_start(zipindex *zi);
  * most members checked already: for a program that reads many members on
  * one core while another is free. It checks the stored members (the
  * start-up code appbin-pack lays out first) and stops at the first
- * compressed one. It reports no damage (the reader of a damaged member
- * does) and needs no waiting for. */
+ * compressed member no reader has checked yet. It reports no damage (the
+ * reader of a damaged member does) and needs no waiting for. */
 void zipindex_verify_start_after(zipindex *zi, unsigned reads);
 
 /* Declares that the archive's bytes are a read-only mapping of a file

@@ -7,37 +7,29 @@
  * Inputs shorter than the header are replaced by a small valid member with
  * two entries sharing a hash, so that mutations start from one. */
 #include "codecache.h"
+#include "le.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-static uint32_t le32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void put32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
 
 /* A valid member: two entries (hash 7), "x = 1" in two modes. */
 static size_t seed(uint8_t *m) {
   memset(m, 0, 160);
   memcpy(m, CODECACHE_MAGIC, 8);
-  put32(m + 8, CODECACHE_FORMAT_VERSION);
-  put32(m + 20, 2);
+  le_put32(m + 8, CODECACHE_FORMAT_VERSION);
+  le_put32(m + 20, 2);
   uint32_t blob = CODECACHE_HEADER_SIZE + 2 * CODECACHE_ENTRY_SIZE;
   memcpy(m + blob, "<string>x = 1codeAcodeB", 23);
   for (int i = 0; i < 2; i++) {
     uint8_t *e = m + CODECACHE_HEADER_SIZE + i * CODECACHE_ENTRY_SIZE;
     e[0] = 7;
-    put32(e + 8, 257 + (uint32_t)i);
-    put32(e + 24, blob);
-    put32(e + 28, 8);
-    put32(e + 32, blob + 8);
-    put32(e + 36, 5);
-    put32(e + 40, blob + 13 + 5 * (uint32_t)i);
-    put32(e + 44, 5);
+    le_put32(e + 8, 257 + (uint32_t)i);
+    le_put32(e + 24, blob);
+    le_put32(e + 28, 8);
+    le_put32(e + 32, blob + 8);
+    le_put32(e + 36, 5);
+    le_put32(e + 40, blob + 13 + 5 * (uint32_t)i);
+    le_put32(e + 44, 5);
   }
   return blob + 23;
 }
@@ -52,7 +44,7 @@ static void check_found(const codecache *cc, const uint8_t *data, size_t len, co
   k.filename_len = le32(e + 28);
   k.source = (const char *)data + le32(e + 32);
   k.source_len = le32(e + 36);
-  uint64_t hash = (uint64_t)le32(e) | (uint64_t)le32(e + 4) << 32;
+  uint64_t hash = le64(e);
   size_t n = 0;
   const uint8_t *code = codecache_find(cc, &k, hash, &n);
   if (!code || n == 0 || code < data || code + n > data + len)

@@ -9,16 +9,13 @@
  * With no input to start from, the harness seeds itself: inputs shorter than
  * 4 bytes are replaced by a small valid verified archive (so mutations start
  * from one). */
+#include "le.h"
 #include "sha256.h"
 #include "zipindex.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
-
-static uint32_t le32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 static void read_all(zipindex *zi) {
   char err[256];

@@ -3,6 +3,7 @@
  * a hash), and every kind of damage codecache_open must refuse. */
 #include "check.h"
 #include "codecache.h"
+#include "le.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -14,16 +15,6 @@ typedef struct spec {
   const char *filename, *source, *code;
 } spec;
 
-static void put32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v) {
-  put32(p, (uint32_t)v);
-  put32(p + 4, (uint32_t)(v >> 32));
-}
-
 /* A member holding `n` entries, in the given order; *len gets its size. */
 static uint8_t *build(const spec *specs, uint32_t n, size_t *len) {
   size_t size = CODECACHE_HEADER_SIZE + (size_t)n * CODECACHE_ENTRY_SIZE;
@@ -31,23 +22,23 @@ static uint8_t *build(const spec *specs, uint32_t n, size_t *len) {
     size += strlen(specs[i].filename) + strlen(specs[i].source) + strlen(specs[i].code);
   uint8_t *m = calloc(1, size);
   memcpy(m, CODECACHE_MAGIC, 8);
-  put32(m + 8, CODECACHE_FORMAT_VERSION);
-  put32(m + 12, 0x030B02F0);
-  put32(m + 16, 0);
-  put32(m + 20, n);
+  le_put32(m + 8, CODECACHE_FORMAT_VERSION);
+  le_put32(m + 12, 0x030B02F0);
+  le_put32(m + 16, 0);
+  le_put32(m + 20, n);
   size_t at = CODECACHE_HEADER_SIZE + (size_t)n * CODECACHE_ENTRY_SIZE;
   for (uint32_t i = 0; i < n; i++) {
     uint8_t *e = m + CODECACHE_HEADER_SIZE + (size_t)i * CODECACHE_ENTRY_SIZE;
-    put64(e, specs[i].hash);
-    put32(e + 8, (uint32_t)specs[i].start);
-    put32(e + 12, (uint32_t)specs[i].flags);
-    put32(e + 16, (uint32_t)specs[i].feature_version);
-    put32(e + 20, (uint32_t)specs[i].optimize);
+    le_put64(e, specs[i].hash);
+    le_put32(e + 8, (uint32_t)specs[i].start);
+    le_put32(e + 12, (uint32_t)specs[i].flags);
+    le_put32(e + 16, (uint32_t)specs[i].feature_version);
+    le_put32(e + 20, (uint32_t)specs[i].optimize);
     const char *texts[3] = {specs[i].filename, specs[i].source, specs[i].code};
     for (int t = 0; t < 3; t++) {
       size_t tl = strlen(texts[t]);
-      put32(e + 24 + 8 * t, (uint32_t)at);
-      put32(e + 28 + 8 * t, (uint32_t)tl);
+      le_put32(e + 24 + 8 * t, (uint32_t)at);
+      le_put32(e + 28 + 8 * t, (uint32_t)tl);
       memcpy(m + at, texts[t], tl);
       at += tl;
     }
@@ -144,29 +135,29 @@ static void test_damage_is_refused(void) {
   m[0] ^= 1;
   check_refused(m, len, "not a code cache");
   m[0] ^= 1;
-  put32(m + 8, 2);
+  le_put32(m + 8, 2);
   check_refused(m, len, "format 2");
-  put32(m + 8, CODECACHE_FORMAT_VERSION);
-  put32(m + 20, 0xFFFFFFFF); /* count: a table past the end */
+  le_put32(m + 8, CODECACHE_FORMAT_VERSION);
+  le_put32(m + 20, 0xFFFFFFFF); /* count: a table past the end */
   check_refused(m, len, "do not fit");
-  put32(m + 20, NSPECS);
+  le_put32(m + 20, NSPECS);
   uint8_t *e3 = m + CODECACHE_HEADER_SIZE + 3 * CODECACHE_ENTRY_SIZE;
   static const int fields[] = {24, 32, 40}; /* filename, source, code offsets */
   for (int f = 0; f < 3; f++) {
     uint32_t saved = (uint32_t)e3[fields[f]] | (uint32_t)e3[fields[f] + 1] << 8 |
                      (uint32_t)e3[fields[f] + 2] << 16 | (uint32_t)e3[fields[f] + 3] << 24;
-    put32(e3 + fields[f], (uint32_t)len); /* starts at the end: its length runs past it */
+    le_put32(e3 + fields[f], (uint32_t)len); /* starts at the end: its length runs past it */
     check_refused(m, len, "entry 3 is damaged");
-    put32(e3 + fields[f], 0xFFFFFFF0u); /* offset + length wraps in 32 bits */
+    le_put32(e3 + fields[f], 0xFFFFFFF0u); /* offset + length wraps in 32 bits */
     check_refused(m, len, "entry 3 is damaged");
-    put32(e3 + fields[f], saved);
+    le_put32(e3 + fields[f], saved);
   }
-  put32(e3 + 44, 0); /* no code */
+  le_put32(e3 + 44, 0); /* no code */
   check_refused(m, len, "entry 3 is damaged");
-  put32(e3 + 44, (uint32_t)strlen(specs[3].code));
-  put64(e3, 1); /* hashes out of order */
+  le_put32(e3 + 44, (uint32_t)strlen(specs[3].code));
+  le_put64(e3, 1); /* hashes out of order */
   check_refused(m, len, "entry 3 is damaged");
-  put64(e3, specs[3].hash);
+  le_put64(e3, specs[3].hash);
   codecache cc;
   char err[256];
   CHECK(codecache_open(&cc, m, len, err, sizeof(err)) == 0); /* all restored */

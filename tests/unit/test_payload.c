@@ -4,6 +4,7 @@
  * trailer's index digest, through zipindex_open_verified, and the members'
  * digests), truncated files, files with no payload, missing files. */
 #include "check.h"
+#include "le.h"
 #include "payload.h"
 #include "sha256.h"
 #include "zipindex.h"
@@ -18,23 +19,13 @@
 
 static char tmpdir[64];
 
-static void put_le32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static void make_trailer(uint8_t t[PAYLOAD_TRAILER_SIZE], uint32_t version, uint32_t flags,
                          uint64_t offset, uint64_t size, const uint8_t *sha) {
   memcpy(t, PAYLOAD_MAGIC, PAYLOAD_MAGIC_LEN);
-  put_le32(t + 8, version);
-  put_le32(t + 12, flags);
-  put_le64(t + 16, offset);
-  put_le64(t + 24, size);
+  le_put32(t + 8, version);
+  le_put32(t + 12, flags);
+  le_put64(t + 16, offset);
+  le_put64(t + 24, size);
   if (sha)
     memcpy(t + 32, sha, 32);
   else
