@@ -28,7 +28,6 @@ import tempfile
 from .imports import RUNTIME_IMPORTS
 from .pyc import canonical_marshal, share_equal_frozensets
 
-MEMBER = "appbin/codecache"
 RECORD_ENV = "APPBIN_CODECACHE_RECORD"
 TRAINING_TIMEOUT = 120  # seconds
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from . import VERSION
 from . import codecache
-from .archive import (LIBS_PREFIX, MANIFEST_MEMBER, Member, check_compression, manifest_bytes,
-                      write_app)
+from .archive import (CODECACHE_MEMBER, LIBS_PREFIX, MANIFEST_MEMBER, Member, check_compression,
+                      manifest_bytes, write_app)
 from .collect import (SITE_PREFIX, excluded, is_shared_object, site_packages_files,
                       stdlib_files)
 from .elfdeps import DependencyResolver
@@ -93,9 +93,7 @@ def pack(options, warn):
             warn(f"code cache: {problem}; packed with the {code_cache.entries} compiled "
                  f"strings recorded (--no-code-cache skips this run)")
         if code_cache.member:
-            members.append(Member(codecache.MEMBER, data=code_cache.member))
-            if stored_code is not None:
-                stored_code.add(codecache.MEMBER)
+            members.append(Member(CODECACHE_MEMBER, data=code_cache.member))
             written = write_app(options.output, options.host, members, options.compression,
                                 options.level, options.store_code == "none", stored_code,
                                 bodies)
@@ -104,8 +102,8 @@ def pack(options, warn):
 
 def _startup_code(members, app_module, preloads):
     """The code members start-up runs: what the app's module and the host's
-    runtime import (imports.py), and the libraries those extension modules
-    load."""
+    runtime import (imports.py), the libraries those extension modules load,
+    and the code cache, once there is one."""
     by_name = {m.name: m for m in members}
     roots = [app_module, *RUNTIME_IMPORTS]
     if hasattr(sysconfig, "_get_sysconfigdata_name"):  # imported by name by sysconfig
@@ -119,6 +117,7 @@ def _startup_code(members, app_module, preloads):
     code = startup_members(by_name, roots)
     for member in list(code):
         code.update(preloads.get(f"preload.{member}", "").split())
+    code.add(CODECACHE_MEMBER)
     return code
 
 

@@ -6,7 +6,7 @@ from .archive import CODECACHE_MEMBER, LIBS_PREFIX
 from .collect import SITE_PREFIX, STDLIB_PREFIX
 
 _GROUPS = (("stdlib", STDLIB_PREFIX), ("site-packages", SITE_PREFIX),
-           ("bundled libs", LIBS_PREFIX), ("code cache", CODECACHE_MEMBER))
+           ("bundled libs", LIBS_PREFIX))
 _TOP_DISTRIBUTIONS = 8
 
 
@@ -30,11 +30,12 @@ def format_summary(output, result):
         group = [e for e in files if e.filename.startswith(prefix)]
         size = sum(e.compress_size for e in group)
         grouped += size
-        if prefix == CODECACHE_MEMBER:
-            if group:
-                lines.append(_row(label, f"{result.code_cache.entries} codes", size))
-            continue
         lines.append(_row(label, f"{len(group)} files", size))
+    cache = [e for e in files if e.filename == CODECACHE_MEMBER]
+    if cache:
+        grouped += cache[0].compress_size
+        lines.append(_row("code cache", f"{result.code_cache.entries} codes",
+                          cache[0].compress_size))
     overhead = written.total_size - written.host_size - grouped
     lines.append(_row("manifest, zip headers", "", overhead))
     lines.append(_row("total", f"{len(files)} files", written.total_size))

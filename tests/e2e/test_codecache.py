@@ -32,6 +32,10 @@ CO_FUTURE_ANNOTATIONS = 0x1000000
 # Compiles the probe's strings again after importing it, and prints what the
 # code objects do (the same under every interpreter), with the "compile" and
 # "exec" audit events those calls raise.
+# The probe's import, then the process's hits and misses.
+IMPORT_INFO = ("import json, _appbin, codecache_probe.app; "
+               "print(json.dumps(_appbin.code_cache_info()))")
+
 OBSERVE = """\
 import json, sys, traceback
 import codecache_probe.app as app, codecache_probe.plain as plain
@@ -155,14 +159,13 @@ def test_the_cache_holds_what_start_up_compiled(probe_bins):
 
 
 def test_start_up_is_answered_from_the_cache(probe_bins):
-    code = "import json, _appbin, codecache_probe.app; print(json.dumps(_appbin.code_cache_info()))"
-    cached = run([probe_bins[0], "python", "-c", code], env=clean_env())
+    cached = run([probe_bins[0], "python", "-c", IMPORT_INFO], env=clean_env())
     assert cached.returncode == 0, describe(cached)
     info = json.loads(cached.stdout)
     # every string the import compiles but one: the source that warns
     assert info["state"] == "on" and info["misses"] == 1 and info["hits"] >= 10, info
     assert info["entries"] == len(read_cache(probe_bins[0])[1])
-    plain = run([probe_bins[1], "python", "-c", code], env=clean_env())
+    plain = run([probe_bins[1], "python", "-c", IMPORT_INFO], env=clean_env())
     assert plain.returncode == 0, describe(plain)
     assert json.loads(plain.stdout) == {"state": "off", "entries": 0, "hits": 0, "misses": 0,
                                         "recorded": 0}
@@ -285,8 +288,7 @@ def test_a_compressed_cache_answers_too(tmp_path, probe_venv, run_appbin_pack, a
     output = tmp_path / "app.bin"
     _pack(run_appbin_pack, appbin_host, probe_venv, output, "--compress-code")
     assert zipfile.ZipFile(output).getinfo(MEMBER).compress_type == 93  # zstd
-    code = "import json, _appbin, codecache_probe.app; print(json.dumps(_appbin.code_cache_info()))"
-    result = run([output, "python", "-c", code], env=clean_env())
+    result = run([output, "python", "-c", IMPORT_INFO], env=clean_env())
     assert result.returncode == 0, describe(result)
     info = json.loads(result.stdout)
     assert info["state"] == "on" and info["hits"] >= 10, info
