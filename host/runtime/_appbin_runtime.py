@@ -832,8 +832,9 @@ class _Signals:
         cls.count += 1
         if cls.count > 1 and signum == signal.SIGINT:
             cls.force_requested = True
-        log(1, f"Received {signal.Signals(signum).name} (signal {cls.count}"
-               f"{', stopping at once' if cls.force_requested else ''})")
+        again = " again" if cls.count > 1 else ""
+        how = "stopping at once" if cls.force_requested else "stopping"
+        log(1, f"Received {signal.Signals(signum).name}{again}: {how}")
         if cls.stop is not None:
             cls.stop.set()
         if cls.force_requested and cls.force is not None:

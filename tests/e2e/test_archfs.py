@@ -1422,7 +1422,9 @@ def test_no_memfd_and_nowhere_to_write_is_one_clear_line(app_bin, tmp_path, err)
     except ImportError as exc:
         print(str(exc).replace(sys.executable, "APP"))
     """
-    ro = "; ".join(f"mount --bind {d} {d} && mount -o remount,bind,ro {d}"
+    # --rbind: a user namespace refuses a plain bind of a tree holding a mount
+    # it may not reveal (another FUSE or tmpfs mount below /tmp, say)
+    ro = "; ".join(f"mount --rbind {d} {d} && mount -o remount,bind,ro {d}"
                    for d in ("/tmp", "/dev/shm", "/var/tmp"))
     script = tmp_path / "code.py"
     script.write_text(textwrap.dedent(code).replace("DYN", DYN))
@@ -1463,7 +1465,7 @@ def test_no_memfd_prefers_a_directory_code_can_load_from(app_bin, tmp_path):
     """).replace("DYN", DYN))
     shutil.copy2(app_bin, tmp_path / "app.bin")  # /tmp is hidden below (the clone may be there too)
     shutil.copy2(NO_MEMFD, tmp_path / "no_memfd.py")
-    ro = "mount --bind {0} {0} && mount -o remount,bind,ro {0}"
+    ro = "mount --rbind {0} {0} && mount -o remount,bind,ro {0}"  # --rbind: as above
     # /mnt sees the test's files once a tmpfs hides /tmp
     common = f"mount --bind {tmp_path} /mnt && mount -t tmpfs -o noexec tmpfs /tmp && "
     run_it = "exec /usr/bin/python3.11 /mnt/no_memfd.py ENOSYS /mnt/app.bin python /mnt/code.py"
