@@ -1,0 +1,145 @@
+#include "readahead.h"
+
+#include <fcntl.h>
+#include <link.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define READAHEAD_MAX_RANGES 64
+#define READAHEAD_CHUNK ((size_t)1 << 20)
+
+/* A loadable segment's file-backed part: page-aligned, mapped at `addr`
+ * from `offset` of the file. */
+typedef struct {
+  char path[256]; /* "" for the main program (/proc/self/exe) */
+  int fd;         /* >= 0: read from this descriptor, not the path */
+  uintptr_t addr;
+  off_t offset;
+  size_t len;
+} readahead_range;
+
+typedef struct {
+  readahead_range ranges[READAHEAD_MAX_RANGES];
+  size_t count;
+  uintptr_t page;
+} readahead_plan;
+
+static int plan_object(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  readahead_plan *plan = arg;
+  const char *name = info->dlpi_name ? info->dlpi_name : "";
+  /* The main program has no name here; a name that is not a path (the
+   * vDSO's) has no file. */
+  if ((name[0] && name[0] != '/') || strlen(name) >= sizeof(plan->ranges[0].path))
+    return 0;
+  for (int i = 0; i < info->dlpi_phnum && plan->count < READAHEAD_MAX_RANGES; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD || ph->p_filesz == 0)
+      continue;
+    /* The loader maps whole pages: p_vaddr and p_offset agree modulo the
+     * page size (the ELF rule); the tail past p_filesz is bss. */
+    uintptr_t skew = (uintptr_t)ph->p_offset & (plan->page - 1);
+    if (((uintptr_t)ph->p_vaddr & (plan->page - 1)) != skew)
+      continue;
+    readahead_range *r = &plan->ranges[plan->count++];
+    strcpy(r->path, name);
+    r->fd = -1;
+    r->addr = info->dlpi_addr + ph->p_vaddr - skew;
+    r->offset = (off_t)(ph->p_offset - skew);
+    r->len = (ph->p_filesz + skew + plan->page - 1) & ~(plan->page - 1);
+  }
+  return 0;
+}
+
+/* Reads the pages of `r` not in the page cache yet (mincore), in runs of at
+ * most READAHEAD_CHUNK: on a warm cache it reads nothing. */
+static void read_range(int fd, const readahead_range *r, uintptr_t page, char *buf,
+                       unsigned char *vec, size_t veclen) {
+  size_t pages = r->len / page;
+  for (size_t first = 0; first < pages;) {
+    size_t n = pages - first < veclen ? pages - first : veclen;
+    if (mincore((void *)(r->addr + first * page), n * page, vec) != 0)
+      memset(vec, 0, n); /* unknown: read it all */
+    for (size_t i = 0; i < n;) {
+      if (vec[i] & 1) {
+        i++;
+        continue;
+      }
+      size_t j = i;
+      while (j < n && !(vec[j] & 1) && (j - i) * page < READAHEAD_CHUNK)
+        j++;
+      if (pread(fd, buf, (j - i) * page, r->offset + (off_t)((first + i) * page)) <= 0)
+        return; /* an error: the faults read what is there */
+      i = j;
+    }
+    first += n;
+  }
+}
+
+static void *readahead_main(void *arg) {
+  readahead_plan *plan = arg;
+  size_t veclen = READAHEAD_CHUNK / plan->page;
+  char *buf = malloc(READAHEAD_CHUNK);
+  unsigned char *vec = malloc(veclen);
+  int fd = -1;
+  const char *open_path = NULL;
+  for (size_t i = 0; buf && vec && i < plan->count; i++) {
+    const readahead_range *r = &plan->ranges[i];
+    if (r->fd >= 0) {
+      read_range(r->fd, r, plan->page, buf, vec, veclen);
+      continue;
+    }
+    if (!open_path || strcmp(open_path, r->path) != 0) {
+      if (fd >= 0)
+        close(fd);
+      fd = open(r->path[0] ? r->path : "/proc/self/exe", O_RDONLY | O_CLOEXEC);
+      open_path = r->path;
+    }
+    if (fd >= 0)
+      read_range(fd, r, plan->page, buf, vec, veclen);
+  }
+  if (fd >= 0)
+    close(fd);
+  free(vec);
+  free(buf);
+  free(plan);
+  return NULL;
+}
+
+void readahead_start(const void *map, int fd, off_t offset, size_t len) {
+  readahead_plan *plan = calloc(1, sizeof(*plan));
+  if (!plan)
+    return;
+  long ps = sysconf(_SC_PAGESIZE);
+  plan->page = ps > 0 ? (uintptr_t)ps : 4096;
+  dl_iterate_phdr(plan_object, plan);
+  uintptr_t skew = (uintptr_t)map & (plan->page - 1);
+  if (len > 0 && fd >= 0 && plan->count < READAHEAD_MAX_RANGES &&
+      ((uintptr_t)offset & (plan->page - 1)) == skew) {
+    readahead_range *r = &plan->ranges[plan->count++];
+    r->fd = fd;
+    r->addr = (uintptr_t)map - skew;
+    r->offset = offset - (off_t)skew;
+    r->len = (len + skew + plan->page - 1) & ~(plan->page - 1);
+  }
+  pthread_attr_t attr;
+  pthread_t thread;
+  if (pthread_attr_init(&attr) != 0) {
+    free(plan);
+    return;
+  }
+  (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  /* Signals stay with the threads that handle them (Python's main thread). */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  if (pthread_create(&thread, &attr, readahead_main, plan) != 0)
+    free(plan);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+}
