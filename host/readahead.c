@@ -17,10 +17,12 @@
  * from `offset` of the file. */
 typedef struct {
   char path[256]; /* "" for the main program (/proc/self/exe) */
-  int fd;         /* >= 0: read from this descriptor, not the path */
+  int fd;         /* the file's descriptor: the caller's, or opened by the path */
+  int owned;      /* fd was opened here (the first range of its path) */
   uintptr_t addr;
   off_t offset;
   size_t len;
+  size_t next; /* pages done */
 } readahead_range;
 
 typedef struct {
@@ -56,55 +58,57 @@ static int plan_object(struct dl_phdr_info *info, size_t size, void *arg) {
   return 0;
 }
 
-/* Reads the pages of `r` not in the page cache yet (mincore), in runs of at
- * most READAHEAD_CHUNK: on a warm cache it reads nothing. */
-static void read_range(int fd, const readahead_range *r, uintptr_t page, char *buf,
-                       unsigned char *vec, size_t veclen) {
-  size_t pages = r->len / page;
-  for (size_t first = 0; first < pages;) {
-    size_t n = pages - first < veclen ? pages - first : veclen;
-    if (mincore((void *)(r->addr + first * page), n * page, vec) != 0)
-      memset(vec, 0, n); /* unknown: read it all */
-    for (size_t i = 0; i < n;) {
-      if (vec[i] & 1) {
-        i++;
-        continue;
-      }
-      size_t j = i;
-      while (j < n && !(vec[j] & 1) && (j - i) * page < READAHEAD_CHUNK)
-        j++;
-      if (pread(fd, buf, (j - i) * page, r->offset + (off_t)((first + i) * page)) <= 0)
-        return; /* an error: the faults read what is there */
-      i = j;
+/* Reads the pages of the next window of `r` (READAHEAD_CHUNK) that are not
+ * in the page cache yet (mincore): on a warm cache it reads nothing.
+ * Returns 0 when the range is done. */
+static int read_step(readahead_range *r, uintptr_t page, char *buf, unsigned char *vec) {
+  size_t pages = r->len / page, window = READAHEAD_CHUNK / page;
+  if (r->fd < 0 || r->next >= pages)
+    return 0;
+  size_t n = pages - r->next < window ? pages - r->next : window;
+  if (mincore((void *)(r->addr + r->next * page), n * page, vec) != 0)
+    memset(vec, 0, n); /* unknown: read it all */
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    while (j < n && !(vec[j] & 1))
+      j++;
+    if (j > i &&
+        pread(r->fd, buf, (j - i) * page, r->offset + (off_t)((r->next + i) * page)) <= 0) {
+      r->next = pages; /* an error: the faults read what is there */
+      return 0;
     }
-    first += n;
+    i = j + 1; /* past the cached page that ended the run */
   }
+  r->next += n;
+  return r->next < pages;
 }
 
+/* The ranges in turns, a window of each at a time: the interpreter needs
+ * the host's code and the start-up imports at once, from the start. */
 static void *readahead_main(void *arg) {
   readahead_plan *plan = arg;
-  size_t veclen = READAHEAD_CHUNK / plan->page;
   char *buf = malloc(READAHEAD_CHUNK);
-  unsigned char *vec = malloc(veclen);
-  int fd = -1;
-  const char *open_path = NULL;
-  for (size_t i = 0; buf && vec && i < plan->count; i++) {
-    const readahead_range *r = &plan->ranges[i];
-    if (r->fd >= 0) {
-      read_range(r->fd, r, plan->page, buf, vec, veclen);
-      continue;
+  unsigned char *vec = malloc(READAHEAD_CHUNK / plan->page);
+  for (size_t i = 0; i < plan->count; i++) {
+    readahead_range *r = &plan->ranges[i];
+    if (r->fd >= 0)
+      continue; /* the caller's */
+    for (size_t k = 0; k < i && r->fd < 0; k++)
+      if (plan->ranges[k].owned && strcmp(plan->ranges[k].path, r->path) == 0)
+        r->fd = plan->ranges[k].fd;
+    if (r->fd < 0) {
+      r->fd = open(r->path[0] ? r->path : "/proc/self/exe", O_RDONLY | O_CLOEXEC);
+      r->owned = r->fd >= 0;
     }
-    if (!open_path || strcmp(open_path, r->path) != 0) {
-      if (fd >= 0)
-        close(fd);
-      fd = open(r->path[0] ? r->path : "/proc/self/exe", O_RDONLY | O_CLOEXEC);
-      open_path = r->path;
-    }
-    if (fd >= 0)
-      read_range(fd, r, plan->page, buf, vec, veclen);
   }
-  if (fd >= 0)
-    close(fd);
+  for (int more = buf && vec; more;) {
+    more = 0;
+    for (size_t i = 0; i < plan->count; i++)
+      more |= read_step(&plan->ranges[i], plan->page, buf, vec);
+  }
+  for (size_t i = 0; i < plan->count; i++)
+    if (plan->ranges[i].owned)
+      close(plan->ranges[i].fd);
   free(vec);
   free(buf);
   free(plan);
