@@ -217,6 +217,7 @@ int main(int argc, char **argv) {
     zipindex_verify_start(&zi); /* without a thread the runtime's wait checks */
   }
   if (opts.workers > 1) {
+    readahead_wait(); /* its descriptors are not the workers' */
     int is_worker;
     rc = workers_run(&opts, &is_worker);
     if (!is_worker)

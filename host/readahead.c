@@ -1,13 +1,16 @@
 #include "readahead.h"
 
+#include <assert.h>
 #include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #define READAHEAD_MAX_RANGES 64
@@ -83,12 +86,18 @@ static int read_step(readahead_range *r, uintptr_t page, char *buf, unsigned cha
   return r->next < pages;
 }
 
+/* One pass per process, in static storage: a fork() during the pass leaves
+ * its child nothing allocated to lose (but the descriptors, which are
+ * close-on-exec; readahead_wait() is for a caller that forks). */
+static readahead_plan the_plan;
+static char the_buf[READAHEAD_CHUNK];
+static unsigned char the_vec[READAHEAD_CHUNK / 512]; /* pages of 512 bytes and up */
+static atomic_int busy;
+
 /* The ranges in turns, a window of each at a time: the interpreter needs
  * the host's code and the start-up imports at once, from the start. */
 static void *readahead_main(void *arg) {
   readahead_plan *plan = arg;
-  char *buf = malloc(READAHEAD_CHUNK);
-  unsigned char *vec = malloc(READAHEAD_CHUNK / plan->page);
   for (size_t i = 0; i < plan->count; i++) {
     readahead_range *r = &plan->ranges[i];
     if (r->fd >= 0)
@@ -101,26 +110,26 @@ static void *readahead_main(void *arg) {
       r->owned = r->fd >= 0;
     }
   }
-  for (int more = buf && vec; more;) {
+  for (int more = 1; more;) {
     more = 0;
     for (size_t i = 0; i < plan->count; i++)
-      more |= read_step(&plan->ranges[i], plan->page, buf, vec);
+      more |= read_step(&plan->ranges[i], plan->page, the_buf, the_vec);
   }
   for (size_t i = 0; i < plan->count; i++)
     if (plan->ranges[i].owned)
       close(plan->ranges[i].fd);
-  free(vec);
-  free(buf);
-  free(plan);
+  atomic_store(&busy, 0);
   return NULL;
 }
 
 void readahead_start(const void *map, int fd, off_t offset, size_t len) {
-  readahead_plan *plan = calloc(1, sizeof(*plan));
-  if (!plan)
-    return;
+  if (atomic_exchange(&busy, 1))
+    return; /* a pass is under way */
+  readahead_plan *plan = &the_plan;
+  memset(plan, 0, sizeof(*plan));
   long ps = sysconf(_SC_PAGESIZE);
-  plan->page = ps > 0 ? (uintptr_t)ps : 4096;
+  plan->page = ps >= 512 ? (uintptr_t)ps : 4096;
+  assert(READAHEAD_CHUNK / plan->page <= sizeof(the_vec));
   dl_iterate_phdr(plan_object, plan);
   uintptr_t skew = (uintptr_t)map & (plan->page - 1);
   if (len > 0 && fd >= 0 && plan->count < READAHEAD_MAX_RANGES &&
@@ -133,17 +142,23 @@ void readahead_start(const void *map, int fd, off_t offset, size_t len) {
   }
   pthread_attr_t attr;
   pthread_t thread;
-  if (pthread_attr_init(&attr) != 0) {
-    free(plan);
-    return;
+  int started = 0;
+  if (pthread_attr_init(&attr) == 0) {
+    (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* Signals stay with the threads that handle them (Python's main thread). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    started = pthread_create(&thread, &attr, readahead_main, plan) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
   }
-  (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  /* Signals stay with the threads that handle them (Python's main thread). */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  if (pthread_create(&thread, &attr, readahead_main, plan) != 0)
-    free(plan);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&attr);
+  if (!started)
+    atomic_store(&busy, 0);
+}
+
+void readahead_wait(void) {
+  struct timespec nap = {0, 1000 * 1000};
+  while (atomic_load(&busy))
+    nanosleep(&nap, NULL);
 }

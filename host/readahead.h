@@ -26,7 +26,11 @@
  * every object loaded now (dl_iterate_phdr), then `len` bytes of `fd` from
  * `offset`, mapped at `map` (len 0: none; fd must stay open for the life of
  * the process). Best effort: where a thread or a file cannot be had,
- * nothing is read ahead. */
+ * nothing is read ahead. A call while a pass is under way does nothing. */
 void readahead_start(const void *map, int fd, off_t offset, size_t len);
+
+/* Returns once no pass is under way: before a fork() whose child must not
+ * inherit the pass's descriptors (a supervisor forking its workers). */
+void readahead_wait(void);
 
 #endif
