@@ -20,7 +20,6 @@
 #include "manifest.h"
 #include "ops.h"
 #include "payload.h"
-#include "readahead.h"
 #include "serve.h"
 #include "sha256.h"
 #include "version.h"
@@ -180,8 +179,6 @@ int main(int argc, char **argv) {
     return 1;
   }
   int debug = opts.log_level <= LOG_DEBUG;
-  /* The interpreter is about to run through its code and start-up imports. */
-  readahead_start(p.archive, p.fd, (off_t)p.trailer.archive_offset, zipindex_stored_prefix(&zi));
   if (opts.mode == CLI_PYTHON) {
     /* A program that imports more than the interpreter's own start-up gets
      * the other members checked in a second thread, ahead of its imports;
@@ -217,7 +214,6 @@ int main(int argc, char **argv) {
     zipindex_verify_start(&zi); /* without a thread the runtime's wait checks */
   }
   if (opts.workers > 1) {
-    readahead_wait(); /* its descriptors are not the workers' */
     int is_worker;
     rc = workers_run(&opts, &is_worker);
     if (!is_worker)

@@ -690,14 +690,6 @@ size_t zipindex_checked_count(const zipindex *zi) {
   return n;
 }
 
-uint64_t zipindex_stored_prefix(const zipindex *zi) {
-  uint64_t end = zi->index_offset;
-  for (size_t i = 0; i < zi->count; i++)
-    if (zi->entries[i].method != ZIPINDEX_STORED && zi->entries[i].offset < end)
-      end = zi->entries[i].offset;
-  return end;
-}
-
 void zipindex_release_behind(zipindex *zi) { zi->release_behind = 1; }
 
 /* Joins the verifier thread, if this process has one running. */

@@ -147,12 +147,6 @@ int zipindex_verify_start(zipindex *zi);
  * reader of a damaged member does) and needs no waiting for. */
 void zipindex_verify_start_after(zipindex *zi, unsigned reads);
 
-/* The length of the archive's leading run of stored members (offsets
- * [0, result)): the start-up code appbin-pack lays out first, up to the
- * first compressed member (the whole archive up to its index when none is
- * compressed). */
-uint64_t zipindex_stored_prefix(const zipindex *zi);
-
 /* Declares that the archive's bytes are a read-only mapping of a file
  * (never anonymous or heap memory): the verification then drops the pages it
  * has hashed from the process's resident set as it goes (madvise

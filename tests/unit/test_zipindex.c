@@ -1123,44 +1123,8 @@ static void test_release_behind(void) {
   free(zip);
 }
 
-/* The leading run of stored members: up to the first compressed one, in
- * archive order (not name order); the whole archive when none is. */
-static void test_stored_prefix(void) {
-  const unsigned shapes[][4] = {
-      {0, 0, ZT_ZSTD, 0},       /* prefix: two members */
-      {ZT_DEFLATE, 0, 0, 0},    /* the first is compressed: empty */
-      {0, 0, 0, 0},             /* all stored: up to the index */
-      {0, ZT_ZSTD, 0, ZT_ZSTD}, /* one */
-  };
-  const char *names[4] = {"z-first", "a-second", "m-third", "b-fourth"};
-  for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
-    ziptest z;
-    zt_init(&z);
-    size_t ends[4];
-    for (int i = 0; i < 4; i++) {
-      zt_add_ex(&z, names[i], strlen(names[i]), big, 1000, shapes[s][i]);
-      ends[i] = z.len;
-    }
-    size_t len;
-    uint8_t *zip = zt_finish(&z, 0, &len);
-    zipindex zi;
-    char err[256];
-    if (CHECK_EQ_INT(zipindex_open(&zi, zip, len, err, sizeof(err)), 0)) {
-      size_t want = 0;
-      for (int i = 0; i < 4 && !shapes[s][i]; i++)
-        want = ends[i];
-      CHECK_EQ_INT(zipindex_stored_prefix(&zi), want);
-      if (s == 2)
-        CHECK_EQ_INT(zipindex_stored_prefix(&zi), zi.index_offset);
-      zipindex_close(&zi);
-    }
-    free(zip);
-  }
-}
-
 int main(void) {
   init_data();
-  test_stored_prefix();
   test_valid();
   test_empty_archive();
   test_not_a_zip();
