@@ -20,6 +20,7 @@
 #include "manifest.h"
 #include "ops.h"
 #include "payload.h"
+#include "prefault.h"
 #include "serve.h"
 #include "sha256.h"
 #include "version.h"
@@ -184,6 +185,7 @@ int main(int argc, char **argv) {
      * the other members checked in a second thread, ahead of its imports;
      * `python -c pass` and the like hash only what they read. */
     zipindex_verify_start_after(&zi, 16);
+    prefault_program_data(); /* while this is the only thread */
     /* Python sees argv[0] followed by what came after "python". */
     char **pyargv = calloc((size_t)opts.python_argc + 2, sizeof(*pyargv));
     if (!pyargv) {
@@ -211,6 +213,7 @@ int main(int argc, char **argv) {
      * resident in it (the workers fault in what they import). */
     payload_release_pages(&p);
   } else {
+    prefault_program_data();    /* while this is the only thread */
     zipindex_verify_start(&zi); /* without a thread the runtime's wait checks */
   }
   if (opts.workers > 1) {
