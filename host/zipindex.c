@@ -573,19 +573,22 @@ void zipindex_release(const zipindex *zi, const zipindex_entry *e) {
   uint64_t end = e->offset + LOCAL_SIZE + e->name_len + e->comp_size;
   /* A page fault maps the neighbouring pages already in the page cache too
    * (Linux's fault-around: the aligned 64 KiB around the fault, by
-   * default), so the whole aligned blocks go, clipped to the archive. */
+   * default), so whole aligned blocks go, clipped to the archive: from the
+   * one the record starts in up to the one it ends in, which stays for the
+   * record after it (start-up reads them in archive order; dropping it
+   * made every next read fault it in again). The record that crosses that
+   * block's end drops it; the archive's last one drops all of its own. A
+   * record inside one block drops nothing: no system call (most .pyc). */
   const uintptr_t block = (uintptr_t)64 << 10;
   uintptr_t lo = (uintptr_t)zi->data, hi = (uintptr_t)(zi->data + zi->index_offset);
-  uintptr_t start = (uintptr_t)(zi->data + e->offset) & ~(block - 1);
-  uintptr_t stop =
-      ((uintptr_t)(zi->data + (end < zi->index_offset ? end : zi->index_offset)) + block - 1) &
-      ~(block - 1);
   uintptr_t page = page_size();
+  uintptr_t start = (uintptr_t)(zi->data + e->offset) & ~(block - 1);
+  uintptr_t stop = end < zi->index_offset ? (uintptr_t)(zi->data + end) & ~(block - 1)
+                                          : (hi + page - 1) & ~(page - 1);
   if (start < lo)
     start = lo & ~(page - 1); /* the host's bytes before the archive: mapped, never dirty */
-  if (stop > hi)
-    stop = (hi + page - 1) & ~(page - 1);
-  (void)madvise((void *)start, stop - start, MADV_DONTNEED); /* advice */
+  if (stop > start)
+    (void)madvise((void *)start, stop - start, MADV_DONTNEED); /* advice */
 }
 
 /* Checks every member not checked yet, in archive order (appbin-pack puts

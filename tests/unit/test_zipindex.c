@@ -1123,8 +1123,69 @@ static void test_release_behind(void) {
   free(zip);
 }
 
+/* Readers in archive order (start-up's imports): a record's release keeps
+ * the 64 KiB block it ends in, where the next record starts, and drops the
+ * blocks before it; in the end no more than that last block stays. */
+static void test_release_in_archive_order(void) {
+  ziptest z;
+  zipindex zi;
+  uint8_t sha[32];
+  size_t len;
+  char err[512];
+  enum { N = 60, SIZE = 9000 }; /* ~7 records a block */
+  zt_init(&z);
+  z.digests = 1;
+  for (int i = 0; i < N; i++) {
+    char name[16];
+    snprintf(name, sizeof(name), "r%02d", i);
+    zt_add_ex(&z, name, strlen(name), big, SIZE, 0);
+  }
+  uint8_t *zip = zt_finish_digested(&z, 0, &len, sha);
+  FILE *f = tmpfile();
+  if (!CHECK(f != NULL) || !CHECK(fwrite(zip, 1, len, f) == len) || !CHECK(fflush(f) == 0)) {
+    free(zip);
+    return;
+  }
+  const uint8_t *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fileno(f), 0);
+  if (CHECK(map != MAP_FAILED) &&
+      CHECK_EQ_INT(zipindex_open_verified(&zi, map, len, sha, err, sizeof(err)), 0) &&
+      resident_pages(map, 1) >= 0) {
+    zipindex_release_behind(&zi);
+    const uintptr_t block = 64 << 10;
+    int kept = 0, dropped = 0, bad = 0;
+    for (int i = 0; i < N; i++) {
+      char name[16];
+      snprintf(name, sizeof(name), "r%02d", i);
+      const zipindex_entry *e = zipindex_find(&zi, name, 3);
+      const uint8_t *data = e ? zipindex_stored_data(&zi, e, err, sizeof(err)) : NULL;
+      if (!data || memcmp(data, big, SIZE) != 0) {
+        bad++;
+        continue;
+      }
+      zipindex_release(&zi, e);
+      const uint8_t *end = data + SIZE, *first = map + e->offset;
+      /* the block the record ends in stays (the next record's start) */
+      if (i + 1 < N)
+        kept += resident_pages((const void *)((uintptr_t)end & ~(uintptr_t)4095), 1) == 1;
+      /* a block before it, when the record crossed into a new one, went */
+      if (((uintptr_t)first & ~(block - 1)) != ((uintptr_t)end & ~(block - 1)))
+        dropped += resident_pages((const void *)((uintptr_t)first & ~(block - 1)), block) == 0;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(kept, N - 1);
+    CHECK(dropped >= (int)((size_t)N * SIZE / block) - 1);
+    CHECK(resident_pages(map, zi.index_offset) <= (long)(block / 4096));
+    zipindex_close(&zi);
+  }
+  if (map != MAP_FAILED)
+    munmap((void *)map, len);
+  fclose(f);
+  free(zip);
+}
+
 int main(void) {
   init_data();
+  test_release_in_archive_order();
   test_valid();
   test_empty_archive();
   test_not_a_zip();
