@@ -17,7 +17,8 @@
 # and the log, exit status non-zero.
 #
 # Environment: APPBIN_CACHE (cache root), APPBIN_CPYTHON_JOBS (make -j, default 2),
-# APPBIN_CPYTHON_PGO=1 (--enable-optimizations; see README.md for why it is off).
+# APPBIN_CPYTHON_PGO=0 (no --enable-optimizations: a build without profile
+# guidance, in about half the time; see README.md).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,7 +49,7 @@ configure_flags=(
 # executable's).
 cflags_nodist="-specs=/usr/share/dpkg/no-pie-compile.specs"
 ldflags_nodist="-specs=/usr/share/dpkg/no-pie-link.specs"
-if [ "${APPBIN_CPYTHON_PGO:-0}" = 1 ]; then configure_flags+=(--enable-optimizations); fi
+if [ "${APPBIN_CPYTHON_PGO:-1}" = 1 ]; then configure_flags+=(--enable-optimizations); fi
 
 # Debian patches not applied (see README.md for why each).
 debian_skip=(
