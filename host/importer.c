@@ -862,6 +862,7 @@ static PyObject *appbin_manifest(PyObject *mod, PyObject *noargs) {
 static PyObject *appbin_release_memory(PyObject *mod, PyObject *noargs) {
   (void)mod, (void)noargs;
   payload_drop_cache(g.payload);
+  zipindex_hold_releases(g.zi, 0); /* from now on readers drop what they read */
   Py_RETURN_NONE;
 }
 

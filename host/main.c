@@ -224,6 +224,9 @@ int main(int argc, char **argv) {
   }
   if (ops_start_serving(&opts, &zi) != 0)
     return 1;
+  /* Start-up's reads drop nothing one by one: the runtime drops the whole
+   * mapping once the server has started (_appbin.release_memory()). */
+  zipindex_hold_releases(&zi, 1);
   if (interp_start(exe, &p, &zi, &mf, INTERP_SERVER, argc, argv, debug, &rc) != 0)
     return rc;
   rc = serve_run(&opts);

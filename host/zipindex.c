@@ -565,30 +565,44 @@ static void release_range(const zipindex *zi, uint64_t from, uint64_t to) {
     (void)madvise((void *)start, end - start, MADV_DONTNEED);
 }
 
-void zipindex_release(const zipindex *zi, const zipindex_entry *e) {
-  if (!zi->release_behind || e->offset >= zi->index_offset)
+void zipindex_hold_releases(zipindex *zi, int held) { atomic_store(&zi->release_held, held); }
+
+void zipindex_release(zipindex *zi, const zipindex_entry *e) {
+  if (!zi->release_behind || e->offset >= zi->index_offset || atomic_load(&zi->release_held))
     return;
-  /* The record's extent as the central directory gives it (the local
-   * header's lengths may add a little; pages past it only refault). */
-  uint64_t end = e->offset + LOCAL_SIZE + e->name_len + e->comp_size;
+  /* The record's extent: its local header (read and checked before any
+   * caller had the bytes), name, extra field (appbin-pack pads stored
+   * shared objects to a page with it) and data. */
+  const uint8_t *h = zi->data + e->offset;
+  uint64_t end = e->offset + LOCAL_SIZE + le16(h + 26) + le16(h + 28) + e->comp_size;
   /* A page fault maps the neighbouring pages already in the page cache too
    * (Linux's fault-around: the aligned 64 KiB around the fault, by
    * default), so whole aligned blocks go, clipped to the archive: from the
    * one the record starts in up to the one it ends in, which stays for the
    * record after it (start-up reads them in archive order; dropping it
-   * made every next read fault it in again). The record that crosses that
-   * block's end drops it; the archive's last one drops all of its own. A
-   * record inside one block drops nothing: no system call (most .pyc). */
+   * made every next read fault it in again) and goes with the next release
+   * whatever that one reads: in archive order it is that record's first
+   * block, dropped with the rest of its range, so a record inside one
+   * block makes no system call at all (most .pyc). The archive's last
+   * record drops all of its own. */
   const uintptr_t block = (uintptr_t)64 << 10;
   uintptr_t lo = (uintptr_t)zi->data, hi = (uintptr_t)(zi->data + zi->index_offset);
   uintptr_t page = page_size();
+  uintptr_t lo_page = lo & ~(page - 1), hi_page = (hi + page - 1) & ~(page - 1);
   uintptr_t start = (uintptr_t)(zi->data + e->offset) & ~(block - 1);
-  uintptr_t stop = end < zi->index_offset ? (uintptr_t)(zi->data + end) & ~(block - 1)
-                                          : (hi + page - 1) & ~(page - 1);
-  if (start < lo)
-    start = lo & ~(page - 1); /* the host's bytes before the archive: mapped, never dirty */
+  uintptr_t kept = end < zi->index_offset ? (uintptr_t)(zi->data + end) & ~(block - 1) : 0;
+  uintptr_t stop = kept ? kept : hi_page;
+  if (start < lo_page)
+    start = lo_page; /* the host's bytes before the archive: mapped, never dirty */
   if (stop > start)
     (void)madvise((void *)start, stop - start, MADV_DONTNEED); /* advice */
+  uintptr_t prev = atomic_exchange_explicit(&zi->kept_block, kept, memory_order_relaxed);
+  if (prev && prev != kept && !(prev >= start && prev < stop)) {
+    uintptr_t from = prev < lo_page ? lo_page : prev;
+    uintptr_t to = prev + block > hi_page ? hi_page : prev + block;
+    if (to > from)
+      (void)madvise((void *)from, to - from, MADV_DONTNEED); /* advice */
+  }
 }
 
 /* Checks every member not checked yet, in archive order (appbin-pack puts

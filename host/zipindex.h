@@ -82,9 +82,11 @@ typedef struct zipindex {
   int verifier_quiet;          /* a prefetch for readers: reports no damage */
   int verifier_rc;
   char verifier_err[512];
-  unsigned start_after;    /* zipindex_verify_start_after(); 0: never */
-  int release_behind;      /* zipindex_release_behind(): data is a read-only file mapping */
-  atomic_uint first_reads; /* members readers checked themselves */
+  unsigned start_after;         /* zipindex_verify_start_after(); 0: never */
+  int release_behind;           /* zipindex_release_behind(): data is a read-only file mapping */
+  _Atomic uintptr_t kept_block; /* zipindex_release(): the block the last record read ended in */
+  atomic_int release_held;      /* zipindex_hold_releases(): readers drop nothing for now */
+  atomic_uint first_reads;      /* members readers checked themselves */
 } zipindex;
 
 /* Opens the zip archive held in `data` (not copied: must outlive the index),
@@ -155,11 +157,18 @@ void zipindex_verify_start_after(zipindex *zi, unsigned reads);
  * leave it all resident. */
 void zipindex_release_behind(zipindex *zi);
 
+/* While `held` (a server's start-up, which drops the whole mapping once it
+ * is done), zipindex_release() does nothing: start-up's reads then make no
+ * madvise at all. */
+void zipindex_hold_releases(zipindex *zi, int held);
+
 /* Under zipindex_release_behind(), drops the pages of a member's record
- * (whole pages, the ones it shares with its neighbours included) from the
- * resident set: for a caller done with the bytes zipindex_stored_data gave
- * (zipindex_read does it itself). Otherwise does nothing. */
-void zipindex_release(const zipindex *zi, const zipindex_entry *e);
+ * from the resident set: for a caller done with the bytes
+ * zipindex_stored_data gave (zipindex_read does it itself). Whole 64 KiB
+ * blocks go, those it shares with its neighbours included, but for the
+ * block it ends in, which the next call drops (whichever record that
+ * reads): at most one block stays. Otherwise does nothing. */
+void zipindex_release(zipindex *zi, const zipindex_entry *e);
 
 /* Waits for the verifier thread (or, without one, runs the check now) and
  * returns its result: 0 when every byte is intact, -1 with err. */
