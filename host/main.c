@@ -180,12 +180,15 @@ int main(int argc, char **argv) {
     return 1;
   }
   int debug = opts.log_level <= LOG_DEBUG;
+  /* A process that runs Python, while it is the only thread (the verifier
+   * and the metrics thread come later); a supervisor of workers runs none. */
+  if (opts.mode == CLI_PYTHON || opts.workers <= 1)
+    prefault_program_data();
   if (opts.mode == CLI_PYTHON) {
     /* A program that imports more than the interpreter's own start-up gets
      * the other members checked in a second thread, ahead of its imports;
      * `python -c pass` and the like hash only what they read. */
     zipindex_verify_start_after(&zi, 16);
-    prefault_program_data(); /* while this is the only thread */
     /* Python sees argv[0] followed by what came after "python". */
     char **pyargv = calloc((size_t)opts.python_argc + 2, sizeof(*pyargv));
     if (!pyargv) {
@@ -213,7 +216,6 @@ int main(int argc, char **argv) {
      * resident in it (the workers fault in what they import). */
     payload_release_pages(&p);
   } else {
-    prefault_program_data();    /* while this is the only thread */
     zipindex_verify_start(&zi); /* without a thread the runtime's wait checks */
   }
   if (opts.workers > 1) {

@@ -565,6 +565,17 @@ static void release_range(const zipindex *zi, uint64_t from, uint64_t to) {
     (void)madvise((void *)start, end - start, MADV_DONTNEED);
 }
 
+/* release_range() over the addresses [from, to), clipped to the records
+ * (the host's bytes before the archive: mapped, never dirty; the index
+ * after them stays). */
+static void release_blocks(const zipindex *zi, uintptr_t from, uintptr_t to) {
+  uintptr_t lo = (uintptr_t)zi->data, hi = lo + (uintptr_t)zi->index_offset;
+  from = from < lo ? lo : from;
+  to = to > hi ? hi : to;
+  if (to > from)
+    release_range(zi, from - lo, to - lo);
+}
+
 void zipindex_hold_releases(zipindex *zi, int held) { atomic_store(&zi->release_held, held); }
 
 void zipindex_release(zipindex *zi, const zipindex_entry *e) {
@@ -586,23 +597,13 @@ void zipindex_release(zipindex *zi, const zipindex_entry *e) {
    * block makes no system call at all (most .pyc). The archive's last
    * record drops all of its own. */
   const uintptr_t block = (uintptr_t)64 << 10;
-  uintptr_t lo = (uintptr_t)zi->data, hi = (uintptr_t)(zi->data + zi->index_offset);
-  uintptr_t page = page_size();
-  uintptr_t lo_page = lo & ~(page - 1), hi_page = (hi + page - 1) & ~(page - 1);
   uintptr_t start = (uintptr_t)(zi->data + e->offset) & ~(block - 1);
   uintptr_t kept = end < zi->index_offset ? (uintptr_t)(zi->data + end) & ~(block - 1) : 0;
-  uintptr_t stop = kept ? kept : hi_page;
-  if (start < lo_page)
-    start = lo_page; /* the host's bytes before the archive: mapped, never dirty */
-  if (stop > start)
-    (void)madvise((void *)start, stop - start, MADV_DONTNEED); /* advice */
+  uintptr_t stop = kept ? kept : (uintptr_t)(zi->data + zi->index_offset);
+  release_blocks(zi, start, stop);
   uintptr_t prev = atomic_exchange_explicit(&zi->kept_block, kept, memory_order_relaxed);
-  if (prev && prev != kept && !(prev >= start && prev < stop)) {
-    uintptr_t from = prev < lo_page ? lo_page : prev;
-    uintptr_t to = prev + block > hi_page ? hi_page : prev + block;
-    if (to > from)
-      (void)madvise((void *)from, to - from, MADV_DONTNEED); /* advice */
-  }
+  if (prev && prev != kept && !(prev >= start && prev < stop))
+    release_blocks(zi, prev, prev + block);
 }
 
 /* Checks every member not checked yet, in archive order (appbin-pack puts
