@@ -63,13 +63,22 @@ static int damaged(const zipindex *zi, char *err, size_t errlen, const char *fmt
 static void start_verifier(zipindex *zi, int quiet);
 static void join_verifier(zipindex *zi);
 
+/* Eight bytes a step: names share long prefixes ("site-packages/..."), and
+ * the index hashes some 2,000 of them at every start, `--version` included. */
 static uint64_t name_hash(const char *s, size_t len) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (size_t i = 0; i < len; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 1099511628211ULL;
+  const uint64_t k = 0xff51afd7ed558ccdULL;
+  uint64_t h = 0x9e3779b97f4a7c15ULL ^ len, w;
+  for (; len >= 8; s += 8, len -= 8) {
+    memcpy(&w, s, 8);
+    h = (h ^ w) * k;
+    h ^= h >> 32;
   }
-  return h;
+  w = 0;
+  memcpy(&w, s, len);
+  h = (h ^ w) * k;
+  h ^= h >> 29;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  return h ^ (h >> 32);
 }
 
 static int entry_cmp(const void *a, const void *b) {
@@ -84,20 +93,26 @@ static int entry_cmp(const void *a, const void *b) {
 static int name_is_safe(const char *name, size_t len) {
   if (len == 0 || name[0] == '/' || memchr(name, '\\', len) || memchr(name, '\0', len))
     return 0;
-  for (size_t i = 0; i < len;) {
-    size_t j = i;
-    while (j < len && name[j] != '/')
-      j++;
-    if ((j - i == 2 && name[i] == '.' && name[i + 1] == '.') || (j - i == 1 && name[i] == '.'))
+  for (const char *p = name, *end = name + len;;) { /* no "." or ".." segment */
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    size_t seg = (size_t)((slash ? slash : end) - p);
+    if ((seg == 1 && p[0] == '.') || (seg == 2 && p[0] == '.' && p[1] == '.'))
       return 0;
-    i = j + 1;
+    if (!slash)
+      return 1;
+    p = slash + 1;
   }
-  return 1;
 }
 
 /* Well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
 static int is_utf8(const uint8_t *s, size_t len) {
-  for (size_t i = 0; i < len;) {
+  size_t i = 0;
+  for (uint64_t w; len - i >= 8; i += 8) { /* ASCII, eight bytes a step */
+    memcpy(&w, s + i, 8);
+    if (w & 0x8080808080808080ULL)
+      break;
+  }
+  while (i < len) {
     uint8_t c = s[i];
     size_t n = c < 0x80                 ? 0
                : c >= 0xc2 && c <= 0xdf ? 1
@@ -310,12 +325,13 @@ static int open_index(zipindex *zi, const void *data, size_t len, const uint8_t 
   size_t unsorted = 1;
   while (unsorted < zi->count && entry_cmp(&zi->entries[unsorted - 1], &zi->entries[unsorted]) < 0)
     unsorted++;
-  if (unsorted < zi->count)
+  if (unsorted < zi->count) { /* strictly ascending otherwise: no duplicate */
     qsort(zi->entries, zi->count, sizeof(*zi->entries), entry_cmp);
-  for (size_t i = 1; i < zi->count; i++) {
-    if (entry_cmp(&zi->entries[i - 1], &zi->entries[i]) == 0) {
-      fail(err, errlen, "archive has a duplicate member: %.200s", zi->entries[i].name);
-      goto fail;
+    for (size_t i = 1; i < zi->count; i++) {
+      if (entry_cmp(&zi->entries[i - 1], &zi->entries[i]) == 0) {
+        fail(err, errlen, "archive has a duplicate member: %.200s", zi->entries[i].name);
+        goto fail;
+      }
     }
   }
   if (build_hash(zi) != 0) {

@@ -460,6 +460,58 @@ static void test_cp437_name(void) {
   free(zip);
 }
 
+/* Names near what the checks look for (dots, slashes, bytes past the
+ * eight-byte ASCII steps of the UTF-8 check): accepted or refused exactly. */
+static void test_name_edges(void) {
+  static const char *const fine[] = {
+      ".hidden", "..x",          "a/...",       "a/.b/c",           "dir/",     "a//b",
+      "x..",     "abcdefgh/..y", "abcdefg/.z/", "abcdefghijklmnop", "a.b/c..d",
+  };
+  static const struct {
+    const char *name;
+    int utf8_ok;
+  } utf8[] = {
+      {"abcdefgh\xc3\xa9", 1},         /* multibyte just past one ASCII step */
+      {"abcdefg\xc3\xa9xyzabcdef", 1}, /* straddling the step */
+      {"abcdefghijklmno\xf0\x9f\x98\x80", 1},
+      {"abcdefgh\xff", 0},
+      {"abcdefghijklmnop\xc3", 0}, /* truncated sequence at the end */
+      {"abcdefg\xed\xa0\x80", 0},  /* a surrogate */
+  };
+  ziptest z;
+  size_t len;
+  uint8_t *zip;
+  zipindex zi;
+  char err[256] = "";
+  zt_init(&z);
+  for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++)
+    zt_add_str(&z, fine[i], fine[i]);
+  zip = zt_finish(&z, 0, &len);
+  if (CHECK_EQ_INT(zipindex_open(&zi, zip, len, err, sizeof(err)), 0)) {
+    for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++)
+      if (!CHECK(zipindex_find(&zi, fine[i], strlen(fine[i])) != NULL))
+        fprintf(stderr, "  name \"%s\"\n", fine[i]);
+    zipindex_close(&zi);
+  } else {
+    fprintf(stderr, "  %s\n", err);
+  }
+  free(zip);
+  for (size_t i = 0; i < sizeof(utf8) / sizeof(utf8[0]); i++) {
+    zt_init(&z);
+    zt_add_ex(&z, utf8[i].name, strlen(utf8[i].name), "x", 1, ZT_UTF8);
+    zip = zt_finish(&z, 0, &len);
+    if (utf8[i].utf8_ok) {
+      if (CHECK_EQ_INT(zipindex_open(&zi, zip, len, err, sizeof(err)), 0)) {
+        CHECK(zipindex_find(&zi, utf8[i].name, strlen(utf8[i].name)) != NULL);
+        zipindex_close(&zi);
+      }
+    } else if (!EXPECT_OPEN_FAILS(zip, len, "not")) {
+      fprintf(stderr, "  name %zu\n", i);
+    }
+    free(zip);
+  }
+}
+
 /* Opens, then expects reading `name` to fail with `needle` in the message. */
 static void expect_read_fails(const uint8_t *zip, size_t len, const char *name, const char *needle,
                               int line) {
@@ -1240,6 +1292,7 @@ int main(void) {
   test_nul_in_name();
   test_duplicates();
   test_cp437_name();
+  test_name_edges();
   test_inconsistent_headers();
   test_crc();
   test_unsupported_method();
