@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Cold start of app.bin next to the same venv run by Debian's python3.11, and
-# of the app.bin server next to uvicorn over that venv: the ratios of issue 12.
+# Cold start of app.bin next to the same venv run by the python its host
+# links (Debian's python3.11, or the CPython 3.13/3.14 build of
+# build/hosts/X.Y), and of the app.bin server next to uvicorn over that venv:
+# the ratios of issue 12.
 #
 # The example app (examples/: FastAPI) is packed four times: with the
 # defaults (the start-up code the app's imports reach stored, the rest zstd,
@@ -10,38 +12,45 @@
 # pack-time code cache), and, side by side in one run:
 #   hyperfine  `--version` of the bare host and of app.bin (no interpreter:
 #              the trailer, the index digest, the manifest), then
-#              VENV/bin/python -c CODE (Debian's python3.11 over the venv on
+#              VENV/bin/python -c CODE (that python over the venv on
 #              disk, __pycache__ warm) against app.bin python -c CODE
 #              for CODE = "pass" and "import fastapi";
 #   first_response.py  exec to the first 200 on GET /: app.bin against
-#              uvicorn[standard] (the tools venv's, PYTHONPATH = the venv's
+#              uvicorn[standard] (3.11: the tools venv's; else one installed
+#              with pip in build/bench/uvicorn-X.Y; PYTHONPATH = the venv's
 #              site-packages), in turns.
 # Prints a markdown table of the goals (ratios with their σ where hyperfine
-# gives one) and the details; also written to build/bench/coldstart.md, with
-# hyperfine's JSON in build/bench/coldstart.json and the servers' times in
-# build/bench/first_response.json.
+# gives one) and the details; also written to OUT/coldstart.md, with
+# hyperfine's JSON in OUT/coldstart.json and the servers' times in
+# OUT/first_response.json.
 #
-# Usage: tests/bench/coldstart.sh [--venv DIR] [--host PATH] [--runs N]
-#        [--warmup N] [--server-runs N] [--out DIR]
+# Usage: tests/bench/coldstart.sh [--python-version X.Y] [--venv DIR]
+#        [--host PATH] [--runs N] [--warmup N] [--server-runs N] [--out DIR]
+#   --python-version X.Y  3.11 (default), 3.13 or 3.14: the host of that
+#                version (build/appbin-host, build/hosts/X.Y/appbin-host:
+#                cmake -DAPPBIN_PYTHON_VERSIONS=X.Y) and the python its
+#                appbin-host.info names
 #   --venv DIR   the example's venv; default: the newest complete
-#                ~/.cache/appbin/test-venvs/poetry-example-* of Python 3.11 (made by
-#                the e2e fixtures),
-#                else build/bench/example-venv, made here with pip from
-#                examples/requirements.txt (needs the package index)
-#   --host PATH  the bare host to pack with (default build/appbin-host)
+#                ~/.cache/appbin/test-venvs/poetry-example-* of that Python
+#                (made by the e2e fixtures), else build/bench/example-venv-X.Y,
+#                made here with pip from examples/requirements.txt's pins
+#                (needs the package index)
+#   --host PATH  the bare host to pack with (default: that version's)
 #   --runs N     hyperfine runs per command (default 40); --warmup N (default 5)
 #   --server-runs N  exec-to-first-200 runs per server (default 20)
-#   --out DIR    where the app.bin files go (default build/bench/coldstart)
+#   --out DIR    where the app.bin files and results go (default
+#                build/bench/coldstart, build/bench/coldstart-X.Y for 3.13/3.14)
 # The machine should be otherwise idle: on a shared machine use more runs and
 # read σ before the means.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 
-venv="" host="$top/build/appbin-host" runs=40 warmup=5 server_runs=20
-out="$top/build/bench/coldstart"
+venv="" host="" runs=40 warmup=5 server_runs=20 pyver=3.11
+out=""
 while [ $# -gt 0 ]; do
   case "$1" in
+    --python-version) pyver=$2; shift ;;
     --venv) venv=$2; shift ;;
     --host) host=$2; shift ;;
     --runs) runs=$2; shift ;;
@@ -56,13 +65,23 @@ done
 log() { echo "coldstart: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-PYTHON=/usr/bin/python3.11
+case $pyver in
+  3.11) host=${host:-$top/build/appbin-host} ;;
+  3.13 | 3.14) host=${host:-$top/build/hosts/$pyver/appbin-host} ;;
+  *) die "--python-version 3.11, 3.13 or 3.14" ;;
+esac
+out=${out:-$top/build/bench/coldstart$([ "$pyver" = 3.11 ] || echo "-$pyver")}
+# The python whose libpython the host links (the build writes it down).
+PYTHON=$(sed -n 's/^python=//p' "$(dirname "$host")/appbin-host.info" 2>/dev/null || true)
+PYTHON=${PYTHON:-/usr/bin/python3.11}
 # The venv's python must write and then use its __pycache__, as it would in
 # production: no PYTHONDONTWRITEBYTECODE, PYTHONPYCACHEPREFIX and friends.
 for var in $(env | sed -n 's/^\(PYTHON[A-Z_]*\)=.*/\1/p'); do unset "$var"; done
 unset APPBIN_LOG_LEVEL
 command -v hyperfine >/dev/null || die "hyperfine is not installed (tests/apt-packages.txt)"
 [ -x "$PYTHON" ] || die "$PYTHON is missing"
+[ "$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$pyver" ] ||
+  die "$host links $PYTHON, not Python $pyver"
 [ -x "$host" ] || die "$host is missing: cmake -S . -B build -G Ninja && ninja -C build"
 pack="$top/build/appbin-pack"
 [ -x "$pack" ] || pack="$PYTHON -I $top/packager/appbin_pack.py"
@@ -70,19 +89,24 @@ pack="$top/build/appbin-pack"
 # ---- the venv ----------------------------------------------------------------
 if [ -z "$venv" ]; then
   for marker in $(ls -td "${APPBIN_CACHE:-$HOME/.cache/appbin}"/test-venvs/poetry-example-*/.appbin-complete 2>/dev/null); do
-    [ -d "$(dirname "$marker")/lib/python3.11" ] || continue # the 3.13 suite's are there too
+    [ -d "$(dirname "$marker")/lib/python$pyver" ] || continue # each version's suite has one
     venv=$(dirname "$marker")
     break
   done
 fi
 if [ -z "$venv" ]; then
-  venv="$top/build/bench/example-venv"
+  venv="$top/build/bench/example-venv-$pyver"
   if [ ! -e "$venv/.complete" ]; then
     log "making $venv with pip (examples/requirements.txt)"
     rm -rf "$venv"
     "$PYTHON" -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes \
-      -r examples/requirements.txt
+    if [ "$pyver" = 3.11 ]; then
+      "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes \
+        -r examples/requirements.txt
+    else # the same versions (the file's hashes and markers are 3.11's)
+      "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        $(sed -n 's/^\([A-Za-z0-9_.-]*==[^ ;]*\).*/\1/p' examples/requirements.txt)
+    fi
     scratch=$(mktemp -d)
     cp -r examples/. "$scratch/"
     "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "$scratch"
@@ -111,14 +135,26 @@ for cmd in "$venv/bin/python" "$app python" "$small python" "$big python" "$noca
   done
 done
 rm -f "$out/check.err"
-site=$(echo "$venv"/lib/python3.11/site-packages)
-ls "$site"/fastapi/__pycache__/*.cpython-311.pyc >/dev/null 2>&1 ||
+site=$(echo "$venv"/lib/python$pyver/site-packages)
+ls "$site"/fastapi/__pycache__/*.cpython-"${pyver/./}".pyc >/dev/null 2>&1 ||
   die "$site/fastapi/__pycache__ was not written: is the venv writable?"
-uvicorn="$top/build/tools-venv/bin/uvicorn"
-[ -x "$uvicorn" ] || die "$uvicorn is missing: bash tests/setup.sh"
+if [ "$pyver" = 3.11 ]; then
+  uvicorn="$top/build/tools-venv/bin/uvicorn"
+  [ -x "$uvicorn" ] || die "$uvicorn is missing: bash tests/setup.sh"
+else # the tools venv's pin, on this Python
+  uvenv="$top/build/bench/uvicorn-$pyver" uvicorn="$top/build/bench/uvicorn-$pyver/bin/uvicorn"
+  if [ ! -e "$uvenv/.complete" ]; then
+    log "making $uvenv with pip"
+    rm -rf "$uvenv"
+    "$PYTHON" -m venv "$uvenv"
+    "$uvenv/bin/pip" install --quiet --disable-pip-version-check \
+      "$(grep '^uvicorn\[standard\]==' tests/requirements.txt)"
+    touch "$uvenv/.complete"
+  fi
+fi
 
 # ---- time them side by side -------------------------------------------------------
-json="$top/build/bench/coldstart.json"
+json="$out/coldstart.json"
 hyperfine --shell=none --style basic --warmup "$warmup" --runs "$runs" --export-json "$json" \
   -n "bare host: --version" "$host --version" \
   -n "app.bin: --version" "$app --version" \
@@ -136,7 +172,7 @@ hyperfine --shell=none --style basic --warmup "$warmup" --runs "$runs" --export-
   -n "app.bin --store-all-code: import fastapi" "$big python -c 'import fastapi'" \
   -n "app.bin --no-code-cache: import fastapi" "$nocache python -c 'import fastapi'" >&2
 
-servers_json="$top/build/bench/first_response.json"
+servers_json="$out/first_response.json"
 "$PYTHON" -I "$top/tests/bench/first_response.py" --runs "$server_runs" --json "$servers_json" \
   "uvicorn=PYTHONPATH=$site $uvicorn my_package.web:app --port {port} --log-level warning --no-access-log" \
   "app.bin=$app --port {port} --no-access-log" \
@@ -145,7 +181,7 @@ servers_json="$top/build/bench/first_response.json"
   "app.bin --no-code-cache=$nocache --port {port} --no-access-log" >"$out/first_response.md"
 
 "$PYTHON" -I - "$json" "$servers_json" "$app" "$small" "$big" "$host" "$venv" "$runs" \
-  "$out/first_response.md" <<'EOF' | tee "$top/build/bench/coldstart.md"
+  "$out/first_response.md" <<'EOF' | tee "$out/coldstart.md"
 import json, os, platform, statistics, sys
 from pathlib import Path
 
@@ -170,7 +206,8 @@ def median_ratio(name, base):
     return f"{statistics.median(first[name]) / statistics.median(first[base]):.2f}"
 
 
-print(f"Cold start, {runs} runs each after warm-up (hyperfine -N), servers "
+print(f"Cold start, Python {platform.python_version()}, {runs} runs each after warm-up "
+      f"(hyperfine -N), servers "
       f"{len(first['uvicorn'])} runs each in turns; {os.cpu_count()} CPUs, "
       f"Linux {platform.release()}, load average {os.getloadavg()[0]:.2f}.\n")
 packs = ("app.bin", "app.bin --store-all-code", "app.bin --compress-code",
@@ -211,7 +248,7 @@ def tree_size(root):
     return total
 
 
-site = Path(venv) / "lib" / "python3.11" / "site-packages"
+site = Path(venv) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
 mib = 1024 * 1024
 print("\n| file | size (MiB) |")
 print("| --- | ---: |")
