@@ -28,6 +28,7 @@
 #include "zipindex.h"
 
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +129,16 @@ static void print_version(const payload *p, const manifest *mf) {
 int main(int argc, char **argv) {
   const char *prog = "app.bin";
   char exe[PATH_MAX], err[1024];
+  /* A server's SIGTERM and SIGINT stay blocked, so pending, until the runtime
+   * has its handlers (_catch_early_signals unblocks them): as PID 1 (a
+   * container) a signal with no handler is discarded, so a `docker stop`
+   * in the first milliseconds was lost and the server went on to serve. Other
+   * commands get the mask back once the command line is read. */
+  sigset_t stop_signals, startup_mask;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigprocmask(SIG_BLOCK, &stop_signals, &startup_mask);
   if (find_self(argc > 0 ? argv[0] : "app.bin", exe, sizeof(exe)) != 0) {
     fprintf(stderr, "%s: error: cannot find my own executable file\n", prog);
     return 1;
@@ -162,6 +173,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s: error: %s\n", prog, err);
     return 2;
   }
+  if (opts.mode != CLI_SERVE)
+    sigprocmask(SIG_SETMASK, &startup_mask, NULL);
   switch (opts.mode) {
   case CLI_HELP:
     cli_print_help(stdout, prog);

@@ -10,12 +10,14 @@ import re
 import signal
 import socket
 import stat
+import subprocess
 import threading
 import time
 
 import httpx
 import pytest
 
+from hostutil import clean_env
 from server_fixtures import (RawConn, build_request, children_of, free_port,
                              pid_alive)
 
@@ -210,6 +212,80 @@ def test_signal_lets_in_flight_request_finish(appbin, sig):
     assert "APP: slow request finished inflight" in log
     assert "Application shutdown complete." in log
     assert "Finished server process" in log
+
+
+def _pid_namespaces_work():
+    try:
+        return subprocess.run(["unshare", "-r", "--pid", "--fork", "--kill-child", "true"],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _signals_of(pid, field):
+    """The SigBlk/SigCgt/... mask of /proc/PID/status, or 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stop_signal_at_once_as_pid_1(server_app_bin, workers):
+    """A container's entrypoint is PID 1, for which the kernel discards a signal
+    that has no handler: a `docker stop` in the first milliseconds, before the
+    runtime had installed its handlers, was lost, and the server went on to
+    start and serve until the SIGKILL. SIGTERM now stays blocked, so pending,
+    from the first instruction of main() until the runtime handles it: the
+    server stops cleanly before it serves."""
+    if not _pid_namespaces_work():
+        pytest.skip("unshare -r --pid (a user and PID namespace) is not permitted here")
+    term = 1 << (signal.SIGTERM - 1)
+    port = free_port()
+    cmd = ["unshare", "-r", "--pid", "--fork", "--kill-child", str(server_app_bin),
+           "--port", str(port), "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=clean_env())
+    try:
+        # The server is unshare's child (PID 1 inside). Once it runs app.bin
+        # and has blocked SIGTERM (microseconds into main(); at most 20 ms
+        # after the exec, past the dynamic loader, if it never does), the
+        # signal arrives long before the runtime's handlers would (~100 ms).
+        deadline, pid, exec_seen = time.monotonic() + 10, None, None
+        while time.monotonic() < deadline:
+            try:
+                if exec_seen is None:
+                    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                        pid = int(f.read().split()[0])
+                    if os.readlink(f"/proc/{pid}/exe") == str(server_app_bin):
+                        exec_seen = time.monotonic()
+                if exec_seen is not None and (_signals_of(pid, "SigBlk") & term
+                                              or time.monotonic() - exec_seen > 0.02):
+                    break
+            except (OSError, IndexError, ValueError):
+                pass
+            time.sleep(0.0002)
+        else:
+            pytest.fail("app.bin did not start")
+        assert not _signals_of(pid, "SigCgt") & term, "the runtime's handler came first"
+        os.kill(pid, signal.SIGTERM)
+        try:
+            out = proc.communicate(timeout=20)[0].decode("utf-8", "replace")
+        except subprocess.TimeoutExpired:
+            pytest.fail("the SIGTERM sent while app.bin started was lost: it kept running")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "Received SIGTERM" in out or "a signal arrived during startup" in out, out
+    if workers == 1:
+        assert "Stopped before serving: a signal arrived during startup" in out, out
+        assert "running on" not in out, out
 
 
 def test_graceful_shutdown_timeout_cuts_slow_requests(appbin):
