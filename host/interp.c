@@ -56,15 +56,22 @@ static PyStatus configure(PyConfig *config, const char *exe, interp_mode mode, i
   PyStatus status = PyConfig_SetBytesArgv(config, argc, argv);
   if (PyStatus_Exception(status))
     return status;
+  wchar_t **fields[] = {&config->program_name,    &config->executable,  &config->base_executable,
+                        &config->prefix,          &config->exec_prefix, &config->base_prefix,
+                        &config->base_exec_prefix};
+  for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+    status = set_path(config, fields[i], exe);
+    if (PyStatus_Exception(status))
+      return status;
+  }
   /* `home` too: Python's path calculation then looks for nothing on disk
    * (pyvenv.cfg, a ._pth file, a build directory's markers beside the
    * executable: seven failing lookups, each a round trip to the daemon on a
-   * FUSE root file system such as Docker's fuse-overlayfs). */
-  wchar_t **fields[] = {&config->program_name, &config->executable,      &config->base_executable,
-                        &config->home,         &config->prefix,          &config->exec_prefix,
-                        &config->base_prefix,  &config->base_exec_prefix};
-  for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-    status = set_path(config, fields[i], exe);
+   * FUSE root file system such as Docker's fuse-overlayfs). It reads home as
+   * "prefix:exec_prefix" and sets both from it, so a path with a ':' keeps
+   * the lookups rather than split sys.prefix in two. */
+  if (!strchr(exe, ':')) {
+    status = set_path(config, &config->home, exe);
     if (PyStatus_Exception(status))
       return status;
   }

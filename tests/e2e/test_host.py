@@ -159,6 +159,22 @@ def test_sys_executable_and_prefixes_are_app_bin(app_bin):
     assert json.loads(out) == [str(app_bin)] * 5
 
 
+@pytest.mark.parametrize("directory", ["plain", "with:colon"])
+def test_prefixes_in_any_directory(app_bin, tmp_path, directory):
+    """Wherever app.bin lies, Python's paths all name it (Python reads its home
+    as "prefix:exec_prefix", so the host gives it none when the path has a
+    ':'), and nothing says venv (prefix == base_prefix)."""
+    target = tmp_path / directory / "app.bin"
+    target.parent.mkdir()
+    shutil.copy2(app_bin, target)
+    out = python_c(target, "import sys, json, sysconfig; print(json.dumps([sys.executable, "
+                           "sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, "
+                           "sysconfig.get_paths()['purelib'], sys.path[1:4]]))")
+    exe = str(target)
+    assert json.loads(out) == [exe] * 5 + [f"{exe}/site-packages", [
+        f"{exe}/stdlib", f"{exe}/stdlib/lib-dynload", f"{exe}/site-packages"]]
+
+
 def test_sys_flags_in_python_mode(app_bin):
     out = python_c(app_bin, "import sys, json; print(json.dumps(dict((k, getattr(sys.flags, k)) "
                             "for k in dir(sys.flags) if not k.startswith('_') "
