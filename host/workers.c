@@ -456,7 +456,13 @@ int workers_run(cli_options *opts, int *is_worker) {
     log_line("INFO:", "appbin running on http://%s%s%s:%d (Press CTRL+C to quit)",
              strchr(opts->host, ':') ? "[" : "", opts->host, strchr(opts->host, ':') ? "]" : "",
              opts->port);
-  for (int i = 0; i < n; i++) {
+  /* A stop asked for while the payload was checked (main() blocks both
+   * signals from its start): no worker is started. */
+  const struct timespec no_wait = {0, 0};
+  for (int sig; (sig = sigtimedwait(&mask, NULL, &no_wait)) > 0;)
+    if (sig == SIGTERM || sig == SIGINT)
+      on_signal(&sv, sig);
+  for (int i = 0; i < n && !sv.stopping; i++) {
     pid_t pid = spawn(&sv, i);
     if (pid == 0)
       goto in_worker;
