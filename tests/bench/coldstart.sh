@@ -73,6 +73,8 @@ esac
 out=${out:-$top/build/bench/coldstart$([ "$pyver" = 3.11 ] || echo "-$pyver")}
 # The python whose libpython the host links (the build writes it down).
 PYTHON=$(sed -n 's/^python=//p' "$(dirname "$host")/appbin-host.info" 2>/dev/null || true)
+[ -n "$PYTHON" ] || [ "$pyver" = 3.11 ] ||
+  die "$(dirname "$host")/appbin-host.info names no python: is $host a $pyver host of this build?"
 PYTHON=${PYTHON:-/usr/bin/python3.11}
 # The venv's python must write and then use its __pycache__, as it would in
 # production: no PYTHONDONTWRITEBYTECODE, PYTHONPYCACHEPREFIX and friends.
@@ -115,6 +117,7 @@ if [ -z "$venv" ]; then
   fi
 fi
 [ -x "$venv/bin/python" ] || die "$venv is not a venv"
+[ -d "$venv/lib/python$pyver" ] || die "$venv is not a venv of Python $pyver (--python-version)"
 log "venv: $venv"
 
 # ---- pack it twice -------------------------------------------------------------
@@ -151,6 +154,7 @@ else # the tools venv's pin, on this Python
       "$(grep '^uvicorn\[standard\]==' tests/requirements.txt)"
     touch "$uvenv/.complete"
   fi
+  [ -x "$uvicorn" ] || die "$uvicorn is missing (pip install into $uvenv failed?)"
 fi
 
 # ---- time them side by side -------------------------------------------------------
