@@ -9,7 +9,8 @@
 # the recipe's original python3-debian12, which distroless no longer builds).
 #
 # Reports: image size, number of files, cold start to the first 200 on GET /
-# (docker run -> first answer, polled every 2 ms, median of --runs),
+# (docker run -> first answer, polled every 2 ms, median of --runs, the two
+# images started in turns),
 # requests/s with wrk on
 # loopback (bounded: -d5s -c64 -t2 by default) and memory after the load.
 #
@@ -127,40 +128,52 @@ start_and_wait() {
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print -1}'; }
 
+image_of() { [ "$1" = appbin ] && echo "$APPBIN_IMAGE" || echo "$BASELINE_IMAGE"; }
+port_of() { [ "$1" = appbin ] && echo 8000 || echo 80; }
+present=()
 for which in appbin baseline; do
-  image=$([ $which = appbin ] && echo "$APPBIN_IMAGE" || echo "$BASELINE_IMAGE")
-  cport=$([ $which = appbin ] && echo 8000 || echo 80)
+  image=$(image_of $which)
   cold[$which]=n/a rps[$which]=n/a lat[$which]=n/a mem[$which]=n/a size[$which]=0 files[$which]=n/a
   if ! "$DOCKER" image inspect "$image" >/dev/null 2>&1; then
     log "no image $image (build it: run without --no-build)"; continue
   fi
   size[$which]=$("$DOCKER" image inspect -f '{{.Size}}' "$image")
   files[$which]=$(file_count "$image")
-  [ $static_only = 1 ] && continue
+  present+=("$which")
+done
 
-  samples=()
+if [ $static_only = 0 ]; then
+  # Cold starts in turns (appbin, baseline, appbin, ...), so that a change of
+  # load on the machine during the runs hits both images alike.
+  declare -A samples
   for ((r = 0; r < runs; r++)); do
-    read -r cid ms < <(start_and_wait "$image" "$cport" "$(free_port)")
-    samples+=("$ms")
+    for which in "${present[@]}"; do
+      read -r cid ms < <(start_and_wait "$(image_of $which)" "$(port_of $which)" "$(free_port)")
+      samples[$which]+="$ms "
+      "$DOCKER" rm -f -v "$cid" >/dev/null
+    done
+  done
+  for which in "${present[@]}"; do
+    cold[$which]=$(printf '%s\n' ${samples[$which]} | median)
+  done
+
+  for which in "${present[@]}"; do
+    hport=$(free_port)
+    read -r cid ms < <(start_and_wait "$(image_of $which)" "$(port_of $which)" "$hport")
+    if [ "$ms" != -1 ] && command -v wrk >/dev/null; then
+      wrk -t1 -c8 -d1s "http://127.0.0.1:$hport/" >/dev/null 2>&1 || true # warm-up
+      out=$(timeout 60 wrk -t"$threads" -c"$conns" -d"$duration" --latency "http://127.0.0.1:$hport/" 2>&1 || true)
+      rps[$which]=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
+      lat[$which]=$(awk '$1 == "99%" {print $2}' <<<"$out")
+      non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+      [ -n "$non2xx" ] && log "$which: $non2xx non-2xx answers under load"
+      mem[$which]=$("$DOCKER" stats --no-stream --format '{{.MemUsage}}' "$cid" | cut -d/ -f1 | tr -d ' ')
+    elif [ "$ms" = -1 ]; then
+      log "$which never answered 200 on GET /; last logs:"; "$DOCKER" logs --tail 20 "$cid" >&2 || true
+    fi
     "$DOCKER" rm -f -v "$cid" >/dev/null
   done
-  cold[$which]=$(printf '%s\n' "${samples[@]}" | median)
-
-  hport=$(free_port)
-  read -r cid ms < <(start_and_wait "$image" "$cport" "$hport")
-  if [ "$ms" != -1 ] && command -v wrk >/dev/null; then
-    wrk -t1 -c8 -d1s "http://127.0.0.1:$hport/" >/dev/null 2>&1 || true # warm-up
-    out=$(timeout 60 wrk -t"$threads" -c"$conns" -d"$duration" --latency "http://127.0.0.1:$hport/" 2>&1 || true)
-    rps[$which]=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
-    lat[$which]=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-    [ -n "$non2xx" ] && log "$which: $non2xx non-2xx answers under load"
-    mem[$which]=$("$DOCKER" stats --no-stream --format '{{.MemUsage}}' "$cid" | cut -d/ -f1 | tr -d ' ')
-  elif [ "$ms" = -1 ]; then
-    log "$which never answered 200 on GET /; last logs:"; "$DOCKER" logs --tail 20 "$cid" >&2 || true
-  fi
-  "$DOCKER" rm -f -v "$cid" >/dev/null
-done
+fi
 
 mb() { awk -v b="$1" 'BEGIN {printf "%.1f MB", b / 1e6}'; }
 printf '\n%-26s %30s %30s\n' "" "appbin" "baseline (venv)"
