@@ -55,6 +55,15 @@ PY_BUILTINS = frozenset(_TARGET[5].split())       # sys.builtin_module_names
 DYN = "_json" if "_json" not in PY_BUILTINS else "_zoneinfo"
 
 
+def unshare_works(*flags):
+    """Whether `unshare FLAGS... true` runs here (namespaces the tests use)."""
+    try:
+        return subprocess.run(["unshare", *flags, "true"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def clean_env(**extra):
     """The environment for app.bin: the caller's without PYTHON* / APPBIN_*
     variables (so that the outcome does not depend on the shell running the

@@ -100,16 +100,22 @@ def free_port():
             return port
 
 
-def rss_kb(pid):
-    """VmRSS of a process in KiB (0 if gone)."""
+def status_field(pid, field):
+    """The value of FIELD ("VmRSS", "SigBlk", ...) in /proc/PID/status, as
+    its first word; None if the process or the field is gone."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                if line.startswith(field + ":"):
+                    return line.split()[1]
     except OSError:
         pass
-    return 0
+    return None
+
+
+def rss_kb(pid):
+    """VmRSS of a process in KiB (0 if gone)."""
+    return int(status_field(pid, "VmRSS") or 0)
 
 
 def children_of(pid):

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from hostutil import (DYN, PY_TAG, app_bin_fixture, clean_env, describe, python, python_c,
-                      read_trailer, run)
+                      read_trailer, run, unshare_works)
 
 app_bin = pytest.fixture(scope="session")(app_bin_fixture)
 
@@ -295,14 +295,6 @@ def test_every_write_fails_and_changes_nothing(app_bin, tmp_path):
     assert tmp_file.read_text() == "outside" and not (tmp_path / "moved").exists()
 
 
-def _unshare_works():
-    try:
-        return subprocess.run(["unshare", "-rm", "true"], capture_output=True,
-                              timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 def test_c_calls_answer_as_a_read_only_mount(app_bin, test_venv, tmp_path):
     """libc's open/openat/creat/fopen, mkdir, rmdir, unlink, rename,
     renameat2, link, symlink, chmod, chown, truncate, utime(s), utimensat,
@@ -312,7 +304,7 @@ def test_c_calls_answer_as_a_read_only_mount(app_bin, test_venv, tmp_path):
     EEXIST, EISDIR, ENOTDIR, ENOENT in the kernel's order; ST_RDONLY), but
     for reading a directory's descriptor (EBADF where the kernel says
     EISDIR: the descriptor is an O_PATH stand-in, see README)."""
-    if not _unshare_works():
+    if not unshare_works("-rm"):
         pytest.skip("unshare -rm (a user and mount namespace) is not permitted here")
     script = FIXTURES / "archfs_ro_calls.py"
     data = tmp_path / "data"
@@ -1403,7 +1395,7 @@ def test_no_memfd_and_nowhere_to_write_is_one_clear_line(app_bin, tmp_path, err)
     memfd_create's errno and one line naming the file and both reasons;
     listing and stat still work, pure-Python imports too, and an extension
     module's ImportError says the same. Never a crash or an empty file."""
-    if not _unshare_works():
+    if not unshare_works("-rm"):
         pytest.skip("unshare -rm (a user and mount namespace) is not permitted here")
     code = f"""
     import errno, os, sys
@@ -1450,7 +1442,7 @@ def test_no_memfd_prefers_a_directory_code_can_load_from(app_bin, tmp_path):
     --tmpfs mounts) when there is one; when the only writable one is
     noexec, archive files still open from it and an extension module's
     ImportError says why it cannot load."""
-    if not _unshare_works():
+    if not unshare_works("-rm"):
         pytest.skip("unshare -rm (a user and mount namespace) is not permitted here")
     code = tmp_path / "code.py"
     code.write_text(textwrap.dedent("""

@@ -17,9 +17,9 @@ import time
 import httpx
 import pytest
 
-from hostutil import clean_env
+from hostutil import clean_env, unshare_works
 from server_fixtures import (RawConn, build_request, children_of, free_port,
-                             pid_alive)
+                             pid_alive, status_field)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -217,23 +217,12 @@ def test_signal_lets_in_flight_request_finish(appbin, sig):
 def _pid_namespaces_work():
     if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
         return False  # CONFIG_PROC_CHILDREN: how the test finds the server
-    try:
-        return subprocess.run(["unshare", "-r", "--pid", "--fork", "--kill-child", "true"],
-                              capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    return unshare_works("-r", "--pid", "--fork", "--kill-child")
 
 
 def _signals_of(pid, field):
-    """The SigBlk/SigCgt/... mask of /proc/PID/status, or 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return 0
+    """The SigBlk/SigCgt/... mask of a process, 0 once it is gone."""
+    return int(status_field(pid, field) or "0", 16)
 
 
 def _sigterm_while_starting_as_pid_1(exe, workers):
