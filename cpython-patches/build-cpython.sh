@@ -49,7 +49,15 @@ configure_flags=(
 # executable's).
 cflags_nodist="-specs=/usr/share/dpkg/no-pie-compile.specs"
 ldflags_nodist="-specs=/usr/share/dpkg/no-pie-link.specs"
-if [ "${APPBIN_CPYTHON_PGO:-1}" = 1 ]; then configure_flags+=(--enable-optimizations); fi
+# PGO (APPBIN_CPYTHON_PGO, on by default). Its profile is what the test
+# suite's --pgo subset runs, pass or fail: a test whose outcome depends on the
+# machine (test_xml_etree on the builder image's libexpat, say) must not stop
+# the build, as 3.13's Makefile would.
+make_args=()
+if [ "${APPBIN_CPYTHON_PGO:-1}" = 1 ]; then
+  configure_flags+=(--enable-optimizations)
+  make_args=("PROFILE_TASK=-m test --pgo --timeout=1200 || true")
+fi
 
 # Debian patches not applied (see README.md for why each).
 debian_skip=(
@@ -218,13 +226,6 @@ say "configure: ${configure_flags[*]}"
 
 step=make
 say "make (log: $log)"
-# The PGO profile is what the test suite's --pgo subset runs, pass or fail: a
-# test whose outcome depends on the machine (test_xml_etree on the builder
-# image's libexpat, say) must not stop the build, as 3.13's Makefile would.
-make_args=()
-if [ "${APPBIN_CPYTHON_PGO:-1}" = 1 ]; then
-  make_args=("PROFILE_TASK=-m test --pgo --timeout=1200 || true")
-fi
 (cd "$src" && run nice make -j"${APPBIN_CPYTHON_JOBS:-2}" "${make_args[@]}")
 
 step=check-modules
