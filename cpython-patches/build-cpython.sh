@@ -83,8 +83,13 @@ for d in "$here/$minor" "$here/all"; do
   [ -d "$d" ] && for p in "$d"/*.patch; do [ -e "$p" ] && ours+=("$p"); done
 done
 
+# The compiler, by the name configure knows: it picks the PGO flags by the
+# compiler's name (*gcc*, *clang*), and CC=cc (what CMake passes down) gets
+# none, silently: a build without profile guidance.
+cc=gcc
 cache=${APPBIN_CACHE:-$HOME/.cache/appbin}/cpython
 key=$( {
+  "$cc" --version 2>/dev/null | head -n 1
   echo "$pkg $debver $dsc_sha"
   printf '%s\n' "${debian_skip[@]}"
   for p in "${ours[@]}"; do echo "${p#"$here"/}"; sha256sum <"$p"; done
@@ -230,7 +235,7 @@ say "builtins: $(awk '{print $1}' "$src/Modules/Setup.local" | tr '\n' ' ')"
 # --- 4. configure, build, install -----------------------------------------------------
 step=configure
 say "configure: ${configure_flags[*]}"
-(cd "$src" && run env CFLAGS_NODIST="$cflags_nodist" LDFLAGS_NODIST="$ldflags_nodist" \
+(cd "$src" && run env CC="$cc" CFLAGS_NODIST="$cflags_nodist" LDFLAGS_NODIST="$ldflags_nodist" \
   ./configure --prefix="$prefix" "${configure_flags[@]}")
 
 # The host wraps functions defined in these two files at link time (-Wl,--wrap,
@@ -242,7 +247,13 @@ printf '\n# appbin: %s\n%s\n' "calls into these stay wrappable (-Wl,--wrap)" \
   "$wrapped_objs: PY_CORE_CFLAGS += -fno-lto" >>"$src/Makefile"
 
 if [ "${APPBIN_CPYTHON_PGO:-1}" = 1 ]; then
-  make_args+=("PGO_PROF_USE_FLAG=$(sed -n 's/^PGO_PROF_USE_FLAG=//p' "$src/Makefile") -flto -ffat-lto-objects")
+  step=pgo-flags
+  pgo_use=$(sed -n 's/^PGO_PROF_USE_FLAG=//p' "$src/Makefile")
+  pgo_gen=$(sed -n 's/^PGO_PROF_GEN_FLAG=//p' "$src/Makefile")
+  if [ -z "$pgo_use" ] || [ -z "$pgo_gen" ]; then
+    say "configure chose no PGO flags for CC=$cc"; false
+  fi
+  make_args+=("PGO_PROF_USE_FLAG=$pgo_use -flto -ffat-lto-objects")
 fi
 
 step=make
@@ -287,15 +298,18 @@ plain=() lto=()
 for m in $members; do
   case " ${wrapped_objs//Python\//} " in *" $m "*) plain+=("$m") ;; *) lto+=("$m") ;; esac
 done
-[ ${#plain[@]} = 2 ]
-(cd "$bdir/lto" && run nice gcc -r -O3 -flto="${APPBIN_CPYTHON_JOBS:-2}" -flinker-output=nolto-rel \
+[ ${#plain[@]} = 2 ] || { say "libpython$minor.a lacks one of: $wrapped_objs"; false; }
+(cd "$bdir/lto" && run nice "$cc" -r -O3 -flto="${APPBIN_CPYTHON_JOBS:-2}" -flinker-output=nolto-rel \
   -o libpython-lto.o "${lto[@]}")
 exported "$libpy" >"$bdir/lto/before.syms"
 (cd "$bdir/lto" && rm -f new.a && run ar rcs new.a libpython-lto.o "${plain[@]}")
 exported "$bdir/lto/new.a" >"$bdir/lto/after.syms"
-cmp -s "$bdir/lto/before.syms" "$bdir/lto/after.syms" ||
-  { diff "$bdir/lto/before.syms" "$bdir/lto/after.syms" >>"$log"; say "exported symbols differ after the LTO link"; false; }
-if readelf -S "$bdir/lto/new.a" | grep -q '\.gnu\.lto_'; then
+if ! cmp -s "$bdir/lto/before.syms" "$bdir/lto/after.syms"; then
+  diff "$bdir/lto/before.syms" "$bdir/lto/after.syms" >>"$log" || true
+  say "exported symbols differ after the LTO link (diff in the log)"; false
+fi
+# (grep without -q: under pipefail, grep -q leaving early fails readelf.)
+if readelf -S "$bdir/lto/new.a" | grep '\.gnu\.lto_' >/dev/null; then
   say "LTO bytecode left in libpython$minor.a"; false
 fi
 mv "$bdir/lto/new.a" "$libpy"
@@ -327,7 +341,7 @@ int main(void) {
   return Py_FinalizeEx() < 0 || rc != 0;
 }
 EOF
-run cc -O2 -I"$prefix/include/python$minor" -o "$bdir/embed" "$bdir/embed.c" -no-pie \
+run "$cc" -O2 -I"$prefix/include/python$minor" -o "$bdir/embed" "$bdir/embed.c" -no-pie \
   -Wl,--export-dynamic "$libpy" -l:libexpat.a -l:libz.a -lm -ldl -lpthread -lutil
 run env PYTHONHOME="$prefix" "$bdir/embed"
 {
