@@ -20,6 +20,7 @@
 #include "manifest.h"
 #include "ops.h"
 #include "payload.h"
+#include "pid1.h"
 #include "prefault.h"
 #include "serve.h"
 #include "sha256.h"
@@ -193,6 +194,15 @@ int main(int argc, char **argv) {
     return 1;
   }
   int debug = opts.log_level <= LOG_DEBUG;
+  /* As a container's PID 1, one process forks an init in front of itself
+   * (pid1.c); a supervisor of workers is one already. */
+  pid_t child = opts.mode == CLI_PYTHON || opts.workers <= 1 ? pid1_fork_init() : 0;
+  if (child > 0) { /* the init: nothing of the archive stays mapped in it */
+    zipindex_close(&zi);
+    manifest_free(&mf);
+    payload_close(&p);
+    return pid1_run_init(child, &opts);
+  }
   /* A process that runs Python, while it is the only thread (the verifier
    * and the metrics thread come later); a supervisor of workers runs none. */
   if (opts.mode == CLI_PYTHON || opts.workers <= 1)

@@ -4,8 +4,9 @@ Builds local bases from Debian packages (tests/docker/build-bases.sh), builds th
 Dockerfile once per session against them (BuildKit cache mounts keep rebuilds
 fast) and checks the image: it serves GET / read-only as 65532 with every
 capability dropped, `python -c` works, `docker stop` is graceful, the health
-check turns healthy, no shell or package manager is inside, /app.bin cannot be
-changed by the user it runs as, and the same build runs on a Debian 12 base.
+check turns healthy, orphaned processes are reaped, no shell or package
+manager is inside, /app.bin cannot be changed by the user it runs as, and the
+same build runs on a Debian 12 base.
 
 Run: build/tools-venv/bin/pytest tests/docker
 Environment: DOCKER (client; default /usr/bin/docker, Debian's 20.10 client,
@@ -431,6 +432,26 @@ def test_exec_python_in_running_container(server):
     r = docker("exec", server.cid, "/app.bin", "python", "-c",
                "import os; print(os.getuid(), os.getgid())")
     assert r.stdout.split() == ["65532", "65532"]
+
+
+def test_orphans_are_reaped_as_pid_1(server):
+    """app.bin is the container's PID 1: its single server runs under the init
+    it forks (host/pid1.c), which reaps what is orphaned in the container."""
+    def processes():
+        lines = docker("top", server.cid, "-o", "pid,ppid,stat,args").stdout.splitlines()[1:]
+        return [line.split(None, 3) for line in lines]
+
+    app_bins = [p for p in processes() if p[3].startswith("/app.bin")]
+    assert len(app_bins) == 2 and app_bins[1][1] == app_bins[0][0], app_bins  # init, server
+    # exits at once; its child, adopted by PID 1, exits 0.3 s later
+    docker("exec", server.cid, "/app.bin", "python", "-c",
+           "import os, time\nif os.fork() == 0:\n    time.sleep(0.3)\n    os._exit(0)")
+    orphans = [p for p in processes() if "python -c" in p[3]]
+    assert len(orphans) == 1 and orphans[0][1] == app_bins[0][0], processes()
+    deadline = time.monotonic() + 10
+    while any(p[0] == orphans[0][0] for p in processes()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(p[0] == orphans[0][0] for p in processes()), processes()  # not even a zombie
 
 
 def test_stop_is_graceful(image):

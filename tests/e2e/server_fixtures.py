@@ -147,17 +147,19 @@ def pid_alive(pid):
 class AppBin:
     """One app.bin process; stdout and stderr go to one log file."""
 
-    def __init__(self, exe, args, log_path, env=None, pass_fds=(), cwd=None, session=False):
+    def __init__(self, exe, args, log_path, env=None, pass_fds=(), cwd=None, session=False,
+                 **popen):
+        """popen: more subprocess.Popen arguments (stdin, preexec_fn...)."""
         self.args = [str(a) for a in args]
         self.log_path = Path(log_path)
         self._log_file = open(self.log_path, "wb")
         full_env = dict(os.environ)
         full_env.pop("PYTHONPATH", None)
         full_env.update(env or {})
-        self.proc = subprocess.Popen([str(exe), *self.args], stdin=subprocess.DEVNULL,
-                                     stdout=self._log_file, stderr=subprocess.STDOUT,
-                                     env=full_env, pass_fds=pass_fds, cwd=cwd,
-                                     start_new_session=session)
+        self.proc = subprocess.Popen([str(exe), *self.args], **{
+            "stdin": subprocess.DEVNULL, "stdout": self._log_file, "stderr": subprocess.STDOUT,
+            "env": full_env, "pass_fds": pass_fds, "cwd": cwd, "start_new_session": session,
+            **popen})
         self.pid = self.proc.pid
         self.where = None
         self.port = None
