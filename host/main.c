@@ -133,8 +133,9 @@ int main(int argc, char **argv) {
   /* A server's SIGTERM and SIGINT stay blocked, so pending, until the runtime
    * has its handlers (_catch_early_signals unblocks them): as PID 1 (a
    * container) a signal with no handler is discarded, so a `docker stop`
-   * in the first milliseconds was lost and the server went on to serve. Other
-   * commands get the mask back once the command line is read. */
+   * in the first milliseconds was lost and the server went on to serve.
+   * Python mode gets the mask back once its init is forked (pid1.c), other
+   * commands once the command line is read. */
   sigset_t stop_signals, startup_mask;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
@@ -174,7 +175,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s: error: %s\n", prog, err);
     return 2;
   }
-  if (opts.mode != CLI_SERVE)
+  if (opts.mode != CLI_SERVE && opts.mode != CLI_PYTHON)
     sigprocmask(SIG_SETMASK, &startup_mask, NULL);
   switch (opts.mode) {
   case CLI_HELP:
@@ -203,6 +204,8 @@ int main(int argc, char **argv) {
     payload_close(&p);
     return pid1_run_init(child, &opts);
   }
+  if (opts.mode == CLI_PYTHON) /* held until here: the init gets what came */
+    sigprocmask(SIG_SETMASK, &startup_mask, NULL);
   /* A process that runs Python, while it is the only thread (the verifier
    * and the metrics thread come later); a supervisor of workers runs none. */
   if (opts.mode == CLI_PYTHON || opts.workers <= 1)

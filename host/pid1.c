@@ -11,16 +11,24 @@
  * (tini) would:
  *
  *   reaping   SIGCHLD: waitpid(-1) until nothing more has exited.
- *   signals   every asynchronous signal stays blocked in the init and is
- *             passed on to the child as it arrives (SIGTERM from `docker
- *             stop` or the kubelet, SIGHUP, SIGUSR1...), except those the
- *             kernel sent (si_code SI_KERNEL): a terminal's Ctrl-C, Ctrl-\
- *             or hang-up goes to the whole foreground process group, the
- *             child included, and must not reach it twice (a second SIGINT
- *             stops the server at once).
+ *   signals   every signal stays blocked in the init and is passed on to
+ *             the child as it arrives: SIGTERM from `docker stop` or the
+ *             kubelet, SIGHUP, and also a terminal's Ctrl-C, Ctrl-\ or
+ *             hang-up (`docker run -it`), which the kernel sends to the
+ *             init's process group or, for a hang-up, to the session leader.
+ *             The child runs in a session of its own (setsid), so that it
+ *             gets each signal once: a group signal to the init's group
+ *             reaches it only through the init (a second SIGINT would stop
+ *             the server at once), and one the app sends within its own
+ *             group (`kill 0`) does not reach the init. Being outside the
+ *             terminal's session, the child is not stopped by Ctrl-Z either
+ *             (a stopped PID 1 child would hang the container).
  *   exit      when the child exits the init exits with its status, 128+N
  *             for a child killed by signal N (as a shell reports it), and
  *             the kernel ends whatever else is left in the namespace.
+ *   files     the init keeps stdout and stderr only: a listening socket
+ *             passed with --fd, or a stdin pipe, closes when the child
+ *             closes it.
  *
  * The child is not PID 1, so a signal without a handler acts on it as on
  * any process; SIGTERM and SIGINT stay blocked in it until the runtime has
@@ -32,38 +40,31 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-static sigset_t waited;     /* what the init waits for with sigwaitinfo */
-static sigset_t child_mask; /* the caller's mask, the child's */
+static sigset_t all_signals; /* what the init waits for with sigwaitinfo */
+static sigset_t child_mask;  /* the caller's mask, the child's */
 
-/* The signals the init waits for: all but those raised by a fault, which
- * cannot be blocked meaningfully (SIGKILL and SIGSTOP cannot be at all). */
-static void waited_signals(sigset_t *set) {
-  static const int faults[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGABRT, SIGSYS};
-  sigfillset(set);
-  for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++)
-    sigdelset(set, faults[i]);
-}
-
-static int exit_status_of(int wstatus, pid_t child) {
+static int exit_status_of(int wstatus, pid_t child, int say_signal) {
   if (WIFEXITED(wstatus))
     return WEXITSTATUS(wstatus);
   assert(WIFSIGNALED(wstatus)); /* waitpid without WUNTRACED/WCONTINUED */
   int sig = WTERMSIG(wstatus);
   const char *name = sigabbrev_np(sig);
-  applog(LOG_ERROR, "Process [%d] killed by SIG%s: exiting with status %d", (int)child,
-         name ? name : "?", 128 + sig);
+  if (say_signal)
+    applog(LOG_ERROR, "Server process [%d] killed by SIG%s: exiting with status %d", (int)child,
+           name ? name : "?", 128 + sig);
   return 128 + sig;
 }
 
 /* Reaps every exited child; returns 1 with *status set once `child` is
  * among them. */
-static int reap(pid_t child, int *status) {
+static int reap(pid_t child, int say_signal, int *status) {
   int done = 0;
   for (;;) {
     int wstatus;
@@ -75,7 +76,7 @@ static int reap(pid_t child, int *status) {
       continue;
     }
     if (pid == child) {
-      *status = exit_status_of(wstatus, child);
+      *status = exit_status_of(wstatus, child, say_signal);
       done = 1;
     }
   }
@@ -84,8 +85,9 @@ static int reap(pid_t child, int *status) {
 pid_t pid1_fork_init(void) {
   if (getpid() != 1)
     return 0;
-  waited_signals(&waited);
-  sigprocmask(SIG_BLOCK, &waited, &child_mask);
+  /* A fault in the init is still fatal: the kernel forces those. */
+  sigfillset(&all_signals);
+  sigprocmask(SIG_BLOCK, &all_signals, &child_mask);
   /* An inherited SIG_IGN would have the kernel reap the child unseen. */
   signal(SIGCHLD, SIG_DFL);
   pid_t child = fork();
@@ -95,27 +97,38 @@ pid_t pid1_fork_init(void) {
             "in the container will not be reaped\n",
             strerror(errno));
   if (child <= 0) {
+    if (child == 0)
+      setsid(); /* cannot fail: the child leads no process group */
     sigprocmask(SIG_SETMASK, &child_mask, NULL);
     return 0;
   }
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull >= 0 && devnull != STDIN_FILENO) {
+    dup2(devnull, STDIN_FILENO);
+    close(devnull);
+  }
+  close_range(STDERR_FILENO + 1, ~0U, 0);
   return child;
 }
 
 int pid1_run_init(pid_t child, const cli_options *opts) {
   assert(getpid() == 1 && child > 1);
   applog_setup(opts->log_level, opts->log_format == LOG_FORMAT_JSON, opts->use_colors);
+  /* A program's exit by a signal is its own business (a shell prints
+   * nothing for Ctrl-C either); a server killed by one is news. */
+  int say_signal = opts->mode == CLI_SERVE;
   for (;;) {
     siginfo_t si;
-    int sig = sigwaitinfo(&waited, &si);
+    int sig = sigwaitinfo(&all_signals, &si);
     if (sig < 0) {
       assert(errno == EINTR);
       continue;
     }
     int status;
     if (sig == SIGCHLD) {
-      if (reap(child, &status))
+      if (reap(child, say_signal, &status))
         return status;
-    } else if (si.si_code != SI_KERNEL) {
+    } else {
       kill(child, sig);
     }
   }

@@ -443,9 +443,9 @@ def test_orphans_are_reaped_as_pid_1(server):
 
     app_bins = [p for p in processes() if p[3].startswith("/app.bin")]
     assert len(app_bins) == 2 and app_bins[1][1] == app_bins[0][0], app_bins  # init, server
-    # exits at once; its child, adopted by PID 1, exits 0.3 s later
+    # exits at once; its child, adopted by PID 1, exits 2 s later
     docker("exec", server.cid, "/app.bin", "python", "-c",
-           "import os, time\nif os.fork() == 0:\n    time.sleep(0.3)\n    os._exit(0)")
+           "import os, time\nif os.fork() == 0:\n    time.sleep(2)\n    os._exit(0)")
     orphans = [p for p in processes() if "python -c" in p[3]]
     assert len(orphans) == 1 and orphans[0][1] == app_bins[0][0], processes()
     deadline = time.monotonic() + 10
