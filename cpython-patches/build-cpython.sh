@@ -58,8 +58,9 @@ ldflags_nodist="-specs=/usr/share/dpkg/no-pie-link.specs"
 # once into plain code. CPython's own links (bin/python, lib-dynload) use the
 # code only (-fno-lto): configure's --with-lto, which LTO-links them all, made
 # the build take 1,021 s against 334 s this way.
+pgo=${APPBIN_CPYTHON_PGO:-1}
 make_args=()
-if [ "${APPBIN_CPYTHON_PGO:-1}" = 1 ]; then
+if [ "$pgo" = 1 ]; then
   configure_flags+=(--enable-optimizations)
   make_args=("PROFILE_TASK=-m test --pgo --timeout=1200 || true" "LDFLAGS_NODIST=-fno-lto")
 fi
@@ -76,7 +77,7 @@ debian_skip=(
 
 # Object files of libpython defining functions the host wraps (see step
 # no-lto-for-wrapped).
-wrapped_objs="Python/pythonrun.o Python/_warnings.o"
+wrapped_objs=(Python/pythonrun.o Python/_warnings.o)
 
 ours=()
 for d in "$here/$minor" "$here/all"; do
@@ -244,9 +245,9 @@ say "configure: ${configure_flags[*]}"
 # without LTO in them, it stays a reference the linker wraps.
 step=no-lto-for-wrapped
 printf '\n# appbin: %s\n%s\n' "calls into these stay wrappable (-Wl,--wrap)" \
-  "$wrapped_objs: PY_CORE_CFLAGS += -fno-lto" >>"$src/Makefile"
+  "${wrapped_objs[*]}: PY_CORE_CFLAGS += -fno-lto" >>"$src/Makefile"
 
-if [ "${APPBIN_CPYTHON_PGO:-1}" = 1 ]; then
+if [ "$pgo" = 1 ]; then
   step=pgo-flags
   pgo_use=$(sed -n 's/^PGO_PROF_USE_FLAG=//p' "$src/Makefile")
   pgo_gen=$(sed -n 's/^PGO_PROF_GEN_FLAG=//p' "$src/Makefile")
@@ -296,9 +297,9 @@ dups=$(sort <<<"$members" | uniq -d)
 exported() { readelf -sW "$1" | awk '$5 ~ /GLOBAL|WEAK/ && $6 == "DEFAULT" && $7 != "UND" && $8 !~ /^__gnu_lto/ {print $8}' | sort -u; }
 plain=() lto=()
 for m in $members; do
-  case " ${wrapped_objs//Python\//} " in *" $m "*) plain+=("$m") ;; *) lto+=("$m") ;; esac
+  case " ${wrapped_objs[*]//Python\//} " in *" $m "*) plain+=("$m") ;; *) lto+=("$m") ;; esac
 done
-[ ${#plain[@]} = 2 ] || { say "libpython$minor.a lacks one of: $wrapped_objs"; false; }
+[ ${#plain[@]} = ${#wrapped_objs[@]} ] || { say "libpython$minor.a lacks one of: ${wrapped_objs[*]}"; false; }
 (cd "$bdir/lto" && run nice "$cc" -r -O3 -flto="${APPBIN_CPYTHON_JOBS:-2}" -flinker-output=nolto-rel \
   -o libpython-lto.o "${lto[@]}")
 exported "$libpy" >"$bdir/lto/before.syms"
@@ -349,7 +350,7 @@ run env PYTHONHOME="$prefix" "$bdir/embed"
   echo "source: $pkg $debver ($suite) dsc sha256 $dsc_sha"
   echo "configure: CFLAGS_NODIST=$cflags_nodist LDFLAGS_NODIST=$ldflags_nodist ${configure_flags[*]}"
   echo "make:$(printf ' "%s"' "${make_args[@]}")"
-  echo "libpython$minor.a: libpython-lto.o (gcc -r -flto of the rest), ${wrapped_objs//Python\//}"
+  echo "libpython$minor.a: libpython-lto.o (gcc -r -flto of the rest), ${wrapped_objs[*]//Python\//}"
   echo "debian patches applied: ${applied[*]}"
   echo "debian patches skipped (list): ${skipped[*]}"
   echo "debian patches not applying: ${failed[*]}"
