@@ -301,6 +301,14 @@ run_probe() { # IMAGE PROBE [ARGS] -> output; the probe is bind-mounted read-onl
   "$DOCKER" run --rm --network none -v "$work/$probe:/probe:ro" --entrypoint /probe "$image" "$@"
 }
 
+# The image's own dynamic loader's view of the probe's libraries (read whole:
+# `docker run | grep -q` under pipefail failed when grep's early exit cut
+# docker's output, SIGPIPE).
+resolved_by() { # IMAGE
+  "$DOCKER" run --rm --network none -v "$work/probe-dyn:/probe:ro" \
+    --entrypoint /lib64/ld-linux-x86-64.so.2 "$1:latest" --list /probe 2>&1 || true
+}
+
 verify_image() { # SHORTNAME KIND(static|nossl|base|cc|python|builder)
   local name=$1 kind=$2 img="appbin/$1" out
   if [ "$kind" = builder ]; then
@@ -325,14 +333,11 @@ verify_image() { # SHORTNAME KIND(static|nossl|base|cc|python|builder)
   case $kind in
     static) out=$(run_probe "$img:nonroot" probe-static) ;;
     nossl)
-      if "$DOCKER" run --rm --network none -v "$work/probe-dyn:/probe:ro" \
-        --entrypoint /lib64/ld-linux-x86-64.so.2 "$img:latest" --list /probe 2>&1 |
-        grep -q 'libcrypto.so.3 => /'; then die "$img has libcrypto"; fi
+      if grep -q 'libcrypto.so.3 => /' <<<"$(resolved_by "$img")"; then die "$img has libcrypto"; fi
       out=$(run_probe "$img:nonroot" probe-nossl) ;;
     *) # the image's own dynamic loader resolves the probe's libraries
-       "$DOCKER" run --rm --network none -v "$work/probe-dyn:/probe:ro" \
-         --entrypoint /lib64/ld-linux-x86-64.so.2 "$img:latest" --list /probe 2>&1 |
-         grep -q 'libcrypto.so.3 => /' || die "$img: ld.so cannot resolve libcrypto.so.3"
+       grep -q 'libcrypto.so.3 => /' <<<"$(resolved_by "$img")" ||
+         die "$img: ld.so cannot resolve libcrypto.so.3"
        out=$(run_probe "$img:nonroot" probe-dyn) ;;
   esac
   grep -q 'user=nonroot uid=65532 cwd=/home/nonroot' <<<"$out" || die "$img:nonroot probe said: $out"
