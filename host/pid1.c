@@ -13,16 +13,19 @@
  *   reaping   SIGCHLD: waitpid(-1) until nothing more has exited.
  *   signals   every signal stays blocked in the init and is passed on to
  *             the child as it arrives: SIGTERM from `docker stop` or the
- *             kubelet, SIGHUP, and also a terminal's Ctrl-C, Ctrl-\ or
- *             hang-up (`docker run -it`), which the kernel sends to the
- *             init's process group or, for a hang-up, to the session leader.
- *             The child runs in a session of its own (setsid), so that it
- *             gets each signal once: a group signal to the init's group
- *             reaches it only through the init (a second SIGINT would stop
- *             the server at once), and one the app sends within its own
- *             group (`kill 0`) does not reach the init. Being outside the
- *             terminal's session, the child is not stopped by Ctrl-Z either
- *             (a stopped PID 1 child would hang the container).
+ *             kubelet, SIGHUP, SIGUSR1... The child runs in a session of its
+ *             own (setsid), so that it gets each signal once: a signal to
+ *             the init's process group reaches it only through the init (a
+ *             second SIGINT would stop the server at once), and one the app
+ *             sends within its own group (`kill 0`) does not reach the init.
+ *             Its group is orphaned (its parent is in another session): a
+ *             SIGTSTP stops nothing, as none stopped PID 1.
+ *   terminal  under `docker run -it` (runc makes PID 1 the session leader
+ *             of the terminal) the child takes the terminal over: Ctrl-C
+ *             and the hang-up go to its process group, its subprocesses
+ *             included (`sleep` under os.system() stops at Ctrl-C), and
+ *             /dev/tty and job control work in it. The init lets the
+ *             terminal go first (TIOCNOTTY), as dumb-init does.
  *   exit      when the child exits the init exits with its status, 128+N
  *             for a child killed by signal N (as a shell reports it), and
  *             the kernel ends whatever else is left in the namespace.
@@ -44,7 +47,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 static sigset_t all_signals; /* what the init waits for with sigwaitinfo */
@@ -55,10 +60,13 @@ static int exit_status_of(int wstatus, pid_t child, int say_signal) {
     return WEXITSTATUS(wstatus);
   assert(WIFSIGNALED(wstatus)); /* waitpid without WUNTRACED/WCONTINUED */
   int sig = WTERMSIG(wstatus);
-  const char *name = sigabbrev_np(sig);
-  if (say_signal)
+  const char *name = sigabbrev_np(sig); /* none for real-time signals */
+  if (say_signal && name)
     applog(LOG_ERROR, "Server process [%d] killed by SIG%s: exiting with status %d", (int)child,
-           name ? name : "?", 128 + sig);
+           name, 128 + sig);
+  else if (say_signal)
+    applog(LOG_ERROR, "Server process [%d] killed by signal %d: exiting with status %d", (int)child,
+           sig, 128 + sig);
   return 128 + sig;
 }
 
@@ -82,6 +90,23 @@ static int reap(pid_t child, int say_signal, int *status) {
   }
 }
 
+/* Gives up the terminal this process leads the session of, if any: 1 when
+ * it did. TIOCNOTTY sends SIGHUP and SIGCONT to the terminal's foreground
+ * group, ours, where all signals are blocked: those two are dropped. */
+static int let_terminal_go(void) {
+  if (!isatty(STDIN_FILENO) || tcgetsid(STDIN_FILENO) != getpid() ||
+      ioctl(STDIN_FILENO, TIOCNOTTY) != 0)
+    return 0;
+  sigset_t sent;
+  sigemptyset(&sent);
+  sigaddset(&sent, SIGHUP);
+  sigaddset(&sent, SIGCONT);
+  const struct timespec now = {0, 0};
+  while (sigtimedwait(&sent, NULL, &now) > 0)
+    ;
+  return 1;
+}
+
 pid_t pid1_fork_init(void) {
   if (getpid() != 1)
     return 0;
@@ -90,6 +115,7 @@ pid_t pid1_fork_init(void) {
   sigprocmask(SIG_BLOCK, &all_signals, &child_mask);
   /* An inherited SIG_IGN would have the kernel reap the child unseen. */
   signal(SIGCHLD, SIG_DFL);
+  int terminal = let_terminal_go();
   pid_t child = fork();
   if (child < 0)
     fprintf(stderr,
@@ -98,7 +124,9 @@ pid_t pid1_fork_init(void) {
             strerror(errno));
   if (child <= 0) {
     if (child == 0)
-      setsid(); /* cannot fail: the child leads no process group */
+      setsid();   /* cannot fail: the child leads no process group */
+    if (terminal) /* the child's now, or ours again */
+      ioctl(STDIN_FILENO, TIOCSCTTY, 0);
     sigprocmask(SIG_SETMASK, &child_mask, NULL);
     return 0;
   }
@@ -107,7 +135,7 @@ pid_t pid1_fork_init(void) {
     dup2(devnull, STDIN_FILENO);
     close(devnull);
   }
-  close_range(STDERR_FILENO + 1, ~0U, 0);
+  closefrom(STDERR_FILENO + 1); /* glibc's falls back to /proc/self/fd */
   return child;
 }
 

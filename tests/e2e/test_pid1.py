@@ -14,10 +14,12 @@ import os
 import pty
 import shutil
 import signal
+import socket
 import subprocess
 import termios
 import time
 
+import httpx
 import pytest
 
 from conftest import OPS_APP
@@ -34,10 +36,11 @@ pytestmark = pytest.mark.skipif(
 class Namespace:
     """app.bin ARGS as PID 1 of a new PID namespace, its output in a log."""
 
-    def __init__(self, exe, args, log_path, prefix=(), **popen):
-        self.server = AppBin(prefix[0] if prefix else UNSHARE[0],
-                             [*prefix[1:], *(UNSHARE[1:] if not prefix else UNSHARE), exe, *args],
-                             log_path, env=clean_env(), **popen)
+    def __init__(self, exe, args, log_path, prefix=(), inner=(), **popen):
+        """prefix: a command that runs unshare; inner: one that unshare runs,
+        which execs app.bin (PID 1 stays app.bin)."""
+        command = [*prefix, *UNSHARE, *inner, exe, *args]
+        self.server = AppBin(command[0], command[1:], log_path, env=clean_env(), **popen)
         self.proc = self.server.proc
         self.exe = str(exe)
 
@@ -86,11 +89,23 @@ def namespace(ops_app_bin, tmp_path):
         ns.close()
 
 
+def _default_sigint():
+    # a runner started as a background job (`cmd &`) hands SIGINT down ignored
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _controlling_terminal(tty_fd):
+    """unshare leads the terminal's session; PID 1 is in its foreground group."""
     def preexec():
+        _default_sigint()
         os.setsid()
         fcntl.ioctl(tty_fd, termios.TIOCSCTTY, 0)
     return preexec
+
+
+# As `docker run -it` starts PID 1 (runc: setsid, then TIOCSCTTY on the
+# console): app.bin leads the session of the terminal on its stdin.
+DOCKER_IT = ("setsid", "--ctty")
 
 
 def test_server_runs_under_an_init_that_reaps_orphans(namespace):
@@ -100,9 +115,9 @@ def test_server_runs_under_an_init_that_reaps_orphans(namespace):
     assert seen["pid"] != 1 and seen["ppid"] == 1, seen  # PID 1 is the init
     assert seen["sid"] == seen["pid"], seen  # in a session of its own
     assert sorted(seen["processes"]) == sorted(["1", str(seen["pid"])]), seen
-    orphan = server.get("/orphan", params={"s": "0.5"}).text
+    orphan = server.get("/orphan", params={"s": "2"}).text
     processes = server.get("/processes").json()["processes"]
-    assert processes[orphan] == ["S", 1], processes  # its sh is gone: PID 1 adopted it
+    assert processes[orphan][1] == 1, processes  # its sh is gone: PID 1 adopted it
     deadline = time.monotonic() + 10
     while orphan in processes and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -144,24 +159,46 @@ def test_a_group_signal_reaches_the_server_once(namespace, sig):
     assert log.count("Received SIG") == 1 and "Finished server process" in log, log
 
 
-COUNT_SIGTERMS = """
+SIGTERM_SENDERS = """
 import signal, time
-seen = []
-signal.signal(signal.SIGTERM, lambda *_: seen.append(1))
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 print("ready", flush=True)
-while not seen:
-    time.sleep(0.01)
+senders = [signal.sigwaitinfo({signal.SIGTERM}).si_pid]
 time.sleep(1)
-print("SIGTERM x", len(seen), flush=True)
+while signal.SIGTERM in signal.sigpending():
+    senders.append(signal.sigwaitinfo({signal.SIGTERM}).si_pid)
+print("SIGTERM from", senders, flush=True)
 """
 
 
 def test_a_group_signal_reaches_a_program_once(namespace):
-    ns = namespace("python", "-c", COUNT_SIGTERMS, app=False, session=True)
+    """Each signal the program gets comes from the init (pid 1), none from
+    the test directly (pid 0: a sender outside the namespace)."""
+    ns = namespace("python", "-c", SIGTERM_SENDERS, app=False, session=True)
     ns.server.wait_log("ready")
     os.killpg(ns.proc.pid, signal.SIGTERM)
     assert ns.wait() == 0
-    assert "SIGTERM x 1\n" in ns.server.log(), ns.server.log()
+    assert "SIGTERM from [1]\n" in ns.server.log(), ns.server.log()
+
+
+def test_the_init_keeps_only_stdout_and_stderr(namespace):
+    """A listening socket passed with --fd (or a stdin pipe) is not held open
+    by the init: it closes when the server closes it."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        fd = listener.fileno()
+        ns = namespace("--app", OPS_APP, "--fd", str(fd), app=False, pass_fds=(fd,),
+                       stdin=subprocess.PIPE)
+        ns.server.wait_log("running on")
+        port = listener.getsockname()[1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        assert client.get("/health").text == "ok"
+    pid1 = ns.pid1()
+    assert sorted(os.listdir(f"/proc/{pid1}/fd")) == ["0", "1", "2"]
+    assert os.readlink(f"/proc/{pid1}/fd/0") == "/dev/null"
+    os.kill(pid1, signal.SIGTERM)
+    assert ns.wait() == 0
 
 
 def test_a_server_killed_by_a_signal_is_the_init_s_exit_status(namespace):
@@ -257,3 +294,56 @@ def test_ctrl_c_in_a_terminal_reaches_a_program_once(namespace):
     finally:
         os.close(master)
     assert ns.server.log() == "ready\ninterrupted\ndone\n"
+
+
+def test_ctrl_c_under_docker_run_it_reaches_the_server_once(namespace):
+    """PID 1 leads the terminal's session: the init hands the terminal to the
+    server, whose process group Ctrl-C then signals (the init gets none)."""
+    master, slave = pty.openpty()
+    ns = namespace("--log-level", "debug", inner=DOCKER_IT, stdin=slave, preexec_fn=_default_sigint)
+    os.close(slave)
+    try:
+        server = ns.server.wait_ready()
+        seen = server.get("/processes").json()
+        assert seen["ppid"] == 1 and seen["sid"] == seen["pid"], seen
+        conn = server.connect(timeout=15)
+        conn.send(b"GET /sleep?s=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)
+        os.write(master, b"\x03")
+        resp = conn.read_response()
+        assert resp.status == 200 and resp.body == b"slept"
+        assert ns.wait() == 0
+    finally:
+        os.close(master)
+    log = ns.server.log()
+    assert log.count("Received SIGINT") == 1, log
+
+
+TERMINAL_PROGRAM = """
+import os, time
+print("foreground", os.tcgetpgrp(0) == os.getpgrp(), flush=True)
+with open("/dev/tty", "rb"):
+    print("has /dev/tty", flush=True)
+t0 = time.monotonic()
+status = os.system("sleep 5")
+print("sleep ended by", os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+      "after", round(time.monotonic() - t0), "s", flush=True)
+"""
+
+
+def test_a_program_under_docker_run_it_owns_the_terminal(namespace):
+    """`docker run -it IMAGE python ...`: the program has the terminal (its
+    process group in the foreground, /dev/tty opens), so Ctrl-C reaches
+    what it runs: os.system()'s sleep ends at once, not after 5 s."""
+    master, slave = pty.openpty()
+    ns = namespace("python", "-c", TERMINAL_PROGRAM, app=False, inner=DOCKER_IT, stdin=slave,
+                   preexec_fn=_default_sigint)
+    os.close(slave)
+    try:
+        ns.server.wait_log("has /dev/tty")
+        time.sleep(0.3)  # in os.system()
+        os.write(master, b"\x03")
+        assert ns.wait() == 0, ns.server.log()
+    finally:
+        os.close(master)
+    assert ns.server.log() == "foreground True\nhas /dev/tty\nsleep ended by 2 after 0 s\n"
