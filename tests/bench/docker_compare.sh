@@ -9,8 +9,8 @@
 # the recipe's original python3-debian12, which distroless no longer builds).
 #
 # Reports: image size, number of files, cold start to the first 200 on GET /
-# (docker run -> first answer, polled every 2 ms, median of --runs, the two
-# images started in turns),
+# (from `docker run` to the first answer, polled every 2 ms once `docker run
+# -d` returned, median of --runs, the two images started in turns),
 # requests/s with wrk on
 # loopback (bounded: -d5s -c64 -t2 by default) and memory after the load.
 #
@@ -90,40 +90,35 @@ free_port() {
   "${PYTHON:-python3.11}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# Polls GET / on 127.0.0.1:PORT every 2 ms until a 200 (exit 0) or 30 s pass
-# (exit 1). (A curl per try with a 20 ms sleep between tries, this script's
-# first poller, added up to ~28 ms to either image's time.)
-wait_200() {
-  "${PYTHON:-python3.11}" - "$1" <<'EOF'
-import socket, sys, time
-port, deadline = int(sys.argv[1]), time.monotonic() + 30
+# start_and_wait IMAGE CONTAINER_PORT HOST_PORT -> "CID MS": one process
+# takes the time from just before `docker run -d` and, once that returned
+# (the container runs, its network is up), polls the published port every
+# 2 ms until GET / answers 200 (MS -1 if none in 30 s). Until 2026-12-05 the
+# poller was a second python started after `docker run -d` returned, its
+# own start-up inside both images' times; polling before the return hit
+# SYNs lost while the container's network came up (1 s retransmits).
+start_and_wait() {
+  "${PYTHON:-python3.11}" - "$DOCKER" "$@" <<'EOF'
+import socket, subprocess, sys, time
+docker, image, cport, hport = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-while time.monotonic() < deadline:
+cmd = [docker, "run", "-d", "--read-only", "--cap-drop", "ALL", "--security-opt",
+       "no-new-privileges", "-p", f"127.0.0.1:{hport}:{cport}", image]
+t0 = time.monotonic()
+run = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+cid, ms = run.stdout.strip() or "none", -1
+while run.returncode == 0 and time.monotonic() < t0 + 30:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        with socket.create_connection(("127.0.0.1", hport), timeout=1) as s:
             s.sendall(request)
             if s.recv(12).startswith(b"HTTP/1.1 200"):
-                sys.exit(0)
+                ms = round((time.monotonic() - t0) * 1000)
+                break
     except OSError:
         pass
     time.sleep(0.002)
-sys.exit(1)
+print(cid, ms)
 EOF
-}
-
-# Starts IMAGE publishing CPORT on 127.0.0.1:HPORT; echoes "cid ms-to-first-200"
-# (docker run included).
-start_and_wait() {
-  local image=$1 cport=$2 hport=$3 cid t0 t1
-  t0=$(date +%s%N)
-  cid=$("$DOCKER" run -d --read-only --cap-drop ALL --security-opt no-new-privileges \
-        -p "127.0.0.1:$hport:$cport" "$image")
-  if wait_200 "$hport"; then
-    t1=$(date +%s%N)
-    echo "$cid $(((t1 - t0) / 1000000))"
-  else
-    echo "$cid -1"
-  fi
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print -1}'; }
@@ -150,7 +145,7 @@ if [ $static_only = 0 ]; then
     for which in "${present[@]}"; do
       read -r cid ms < <(start_and_wait "$(image_of $which)" "$(port_of $which)" "$(free_port)")
       samples[$which]+="$ms "
-      "$DOCKER" rm -f -v "$cid" >/dev/null
+      "$DOCKER" rm -f -v "$cid" >/dev/null 2>&1 || true
     done
   done
   for which in "${present[@]}"; do
@@ -171,7 +166,7 @@ if [ $static_only = 0 ]; then
     elif [ "$ms" = -1 ]; then
       log "$which never answered 200 on GET /; last logs:"; "$DOCKER" logs --tail 20 "$cid" >&2 || true
     fi
-    "$DOCKER" rm -f -v "$cid" >/dev/null
+    "$DOCKER" rm -f -v "$cid" >/dev/null 2>&1 || true
   done
 fi
 
