@@ -233,14 +233,14 @@ def test_sigterm_stops_a_python_program_as_pid_1(namespace):
 
 
 @pytest.mark.skipif(not shutil.which("strace"), reason="strace is not installed")
-def test_sigterm_while_python_mode_starts_is_not_lost(namespace):
+def test_sigterm_while_python_mode_starts_is_not_lost(namespace, ops_app_bin):
     """A SIGTERM that reaches PID 1 before the init is forked (strace holds
-    app.bin's first system call after its signal mask, readlink, for 1 s):
-    pending, not discarded; the init passes it on and the program ends."""
+    main()'s opening of app.bin, payload_open, for 1 s): pending, not
+    discarded; the init passes it on and the program ends."""
     ns = namespace("python", "-c", "import time; time.sleep(5); print('ran to the end')",
                    app=False, session=True,
-                   prefix=("strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=readlink",
-                           "-e", "inject=readlink:delay_exit=1000000:when=1"))
+                   prefix=("strace", "-f", "-qq", "-o", "/dev/null", "-P", ops_app_bin,
+                           "-e", "trace=openat", "-e", "inject=openat:delay_exit=1000000:when=1"))
     pid1 = ns.pid1()
     time.sleep(0.3)  # within the delayed readlink
     os.kill(pid1, signal.SIGTERM)
