@@ -434,6 +434,17 @@ def test_exec_python_in_running_container(server):
     assert r.stdout.split() == ["65532", "65532"]
 
 
+ORPHAN_MAKER = """
+import os, time
+if os.fork() == 0:
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    time.sleep(2)
+    os._exit(0)
+"""
+
+
 def test_orphans_are_reaped_as_pid_1(server):
     """app.bin is the container's PID 1: its single server runs under the init
     it forks (host/pid1.c), which reaps what is orphaned in the container."""
@@ -443,9 +454,9 @@ def test_orphans_are_reaped_as_pid_1(server):
 
     app_bins = [p for p in processes() if p[3].startswith("/app.bin")]
     assert len(app_bins) == 2 and app_bins[1][1] == app_bins[0][0], app_bins  # init, server
-    # exits at once; its child, adopted by PID 1, exits 2 s later
-    docker("exec", server.cid, "/app.bin", "python", "-c",
-           "import os, time\nif os.fork() == 0:\n    time.sleep(2)\n    os._exit(0)")
+    # exits at once; its child, adopted by PID 1, exits 2 s later (its stdio
+    # elsewhere: docker exec returns when the exec'd process's output closes)
+    docker("exec", server.cid, "/app.bin", "python", "-c", ORPHAN_MAKER)
     orphans = [p for p in processes() if "python -c" in p[3]]
     assert len(orphans) == 1 and orphans[0][1] == app_bins[0][0], processes()
     deadline = time.monotonic() + 10
