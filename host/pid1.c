@@ -146,8 +146,7 @@ int pid1_run_init(pid_t child, const cli_options *opts) {
    * nothing for Ctrl-C either); a server killed by one is news. */
   int say_signal = opts->mode == CLI_SERVE;
   for (;;) {
-    siginfo_t si;
-    int sig = sigwaitinfo(&all_signals, &si);
+    int sig = sigwaitinfo(&all_signals, NULL);
     if (sig < 0) {
       assert(errno == EINTR);
       continue;

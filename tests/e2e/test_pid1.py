@@ -89,6 +89,28 @@ def namespace(ops_app_bin, tmp_path):
         ns.close()
 
 
+@pytest.fixture
+def terminal():
+    """(master, slave) of a new pty; the test closes slave once app.bin has
+    it, master is closed at the end."""
+    master, slave = pty.openpty()
+    yield master, slave
+    os.close(master)
+
+
+def _stop_during_a_request(ns, stop):
+    """GET /sleep?s=1 on the ready server, stop() while it is in the app: the
+    request still gets its 200 and app.bin exits 0. Returns the log."""
+    conn = ns.server.connect(timeout=15)
+    conn.send(b"GET /sleep?s=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.5)  # the request is in the app
+    stop()
+    resp = conn.read_response()
+    assert resp.status == 200 and resp.body == b"slept"
+    assert ns.wait() == 0
+    return ns.server.log()
+
+
 def _default_sigint():
     # a runner started as a background job (`cmd &`) hands SIGINT down ignored
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -134,15 +156,8 @@ def test_sigterm_to_pid_1_drains_the_server(namespace):
     """docker stop, the kubelet: SIGTERM to PID 1 reaches the server once, an
     in-flight request finishes, exit status 0."""
     ns = namespace("--timeout-graceful-shutdown", "10", "--log-level", "debug")
-    server = ns.server.wait_ready()
-    conn = server.connect(timeout=15)
-    conn.send(b"GET /sleep?s=1 HTTP/1.1\r\nHost: x\r\n\r\n")
-    time.sleep(0.5)  # the request is in the app
-    os.kill(ns.pid1(), signal.SIGTERM)
-    resp = conn.read_response()
-    assert resp.status == 200 and resp.body == b"slept"
-    assert ns.wait() == 0
-    log = ns.server.log()
+    ns.server.wait_ready()
+    log = _stop_during_a_request(ns, lambda: os.kill(ns.pid1(), signal.SIGTERM))
     assert log.count("Received SIGTERM") == 1, log
 
 
@@ -248,24 +263,14 @@ def test_sigterm_while_python_mode_starts_is_not_lost(namespace, ops_app_bin):
     assert "ran to the end" not in ns.server.log()
 
 
-def test_ctrl_c_in_a_terminal_reaches_the_server_once(namespace):
+def test_ctrl_c_in_a_terminal_reaches_the_server_once(namespace, terminal):
     """`docker run -it`: a terminal's Ctrl-C signals the terminal's foreground
     process group, the init's; the server gets it once, through the init."""
-    master, slave = pty.openpty()
+    master, slave = terminal
     ns = namespace("--log-level", "debug", stdin=slave, preexec_fn=_controlling_terminal(slave))
     os.close(slave)
-    try:
-        server = ns.server.wait_ready()
-        conn = server.connect(timeout=15)
-        conn.send(b"GET /sleep?s=1 HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.5)
-        os.write(master, b"\x03")  # ^C
-        resp = conn.read_response()
-        assert resp.status == 200 and resp.body == b"slept"
-        assert ns.wait() == 0
-    finally:
-        os.close(master)
-    log = ns.server.log()
+    ns.server.wait_ready()
+    log = _stop_during_a_request(ns, lambda: os.write(master, b"\x03"))  # ^C
     assert "Received SIGINT: stopping" in log, log
     assert "Received SIGINT again" not in log, log
 
@@ -282,40 +287,26 @@ print("done", flush=True)
 """
 
 
-def test_ctrl_c_in_a_terminal_reaches_a_program_once(namespace):
-    master, slave = pty.openpty()
+def test_ctrl_c_in_a_terminal_reaches_a_program_once(namespace, terminal):
+    master, slave = terminal
     ns = namespace("python", "-c", CATCH_ONE_CTRL_C, app=False, stdin=slave,
                    preexec_fn=_controlling_terminal(slave))
     os.close(slave)
-    try:
-        ns.server.wait_log("ready")
-        os.write(master, b"\x03")
-        assert ns.wait() == 0, ns.server.log()
-    finally:
-        os.close(master)
+    ns.server.wait_log("ready")
+    os.write(master, b"\x03")
+    assert ns.wait() == 0, ns.server.log()
     assert ns.server.log() == "ready\ninterrupted\ndone\n"
 
 
-def test_ctrl_c_under_docker_run_it_reaches_the_server_once(namespace):
+def test_ctrl_c_under_docker_run_it_reaches_the_server_once(namespace, terminal):
     """PID 1 leads the terminal's session: the init hands the terminal to the
     server, whose process group Ctrl-C then signals (the init gets none)."""
-    master, slave = pty.openpty()
+    master, slave = terminal
     ns = namespace("--log-level", "debug", inner=DOCKER_IT, stdin=slave, preexec_fn=_default_sigint)
     os.close(slave)
-    try:
-        server = ns.server.wait_ready()
-        seen = server.get("/processes").json()
-        assert seen["ppid"] == 1 and seen["sid"] == seen["pid"], seen
-        conn = server.connect(timeout=15)
-        conn.send(b"GET /sleep?s=1 HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.5)
-        os.write(master, b"\x03")
-        resp = conn.read_response()
-        assert resp.status == 200 and resp.body == b"slept"
-        assert ns.wait() == 0
-    finally:
-        os.close(master)
-    log = ns.server.log()
+    seen = ns.server.wait_ready().get("/processes").json()
+    assert seen["ppid"] == 1 and seen["sid"] == seen["pid"], seen
+    log = _stop_during_a_request(ns, lambda: os.write(master, b"\x03"))
     assert log.count("Received SIGINT") == 1, log
 
 
@@ -331,19 +322,16 @@ print("sleep ended by", os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
 """
 
 
-def test_a_program_under_docker_run_it_owns_the_terminal(namespace):
+def test_a_program_under_docker_run_it_owns_the_terminal(namespace, terminal):
     """`docker run -it IMAGE python ...`: the program has the terminal (its
     process group in the foreground, /dev/tty opens), so Ctrl-C reaches
     what it runs: os.system()'s sleep ends at once, not after 5 s."""
-    master, slave = pty.openpty()
+    master, slave = terminal
     ns = namespace("python", "-c", TERMINAL_PROGRAM, app=False, inner=DOCKER_IT, stdin=slave,
                    preexec_fn=_default_sigint)
     os.close(slave)
-    try:
-        ns.server.wait_log("has /dev/tty")
-        time.sleep(0.3)  # in os.system()
-        os.write(master, b"\x03")
-        assert ns.wait() == 0, ns.server.log()
-    finally:
-        os.close(master)
+    ns.server.wait_log("has /dev/tty")
+    time.sleep(0.3)  # in os.system()
+    os.write(master, b"\x03")
+    assert ns.wait() == 0, ns.server.log()
     assert ns.server.log() == "foreground True\nhas /dev/tty\nsleep ended by 2 after 0 s\n"
