@@ -1,6 +1,7 @@
 #include "codecache_hook.h"
 
 #include "codecache.h"
+#include "codeconst.h"
 #include "le.h"
 #include "pycompat.h"
 
@@ -209,8 +210,10 @@ static PyObject *cached_code(const codecache_key *key) {
   if (!code || len > PY_SSIZE_T_MAX)
     return NULL;
   PyObject *co = PyMarshal_ReadObjectFromString((const char *)code, (Py_ssize_t)len);
-  if (co && PyCode_Check(co))
+  if (co && PyCode_Check(co)) {
+    codeconst_untrack(co);
     return co;
+  }
   /* The member's digest matched, so this is a packer's bug: compile. */
   Py_XDECREF(co);
   PyErr_Clear();

@@ -3,6 +3,7 @@
 #include "archfs_libc.h"
 #include "asgi.h"
 #include "codecache_hook.h"
+#include "codeconst.h"
 #include "elfstub.h"
 #include "extload.h"
 #include "extremap.h"
@@ -389,6 +390,7 @@ static PyObject *load_pyc(const modindex_module *m, PyObject *filename) {
     Py_DECREF(code);
     return PyErr_Format(PyExc_ImportError, "appbin: %s holds no code object", m->code->name);
   }
+  codeconst_untrack(code);
   /* The packer compiled with the member path; tracebacks want ours. */
   PyObject *r = PyObject_CallFunctionObjArgs(g.fix_co_filename, code, filename, NULL);
   if (!r) {

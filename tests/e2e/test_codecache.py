@@ -171,6 +171,16 @@ def test_start_up_is_answered_from_the_cache(probe_bins):
                                         "recorded": 0}
 
 
+def test_cached_code_objects_have_their_tuples_untracked(probe_bins):
+    """A code object from the cache has its atomic tuples untracked as an
+    imported module's are (host/codeconst.h); compiled, they wait for the
+    collector."""
+    code = ("import gc; gc.disable(); import codecache_probe.app as a; "
+            "print(gc.is_tracked(a.Point.__eq__.__code__.co_names))")
+    tracked = [run([app_bin, "python", "-c", code], env=clean_env()) for app_bin in probe_bins]
+    assert [r.stdout.strip() for r in tracked] == ["False", "True"], tracked
+
+
 def test_cached_code_behaves_as_compiled_code(probe_bins, probe_venv):
     """The venv's python, app.bin with the cache and without it print the
     same for the same calls: annotations under each future, dataclass and

@@ -24,9 +24,9 @@ app_bin = pytest.fixture(scope="session")(app_bin_fixture)
 FIXTURE_PKG = Path(__file__).resolve().parent / "fixtures" / "appbin_testpkg" / "appbin_testpkg"
 
 
-def venv_python(test_venv, code):
+def venv_python(test_venv, code, *args):
     """The reference answer: the venv's own python3.11 running `code`."""
-    result = subprocess.run([str(Path(test_venv) / "bin" / "python"), "-I", "-c", code],
+    result = subprocess.run([str(Path(test_venv) / "bin" / "python"), "-I", "-c", code, *args],
                             capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -441,7 +441,8 @@ def test_pkgutil_iter_modules_of_a_package(app_bin, test_venv):
             "sorted(m.name for m in pkgutil.walk_packages(email.__path__, 'email.'))]))")
     ours, reference = both(app_bin, test_venv, code)
     assert json.loads(ours) == json.loads(reference)
-    assert json.loads(ours)[0] == [["asgi", False], ["boom", False], ["plugins", False],
+    assert json.loads(ours)[0] == [["asgi", False], ["boom", False], ["constants", False],
+                                   ["plugins", False],
                                    ["web", False]]
 
 
@@ -558,6 +559,60 @@ def test_packed_application_module_imports(app_bin):
     out = python_c(app_bin, "import appbin_testpkg.web as w; "
                             "print(w.app.title, len(w.app.routes) > 5)")
     assert out.split() == ["appbin-testpkg", "True"]
+
+
+# Every tuple of a module's code objects, by where it sits and by value, and
+# whether the collector tracks it: as imported with no collection ("fresh"),
+# or after full collections (one untracks a tuple only if its items were
+# untracked when it got to it, so nested tuples may take several).
+CONSTANT_TUPLES = """
+import gc, json, sys
+if sys.argv[1] == "fresh":
+    gc.disable()
+import appbin_testpkg.constants as m
+if sys.argv[1] == "collect":
+    for _ in range(5):
+        gc.collect()
+out, by_value = {}, {}
+def walk(where, t):
+    out[where] = gc.is_tracked(t)
+    if not any(hasattr(item, "co_consts") for item in t):
+        by_value[repr(t)] = gc.is_tracked(t)
+    for i, item in enumerate(t):
+        if type(item) is tuple:
+            walk(f"{where}[{i}]", item)
+        elif hasattr(item, "co_consts"):
+            code(f"{where}[{i}]", item)
+def code(where, co):
+    walk(where + ".co_consts", co.co_consts)
+    walk(where + ".co_names", co.co_names)
+for name in ("uses_names", "membership", "nested"):
+    code(name, getattr(m, name).__code__)
+walk("NESTED", m.NESTED)
+walk("WITH_A_FROZENSET", m.WITH_A_FROZENSET)
+cycle = [("atomic", 1)]
+cycle.append(cycle)
+del cycle
+out["collected"] = gc.collect() > 0
+print(json.dumps([out, by_value], sort_keys=True))
+"""
+
+
+def test_constant_tuples_are_untracked_as_the_collector_would(app_bin, test_venv):
+    """app.bin untracks a code object's atomic tuples when it unmarshals it
+    (host/codeconst.h): before any collection, they are what the venv's
+    python has after full ones, and the collector still finds cycles."""
+    fresh = json.loads(python_c(app_bin, CONSTANT_TUPLES, "fresh"))
+    assert fresh == json.loads(venv_python(test_venv, CONSTANT_TUPLES, "collect"))
+    assert fresh == json.loads(python_c(app_bin, CONSTANT_TUPLES, "collect"))
+    where, tracked = fresh
+    assert where["collected"]
+    assert not where["NESTED"] and not where["NESTED[1][2]"]
+    assert not where["uses_names.co_names"]
+    assert where["WITH_A_FROZENSET"] and where["membership.co_consts"]
+    assert not tracked["('dropped', (4.0, 5j))"] and not tracked["(4.0, 5j)"]
+    assert not tracked["(1, (2, 3))"]
+    assert [tracked[t] for t in tracked if "frozenset({1, 2})" in t] == [True]
 
 
 # ---- child interpreters ------------------------------------------------------------------
