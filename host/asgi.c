@@ -176,6 +176,42 @@ static int parse_default_headers(ServerObject *s, PyObject *list) {
   return 0;
 }
 
+/* A str option, NULL when None or absent; -1 with an exception. */
+static int dict_str(PyObject *opts, const char *key, const char **out) {
+  PyObject *v = PyDict_GetItemString(opts, key);
+  *out = NULL;
+  if (!v || v == Py_None)
+    return 0;
+  *out = PyUnicode_AsUTF8(v);
+  return *out ? 0 : -1;
+}
+
+/* The TLS settings of --ssl-certfile and co. (checked by serve_check_tls()
+ * already; checked again: the files may have changed since). */
+static int server_tls(ServerObject *s, PyObject *opts) {
+  http_tls_config cfg = {0};
+  long reqs;
+  if (dict_str(opts, "ssl_certfile", &cfg.certfile) ||
+      dict_str(opts, "ssl_keyfile", &cfg.keyfile) ||
+      dict_str(opts, "ssl_keyfile_password", &cfg.password) ||
+      dict_str(opts, "ssl_ca_certs", &cfg.ca_certs) ||
+      dict_str(opts, "ssl_ciphers", &cfg.ciphers) || dict_int(opts, "ssl_cert_reqs", 0, &reqs))
+    return -1;
+  if (!cfg.certfile)
+    return 0;
+  if (s->tls) {
+    PyErr_SetString(PyExc_RuntimeError, "the server is already set up");
+    return -1;
+  }
+  cfg.cert_reqs = (int)reqs;
+  char err[512];
+  if (!(s->tls = http_tls_ctx_new(&cfg, err, sizeof(err)))) {
+    PyErr_SetString(PyExc_ValueError, err);
+    return -1;
+  }
+  return 0;
+}
+
 static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
   static char *kwlist[] = {"app", "loop", "options", "state", NULL};
   PyObject *app, *loop, *opts, *state = Py_None;
@@ -274,6 +310,8 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
     return -1;
   }
   s->uv_ready = 1;
+  if (server_tls(s, opts) != 0)
+    return -1;
   http_config cfg;
   http_config_init(&cfg);
   cfg.max_head_size = (size_t)max_head;
@@ -288,6 +326,7 @@ static int server_init(ServerObject *s, PyObject *args, PyObject *kwargs) {
   cfg.timing = metrics_self != NULL || (s->access_log && (s->log_python || applog_is_json()));
   cfg.default_headers = s->default_headers;
   cfg.n_default_headers = s->n_default_headers;
+  cfg.tls = s->tls;
   s->http = http_server_new(&s->uv, &cfg, &asgi_http_callbacks, s);
   if (!s->http) {
     PyErr_SetString(PyExc_ValueError, "invalid HTTP server configuration");
@@ -535,6 +574,7 @@ static void server_dealloc(ServerObject *s) {
   PyMem_Free(s->default_headers);
   ipallow_free(&s->trusted);
   PyMem_Free(s->access_buf);
+  http_tls_ctx_free(s->tls);
   Py_TYPE(s)->tp_free((PyObject *)s);
 }
 

@@ -9,6 +9,7 @@
 #include "pycompat.h" /* Python.h */
 
 #include "http.h"
+#include "http_tls.h"
 #include "ipallow.h"
 
 #pragma GCC visibility push(hidden)
@@ -20,6 +21,7 @@ enum { LOG_TRACE, LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR, LOG_CRITICAL };
 typedef struct ServerObject {
   PyObject_HEAD uv_loop_t uv;
   http_server *http;
+  http_tls_ctx *tls; /* --ssl-certfile: the server's TLS settings */
   int uv_ready, closed, reader_added;
   PyObject *app, *loop, *state, *root_path, *root_path_bytes, *runtime;
   PyObject *create_future, *call_soon, *call_later, *loop_time;

@@ -353,7 +353,8 @@ PyObject *asgi_build_scope(ServerObject *s, const http_request *req, int websock
   PyObject *template = scope_template(s, websocket);
   if (!template)
     return NULL;
-  PyObject *scheme = Py_NewRef(websocket ? S.ws : S.http);
+  PyObject *scheme =
+      Py_NewRef(websocket ? (req->tls ? S.wss : S.ws) : (req->tls ? S.https : S.http));
   PyObject *client = req->unix_socket || req->client_port < 0
                          ? Py_NewRef(Py_None)
                          : addr_new(req->client_host, req->client_port);

@@ -94,6 +94,18 @@ static const opt_spec options[] = {
      "bind address of the metrics endpoint (default: --host)"},
     {"metrics-path", OPT_URL_PATH, OFF(metrics_path), 0, 0, "PATH",
      "path of the metrics endpoint (default /metrics)"},
+    {"ssl-certfile", OPT_STR, OFF(ssl_certfile), 0, 0, "FILE",
+     "serve HTTPS: PEM certificate, then its chain (default: plain HTTP)"},
+    {"ssl-keyfile", OPT_STR, OFF(ssl_keyfile), 0, 0, "FILE",
+     "PEM private key of --ssl-certfile (default: in that file)"},
+    {"ssl-keyfile-password", OPT_STR, OFF(ssl_keyfile_password), 0, 0, "PASSWORD",
+     "password of an encrypted --ssl-keyfile"},
+    {"ssl-ca-certs", OPT_STR, OFF(ssl_ca_certs), 0, 0, "FILE",
+     "PEM CA certificates that client certificates are verified against"},
+    {"ssl-cert-reqs", OPT_INT, OFF(ssl_cert_reqs), 0, 2, "0|1|2",
+     "client certificates: 0 none, 1 optional, 2 required (default 0)"},
+    {"ssl-ciphers", OPT_STR, OFF(ssl_ciphers), 0, 0, "CIPHERS",
+     "OpenSSL cipher list for TLS 1.2 (default: OpenSSL's)"},
     {"ws", OPT_WS, OFF(ws), 0, 0, "auto|none", "WebSocket support (default auto)"},
     {"ws-max-size", OPT_LONG, OFF(ws_max_size), 1, LONG_MAX, "BYTES",
      "largest WebSocket message (default 16777216)"},
@@ -414,6 +426,18 @@ int cli_parse(int argc, char **argv, const manifest *defaults, cli_options *o, c
     }
     if (apply(o, s, value, "option", err, errlen) != 0)
       return 2;
+  }
+  if (!o->ssl_certfile && o->mode != CLI_PYTHON) {
+    const char *tls_only = o->ssl_keyfile            ? "ssl-keyfile"
+                           : o->ssl_keyfile_password ? "ssl-keyfile-password"
+                           : o->ssl_ca_certs         ? "ssl-ca-certs"
+                           : o->ssl_cert_reqs        ? "ssl-cert-reqs"
+                           : o->ssl_ciphers          ? "ssl-ciphers"
+                                                     : NULL;
+    if (tls_only) {
+      snprintf(err, errlen, "option --%s needs --ssl-certfile", tls_only);
+      return 2;
+    }
   }
   if (o->mode == CLI_SERVE && o->app) {
     const char *colon = strchr(o->app, ':');

@@ -85,6 +85,13 @@ typedef struct cli_options {
   int metrics_port;              /* -1: no metrics endpoint; 0: any free port */
   const char *metrics_host;      /* NULL: the --host value */
   const char *metrics_path;
+  /* TLS (uvicorn's --ssl-* options); TLS is on with ssl_certfile */
+  const char *ssl_certfile;
+  const char *ssl_keyfile; /* NULL: the key is in ssl_certfile */
+  const char *ssl_keyfile_password;
+  const char *ssl_ca_certs;
+  int ssl_cert_reqs; /* client certificates: 0 none, 1 optional, 2 required */
+  const char *ssl_ciphers;
   /* websockets */
   const char *ws; /* "auto" or "none" */
   long ws_max_size;

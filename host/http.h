@@ -91,6 +91,7 @@ typedef struct http_request {
   bool keep_alive;         /* client wants keep-alive (HTTP version + Connection) */
   bool upgrade;            /* Connection: upgrade + Upgrade, or CONNECT */
   bool unix_socket;        /* accepted on a unix socket: client_* are empty */
+  bool tls;                /* the connection is TLS (cfg.tls) */
   const char *client_host; /* NUL-terminated, "" if unknown */
   int client_port;         /* -1 if unknown */
   const char *server_host; /* NUL-terminated; socket path for unix sockets */
@@ -150,6 +151,7 @@ typedef struct http_config {
   uint64_t limit_max_requests; /* stop accepting after this many requests (0 = off) */
   int backlog;                 /* listen backlog (2048) */
   bool timing;                 /* stamp http_request.start_ns (false) */
+  struct http_tls_ctx *tls;    /* serve TLS with these settings (NULL: plain); borrowed */
 } http_config;
 
 /* Fill *cfg with the defaults shown above. */

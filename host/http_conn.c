@@ -24,6 +24,7 @@
 #define FILE_CHUNK 65536                    /* pread() fallback chunk for sendfile */
 #define STREAM_FLUSH_MS 10000 /* a closed stream's last output must leave within this */
 #define FRESH_GRACE_MS 1000   /* shutting down: how long a new, silent connection may wait */
+#define HTTP_TLS_READ 65536   /* ciphertext taken from the socket at once */
 
 static const llhttp_settings_t parser_settings;
 static void conn_process(http_conn *c);
@@ -106,6 +107,8 @@ http_conn *http_conn_new(http_server *srv, bool pipe) {
     c->timer.data = c;
   }
   c->is_pipe = pipe;
+  if (r == 0 && srv->cfg.tls && (c->tls = http_tls_new(srv->cfg.tls)) == NULL)
+    r = UV_ENOMEM;
   if (r != 0) {
     http_conn_close_now(c);
     return NULL;
@@ -143,6 +146,7 @@ static void conn_maybe_free(http_conn *c) {
   http_buf_free(&c->hbuf);
   http_buf_free(&c->wbuf);
   http_buf_free(&c->wfly);
+  http_tls_free(c->tls);
   free(c->spans);
   free(c->hdrs);
   free(c);
@@ -206,7 +210,7 @@ bool http_conn_is_closed(const http_conn *c) { return c->closed; }
 /* ---- output queue ---------------------------------------------------------- */
 
 size_t http_conn_out_pending(const http_conn *c) {
-  return c->wbuf.len + (c->wfly.len - c->wfly_off);
+  return c->wbuf.len + (c->wfly.len - c->wfly_off) + (c->tls ? http_tls_output_pending(c->tls) : 0);
 }
 
 int http_conn_out_append(http_conn *c, const void *data, size_t len) {
@@ -242,8 +246,33 @@ static bool conn_output_kept(const http_conn *c) {
          c->wbuf.len < c->srv->cfg.write_high_water;
 }
 
+/* TLS: wbuf's plaintext becomes the ciphertext to write, after what the
+ * handshake or an alert left to send. */
+static int conn_tls_seal(http_conn *c) {
+  if (c->wbuf.len) {
+    if (http_tls_write(c->tls, c->wbuf.base, c->wbuf.len) != 0) {
+      http_server__log(c->srv, 1, "TLS: %s: closing the connection", http_tls_error(c->tls));
+      return -1;
+    }
+    c->wbuf.len = 0;
+  }
+  size_t n = http_tls_output_pending(c->tls);
+  if (n == 0)
+    return 0;
+  if (http_buf_reserve(&c->wbuf, n))
+    return -1;
+  c->wbuf.len = http_tls_output(c->tls, c->wbuf.base, n);
+  return 0;
+}
+
 void http_conn_out_flush(http_conn *c) {
-  if (c->in_process || c->writing || c->wbuf.len == 0 || c->closed || conn_output_kept(c))
+  if (c->in_process || c->writing || c->closed || conn_output_kept(c))
+    return;
+  if (c->tls && conn_tls_seal(c) != 0) {
+    http_conn_close_now(c);
+    return;
+  }
+  if (c->wbuf.len == 0)
     return;
   c->resp_head_unsent = false;
   if (c->sink) {
@@ -273,7 +302,7 @@ int http_conn_out_write(http_conn *c, const void *data, size_t len, const char *
                         size_t tail_len) {
   if (c->closed)
     return HTTP_ECLOSED;
-  if (len < ZERO_COPY_MIN || c->in_process || c->writing || c->sink || c->output_held) {
+  if (len < ZERO_COPY_MIN || c->in_process || c->writing || c->sink || c->output_held || c->tls) {
     if (http_buf_append(&c->wbuf, data, len) || http_buf_append(&c->wbuf, tail, tail_len))
       return UV_ENOMEM;
     http_conn_out_flush(c);
@@ -368,7 +397,7 @@ void http_conn_pump_file(http_conn *c) {
         return; /* on_write() resumes the pump */
       continue;
     }
-    if (c->sink || c->sf_pread) {
+    if (c->sink || c->sf_pread || c->tls) {
       if (pump_pread(c) < 0)
         goto fail;
       continue;
@@ -430,6 +459,14 @@ static void conn_close_graceful(http_conn *c) {
     conn_maybe_free(c);
     return;
   }
+  if (c->tls) {
+    /* close_notify: the client can tell the end of a close-delimited body
+     * from a cut connection. uv_shutdown() waits for the write. */
+    http_tls_close(c->tls);
+    http_conn_out_flush(c);
+    if (c->closed)
+      return;
+  }
   if (uv_shutdown(&c->shutdown_req, &c->h.stream, on_shutdown) < 0)
     http_conn_close_now(c);
 }
@@ -463,17 +500,13 @@ static void conn_timer(http_conn *c, uint8_t mode, uint64_t ms) {
     uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
-  (void)hint;
-  http_conn *c = h->data;
-  size_t cap = c->srv->cfg.read_buffer_size;
+/* Makes rbuf hold its unparsed bytes from its start; false without one. */
+static bool conn_rbuf_compact(http_conn *c) {
   if (c->rbuf == NULL) {
     c->rbuf = http_server__rbuf_get(c->srv);
     c->rpos = c->rlen = 0;
-    if (c->rbuf == NULL) {
-      *buf = uv_buf_init(NULL, 0);
-      return;
-    }
+    if (c->rbuf == NULL)
+      return false;
   }
   if (c->rpos == c->rlen) {
     c->rpos = c->rlen = 0;
@@ -481,6 +514,56 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
     c->rlen -= c->rpos;
     c->rpos = 0;
+  }
+  return true;
+}
+
+/* TLS: decrypts what was fed into rbuf, up to its end (tls_more then). On a
+ * fatal error the connection is closed: -1. */
+static int conn_tls_pull(http_conn *c) {
+  size_t cap = c->srv->cfg.read_buffer_size;
+  c->tls_more = false;
+  if (c->tls_eof)
+    return 0;
+  if (!conn_rbuf_compact(c)) {
+    http_conn_close_now(c);
+    return -1;
+  }
+  while (c->rlen < cap) {
+    long n = http_tls_read(c->tls, c->rbuf + c->rlen, cap - c->rlen);
+    if (n > 0) {
+      c->rlen += (size_t)n;
+      continue;
+    }
+    if (n == HTTP_TLS_CLOSED)
+      c->tls_eof = true;
+    else if (n < 0) {
+      http_server__log(c->srv, 1, "TLS: %s: closing the connection", http_tls_error(c->tls));
+      http_conn_out_flush(c); /* the alert, if the socket takes it now */
+      http_conn_close_now(c);
+      return -1;
+    }
+    return 0;
+  }
+  c->tls_more = true;
+  return 0;
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)hint;
+  http_conn *c = h->data;
+  if (c->tls) {
+    /* read_cb follows at once: one buffer serves every connection */
+    http_server *srv = c->srv;
+    if (srv->tls_rbuf == NULL)
+      srv->tls_rbuf = malloc(HTTP_TLS_READ);
+    *buf = uv_buf_init(srv->tls_rbuf, srv->tls_rbuf ? HTTP_TLS_READ : 0);
+    return;
+  }
+  size_t cap = c->srv->cfg.read_buffer_size;
+  if (!conn_rbuf_compact(c)) {
+    *buf = uv_buf_init(NULL, 0);
+    return;
   }
   *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(cap - c->rlen));
 }
@@ -496,12 +579,61 @@ static void conn_on_eof(http_conn *c) {
   http_conn_continue(c); /* answer what is already buffered, then close */
 }
 
+/* The peer ended its side: as a socket's EOF. */
+static void conn_read_eof(http_conn *c) {
+  uv_read_stop(&c->h.stream);
+  c->reading = false;
+  conn_on_eof(c);
+}
+
+/* A plain HTTP request on the TLS port (a letter first, where a TLS client
+ * starts with a handshake record, 0x16) is answered in plain text, as nginx
+ * does, not with a closed connection the client cannot explain. */
+static bool conn_tls_refuse_plain(http_conn *c, const char *data, size_t len) {
+  if (c->tls_fed || len == 0 || data[0] < 'A' || data[0] > 'Z')
+    return false;
+  http_tls_free(c->tls);
+  c->tls = NULL;
+  http_server__log(c->srv, 2, "Plain HTTP request on the HTTPS port: answered 400");
+  c->parse_dead = true;
+  c->keep_alive = false;
+  conn_ref(c);
+  http_response__error(c, 400, "This port serves HTTPS, not plain HTTP.\n");
+  conn_update(c);
+  conn_unref(c);
+  return true;
+}
+
+static void conn_tls_input(http_conn *c, const char *data, size_t len) {
+  if (conn_tls_refuse_plain(c, data, len))
+    return;
+  c->tls_fed = true;
+  if (http_tls_feed(c->tls, data, len) != 0) {
+    http_conn_close_now(c);
+    return;
+  }
+  conn_ref(c);
+  if (conn_tls_pull(c) == 0) {
+    http_conn_out_flush(c); /* handshake records */
+    if (c->tls_more || (c->rbuf && c->rpos < c->rlen))
+      conn_process(c); /* and an EOF after the request (close_notify) there */
+    else if (c->tls_eof && !c->eof && !c->closed)
+      conn_read_eof(c);
+    else
+      conn_update(c);
+  }
+  conn_unref(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  (void)buf;
   http_conn *c = s->data;
   if (nread > 0) {
     if (c->lingering) {
       c->rpos = c->rlen = 0;
+      return;
+    }
+    if (c->tls) {
+      conn_tls_input(c, buf->base, (size_t)nread);
       return;
     }
     c->rlen += (size_t)nread;
@@ -513,9 +645,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (nread == UV_EOF && !c->lingering) {
-    uv_read_stop(s);
-    c->reading = false;
-    conn_on_eof(c);
+    conn_read_eof(c);
     return;
   }
   http_conn_close_now(c);
@@ -526,7 +656,9 @@ static bool conn_can_parse(const http_conn *c) {
          !(c->req_active && c->body_paused);
 }
 
-static bool conn_has_input(const http_conn *c) { return c->rbuf && c->rpos < c->rlen; }
+static bool conn_has_input(const http_conn *c) {
+  return (c->rbuf && c->rpos < c->rlen) || c->tls_more;
+}
 
 /* Re-evaluate reading, timers and closing after any state change. */
 static void conn_update(http_conn *c) {
@@ -561,7 +693,7 @@ static void conn_update(http_conn *c) {
     return;
   bool want_read;
   /* on_alloc() moves unparsed bytes to the front: only a buffer of them is full */
-  bool rbuf_full = c->rbuf && c->rlen - c->rpos == c->srv->cfg.read_buffer_size;
+  bool rbuf_full = (c->rbuf && c->rlen - c->rpos == c->srv->cfg.read_buffer_size) || c->tls_more;
   if (c->lingering)
     want_read = true;
   else if (c->upgraded)
@@ -1017,6 +1149,7 @@ static int build_request(http_conn *c) {
   r->keep_alive = llhttp_should_keep_alive(&c->parser);
   r->upgrade = c->parser.upgrade;
   r->unix_socket = c->is_pipe;
+  r->tls = c->tls != NULL;
   conn_addresses(c);
   r->client_host = c->client_host;
   r->client_port = c->client_port;
@@ -1435,7 +1568,12 @@ static void conn_process(http_conn *c) {
     return;
   conn_ref(c);
   c->in_process = true;
-  while ((conn_has_input(c) || c->parser_paused) && conn_can_parse(c)) {
+  for (;;) {
+    /* TLS: more plaintext once rbuf has room (the parser may hold bytes back) */
+    if (c->tls_more && c->rlen - c->rpos < c->srv->cfg.read_buffer_size && conn_tls_pull(c) != 0)
+      break;
+    if (!((conn_has_input(c) || c->parser_paused) && conn_can_parse(c)))
+      break;
     /* A paused parser may owe callbacks that need no input (e.g. message
      * complete right after the last body byte): run it even on nothing. */
     char *data = c->rbuf ? c->rbuf + c->rpos : (char *)"";
@@ -1492,6 +1630,8 @@ static void conn_process(http_conn *c) {
   /* An upgraded connection: the bytes are the stream's (this also delivers
    * what followed the request head when the upgrade happened in a callback). */
   while (stream_can_deliver(c)) {
+    if (c->tls_more && c->rpos == c->rlen && (conn_tls_pull(c) != 0 || c->rpos == c->rlen))
+      break;
     size_t len = c->rlen - c->rpos;
     size_t n = c->stream.cb.on_data(&c->stream, c->rbuf + c->rpos, len);
     if (n > len)
@@ -1508,6 +1648,8 @@ static void conn_process(http_conn *c) {
     http_conn_out_flush(c);
   conn_check_drain(c);
   conn_update(c);
+  if (c->tls_eof && !c->eof && !c->closed && !conn_has_input(c))
+    conn_read_eof(c);
   conn_unref(c);
 }
 
@@ -1569,19 +1711,8 @@ void http_conn_request_finished(http_conn *c) {
 void http_conn_feed(http_conn *c, const char *data, size_t len) {
   size_t cap = c->srv->cfg.read_buffer_size;
   while (len > 0 && !c->closed && !c->closing) {
-    if (c->rbuf == NULL) {
-      c->rbuf = http_server__rbuf_get(c->srv);
-      c->rpos = c->rlen = 0;
-      if (c->rbuf == NULL)
-        return;
-    }
-    if (c->rpos == c->rlen) {
-      c->rpos = c->rlen = 0;
-    } else if (c->rpos > 0) {
-      memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
-      c->rlen -= c->rpos;
-      c->rpos = 0;
-    }
+    if (!conn_rbuf_compact(c))
+      return;
     size_t n = cap - c->rlen;
     if (n == 0)
       return; /* the connection stopped reading: the rest would wait */

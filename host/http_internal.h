@@ -4,6 +4,7 @@
 
 #include "http.h"
 #include "http_date.h"
+#include "http_tls.h"
 
 #include <llhttp.h>
 
@@ -64,6 +65,7 @@ struct http_server {
   size_t n_held, held_cap;
 
   char **rbuf_pool; /* free read buffers (cfg.read_buffer_size each) */
+  char *tls_rbuf;   /* cfg.tls: ciphertext of one read, fed at once (HTTP_TLS_READ) */
   size_t n_rbuf_pool;
 
   http_date_cache date;
@@ -150,6 +152,12 @@ struct http_conn {
   bool sf_final;   /* sendfile is the end of the response */
   bool sf_chunked; /* chunk-encoded: CRLF (and last-chunk) after the file */
   bool sf_pread;   /* sendfile(2) unusable: pread() + write */
+
+  /* --- TLS (cfg.tls): rbuf holds plaintext, wbuf plaintext until flushed --- */
+  http_tls *tls;
+  bool tls_more; /* the last pull filled rbuf: more plaintext may wait in tls */
+  bool tls_eof;  /* the peer's close_notify was read */
+  bool tls_fed;  /* ciphertext was read */
 
   /* --- after http_request_upgrade(): a raw byte stream --- */
   http_stream stream;

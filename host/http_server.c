@@ -455,6 +455,7 @@ void http_server_free(http_server *srv) {
   for (size_t i = 0; i < srv->n_rbuf_pool; i++)
     free(srv->rbuf_pool[i]);
   free(srv->rbuf_pool);
+  free(srv->tls_rbuf);
   assert(srv->n_held == 0);
   free(srv->held);
   free(srv->listeners);

@@ -1,5 +1,7 @@
 #include "serve.h"
 
+#include "http_tls.h"
+
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -83,7 +85,14 @@ static PyObject *options_dict(const cli_options *o) {
       put(d, "log_level_set", PyLong_FromLong(o->log_level_set)) ||
       put(d, "use_colors", PyLong_FromLong(o->use_colors)) ||
       put(d, "log_format", PyUnicode_FromString(cli_log_format_name(o->log_format))) ||
-      put(d, "request_id_header", PyUnicode_FromString(o->request_id_header))) {
+      put(d, "request_id_header", PyUnicode_FromString(o->request_id_header)) ||
+      /* TLS (_appbin.Server) */
+      put(d, "ssl_certfile", str_or_none(o->ssl_certfile)) ||
+      put(d, "ssl_keyfile", str_or_none(o->ssl_keyfile)) ||
+      put(d, "ssl_keyfile_password", str_or_none(o->ssl_keyfile_password)) ||
+      put(d, "ssl_ca_certs", str_or_none(o->ssl_ca_certs)) ||
+      put(d, "ssl_cert_reqs", PyLong_FromLong(o->ssl_cert_reqs)) ||
+      put(d, "ssl_ciphers", str_or_none(o->ssl_ciphers))) {
     Py_DECREF(d);
     return NULL;
   }
@@ -103,8 +112,23 @@ int serve_check_fd_limit(void) {
   return -1;
 }
 
+int serve_check_tls(const cli_options *o) {
+  if (!o->ssl_certfile)
+    return 0;
+  http_tls_config cfg = {o->ssl_certfile, o->ssl_keyfile, o->ssl_keyfile_password,
+                         o->ssl_ca_certs, o->ssl_ciphers, o->ssl_cert_reqs};
+  char err[512];
+  http_tls_ctx *ctx = http_tls_ctx_new(&cfg, err, sizeof(err));
+  if (!ctx) {
+    fprintf(stderr, "app.bin: error: %s\n", err);
+    return -1;
+  }
+  http_tls_ctx_free(ctx);
+  return 0;
+}
+
 int serve_run(const cli_options *opts) {
-  if (serve_check_fd_limit() != 0)
+  if (serve_check_fd_limit() != 0 || serve_check_tls(opts) != 0)
     return 1;
   if (!opts->app) {
     fprintf(stderr, "app.bin: error: no application: pack with --app MODULE:ATTR or pass --app\n");

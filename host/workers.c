@@ -421,7 +421,7 @@ static int pending(const supervisor *sv) {
 int workers_run(cli_options *opts, int *is_worker) {
   *is_worker = 0;
   int n = opts->workers;
-  if (serve_check_fd_limit() != 0)
+  if (serve_check_fd_limit() != 0 || serve_check_tls(opts) != 0)
     return 1;
   int fd = workers_bind(opts);
   if (fd < 0)
@@ -453,9 +453,9 @@ int workers_run(cli_options *opts, int *is_worker) {
   if (opts->uds)
     log_line("INFO:", "appbin running on unix socket %s (Press CTRL+C to quit)", opts->uds);
   else
-    log_line("INFO:", "appbin running on http://%s%s%s:%d (Press CTRL+C to quit)",
-             strchr(opts->host, ':') ? "[" : "", opts->host, strchr(opts->host, ':') ? "]" : "",
-             opts->port);
+    log_line("INFO:", "appbin running on %s://%s%s%s:%d (Press CTRL+C to quit)",
+             opts->ssl_certfile ? "https" : "http", strchr(opts->host, ':') ? "[" : "", opts->host,
+             strchr(opts->host, ':') ? "]" : "", opts->port);
   /* A stop asked for while the payload was checked (main() blocks both
    * signals from its start): no worker is started. */
   const struct timespec no_wait = {0, 0};

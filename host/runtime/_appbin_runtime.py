@@ -883,7 +883,8 @@ def _listen(server, options):
     host = options["host"]
     port = server.listen_tcp(host, options["port"])
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
+    scheme = "https" if options.get("ssl_certfile") else "http"
+    return f"{scheme}://{shown}:{port}"
 
 
 async def _serve(loop, app, options):

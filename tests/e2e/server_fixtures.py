@@ -192,8 +192,8 @@ class AppBin:
     def wait_ready(self, timeout=30):
         match = self.wait_log(READY_RE.pattern, timeout)
         self.where = match.group(1)
-        port = re.match(r"http://[^:/]+:(\d+)$", self.where) or re.match(
-            r"http://\[.*\]:(\d+)$", self.where)
+        port = re.match(r"https?://[^:/]+:(\d+)$", self.where) or re.match(
+            r"https?://\[.*\]:(\d+)$", self.where)
         if port:
             self.port = int(port.group(1))
         return self

@@ -1,0 +1,281 @@
+"""End-to-end tests of HTTPS (--ssl-certfile and the other --ssl-* options,
+host/http_tls.c): real clients (httpx, curl, Python's ssl module) against
+app.bin serving TLS, certificates made by the openssl command for each
+session: a CA, a server certificate for 127.0.0.1 signed by it, a client
+certificate, an encrypted copy of the server's key."""
+
+import hashlib
+import json
+import re
+import socket
+import ssl
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from server_fixtures import CHUNK, FILE_DATA, RAW_APP, free_port
+
+PASSWORD = "s3cret pass"
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("certs")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=appbin test CA", cwd=d)
+    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+                f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+                *(["-extfile", "server.ext"] if name == "server" else []), cwd=d)
+    openssl("pkey", "-in", "server.key", "-aes256", "-passout", f"pass:{PASSWORD}", "-out",
+            "server-encrypted.key", cwd=d)
+    (d / "server-and-key.pem").write_text((d / "server.pem").read_text() +
+                                          (d / "server.key").read_text())
+    return d
+
+
+def tls_args(certs, key="server.key"):
+    return ["--ssl-certfile", certs / "server.pem", "--ssl-keyfile", certs / key]
+
+
+def client(server, certs, **kwargs):
+    return httpx.Client(base_url=f"https://127.0.0.1:{server.port}",
+                        verify=ssl.create_default_context(cafile=str(certs / "ca.pem")),
+                        timeout=15, **kwargs)
+
+
+def tls_socket(server, certs, alpn=None, cert=None):
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    if cert:
+        ctx.load_cert_chain(certs / f"{cert}.pem", certs / f"{cert}.key")
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    return ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def read_response(sock):
+    """(status, headers dict, body) of one Content-Length response."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    size = int(headers["content-length"])
+    while len(rest) < size:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed in the body"
+        rest += chunk
+    return int(lines[0].split()[1]), headers, rest[:size], rest[size:]
+
+
+def test_https_scope_keep_alive_and_large_bodies(appbin, certs, tmp_path):
+    server = appbin(*tls_args(certs), app=RAW_APP)
+    assert server.where.startswith("https://127.0.0.1:")
+    body = bytes(range(256)) * (3 * 4096 + 1)  # 3 MB and a bit
+    path = tmp_path / "file.bin"
+    path.write_bytes(FILE_DATA)
+    with client(server, certs) as c:
+        scope = c.get("/scope").json()
+        assert scope["scheme"] == "https"
+        echo = c.post("/echo", content=body)
+        assert echo.status_code == 200
+        assert echo.headers["x-body-sha256"] == hashlib.sha256(body).hexdigest()
+        assert echo.content == body
+        big = c.get("/big", params={"bytes": 5 * len(CHUNK) * 16 + 3})
+        assert big.content == (CHUNK * 81)[:5 * len(CHUNK) * 16 + 3]
+        # http.response.pathsend: sendfile(2) cannot encrypt; pread + TLS
+        sent = c.get("/pathsend", params={"path": str(path)})
+        assert sent.content == FILE_DATA
+    ports = set(re.findall(r'^INFO:     127\.0\.0\.1:(\d+) - "', server.log(), re.M))
+    assert len(ports) == 1, server.log()  # every request on one TLS connection
+
+
+def test_curl_and_close_notify(appbin, certs):
+    server = appbin(*tls_args(certs), app=RAW_APP)
+    url = f"https://127.0.0.1:{server.port}/scope"
+    out = subprocess.run(["curl", "-sS", "--cacert", certs / "ca.pem", "--http1.1", url, url,
+                          "-H", "connection: close", "-w", "\n%{http_code} %{ssl_verify_result}"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count('"scheme": "https"') == 2 and out.stdout.endswith("200 0")
+    # the server's close_notify ends a connection it closes: the client reads EOF cleanly
+    with tls_socket(server, certs) as s:
+        s.sendall(b"GET /scope HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        status, headers, body, rest = read_response(s)
+        assert status == 200 and headers["connection"] == "close"
+        assert rest == b"" and s.recv(100) == b""  # an SSLEOFError without close_notify
+
+
+def complete_responses(data):
+    """The Content-Length responses complete at the start of data:
+    ([(status, body)], the rest)."""
+    out = []
+    while b"\r\n\r\n" in data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        size = int(re.search(rb"(?im)^content-length: (\d+)", head).group(1))
+        if len(rest) < size:
+            break
+        out.append((int(head.split()[1]), rest[:size]))
+        data = rest[size:]
+    return out, data
+
+
+def test_pipelined_requests_beyond_the_read_buffer(appbin, certs):
+    """300 requests (about 30 KB) in one TLS write: more plaintext than the
+    16 KiB read buffer holds, decrypted as the buffer empties."""
+    server = appbin(*tls_args(certs), app=RAW_APP)
+    n = 300
+    request = b"GET /scope?n=%d HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * 60 + b"\r\n\r\n"
+    responses, data = [], b""
+    with tls_socket(server, certs) as s:
+        s.sendall(b"".join(request % i for i in range(n)))
+        while len(responses) < n:
+            chunk = s.recv(65536)
+            assert chunk, f"closed after {len(responses)} responses"
+            got, data = complete_responses(data + chunk)
+            responses += got
+    assert [(status, json.loads(body)["query_string"]) for status, body in responses] == [
+        (200, f"n={i}") for i in range(n)]
+
+
+def test_handshake_fed_one_byte_at_a_time(appbin, certs):
+    server = appbin(*tls_args(certs), app=RAW_APP)
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def pump():
+            data = outgoing.read()
+            for i in range(len(data)):
+                sock.sendall(data[i:i + 1])
+                time.sleep(0.0005)
+
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pump()
+                incoming.write(sock.recv(65536))
+        tls.write(b"GET /scope HTTP/1.1\r\nhost: x\r\n\r\n")
+        pump()
+        got = b""
+        while b'"scheme"' not in got:
+            incoming.write(sock.recv(65536))
+            try:
+                got += tls.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+    assert got.startswith(b"HTTP/1.1 200 ")
+
+
+def test_plain_http_and_garbage_on_the_tls_port(appbin, certs):
+    server = appbin(*tls_args(certs), app=RAW_APP)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        status, headers, body, _ = read_response(s)
+    assert status == 400 and b"HTTPS" in body and headers["connection"] == "close"
+    server.wait_log(r"WARNING:  Plain HTTP request on the HTTPS port: answered 400")
+    for junk in (b"\x16\x03\x01\x00\x05hello", b"\x00" * 64, b"\x16\x03\x01\xff\xff" + b"x" * 300):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            while s.recv(4096):  # an alert, maybe; then the server closes
+                pass
+    with client(server, certs) as c:
+        assert c.get("/scope").json()["scheme"] == "https"
+    assert server.proc.poll() is None
+
+
+def test_alpn_offers_http11_only(appbin, certs):
+    server = appbin(*tls_args(certs), app=RAW_APP)
+    with tls_socket(server, certs, alpn=["h2", "http/1.1"]) as s:
+        assert s.selected_alpn_protocol() == "http/1.1"
+    with pytest.raises(ssl.SSLError, match="NO_APPLICATION_PROTOCOL|no application protocol"):
+        tls_socket(server, certs, alpn=["h2"]).close()
+
+
+def test_silent_client_is_closed_by_the_keep_alive_timeout(appbin, certs):
+    server = appbin(*tls_args(certs), "--timeout-keep-alive", "1", app=RAW_APP)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        started = time.monotonic()
+        assert s.recv(100) == b""
+        assert time.monotonic() - started < 5
+
+
+def test_encrypted_key_and_key_in_the_certificate_file(appbin, certs):
+    for args in (["--ssl-certfile", certs / "server.pem", "--ssl-keyfile",
+                  certs / "server-encrypted.key", "--ssl-keyfile-password", PASSWORD],
+                 ["--ssl-certfile", certs / "server-and-key.pem"]):
+        server = appbin(*args, app=RAW_APP)
+        with client(server, certs) as c:
+            assert c.get("/scope").json()["scheme"] == "https"
+        server.stop()
+
+
+def test_client_certificates(appbin, certs):
+    server = appbin(*tls_args(certs), "--ssl-ca-certs", certs / "ca.pem", "--ssl-cert-reqs", "2",
+                    app=RAW_APP)
+    with tls_socket(server, certs, cert="client") as s:
+        s.sendall(b"GET /scope HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert read_response(s)[0] == 200
+    # without a certificate: refused in the handshake (TLS 1.3: at the first read)
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        with tls_socket(server, certs) as s:
+            s.sendall(b"GET /scope HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert s.recv(100) == b""
+    optional = appbin(*tls_args(certs), "--ssl-ca-certs", certs / "ca.pem", "--ssl-cert-reqs",
+                      "1", app=RAW_APP)
+    with client(optional, certs) as c:
+        assert c.get("/scope").status_code == 200
+
+
+def test_workers_serve_tls(appbin, certs):
+    server = appbin(*tls_args(certs), "--workers", "2", "--port", free_port(), app=RAW_APP)
+    assert server.where.startswith("https://")
+    server.wait_log(r"Application startup complete(.|\n)*Application startup complete")
+    with client(server, certs) as c:
+        assert {c.get("/scope").json()["scheme"] for _ in range(4)} == {"https"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ssl-certfile", "/nonexistent/cert.pem"],
+     "--ssl-certfile /nonexistent/cert.pem: cannot load the certificate chain"),
+    (["--ssl-certfile", "{d}/server.pem", "--ssl-keyfile", "{d}/client.key"],
+     "--ssl-keyfile {d}/client.key: the private key does not match the certificate"),
+    (["--ssl-certfile", "{d}/server.pem", "--ssl-keyfile", "{d}/server-encrypted.key",
+      "--ssl-keyfile-password", "wrong"],
+     "--ssl-keyfile {d}/server-encrypted.key: cannot load the private key (wrong "
+     "--ssl-keyfile-password?)"),
+    (["--ssl-certfile", "{d}/server.pem", "--ssl-keyfile", "{d}/server.key",
+      "--ssl-cert-reqs", "2"], "--ssl-cert-reqs 2: needs --ssl-ca-certs"),
+    (["--ssl-certfile", "{d}/server.pem", "--ssl-keyfile", "{d}/server.key",
+      "--ssl-ciphers", "NO-SUCH-CIPHER"], "--ssl-ciphers NO-SUCH-CIPHER: no usable cipher"),
+])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_bad_tls_options_are_one_line_and_exit_1(appbin, certs, args, message, workers):
+    args = [a.format(d=certs) for a in args]
+    code, out = appbin.run(*args, "--workers", workers, "--port", "0", "--app", RAW_APP)
+    assert code == 1, out
+    lines = out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("app.bin: error: " + message.format(d=certs)), out
+
+
+def test_tls_options_without_a_certificate_are_usage_errors(appbin, certs):
+    code, out = appbin.run("--ssl-keyfile", certs / "server.key", "--port", "0")
+    assert code == 2 and out.strip() == "app.bin: error: option --ssl-keyfile needs --ssl-certfile"
