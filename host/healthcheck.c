@@ -4,12 +4,16 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 static double now(void) {
   struct timespec ts;
@@ -74,13 +78,75 @@ static int open_connection(const cli_options *o, double deadline, const char **h
   return fd;
 }
 
+/* The probe's connection: plain, or TLS when the server is (--ssl-certfile:
+ * the same options as the server's, from the same environment). The server
+ * probes itself: its certificate is not verified. */
+typedef struct probe {
+  int fd;
+  SSL_CTX *ctx;
+  SSL *ssl;
+  double deadline;
+} probe;
+
+/* Waits for what a non-blocking socket or TLS call wanted: 0, or -1. */
+static int probe_wait(probe *p, int ssl_rc) {
+  short events = POLLIN;
+  if (p->ssl) {
+    int e = SSL_get_error(p->ssl, ssl_rc);
+    if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+      return -1;
+    events = e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN;
+  } else if (errno != EAGAIN) {
+    return -1;
+  }
+  return wait_fd(p->fd, events, p->deadline);
+}
+
+static int probe_tls(probe *p, const char *host) {
+  if (!(p->ctx = SSL_CTX_new(TLS_client_method())) || !(p->ssl = SSL_new(p->ctx)) ||
+      SSL_set_fd(p->ssl, p->fd) != 1)
+    return -1;
+  SSL_set_verify(p->ssl, SSL_VERIFY_NONE, NULL);
+  SSL_set_tlsext_host_name(p->ssl, host);
+  static const unsigned char http11[] = "\x08http/1.1";
+  SSL_set_alpn_protos(p->ssl, http11, sizeof(http11) - 1);
+  for (int rc; (rc = SSL_connect(p->ssl)) != 1;)
+    if (probe_wait(p, rc) != 0)
+      return -1;
+  return 0;
+}
+
+static ssize_t probe_io(probe *p, char *buf, size_t n, bool sending) {
+  for (;;) {
+    ssize_t r = p->ssl ? (sending ? SSL_write(p->ssl, buf, (int)n) : SSL_read(p->ssl, buf, (int)n))
+                : sending ? send(p->fd, buf, n, MSG_NOSIGNAL)
+                          : recv(p->fd, buf, n, 0);
+    if (r > 0 || (!p->ssl && r == 0))
+      return r;
+    if (probe_wait(p, (int)r) != 0)
+      return p->ssl ? 0 : -1;
+  }
+}
+
+static void probe_close(probe *p) {
+  SSL_free(p->ssl);
+  SSL_CTX_free(p->ctx);
+  ERR_clear_error();
+  close(p->fd);
+}
+
 int healthcheck_run(const cli_options *o) {
-  double deadline = now() + o->health_timeout;
+  probe p = {.deadline = now() + o->health_timeout};
   const char *host;
-  int fd = open_connection(o, deadline, &host);
-  if (fd < 0) {
+  p.fd = open_connection(o, p.deadline, &host);
+  if (p.fd < 0) {
     fprintf(stderr, "healthcheck: cannot connect to %s:%d: %s\n", o->uds ? o->uds : o->host,
             o->port, strerror(errno));
+    return 1;
+  }
+  if (o->ssl_certfile && probe_tls(&p, host) != 0) {
+    fprintf(stderr, "healthcheck: TLS handshake with %s failed\n", host);
+    probe_close(&p);
     return 1;
   }
   char req[1024];
@@ -90,16 +156,14 @@ int healthcheck_run(const cli_options *o) {
                    o->health_path, host);
   if (n < 0 || n >= (int)sizeof(req)) {
     fprintf(stderr, "healthcheck: --health-path is too long\n");
-    close(fd);
+    probe_close(&p);
     return 1;
   }
   for (int sent = 0; sent < n;) {
-    ssize_t w = send(fd, req + sent, (size_t)(n - sent), MSG_NOSIGNAL);
-    if (w < 0 && errno == EAGAIN && wait_fd(fd, POLLOUT, deadline) == 0)
-      continue;
+    ssize_t w = probe_io(&p, req + sent, (size_t)(n - sent), true);
     if (w <= 0) {
-      fprintf(stderr, "healthcheck: send failed: %s\n", strerror(errno));
-      close(fd);
+      fprintf(stderr, "healthcheck: send failed: %s\n", p.ssl ? "TLS error" : strerror(errno));
+      probe_close(&p);
       return 1;
     }
     sent += (int)w;
@@ -107,14 +171,12 @@ int healthcheck_run(const cli_options *o) {
   char buf[64];
   size_t got = 0;
   while (got < 12) {
-    ssize_t r = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
-    if (r < 0 && errno == EAGAIN && wait_fd(fd, POLLIN, deadline) == 0)
-      continue;
+    ssize_t r = probe_io(&p, buf + got, sizeof(buf) - 1 - got, false);
     if (r <= 0)
       break;
     got += (size_t)r;
   }
-  close(fd);
+  probe_close(&p);
   buf[got] = '\0';
   int status = 0;
   if (got < 12 || sscanf(buf, "HTTP/1.%*d %3d", &status) != 1) {

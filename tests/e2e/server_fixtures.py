@@ -54,6 +54,38 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running tests (100 MB transfers, ...)")
 
 
+# ---- TLS certificates ----------------------------------------------------------------
+
+TLS_KEY_PASSWORD = "s3cret pass"
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """A directory of TLS files made by the openssl command: a CA (ca.pem),
+    a server certificate for 127.0.0.1 signed by it (server.pem, server.key,
+    server-encrypted.key under TLS_KEY_PASSWORD, server-and-key.pem) and a
+    client certificate (client.pem, client.key)."""
+    d = tmp_path_factory.mktemp("certs")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=appbin test CA", cwd=d)
+    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+                f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+                *(["-extfile", "server.ext"] if name == "server" else []), cwd=d)
+    openssl("pkey", "-in", "server.key", "-aes256", "-passout", f"pass:{TLS_KEY_PASSWORD}", "-out",
+            "server-encrypted.key", cwd=d)
+    (d / "server-and-key.pem").write_text((d / "server.pem").read_text() +
+                                          (d / "server.key").read_text())
+    return d
+
+
 # ---- the venv and the packed app ------------------------------------------------
 
 

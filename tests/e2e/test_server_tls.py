@@ -1,8 +1,7 @@
 """End-to-end tests of HTTPS (--ssl-certfile and the other --ssl-* options,
 host/http_tls.c): real clients (httpx, curl, Python's ssl module) against
-app.bin serving TLS, certificates made by the openssl command for each
-session: a CA, a server certificate for 127.0.0.1 signed by it, a client
-certificate, an encrypted copy of the server's key."""
+app.bin serving TLS, with the session's certificates (server_fixtures.py,
+`certs`)."""
 
 import hashlib
 import json
@@ -15,33 +14,7 @@ import time
 import httpx
 import pytest
 
-from server_fixtures import CHUNK, FILE_DATA, RAW_APP, free_port
-
-PASSWORD = "s3cret pass"
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("certs")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.pem", "-days", "2", "-subj", "/CN=appbin test CA", cwd=d)
-    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-                f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
-                *(["-extfile", "server.ext"] if name == "server" else []), cwd=d)
-    openssl("pkey", "-in", "server.key", "-aes256", "-passout", f"pass:{PASSWORD}", "-out",
-            "server-encrypted.key", cwd=d)
-    (d / "server-and-key.pem").write_text((d / "server.pem").read_text() +
-                                          (d / "server.key").read_text())
-    return d
-
+from server_fixtures import CHUNK, FILE_DATA, RAW_APP, TLS_KEY_PASSWORD, free_port
 
 def tls_args(certs, key="server.key"):
     return ["--ssl-certfile", certs / "server.pem", "--ssl-keyfile", certs / key]
@@ -220,7 +193,7 @@ def test_silent_client_is_closed_by_the_keep_alive_timeout(appbin, certs):
 
 def test_encrypted_key_and_key_in_the_certificate_file(appbin, certs):
     for args in (["--ssl-certfile", certs / "server.pem", "--ssl-keyfile",
-                  certs / "server-encrypted.key", "--ssl-keyfile-password", PASSWORD],
+                  certs / "server-encrypted.key", "--ssl-keyfile-password", TLS_KEY_PASSWORD],
                  ["--ssl-certfile", certs / "server-and-key.pem"]):
         server = appbin(*args, app=RAW_APP)
         with client(server, certs) as c:
@@ -279,3 +252,14 @@ def test_bad_tls_options_are_one_line_and_exit_1(appbin, certs, args, message, w
 def test_tls_options_without_a_certificate_are_usage_errors(appbin, certs):
     code, out = appbin.run("--ssl-keyfile", certs / "server.key", "--port", "0")
     assert code == 2 and out.strip() == "app.bin: error: option --ssl-keyfile needs --ssl-certfile"
+
+
+def test_healthcheck_speaks_tls_with_the_servers_options(appbin, certs):
+    server = appbin(*tls_args(certs), app=RAW_APP)
+    env = {"APPBIN_SSL_CERTFILE": str(certs / "server.pem"),
+           "APPBIN_SSL_KEYFILE": str(certs / "server.key")}
+    code, out = appbin.run("healthcheck", "--port", server.port, "--health-path", "/scope",
+                           env=env)
+    assert code == 0, out
+    code, out = appbin.run("healthcheck", "--port", server.port, "--health-path", "/scope")
+    assert code == 1 and out.strip() == "healthcheck: /scope answered 400", out

@@ -344,6 +344,29 @@ def test_scope(fast):
     assert scope["has_method"] is False
 
 
+def test_wss_echo_and_scope(wsbin, certs):
+    """WebSockets over TLS (--ssl-certfile): the scheme is wss, and a 1 MB
+    message each way crosses many TLS records and the read buffer."""
+    import ssl
+    server = wsbin("--ssl-certfile", certs / "server.pem", "--ssl-keyfile", certs / "server.key",
+                   app=FAST_APP)
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    big = os.urandom(1024 * 1024)
+
+    async def go():
+        base = f"wss://127.0.0.1:{server.port}"
+        async with connect(f"{base}/scope", ssl=ctx) as ws:
+            scope = json.loads(await ws.recv())
+        async with connect(f"{base}/echo", ssl=ctx, max_size=None) as ws:
+            await ws.send("hello")
+            text = await ws.recv()
+            await ws.send(big)
+            return scope, text, await ws.recv()
+    scope, text, echoed = run(go())
+    assert scope["scheme"] == "wss"
+    assert text == "hello" and echoed == big
+
+
 def test_scope_proxy_headers_and_root_path(wsbin):
     server = wsbin("--root-path", "/api", app=FAST_APP)
 
