@@ -84,16 +84,20 @@ static PyObject *take_body_message(RequestObject *r) {
     return NULL;
   }
   r->buffered = 0;
-  if (r->body_done)
+  /* Whether this message ends the body is decided now: resuming may parse
+   * more of it at once (the rest of the read buffer, or TLS's decrypted
+   * input), and what it buffers, up to the end, goes in the next message. */
+  int last = r->body_done;
+  if (last)
     r->body_sent = 1;
-  if (r->paused && r->req && !r->body_done) {
+  if (r->paused && r->req && !last) {
     r->paused = 0;
     http_request_body_resume(r->req);
     asgi_schedule_pump(r->server);
   }
   PyObject *msg = appbin_dict_presized(3);
   if (msg && (PyDict_SetItem(msg, S.type, S.http_request) || PyDict_SetItem(msg, S.body, body) ||
-              PyDict_SetItem(msg, S.more_body, r->body_done ? Py_False : Py_True)))
+              PyDict_SetItem(msg, S.more_body, last ? Py_False : Py_True)))
     Py_CLEAR(msg);
   Py_DECREF(body);
   return msg;

@@ -5,6 +5,7 @@ app.bin serving TLS, with the session's certificates (server_fixtures.py,
 
 import hashlib
 import json
+import random
 import re
 import socket
 import ssl
@@ -74,6 +75,28 @@ def test_https_scope_keep_alive_and_large_bodies(appbin, certs, tmp_path):
         assert sent.content == FILE_DATA
     ports = set(re.findall(r'^INFO:     127\.0\.0\.1:(\d+) - "', server.log(), re.M))
     assert len(ports) == 1, server.log()  # every request on one TLS connection
+
+
+def test_request_bodies_in_pieces_arrive_whole(appbin, certs):
+    """3 MB bodies written in pieces of 1 byte to 300 KB: decrypted input
+    waiting in TLS is parsed as soon as the app takes what was buffered,
+    and the end of the body must not overtake the bytes before it (the
+    app's last message held them all: found by this test)."""
+    server = appbin(*tls_args(certs), app=RAW_APP)
+    rng = random.Random(5)
+    body = bytes(range(256)) * (3 * 4096 + 1)
+    with tls_socket(server, certs) as s:
+        for _ in range(8):
+            s.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body))
+            pos = 0
+            while pos < len(body):
+                n = rng.choice([1, 100, 1500, 16384, 65536, 300000])
+                s.sendall(body[pos:pos + n])
+                pos += n
+            status, headers, echoed, rest = read_response(s)
+            assert rest == b""
+            assert (status, headers["x-body-length"]) == (200, str(len(body)))
+            assert echoed == body
 
 
 def test_curl_and_close_notify(appbin, certs):
