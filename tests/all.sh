@@ -124,6 +124,10 @@ step "real packages on the ASan host (Python 3.11)" env APPBIN_BUILD_DIR=build-a
 # frames from several connections; a crash, sanitizer report or hang fails.
 step "network fuzz on the ASan host (${APPBIN_NET_FUZZ_SECONDS:-45}s)" build/tools-venv/bin/python \
   tests/fuzz/net_fuzz.py --seconds "${APPBIN_NET_FUZZ_SECONDS:-45}" --host build-asan/appbin-host
+# The same over HTTPS, and mutated ClientHellos and plain bytes to the TLS port.
+step "network fuzz over TLS on the ASan host (${APPBIN_NET_TLS_FUZZ_SECONDS:-30}s)" \
+  build/tools-venv/bin/python tests/fuzz/net_fuzz.py --tls \
+  --seconds "${APPBIN_NET_TLS_FUZZ_SECONDS:-30}" --host build-asan/appbin-host
 if [ "${APPBIN_SKIP_DOCKER:-0}" != 1 ] && docker info >/dev/null 2>&1; then
   # The image for Python ${APPBIN_DOCKER_PYTHON_VERSION:-3.11}: a first 3.13/3.14 image builds
   # CPython inside Docker (~30 min on two cores, then cached), too long for CI.

@@ -5,7 +5,7 @@ connects from), driven for a bounded time with mutated HTTP requests and
 WebSocket frame streams from several connections at once.
 
     build/tools-venv/bin/python tests/fuzz/net_fuzz.py [--seconds 45]
-        [--host build-asan/appbin-host] [--seed N] [--clients 6] [--out DIR]
+        [--host build-asan/appbin-host] [--seed N] [--clients 6] [--out DIR] [--tls]
 
 Inputs come from the HTTP seed corpus (tests/fuzz/corpus), requests built
 for every route of the target app (appbin_serverapps.fuzzapp: bodies,
@@ -17,6 +17,12 @@ mutated at the byte level (bit flips, inserted and deleted ranges, splices,
 tokens of tests/fuzz/http.dict, interesting numbers) or structurally
 (header values of random bytes, duplicated or dropped headers), and sent
 whole, in pieces, pipelined, half-closed or cut with a RST.
+
+--tls: the server serves HTTPS (--ssl-certfile, a certificate made by the
+openssl command) and the same inputs go through TLS connections, so the
+pieces and pipelines cross TLS records and the server's read buffer in every
+shape; some connections instead send a mutated ClientHello, or plain bytes,
+straight to the TLS port.
 
 Failures: the server exits, a sanitizer or a fatal error shows in its log,
 it stops answering (a fresh GET / gets no answer: a hang), or it does not
@@ -33,6 +39,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -275,7 +282,7 @@ def pack_target(host, out_dir):
 
 
 class Target:
-    def __init__(self, exe, workdir):
+    def __init__(self, exe, workdir, tls=False):
         self.log_path = Path(workdir) / "server.log"
         self.files = Path(workdir) / "files"
         self.files.mkdir(exist_ok=True)
@@ -287,12 +294,22 @@ class Target:
         self.log = open(self.log_path, "wb")
         # default flags; a short drain at the end (routes that sleep for a
         # mutated number of seconds would hold the default 30 s)
-        self.proc = subprocess.Popen([str(exe), "--port", "0", "--timeout-graceful-shutdown", "3"],
-                                     stdin=subprocess.DEVNULL,
+        args = ["--port", "0", "--timeout-graceful-shutdown", "3"]
+        self.ssl = None
+        if tls:
+            cert, key = Path(workdir) / "cert.pem", Path(workdir) / "key.pem"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                            str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1"],
+                           check=True, capture_output=True)
+            args += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+            self.ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            self.ssl.check_hostname = False
+            self.ssl.verify_mode = ssl.CERT_NONE
+        self.proc = subprocess.Popen([str(exe), *args], stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 120
         while True:
-            m = re.search(rb"running on http://127\.0\.0\.1:(\d+)", self.log_path.read_bytes())
+            m = re.search(rb"running on https?://127\.0\.0\.1:(\d+)", self.log_path.read_bytes())
             if m:
                 self.port = int(m.group(1))
                 break
@@ -387,35 +404,61 @@ class Fuzzer:
         self.note("websocket", data + frames, how)
         await self.exchange(data + frames, how, rng)
 
-    async def exchange(self, data, how, rng):
+    def client_hello(self):
+        """The first flight of a TLS client (a ClientHello), for raw sends."""
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self.target.ssl.wrap_bio(incoming, outgoing)
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        return outgoing.read()
+
+    async def one_raw_tls(self, rng):
+        """Bytes straight to the TLS port: a mutated ClientHello, or plain."""
+        data = self.client_hello() if rng.random() < 0.7 else serialize(*http_request(rng))
+        data = mutate(rng, data, self.seeds, self.tokens)
+        how = rng.choice(["whole", "pieces", "half-close", "reset"])
+        self.note("raw-tls", data, how)
+        await self.exchange(data, how, rng, raw=True)
+
+    async def exchange(self, data, how, rng, raw=False):
+        tls = self.target.ssl if not raw else None
+        if tls and how == "half-close":
+            how = "whole"  # TLS transports cannot half-close
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", self.target.port), 10)
-        except (OSError, asyncio.TimeoutError):
+                asyncio.open_connection("127.0.0.1", self.target.port, ssl=tls), 10)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError):
             return
         try:
             if how == "reset":
                 await self.send(writer, data[:rng.randrange(len(data) + 1)], rng, "pieces")
                 sock = writer.get_extra_info("socket")
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                if sock is None:  # a TLS transport does not show its socket
+                    writer.transport.abort()
+                else:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             else:
                 await self.send(writer, data, rng, how)
                 if how == "half-close" and writer.can_write_eof():
                     writer.write_eof()
                 await self.read_some(reader)
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, ssl.SSLError):
             pass
         finally:
             writer.close()
             try:
                 await asyncio.wait_for(writer.wait_closed(), 2)
-            except (ConnectionError, OSError, asyncio.TimeoutError):
+            except (ConnectionError, OSError, asyncio.TimeoutError, ssl.SSLError):
                 pass
 
     async def client(self, index):
         rng = random.Random(self.rng.getrandbits(64) ^ index)
         while time.monotonic() < self.deadline and not self.failed:
-            if rng.random() < 0.3:
+            if self.target.ssl and rng.random() < 0.15:
+                await self.one_raw_tls(rng)
+            elif rng.random() < 0.3:
                 await self.one_ws(rng)
             else:
                 await self.one_http(rng)
@@ -429,13 +472,14 @@ class Fuzzer:
                 return
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection("127.0.0.1", self.target.port), PROBE_TIMEOUT)
+                    asyncio.open_connection("127.0.0.1", self.target.port, ssl=self.target.ssl),
+                    PROBE_TIMEOUT)
                 writer.write(b"GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
                 answer = await asyncio.wait_for(reader.read(), PROBE_TIMEOUT)
                 writer.close()
                 if not answer.startswith(b"HTTP/1.1 200 "):
                     self.failed = f"the liveness probe got {answer[:80]!r}"
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
                 self.failed = self.target.failure() or f"the server hangs (probe: {exc!r})"
 
     async def run(self):
@@ -463,6 +507,7 @@ def main():
                     help="seed requests, one per file")
     ap.add_argument("--out", default=str(ROOT / "build-fuzz"),
                     help="where a failure's inputs go")
+    ap.add_argument("--tls", action="store_true", help="fuzz the server over HTTPS")
     args = ap.parse_args()
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1 << 32)
@@ -470,7 +515,7 @@ def main():
     tokens = load_dict(ROOT / "tests" / "fuzz" / "http.dict")
     with tempfile.TemporaryDirectory(prefix="appbin-net-fuzz-") as work:
         exe = pack_target(args.host, work)
-        target = Target(exe, work)
+        target = Target(exe, work, tls=args.tls)
         fuzzer = Fuzzer(args, target, seeds, tokens)
         started = time.monotonic()
         try:
@@ -492,7 +537,8 @@ def main():
                 target.proc.wait()
         elapsed = time.monotonic() - started
         total = sum(fuzzer.counts.values())
-        print(f"net fuzz: seed {args.seed}, {elapsed:.0f} s, {total} inputs "
+        print(f"net fuzz{' (TLS)' if args.tls else ''}: seed {args.seed}, {elapsed:.0f} s, "
+              f"{total} inputs "
               f"({', '.join(f'{k} {v}' for k, v in sorted(fuzzer.counts.items()))}), "
               f"{total / max(elapsed, 1):.0f}/s")
         if why:
