@@ -9,7 +9,12 @@ against uvicorn.
 
     build/tools-venv/bin/python tests/bench/http_bench.py [--app hello|fastapi]
         [--rounds 3] [--duration 5] [--connections 64] [--markdown]
-        [--python build/hosts/3.13's python]
+        [--python build/hosts/3.13's python] [--tls]
+
+--tls: every server serves HTTPS with the same self-signed certificate
+(RSA 2048, made by the openssl command) and wrk speaks TLS to it (its
+connections are kept alive: this measures the encrypted request path, not
+handshakes).
 
 It packs the benchmark app itself (tests/bench/apps/) into build/bench/.
 With --python (another Python than Debian's python3.11, e.g. the CPython
@@ -138,9 +143,19 @@ def pinned(argv, cpu):
     return ["taskset", "-c", str(cpu), *argv] if cpu is not None else argv
 
 
-def run_wrk(port, duration, connections, cpu=None):
+def tls_files():
+    """(certificate, key) for --tls, made once."""
+    cert, key = WORK / "tls-cert.pem", WORK / "tls-key.pem"
+    if not key.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        str(key), "-out", str(cert), "-days", "30", "-subj", "/CN=127.0.0.1"],
+                       check=True, capture_output=True)
+    return cert, key
+
+
+def run_wrk(port, duration, connections, cpu=None, scheme="http"):
     out = subprocess.run(pinned(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-                          f"http://127.0.0.1:{port}/"], cpu), capture_output=True,
+                          f"{scheme}://127.0.0.1:{port}/"], cpu), capture_output=True,
                          text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -176,18 +191,22 @@ def print_markdown(header, rows):
               f"{row[5]:.1f} |")
 
 
-def servers(app, venv, binary):
+def servers(app, venv, binary, tls=None):
     entry = APP_ENTRIES[app]
     peers = venv / "bin" if (venv / "bin" / "uvicorn").exists() else TOOLS
     site = next((venv / "lib").glob("python3.*/site-packages"))
     env = dict(os.environ, PYTHONPATH=str(site))
+    cert, key = map(str, tls) if tls else (None, None)
+    ssl = (lambda cert_flag: [cert_flag, cert, "--ssl-keyfile", key]) if tls else (lambda _: [])
     return {
-        "appbin": lambda port: ([str(binary), "--port", str(port), "--no-access-log"], None),
+        "appbin": lambda port: ([str(binary), "--port", str(port), "--no-access-log",
+                                 *ssl("--ssl-certfile")], None),
         "uvicorn": lambda port: ([str(peers / "uvicorn"), entry, "--port", str(port),
-                                  "--no-access-log", "--log-level", "warning"], env),
+                                  "--no-access-log", "--log-level", "warning",
+                                  *ssl("--ssl-certfile")], env),
         "granian": lambda port: ([str(peers / "granian"), "--interface", "asgi", "--port",
                                   str(port), "--workers", "1", "--no-ws", "--log-level",
-                                  "warning", entry], env),
+                                  "warning", *ssl("--ssl-certificate"), entry], env),
     }
 
 
@@ -205,28 +224,32 @@ def main():
                         help="run every server on CPU 0 and wrk on CPU 1, so each server has "
                              "the same CPU budget whatever threads it uses (default with 2+ "
                              "CPUs)")
+    parser.add_argument("--tls", action="store_true", help="HTTPS on every server")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     venv = bench_venv(args.app, args.python)
     binary = pack(args.app, venv)
+    tls = tls_files() if args.tls else None
+    scheme = "https" if tls else "http"
 
     server_cpu, wrk_cpu = (0, 1) if args.pin else (None, None)
     results = {name: {"rps": [], "p99": [], "cpu": [], "rss": 0} for name in
-               servers(args.app, venv, binary)}
+               servers(args.app, venv, binary, tls)}
     procs = {}
     try:
-        for name, make in servers(args.app, venv, binary).items():
+        for name, make in servers(args.app, venv, binary, tls).items():
             port = free_port()
             argv, env = make(port)
             proc = subprocess.Popen(pinned(argv, server_cpu), env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_port(port, proc)
-            run_wrk(port, 1, args.connections, wrk_cpu)  # warm-up
+            run_wrk(port, 1, args.connections, wrk_cpu, scheme)  # warm-up
             procs[name] = (proc, port)
         for _ in range(args.rounds):
             for name, (proc, port) in procs.items():
                 cpu0 = cpu_seconds(proc.pid)
-                rps, total, p99 = run_wrk(port, args.duration, args.connections, wrk_cpu)
+                rps, total, p99 = run_wrk(port, args.duration, args.connections, wrk_cpu,
+                                          scheme)
                 cpu = cpu_seconds(proc.pid) - cpu0
                 results[name]["rps"].append(rps)
                 results[name]["p99"].append(p99)
@@ -251,7 +274,7 @@ def main():
         for row in rows:
             print(f"{row[0]:10} {row[1]:10,.0f} {row[2]:6.2f}x {row[3]:8.2f} {row[4]:11.1f} "
                   f"{row[5]:8.1f}")
-    print(f"app={args.app} rounds={args.rounds} duration={args.duration}s "
+    print(f"app={args.app}{' tls' if tls else ''} rounds={args.rounds} duration={args.duration}s "
           f"connections={args.connections} (wrk -t1, loopback, one worker each"
           f"{', servers on CPU 0 and wrk on CPU 1' if args.pin else ''})")
 
