@@ -25,6 +25,8 @@ static void untrack_tuple(PyObject *t, int depth) {
   int keep = 0;
   for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
     PyObject *item = PyTuple_GET_ITEM(t, i);
+    if (item == NULL) /* never from marshal; CPython keeps such a tuple tracked */
+      return;
     if (PyTuple_CheckExact(item))
       untrack_tuple(item, depth + 1);
     else if (PyCode_Check(item))

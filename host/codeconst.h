@@ -3,16 +3,21 @@
  * members and the code cache), untracked as the cyclic collector would
  * untrack them.
  *
- * Unmarshalling creates every tuple of a code object (co_consts, co_names,
+ * Unmarshalling creates the tuples of a code object (co_consts, co_names,
  * co_localsplusnames, the constant tuples inside them) tracked by the
  * collector, which untracks a tuple only when a collection of its
  * generation finds it holding nothing that could be part of a cycle
  * (_PyTuple_MaybeUntrack; a tuple whose nested tuples are still tracked at
  * that moment waits for a later pass). A FastAPI app's imports make some
- * 25,000 such tuples, a third of the objects start-up's young collections
- * traverse. Untracking them at once, innermost first, applies the
- * collector's own rule earlier: the tuples are immutable and complete, so
- * no cycle through them is missed.
+ * 24,000 such tuples, a third of the objects the young collections of
+ * `app.bin python` (and of imports while serving) traverse; a server
+ * imports its app with the collector off. Untracking them at once,
+ * innermost first, applies the collector's own rule earlier: the tuples are
+ * immutable and complete, so no cycle through them is missed. Tuples inside
+ * frozenset constants are left to the collector.
+ *
+ * The code object's fields are those of CPython's unstable layout
+ * (Include/cpython/code.h), the same in 3.11 to 3.14.
  */
 #ifndef APPBIN_CODECONST_H
 #define APPBIN_CODECONST_H
