@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -425,6 +426,42 @@ def test_healthcheck_turns_healthy(server):
             break
         time.sleep(0.5)
     assert status == "healthy", json.dumps(server.inspect()["State"].get("Health"), indent=1)[-2000:]
+
+
+def test_serves_https_and_turns_healthy(image, tmp_path):
+    """HTTPS on the glibc-only base (no libssl in the image: the host carries
+    its own), the certificate mounted read-only, set by the APPBIN_SSL_*
+    variables that the HEALTHCHECK's app.bin healthcheck reads too."""
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(tls / "key.pem"), "-out", str(tls / "cert.pem"), "-days", "2", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    for f in tls.iterdir():
+        f.chmod(0o644)  # user 65532 reads them
+    tls.chmod(0o755)
+    c = Container(image, "-v", f"{tls}:/tls:ro", "-e", "APPBIN_SSL_CERTFILE=/tls/cert.pem",
+                  "-e", "APPBIN_SSL_KEYFILE=/tls/key.pem", "--health-interval", "1s",
+                  "--health-start-period", "30s", "--health-timeout", "5s")
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls / "cert.pem"))
+        url = f"https://127.0.0.1:{c.port}/"
+        deadline = time.monotonic() + 30
+        body = None
+        while body is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
+                    body = resp.read()
+            except OSError:
+                time.sleep(0.2)
+        assert body is not None, docker("logs", c.cid, check=False).stderr[-2000:]
+        assert json.loads(body) == {"message": "hello"}
+        while c.inspect()["State"].get("Health", {}).get("Status") != "healthy":
+            assert time.monotonic() < deadline, json.dumps(c.inspect()["State"].get("Health"))
+            time.sleep(0.5)
+    finally:
+        c.remove()
 
 
 def test_exec_python_in_running_container(server):
