@@ -203,6 +203,10 @@ static int server_tls(ServerObject *s, PyObject *opts) {
     PyErr_SetString(PyExc_RuntimeError, "the server is already set up");
     return -1;
   }
+  if (reqs < 0 || reqs > 2) {
+    PyErr_SetString(PyExc_ValueError, "ssl_cert_reqs must be 0, 1 or 2");
+    return -1;
+  }
   cfg.cert_reqs = (int)reqs;
   char err[512];
   if (!(s->tls = http_tls_ctx_new(&cfg, err, sizeof(err)))) {

@@ -25,6 +25,7 @@
 #define STREAM_FLUSH_MS 10000 /* a closed stream's last output must leave within this */
 #define FRESH_GRACE_MS 1000   /* shutting down: how long a new, silent connection may wait */
 #define HTTP_TLS_READ 65536   /* ciphertext taken from the socket at once */
+#define TLS_SEAL_SLICE 65536  /* plaintext encrypted at once */
 
 static const llhttp_settings_t parser_settings;
 static void conn_process(http_conn *c);
@@ -146,6 +147,7 @@ static void conn_maybe_free(http_conn *c) {
   http_buf_free(&c->hbuf);
   http_buf_free(&c->wbuf);
   http_buf_free(&c->wfly);
+  http_buf_free(&c->tls_spare);
   http_tls_free(c->tls);
   free(c->spans);
   free(c->hdrs);
@@ -246,22 +248,33 @@ static bool conn_output_kept(const http_conn *c) {
          c->wbuf.len < c->srv->cfg.write_high_water;
 }
 
-/* TLS: wbuf's plaintext becomes the ciphertext to write, after what the
- * handshake or an alert left to send. */
+/* TLS: wbuf's plaintext becomes the ciphertext to write (after what the
+ * handshake or an alert left), a slice at a time so that OpenSSL's output
+ * buffer stays small, into tls_spare, which then changes places with wbuf. */
 static int conn_tls_seal(http_conn *c) {
-  if (c->wbuf.len) {
-    if (http_tls_write(c->tls, c->wbuf.base, c->wbuf.len) != 0) {
+  http_buf *out = &c->tls_spare;
+  out->len = 0;
+  size_t done = 0;
+  do {
+    size_t n = c->wbuf.len - done < TLS_SEAL_SLICE ? c->wbuf.len - done : TLS_SEAL_SLICE;
+    if (n && http_tls_write(c->tls, c->wbuf.base + done, n) != 0) {
       http_server__log(c->srv, 1, "TLS: %s: closing the connection", http_tls_error(c->tls));
       return -1;
     }
-    c->wbuf.len = 0;
-  }
-  size_t n = http_tls_output_pending(c->tls);
-  if (n == 0)
-    return 0;
-  if (http_buf_reserve(&c->wbuf, n))
-    return -1;
-  c->wbuf.len = http_tls_output(c->tls, c->wbuf.base, n);
+    done += n;
+    size_t pending = http_tls_output_pending(c->tls);
+    if (pending) {
+      if (http_buf_reserve(out, pending))
+        return -1;
+      out->len += http_tls_output(c->tls, out->base + out->len, pending);
+    }
+  } while (done < c->wbuf.len);
+  http_buf plain = c->wbuf;
+  c->wbuf = *out;
+  *out = plain;
+  out->len = 0;
+  if (out->cap > (1u << 20)) /* one large response: do not keep its size */
+    http_buf_free(out);
   return 0;
 }
 
@@ -605,8 +618,8 @@ static bool conn_tls_refuse_plain(http_conn *c, const char *data, size_t len) {
 }
 
 static void conn_tls_input(http_conn *c, const char *data, size_t len) {
-  if (conn_tls_refuse_plain(c, data, len))
-    return;
+  if (conn_tls_refuse_plain(c, data, len) || c->tls_eof)
+    return; /* after the peer's close_notify nothing more is read */
   c->tls_fed = true;
   if (http_tls_feed(c->tls, data, len) != 0) {
     http_conn_close_now(c);
@@ -616,7 +629,7 @@ static void conn_tls_input(http_conn *c, const char *data, size_t len) {
   if (conn_tls_pull(c) == 0) {
     http_conn_out_flush(c); /* handshake records */
     if (c->tls_more || (c->rbuf && c->rpos < c->rlen))
-      conn_process(c); /* and an EOF after the request (close_notify) there */
+      conn_process(c); /* which sees a close_notify among them as the end */
     else if (c->tls_eof && !c->eof && !c->closed)
       conn_read_eof(c);
     else
@@ -1648,7 +1661,7 @@ static void conn_process(http_conn *c) {
     http_conn_out_flush(c);
   conn_check_drain(c);
   conn_update(c);
-  if (c->tls_eof && !c->eof && !c->closed && !conn_has_input(c))
+  if (c->tls_eof && !c->eof && !c->closed) /* as the socket's EOF after these bytes */
     conn_read_eof(c);
   conn_unref(c);
 }

@@ -155,9 +155,10 @@ struct http_conn {
 
   /* --- TLS (cfg.tls): rbuf holds plaintext, wbuf plaintext until flushed --- */
   http_tls *tls;
-  bool tls_more; /* the last pull filled rbuf: more plaintext may wait in tls */
-  bool tls_eof;  /* the peer's close_notify was read */
-  bool tls_fed;  /* ciphertext was read */
+  http_buf tls_spare; /* the other buffer of conn_tls_seal() */
+  bool tls_more;      /* the last pull filled rbuf: more plaintext may wait in tls */
+  bool tls_eof;       /* the peer's close_notify was read */
+  bool tls_fed;       /* ciphertext was read */
 
   /* --- after http_request_upgrade(): a raw byte stream --- */
   http_stream stream;

@@ -13,7 +13,13 @@
 struct http_tls_ctx {
   SSL_CTX *ssl;
   char *password;
+  bool password_needed; /* the key is encrypted and no password was given */
 };
+
+/* A memory BIO keeps the largest buffer it ever held: once one is empty
+ * and was large, the connection gets a new one (idle connections then hold
+ * little, as their plain read buffers go back to the server's pool). */
+#define BIO_KEEP_MAX 16384
 
 struct http_tls {
   SSL *ssl;
@@ -31,11 +37,18 @@ static void take_ssl_error(char *buf, size_t n, const char *fallback) {
   ERR_clear_error();
 }
 
+/* Installed whether or not a password was given: OpenSSL's own would ask
+ * for one on the terminal. */
 static int password_cb(char *buf, int size, int rwflag, void *userdata) {
   (void)rwflag;
-  const char *password = userdata;
-  if (password == NULL || size <= 0)
-    return 0;
+  http_tls_ctx *ctx = userdata;
+  const char *password = ctx->password;
+  if (password == NULL) {
+    ctx->password_needed = true;
+    return -1;
+  }
+  if (size <= 0)
+    return -1;
   size_t n = strlen(password);
   if (n > (size_t)size)
     return -1;
@@ -81,15 +94,13 @@ http_tls_ctx *http_tls_ctx_new(const http_tls_config *cfg, char *err, size_t err
   SSL_CTX_set_options(s, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_mode(s, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_alpn_select_cb(s, alpn_select, NULL);
-  if (cfg->password) {
-    if ((ctx->password = strdup(cfg->password)) == NULL) {
-      snprintf(err, errlen, "out of memory for the TLS context");
-      http_tls_ctx_free(ctx);
-      return NULL;
-    }
-    SSL_CTX_set_default_passwd_cb(s, password_cb);
-    SSL_CTX_set_default_passwd_cb_userdata(s, ctx->password);
+  if (cfg->password && (ctx->password = strdup(cfg->password)) == NULL) {
+    snprintf(err, errlen, "out of memory for the TLS context");
+    http_tls_ctx_free(ctx);
+    return NULL;
   }
+  SSL_CTX_set_default_passwd_cb(s, password_cb);
+  SSL_CTX_set_default_passwd_cb_userdata(s, ctx);
   if (SSL_CTX_use_certificate_chain_file(s, cfg->certfile) != 1)
     return ctx_fail(ctx, err, errlen, "ssl-certfile", cfg->certfile,
                     "cannot load the certificate chain");
@@ -100,7 +111,9 @@ http_tls_ctx *http_tls_ctx_new(const http_tls_config *cfg, char *err, size_t err
     bool mismatch =
         ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH;
     return ctx_fail(ctx, err, errlen, keyopt, keyfile,
-                    mismatch        ? "the private key does not match the certificate"
+                    mismatch ? "the private key does not match the certificate"
+                    : ctx->password_needed
+                        ? "the private key is encrypted: give --ssl-keyfile-password"
                     : cfg->password ? "cannot load the private key (wrong --ssl-keyfile-password?)"
                                     : "cannot load the private key");
   }
@@ -173,6 +186,26 @@ void http_tls_free(http_tls *t) {
   free(t);
 }
 
+/* A new empty memory BIO in place of `bio` when it is empty but large. */
+static BIO *bio_shrunk(http_tls *t, BIO *bio, bool input) {
+  BUF_MEM *mem = NULL;
+  if (BIO_ctrl_pending(bio) != 0 || BIO_get_mem_ptr(bio, &mem) != 1 || mem == NULL ||
+      mem->max <= BIO_KEEP_MAX)
+    return bio;
+  BIO *fresh = BIO_new(BIO_s_mem());
+  if (fresh == NULL) {
+    ERR_clear_error();
+    return bio; /* keep the large one */
+  }
+  if (input) {
+    BIO_set_mem_eof_return(fresh, -1);
+    SSL_set0_rbio(t->ssl, fresh); /* frees the old one */
+  } else {
+    SSL_set0_wbio(t->ssl, fresh);
+  }
+  return fresh;
+}
+
 int http_tls_feed(http_tls *t, const char *data, size_t len) {
   while (len > 0) {
     int n = BIO_write(t->in, data, len > INT_MAX ? INT_MAX : (int)len);
@@ -200,12 +233,15 @@ static int tls_fail(http_tls *t, int ssl_error) {
 long http_tls_read(http_tls *t, char *buf, size_t cap) {
   if (cap == 0)
     return 0;
+  ERR_clear_error();
   int n = SSL_read(t->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
   if (n > 0)
     return n;
   int e = SSL_get_error(t->ssl, n);
-  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    t->in = bio_shrunk(t, t->in, true);
     return 0;
+  }
   if (e == SSL_ERROR_ZERO_RETURN)
     return HTTP_TLS_CLOSED;
   return tls_fail(t, e);
@@ -213,6 +249,7 @@ long http_tls_read(http_tls *t, char *buf, size_t cap) {
 
 int http_tls_write(http_tls *t, const char *data, size_t len) {
   while (len > 0) {
+    ERR_clear_error();
     int n = SSL_write(t->ssl, data, len > INT_MAX ? INT_MAX : (int)len);
     if (n <= 0)
       return tls_fail(t, SSL_get_error(t->ssl, n));
@@ -234,6 +271,7 @@ size_t http_tls_output_pending(const http_tls *t) { return BIO_ctrl_pending(t->o
 
 size_t http_tls_output(http_tls *t, char *buf, size_t cap) {
   int n = BIO_read(t->out, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+  t->out = bio_shrunk(t, t->out, false);
   return n > 0 ? (size_t)n : 0;
 }
 
