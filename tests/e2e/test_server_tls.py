@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -352,3 +353,39 @@ def test_memory_after_large_responses_goes_back(appbin, certs, appbin_host):
     finally:
         for c in clients:
             c.close()
+
+
+def test_expect_100_continue(appbin, certs):
+    server = appbin(*tls_args(certs), app=RAW_APP)
+    with tls_socket(server, certs) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n"
+                  b"expect: 100-continue\r\n\r\n")
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"hello")
+        status, _, body, _ = read_response(s)
+        assert (status, body) == (200, b"hello")
+
+
+def test_sigterm_drains_a_tls_request_in_flight(appbin, certs):
+    server = appbin(*tls_args(certs), app=RAW_APP)
+    with tls_socket(server, certs) as s:
+        s.sendall(b"GET /slow?s=1 HTTP/1.1\r\nhost: x\r\n\r\n")
+        time.sleep(0.3)
+        server.send_signal(signal.SIGTERM)
+        status, headers, _, _ = read_response(s)
+        assert status == 200 and headers["connection"] == "close"
+    assert server.wait_exit() == 0
+
+
+def test_tls_on_a_unix_socket(appbin, certs, tmp_path):
+    path = tmp_path / "s.sock"
+    server = appbin(*tls_args(certs), "--uds", path, app=RAW_APP)
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.settimeout(10)
+        raw.connect(str(path))
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"GET /scope HTTP/1.1\r\nhost: x\r\n\r\n")
+            status, _, body, _ = read_response(s)
+    assert status == 200 and json.loads(body)["scheme"] == "https"
+    server.wait_log(f"running on unix socket {path}")
