@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -89,8 +90,8 @@ typedef struct probe {
 } probe;
 
 /* Waits for what a non-blocking socket or TLS call wanted: 0, or -1. */
-static int probe_wait(probe *p, int ssl_rc) {
-  short events = POLLIN;
+static int probe_wait(probe *p, int ssl_rc, bool sending) {
+  short events = sending ? POLLOUT : POLLIN;
   if (p->ssl) {
     int e = SSL_get_error(p->ssl, ssl_rc);
     if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
@@ -111,7 +112,7 @@ static int probe_tls(probe *p, const char *host) {
   static const unsigned char http11[] = "\x08http/1.1";
   SSL_set_alpn_protos(p->ssl, http11, sizeof(http11) - 1);
   for (int rc; (rc = SSL_connect(p->ssl)) != 1;)
-    if (probe_wait(p, rc) != 0)
+    if (probe_wait(p, rc, false) != 0)
       return -1;
   return 0;
 }
@@ -123,7 +124,7 @@ static ssize_t probe_io(probe *p, char *buf, size_t n, bool sending) {
                           : recv(p->fd, buf, n, 0);
     if (r > 0 || (!p->ssl && r == 0))
       return r;
-    if (probe_wait(p, (int)r) != 0)
+    if (probe_wait(p, (int)r, sending) != 0)
       return p->ssl ? 0 : -1;
   }
 }
@@ -136,6 +137,7 @@ static void probe_close(probe *p) {
 }
 
 int healthcheck_run(const cli_options *o) {
+  signal(SIGPIPE, SIG_IGN); /* OpenSSL writes without MSG_NOSIGNAL */
   probe p = {.deadline = now() + o->health_timeout};
   const char *host;
   p.fd = open_connection(o, p.deadline, &host);

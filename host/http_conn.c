@@ -732,9 +732,11 @@ static void conn_update(http_conn *c) {
     /* else: the stream's own timer (http_stream_set_timer) */
   } else if (c->in_head)
     conn_timer(c, TIMER_HEAD, cfg->header_timeout_ms);
-  else if (!c->req_active && out_idle && !conn_has_input(c))
+  else if (!c->req_active && out_idle && !conn_has_input(c)) {
+    if (c->tls && c->timer_mode != TIMER_IDLE)
+      http_tls_trim(c->tls);
     conn_timer(c, TIMER_IDLE, cfg->keep_alive_timeout_ms);
-  else
+  } else
     conn_timer(c, TIMER_OFF, 0);
 }
 

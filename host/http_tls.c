@@ -16,9 +16,8 @@ struct http_tls_ctx {
   bool password_needed; /* the key is encrypted and no password was given */
 };
 
-/* A memory BIO keeps the largest buffer it ever held: once one is empty
- * and was large, the connection gets a new one (idle connections then hold
- * little, as their plain read buffers go back to the server's pool). */
+/* A memory BIO keeps the largest buffer it ever held: http_tls_trim()
+ * gives an idle connection new ones for those that grew large. */
 #define BIO_KEEP_MAX 16384
 
 struct http_tls {
@@ -238,10 +237,8 @@ long http_tls_read(http_tls *t, char *buf, size_t cap) {
   if (n > 0)
     return n;
   int e = SSL_get_error(t->ssl, n);
-  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-    t->in = bio_shrunk(t, t->in, true);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
     return 0;
-  }
   if (e == SSL_ERROR_ZERO_RETURN)
     return HTTP_TLS_CLOSED;
   return tls_fail(t, e);
@@ -271,8 +268,12 @@ size_t http_tls_output_pending(const http_tls *t) { return BIO_ctrl_pending(t->o
 
 size_t http_tls_output(http_tls *t, char *buf, size_t cap) {
   int n = BIO_read(t->out, buf, cap > INT_MAX ? INT_MAX : (int)cap);
-  t->out = bio_shrunk(t, t->out, false);
   return n > 0 ? (size_t)n : 0;
+}
+
+void http_tls_trim(http_tls *t) {
+  t->in = bio_shrunk(t, t->in, true);
+  t->out = bio_shrunk(t, t->out, false);
 }
 
 const char *http_tls_error(const http_tls *t) { return t->error[0] ? t->error : "TLS error"; }

@@ -55,6 +55,11 @@ int http_tls_write(http_tls *t, const char *data, size_t len);
 /* Queue the close_notify alert (once). */
 void http_tls_close(http_tls *t);
 
+/* An idle connection's turn to give back OpenSSL's buffers that grew large
+ * (memory BIOs keep their largest size; renewing them while data flows
+ * would cost reallocations at every flush). */
+void http_tls_trim(http_tls *t);
+
 /* Ciphertext waiting to be written, and taking up to cap bytes of it. */
 size_t http_tls_output_pending(const http_tls *t);
 size_t http_tls_output(http_tls *t, char *buf, size_t cap);
