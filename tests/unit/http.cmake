@@ -30,7 +30,8 @@ if(APPBIN_FUZZ)
   set_source_files_properties(/usr/share/llhttp/llhttp.c /usr/share/llhttp/api.c
                               /usr/share/llhttp/http.c TARGET_DIRECTORY appbin_http_fuzz
                               PROPERTIES COMPILE_OPTIONS -w)
-  target_link_libraries(appbin_http_fuzz PUBLIC ${LIBUV_STATIC} pthread dl)
+  target_link_libraries(appbin_http_fuzz PUBLIC ${LIBUV_STATIC} ${SSL_STATIC} ${CRYPTO_STATIC} pthread
+                        dl)
   add_executable(fuzz_http_conn ${_http_root}/tests/fuzz/fuzz_http_conn.c)
   target_compile_options(fuzz_http_conn PRIVATE -fsanitize=fuzzer,address,undefined)
   target_link_options(fuzz_http_conn PRIVATE -fsanitize=fuzzer,address,undefined)
