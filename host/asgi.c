@@ -10,6 +10,7 @@
 #include "metrics.h"
 #include "worker_board.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <signal.h>
 #include <stdio.h>
@@ -199,10 +200,7 @@ static int server_tls(ServerObject *s, PyObject *opts) {
     return -1;
   if (!cfg.certfile)
     return 0;
-  if (s->tls) {
-    PyErr_SetString(PyExc_RuntimeError, "the server is already set up");
-    return -1;
-  }
+  assert(s->tls == NULL); /* server_init() runs once (s->uv_ready) */
   if (reqs < 0 || reqs > 2) {
     PyErr_SetString(PyExc_ValueError, "ssl_cert_reqs must be 0, 1 or 2");
     return -1;

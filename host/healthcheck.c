@@ -1,5 +1,7 @@
 #include "healthcheck.h"
 
+#include "http_tls.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -109,7 +111,7 @@ static int probe_tls(probe *p, const char *host) {
     return -1;
   SSL_set_verify(p->ssl, SSL_VERIFY_NONE, NULL);
   SSL_set_tlsext_host_name(p->ssl, host);
-  static const unsigned char http11[] = "\x08http/1.1";
+  static const unsigned char http11[] = HTTP_TLS_ALPN_HTTP11;
   SSL_set_alpn_protos(p->ssl, http11, sizeof(http11) - 1);
   for (int rc; (rc = SSL_connect(p->ssl)) != 1;)
     if (probe_wait(p, rc, false) != 0)

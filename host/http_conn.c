@@ -531,6 +531,11 @@ static bool conn_rbuf_compact(http_conn *c) {
   return true;
 }
 
+/* Unparsed bytes in rbuf, or decrypted ones waiting in TLS for room there. */
+static bool conn_has_input(const http_conn *c) {
+  return (c->rbuf && c->rpos < c->rlen) || c->tls_more;
+}
+
 /* TLS: decrypts what was fed into rbuf, up to its end (tls_more then). On a
  * fatal error the connection is closed: -1. */
 static int conn_tls_pull(http_conn *c) {
@@ -628,7 +633,7 @@ static void conn_tls_input(http_conn *c, const char *data, size_t len) {
   conn_ref(c);
   if (conn_tls_pull(c) == 0) {
     http_conn_out_flush(c); /* handshake records */
-    if (c->tls_more || (c->rbuf && c->rpos < c->rlen))
+    if (conn_has_input(c))
       conn_process(c); /* which sees a close_notify among them as the end */
     else if (c->tls_eof && !c->eof && !c->closed)
       conn_read_eof(c);
@@ -667,10 +672,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 static bool conn_can_parse(const http_conn *c) {
   return !c->closing && !c->parse_dead && c->sf_fd < 0 && !(c->req_active && c->body_done) &&
          !(c->req_active && c->body_paused);
-}
-
-static bool conn_has_input(const http_conn *c) {
-  return (c->rbuf && c->rpos < c->rlen) || c->tls_more;
 }
 
 /* Re-evaluate reading, timers and closing after any state change. */

@@ -61,7 +61,7 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
                        const unsigned char *in, unsigned int inlen, void *arg) {
   (void)ssl;
   (void)arg;
-  static const unsigned char http11[] = "\x08http/1.1";
+  static const unsigned char http11[] = HTTP_TLS_ALPN_HTTP11;
   unsigned char *sel;
   if (SSL_select_next_proto(&sel, outlen, http11, sizeof(http11) - 1, in, inlen) !=
       OPENSSL_NPN_NEGOTIATED)

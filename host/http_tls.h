@@ -15,6 +15,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* ALPN's wire form of the one protocol served (and the healthcheck asks). */
+#define HTTP_TLS_ALPN_HTTP11 "\x08http/1.1"
+
 typedef struct http_tls_config {
   const char *certfile; /* PEM: the certificate, then its chain */
   const char *keyfile;  /* PEM private key; NULL: in certfile */
