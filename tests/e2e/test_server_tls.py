@@ -17,7 +17,7 @@ import time
 import httpx
 import pytest
 
-from server_fixtures import CHUNK, FILE_DATA, RAW_APP, TLS_KEY_PASSWORD, free_port
+from server_fixtures import CHUNK, FILE_DATA, RAW_APP, TLS_KEY_PASSWORD, RawConn, free_port
 
 def tls_args(certs, key="server.key"):
     return ["--ssl-certfile", certs / "server.pem", "--ssl-keyfile", certs / key]
@@ -40,22 +40,9 @@ def tls_socket(server, certs, alpn=None, cert=None):
     return ctx.wrap_socket(raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False)
 
 
-def read_response(sock):
-    """(status, headers dict, body) of one Content-Length response."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed after {data!r}"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    size = int(headers["content-length"])
-    while len(rest) < size:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed in the body"
-        rest += chunk
-    return int(lines[0].split()[1]), headers, rest[:size], rest[size:]
+def tls_conn(server, certs, cert=None):
+    """The server_fixtures RawConn (send, read_response...) over TLS."""
+    return RawConn(sock=tls_socket(server, certs, cert=cert), timeout=15)
 
 
 def test_https_scope_keep_alive_and_large_bodies(appbin, certs, tmp_path):
@@ -88,18 +75,18 @@ def test_request_bodies_in_pieces_arrive_whole(appbin, certs):
     server = appbin(*tls_args(certs), app=RAW_APP)
     rng = random.Random(5)
     body = bytes(range(256)) * (3 * 4096 + 1)
-    with tls_socket(server, certs) as s:
+    with tls_conn(server, certs) as conn:
         for _ in range(8):
-            s.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body))
+            conn.send(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body))
             pos = 0
             while pos < len(body):
                 n = rng.choice([1, 100, 1500, 16384, 65536, 300000])
-                s.sendall(body[pos:pos + n])
+                conn.send(body[pos:pos + n])
                 pos += n
-            status, headers, echoed, rest = read_response(s)
-            assert rest == b""
-            assert (status, headers["x-body-length"]) == (200, str(len(body)))
-            assert echoed == body
+            r = conn.read_response()
+            assert conn.buf == b""
+            assert (r.status, r.header("x-body-length")) == (200, str(len(body)))
+            assert r.body == body
 
 
 def test_curl_and_close_notify(appbin, certs):
@@ -111,25 +98,11 @@ def test_curl_and_close_notify(appbin, certs):
     assert out.returncode == 0, out.stderr
     assert out.stdout.count('"scheme": "https"') == 2 and out.stdout.endswith("200 0")
     # the server's close_notify ends a connection it closes: the client reads EOF cleanly
-    with tls_socket(server, certs) as s:
-        s.sendall(b"GET /scope HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        status, headers, body, rest = read_response(s)
-        assert status == 200 and headers["connection"] == "close"
-        assert rest == b"" and s.recv(100) == b""  # SSLEOFError without a close_notify
-
-
-def complete_responses(data):
-    """The Content-Length responses complete at the start of data:
-    ([(status, body)], the rest)."""
-    out = []
-    while b"\r\n\r\n" in data:
-        head, _, rest = data.partition(b"\r\n\r\n")
-        size = int(re.search(rb"(?im)^content-length: (\d+)", head).group(1))
-        if len(rest) < size:
-            break
-        out.append((int(head.split()[1]), rest[:size]))
-        data = rest[size:]
-    return out, data
+    with tls_conn(server, certs) as conn:
+        conn.send(b"GET /scope HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        r = conn.read_response()
+        assert r.status == 200 and r.header("connection") == "close"
+        assert conn.buf == b"" and conn.sock.recv(100) == b""  # SSLEOFError without close_notify
 
 
 def test_pipelined_requests_beyond_the_read_buffer(appbin, certs):
@@ -138,15 +111,10 @@ def test_pipelined_requests_beyond_the_read_buffer(appbin, certs):
     server = appbin(*tls_args(certs), app=RAW_APP)
     n = 300
     request = b"GET /scope?n=%d HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * 60 + b"\r\n\r\n"
-    responses, data = [], b""
-    with tls_socket(server, certs) as s:
-        s.sendall(b"".join(request % i for i in range(n)))
-        while len(responses) < n:
-            chunk = s.recv(65536)
-            assert chunk, f"closed after {len(responses)} responses"
-            got, data = complete_responses(data + chunk)
-            responses += got
-    assert [(status, json.loads(body)["query_string"]) for status, body in responses] == [
+    with tls_conn(server, certs) as conn:
+        conn.send(b"".join(request % i for i in range(n)))
+        responses = [conn.read_response() for _ in range(n)]
+    assert [(r.status, json.loads(r.body)["query_string"]) for r in responses] == [
         (200, f"n={i}") for i in range(n)]
 
 
@@ -185,10 +153,9 @@ def test_handshake_fed_one_byte_at_a_time(appbin, certs):
 
 def test_plain_http_and_garbage_on_the_tls_port(appbin, certs):
     server = appbin(*tls_args(certs), app=RAW_APP)
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        status, headers, body, _ = read_response(s)
-    assert status == 400 and b"HTTPS" in body and headers["connection"] == "close"
+    with RawConn(server.port, timeout=10) as conn:
+        r = conn.request()
+    assert r.status == 400 and b"HTTPS" in r.body and r.header("connection") == "close"
     server.wait_log(r"WARNING:  Plain HTTP request on the HTTPS port: answered 400")
     for junk in (b"\x16\x03\x01\x00\x05hello", b"\x00" * 64, b"\x16\x03\x01\xff\xff" + b"x" * 300):
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
@@ -230,9 +197,8 @@ def test_encrypted_key_and_key_in_the_certificate_file(appbin, certs):
 def test_client_certificates(appbin, certs):
     server = appbin(*tls_args(certs), "--ssl-ca-certs", certs / "ca.pem", "--ssl-cert-reqs", "2",
                     app=RAW_APP)
-    with tls_socket(server, certs, cert="client") as s:
-        s.sendall(b"GET /scope HTTP/1.1\r\nhost: x\r\n\r\n")
-        assert read_response(s)[0] == 200
+    with tls_conn(server, certs, cert="client") as conn:
+        assert conn.request(path="/scope").status == 200
     # without a certificate: refused in the handshake (TLS 1.3: at the first read)
     with pytest.raises((ssl.SSLError, ConnectionError)):
         with tls_socket(server, certs) as s:
@@ -357,23 +323,23 @@ def test_memory_after_large_responses_goes_back(appbin, certs, appbin_host):
 
 def test_expect_100_continue(appbin, certs):
     server = appbin(*tls_args(certs), app=RAW_APP)
-    with tls_socket(server, certs) as s:
-        s.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n"
+    with tls_conn(server, certs) as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n"
                   b"expect: 100-continue\r\n\r\n")
-        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
-        s.sendall(b"hello")
-        status, _, body, _ = read_response(s)
-        assert (status, body) == (200, b"hello")
+        assert conn.read_until(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        conn.send(b"hello")
+        r = conn.read_response()
+        assert (r.status, r.body) == (200, b"hello")
 
 
 def test_sigterm_drains_a_tls_request_in_flight(appbin, certs):
     server = appbin(*tls_args(certs), app=RAW_APP)
-    with tls_socket(server, certs) as s:
-        s.sendall(b"GET /slow?s=1 HTTP/1.1\r\nhost: x\r\n\r\n")
+    with tls_conn(server, certs) as conn:
+        conn.send(b"GET /slow?s=1 HTTP/1.1\r\nhost: x\r\n\r\n")
         time.sleep(0.3)
         server.send_signal(signal.SIGTERM)
-        status, headers, _, _ = read_response(s)
-        assert status == 200 and headers["connection"] == "close"
+        r = conn.read_response()
+        assert r.status == 200 and r.header("connection") == "close"
     assert server.wait_exit() == 0
 
 
@@ -384,8 +350,7 @@ def test_tls_on_a_unix_socket(appbin, certs, tmp_path):
     with socket.socket(socket.AF_UNIX) as raw:
         raw.settimeout(10)
         raw.connect(str(path))
-        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            s.sendall(b"GET /scope HTTP/1.1\r\nhost: x\r\n\r\n")
-            status, _, body, _ = read_response(s)
-    assert status == 200 and json.loads(body)["scheme"] == "https"
+        with RawConn(sock=ctx.wrap_socket(raw, server_hostname="localhost")) as conn:
+            r = conn.request(path="/scope")
+    assert r.status == 200 and json.loads(r.body)["scheme"] == "https"
     server.wait_log(f"running on unix socket {path}")
