@@ -89,6 +89,20 @@ def test_request_bodies_in_pieces_arrive_whole(appbin, certs):
             assert r.body == body
 
 
+@pytest.mark.parametrize("extra", [20000, 40000, 60000])
+def test_a_body_ending_in_what_tls_holds_arrives_whole(appbin, certs, extra):
+    """The same bug, every time: the app waits, the server buffers 256 KiB of
+    body and pauses with the rest already read into TLS; the app's first
+    receive resumes the parse, which reaches the body's end at once."""
+    server = appbin(*tls_args(certs), app=RAW_APP)
+    body = os.urandom(256 * 1024 + extra)
+    with tls_conn(server, certs) as conn:
+        r = conn.request("POST", "/upload?wait=0.3", body=body)
+    assert r.status == 200
+    assert json.loads(r.body)["size"] == len(body)
+    assert json.loads(r.body)["sha256"] == hashlib.sha256(body).hexdigest()
+
+
 def test_curl_and_close_notify(appbin, certs):
     server = appbin(*tls_args(certs), app=RAW_APP)
     url = f"https://127.0.0.1:{server.port}/scope"
