@@ -16,6 +16,7 @@
 #include "archfs.h"
 #include "extload.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -33,6 +34,7 @@
 #include <sys/time.h>
 #include <sys/vfs.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 #include <utime.h>
 
@@ -1757,46 +1759,135 @@ FILE *freopen64(const char *path, const char *mode, FILE *stream) {
 
 /* ---- shared objects by archive path ------------------------------------------ */
 
+/* One in-memory copy per member, made outside the lock (a large shared
+ * object takes milliseconds) by the first thread that asks; others asking
+ * for the same member wait for it. code_events counts uses and wake-ups,
+ * for archfs_code_wait. */
 static pthread_mutex_t code_lock = PTHREAD_MUTEX_INITIALIZER;
-static char **code_paths; /* per entry index: its in-memory copy's path */
+static pthread_cond_t code_changed; /* CLOCK_MONOTONIC, set up by archfs_mount */
+static char **code_paths;           /* per entry index: its in-memory copy's path */
+static unsigned char *code_state;   /* per entry index: CODE_* bits */
+static unsigned code_events;
+enum { CODE_MAKING = 1, CODE_USED = 2 };
 
-int archfs_code_path(const zipindex_entry *e, char *path, size_t pathlen, char *err,
+/* A new in-memory copy of `e`: its path, malloc'ed, or NULL with err set. */
+static char *code_copy_make(const zipindex_entry *e, char *path, size_t pathlen, char *err,
+                            size_t errlen) {
+  /* A stored member is copied straight from the mapping (checked on this
+   * first use); a compressed one is decompressed first. */
+  const void *stored =
+      e->method == ZIPINDEX_STORED ? zipindex_stored_data(g.zi, e, err, errlen) : NULL;
+  if (e->method == ZIPINDEX_STORED && !stored)
+    return NULL;
+  void *data = NULL;
+  if (!stored && !(data = e->size <= SIZE_MAX ? malloc(e->size ? (size_t)e->size : 1) : NULL)) {
+    snprintf(err, errlen, "out of memory reading %s", e->name);
+    return NULL;
+  }
+  int made = (stored || zipindex_read(g.zi, e, data, err, errlen) == 0) &&
+             extload_write(e->name, stored ? stored : data, (size_t)e->size, path, pathlen, err,
+                           errlen) == 0;
+  free(data);
+  if (!made)
+    return NULL;
+  char *copy = strdup(path);
+  if (!copy) {
+    extload_discard(path);
+    snprintf(err, errlen, "out of memory");
+  }
+  return copy;
+}
+
+/* archfs_code_path; `use`: 0 for a copy made ahead of use (not marked used).
+ * Returns 1 when this call made the copy, 0 when it was there, -1 on error. */
+static int code_copy(const zipindex_entry *e, int use, char *path, size_t pathlen, char *err,
                      size_t errlen) {
   size_t i = (size_t)(e - g.zi->entries);
-  int rc = -1;
+  assert(i < g.zi->count);
+  int rc = -1, made_here = 0;
   pthread_mutex_lock(&code_lock);
-  if (!code_paths && !(code_paths = calloc(g.zi->count, sizeof(*code_paths)))) {
+  if (!code_paths && (!(code_paths = calloc(g.zi->count, sizeof(*code_paths))) ||
+                      !(code_state = calloc(g.zi->count, 1)))) {
+    free(code_paths);
+    code_paths = NULL;
     snprintf(err, errlen, "out of memory");
     goto done;
   }
+  while (!code_paths[i] && (code_state[i] & CODE_MAKING))
+    pthread_cond_wait(&code_changed, &code_lock);
   if (!code_paths[i]) {
-    /* A stored member is copied straight from the mapping (checked on this
-     * first use); a compressed one is decompressed first. */
-    const void *stored =
-        e->method == ZIPINDEX_STORED ? zipindex_stored_data(g.zi, e, err, errlen) : NULL;
-    if (e->method == ZIPINDEX_STORED && !stored)
-      goto done;
-    void *data = NULL;
-    if (!stored && !(data = e->size <= SIZE_MAX ? malloc(e->size ? (size_t)e->size : 1) : NULL)) {
-      snprintf(err, errlen, "out of memory reading %s", e->name);
-      goto done;
-    }
-    int made = (stored || zipindex_read(g.zi, e, data, err, errlen) == 0) &&
-               extload_write(e->name, stored ? stored : data, (size_t)e->size, path, pathlen, err,
-                             errlen) == 0;
-    free(data);
+    code_state[i] |= CODE_MAKING;
+    pthread_mutex_unlock(&code_lock);
+    char *made = code_copy_make(e, path, pathlen, err, errlen);
+    pthread_mutex_lock(&code_lock);
+    code_state[i] &= (unsigned char)~CODE_MAKING;
+    code_paths[i] = made;
+    pthread_cond_broadcast(&code_changed);
     if (!made)
       goto done;
-    if (!(code_paths[i] = strdup(path))) {
-      snprintf(err, errlen, "out of memory");
-      goto done;
-    }
+    made_here = 1;
+  }
+  if (use && !(code_state[i] & CODE_USED)) {
+    code_state[i] |= CODE_USED;
+    code_events++;
+    pthread_cond_broadcast(&code_changed);
   }
   snprintf(path, pathlen, "%s", code_paths[i]);
-  rc = 0;
+  rc = made_here;
 done:
   pthread_mutex_unlock(&code_lock);
   return rc;
+}
+
+int archfs_code_path(const zipindex_entry *e, char *path, size_t pathlen, char *err,
+                     size_t errlen) {
+  return code_copy(e, 1, path, pathlen, err, errlen) < 0 ? -1 : 0;
+}
+
+int archfs_code_prepare(const zipindex_entry *e, char *err, size_t errlen) {
+  char path[4096];
+  return code_copy(e, 0, path, sizeof(path), err, errlen);
+}
+
+int archfs_code_state(const zipindex_entry *e) {
+  size_t i = (size_t)(e - g.zi->entries);
+  assert(i < g.zi->count);
+  pthread_mutex_lock(&code_lock);
+  int state = !code_paths || !code_paths[i] ? ARCHFS_CODE_NONE
+              : (code_state[i] & CODE_USED) ? ARCHFS_CODE_USED
+                                            : ARCHFS_CODE_UNUSED;
+  pthread_mutex_unlock(&code_lock);
+  return state;
+}
+
+int archfs_code_discard(const zipindex_entry *e) {
+  size_t i = (size_t)(e - g.zi->entries);
+  assert(i < g.zi->count);
+  int freed = 0;
+  pthread_mutex_lock(&code_lock);
+  if (code_paths && code_paths[i] && !(code_state[i] & CODE_USED)) {
+    extload_discard(code_paths[i]);
+    free(code_paths[i]);
+    code_paths[i] = NULL;
+    freed = 1;
+  }
+  pthread_mutex_unlock(&code_lock);
+  return freed;
+}
+
+void archfs_code_wait(unsigned *events, const struct timespec *deadline) {
+  pthread_mutex_lock(&code_lock);
+  while (code_events == *events && pthread_cond_timedwait(&code_changed, &code_lock, deadline) == 0)
+    ;
+  *events = code_events;
+  pthread_mutex_unlock(&code_lock);
+}
+
+void archfs_code_wake(void) {
+  pthread_mutex_lock(&code_lock);
+  code_events++;
+  pthread_cond_broadcast(&code_changed);
+  pthread_mutex_unlock(&code_lock);
 }
 
 /* Whether dlopen(file) names an archive file the quick way (app.bin's own
@@ -1848,6 +1939,21 @@ static void fork_done(void) {
 
 static void fork_child(void) {
   __atomic_store_n(&owner_pid, getpid(), __ATOMIC_RELAXED);
+  /* A copy another thread was making is never finished here, and one made
+   * ahead of use is the parent's: its memfd is the same file in both, and
+   * whichever loads it first frees its pages (extremap.h) under the other.
+   * The child's first use makes its own. */
+  for (size_t i = 0; code_state && i < g.zi->count; i++) {
+    code_state[i] &= (unsigned char)~CODE_MAKING;
+    int fd;
+    char tail;
+    if (code_paths[i] && !(code_state[i] & CODE_USED) &&
+        sscanf(code_paths[i], "/proc/self/fd/%d%c", &fd, &tail) == 1) {
+      close(fd);
+      free(code_paths[i]);
+      code_paths[i] = NULL;
+    }
+  }
   extload_fork_child();
   pthread_mutex_unlock(&g.zi->dctx_lock);
   pthread_mutex_unlock(&code_lock);
@@ -1864,6 +1970,15 @@ int archfs_mount(const char *exe, zipindex *zi, char *err, size_t errlen) {
   }
   g.zi = zi;
   g.root = strdup(exe);
+  pthread_condattr_t attr;
+  if (pthread_condattr_init(&attr) != 0 || pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0 ||
+      pthread_cond_init(&code_changed, &attr) != 0) {
+    free(g.root);
+    g.root = NULL;
+    snprintf(err, errlen, "cannot set up a condition variable");
+    return -1;
+  }
+  pthread_condattr_destroy(&attr);
   if (!g.root || atexit(unmount_at_exit) != 0 ||
       pthread_atfork(fork_prepare, fork_done, fork_child) != 0) {
     free(g.root);

@@ -30,6 +30,7 @@
 #include "zipindex.h"
 
 #include <stddef.h>
+#include <time.h>
 
 /* Serves the archive of `zi` at "<exe>/" from now on. Call once, before any
  * thread starts; `zi` must stay valid until exit (the view is withdrawn by an
@@ -41,5 +42,26 @@ int archfs_mount(const char *exe, zipindex *zi, char *err, size_t errlen);
  * made on first use; the same for every caller, so a library is never
  * loaded twice. Thread-safe. Returns 0, or -1 with a message in err. */
 int archfs_code_path(const zipindex_entry *e, char *path, size_t pathlen, char *err, size_t errlen);
+
+/* For copies made ahead of use (host/nativeprep.h); all thread-safe. */
+
+/* Makes the copy of `e` archfs_code_path would, if there is none yet,
+ * without counting as a use. Returns 1 when it made it, 0 when there was
+ * one, or -1 with a message in err. */
+int archfs_code_prepare(const zipindex_entry *e, char *err, size_t errlen);
+
+enum { ARCHFS_CODE_NONE, ARCHFS_CODE_UNUSED, ARCHFS_CODE_USED };
+/* Whether `e` has a copy, and whether archfs_code_path has given it out. */
+int archfs_code_state(const zipindex_entry *e);
+
+/* Frees the copy of `e` if archfs_code_path has never given it out;
+ * returns 1 if it did. */
+int archfs_code_discard(const zipindex_entry *e);
+
+/* Returns once a copy is used or archfs_code_wake() is called after
+ * `*events` was read (it is updated), or at `deadline` (CLOCK_MONOTONIC);
+ * *events starts at 0. */
+void archfs_code_wait(unsigned *events, const struct timespec *deadline);
+void archfs_code_wake(void);
 
 #endif

@@ -212,23 +212,26 @@ static int private_file_write(const char *name, const void *data, size_t len, ch
 
 int extload_write(const char *name, const void *data, size_t len, char *path, size_t pathlen,
                   char *err, size_t errlen) {
-  /* Called only under archfs_code_path's lock: one at a time. */
-  if (memfd_state >= 0) {
+  /* Threads may race to the first probe: each finds the same answer. */
+  int state = __atomic_load_n(&memfd_state, __ATOMIC_RELAXED);
+  if (state >= 0) {
     int fd = memfd_open(basename_of(name), 1);
     if (fd >= 0) {
       snprintf(path, pathlen, "/proc/self/fd/%d", fd);
-      if (memfd_state == 0)
-        memfd_state = access(path, F_OK) == 0 ? 1 : -1;
-      if (memfd_state > 0 && write_all(fd, data, len) == 0)
+      if (state == 0) {
+        state = access(path, F_OK) == 0 ? 1 : -1;
+        __atomic_store_n(&memfd_state, state, __ATOMIC_RELAXED);
+      }
+      if (state > 0 && write_all(fd, data, len) == 0)
         return 0;
-      if (memfd_state > 0) {
+      if (state > 0) {
         snprintf(err, errlen, "cannot write in-memory file for %s: %s", name, strerror(errno));
         close(fd);
         return -1;
       }
       close(fd);
     } else {
-      memfd_state = -1;
+      __atomic_store_n(&memfd_state, -1, __ATOMIC_RELAXED);
     }
   }
   if (private_file_write(name, data, len, path, pathlen, err, errlen) == 0)
@@ -237,6 +240,15 @@ int extload_write(const char *name, const void *data, size_t len, char *path, si
   snprintf(why, sizeof(why), "%s", err);
   snprintf(err, errlen, "cannot load the native code of %s: %s", name, why);
   return -1;
+}
+
+void extload_discard(const char *path) {
+  int fd;
+  char tail;
+  if (sscanf(path, "/proc/self/fd/%d%c", &fd, &tail) == 1)
+    close(fd);
+  else
+    unlink(path);
 }
 
 /* ---- read-only data ------------------------------------------------------ */

@@ -18,9 +18,13 @@
 /* Writes `len` bytes of code (a shared object: mappable executable) into a
  * new in-memory file named after `name` (a member path; its basename is used)
  * and returns its path in `path` (at least 4096 bytes). Returns 0, or -1 with
- * a message in err. */
+ * a message in err. Thread-safe. */
 int extload_write(const char *name, const void *data, size_t len, char *path, size_t pathlen,
                   char *err, size_t errlen);
+
+/* Frees a copy extload_write made that no one has opened or loaded: its
+ * path may name other bytes afterwards. */
+void extload_discard(const char *path);
 
 /* Fills `len` bytes at buf (a writable mapping of the new file); returns 0,
  * or -1 with errno set and a message in err. */

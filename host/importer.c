@@ -8,6 +8,7 @@
 #include "extload.h"
 #include "extremap.h"
 #include "modindex.h"
+#include "nativeprep.h"
 #include "version.h"
 
 #include <dlfcn.h>
@@ -337,6 +338,11 @@ static PyObject *create_extension(PyObject *spec, PyObject *name, const modindex
   Py_DECREF(tmp_spec);
   if (module)
     release_native_copy(m->ext, path);
+  /* From the first extension module loaded on (its loading done: the
+   * loader's mmap() calls and the thread's page faults would take turns),
+   * the thread of nativeprep.h makes the copies a server's start-up loads
+   * ahead of native_path. */
+  nativeprep_start();
   Py_DECREF(path);
   if (!module)
     return NULL;
@@ -887,6 +893,20 @@ static PyObject *appbin_archive_info(PyObject *mod, PyObject *noargs) {
                        "all_checked", atomic_load(&g.zi->all_checked));
 }
 
+static PyObject *appbin_native_copies(PyObject *mod, PyObject *noargs) {
+  (void)mod, (void)noargs;
+  return PySequence_List(g.loaded_native);
+}
+
+static PyObject *appbin_native_prep_info(PyObject *mod, PyObject *noargs) {
+  (void)mod, (void)noargs;
+  nativeprep_info info;
+  nativeprep_get_info(&info);
+  return Py_BuildValue("{snsnsnsnsO}", "listed", (Py_ssize_t)info.listed, "made",
+                       (Py_ssize_t)info.made, "used", (Py_ssize_t)info.used, "discarded",
+                       (Py_ssize_t)info.discarded, "running", info.running ? Py_True : Py_False);
+}
+
 static PyObject *appbin_code_cache_info(PyObject *mod, PyObject *noargs) {
   (void)mod, (void)noargs;
   return codecache_hook_info();
@@ -911,6 +931,13 @@ static PyMethodDef appbin_functions[] = {
      "archive_info()\n--\n\nThe archive's member count (directories included), how many "
      "are stored, how many have been checked against their digests so far, and whether all "
      "have."},
+    {"native_copies", appbin_native_copies, METH_NOARGS,
+     "native_copies()\n--\n\nThe shared objects (members) the importer has loaded from "
+     "in-memory copies, in the order it first asked for them (appbin-pack's training run "
+     "records this as the manifest's startup.native)."},
+    {"native_prep_info", appbin_native_prep_info, METH_NOARGS,
+     "native_prep_info()\n--\n\nThe copies of startup.native made ahead of the importer: "
+     "how many are listed, made, used since, freed unused, and whether the thread runs."},
     {"code_cache_info", appbin_code_cache_info, METH_NOARGS,
      "code_cache_info()\n--\n\nThe pack-time code cache's state and this process's hits and "
      "misses (exec(), eval(), compile() of strings)."},
@@ -960,7 +987,7 @@ int importer_setup(const char *archive_path, const payload *pl, zipindex *zi, co
    * stat and listdir of Python code and of C libraries. */
   if (archfs_mount(archive_path, zi, err, errlen) != 0)
     return -1;
-  if (modindex_init(&g.mi, zi) != 0)
+  if (nativeprep_init(zi, mf) != 0 || modindex_init(&g.mi, zi) != 0)
     goto oom;
   static const char *const roots[] = {"stdlib/lib-dynload/", "stdlib/", "site-packages/"};
   for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++)

@@ -3,6 +3,7 @@
 #include "codecache_hook.h"
 #include "extload.h"
 #include "importer.h"
+#include "nativeprep.h"
 #include "runtime_frozen.h"
 
 #include <stdio.h>
@@ -157,6 +158,15 @@ int interp_start(const char *exe, const payload *pl, zipindex *zi, const manifes
   return 0;
 }
 
-int interp_run_python(void) { return Py_RunMain(); }
+/* The thread of nativeprep.h stops before main()'s archive goes away. */
+int interp_run_python(void) {
+  int rc = Py_RunMain();
+  nativeprep_stop();
+  return rc;
+}
 
-int interp_finish(void) { return Py_FinalizeEx() < 0 ? 120 : 0; }
+int interp_finish(void) {
+  int rc = Py_FinalizeEx() < 0 ? 120 : 0;
+  nativeprep_stop();
+  return rc;
+}

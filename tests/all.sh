@@ -103,7 +103,7 @@ for v in "${versions[@]}"; do
 done
 # The C-heavy paths again on the sanitizer build: importer, HTTP, ASGI and
 # its eager task steps, the access log, env file and metrics endpoint, the
-# code cache, the init of PID 1, TLS.
+# code cache, the init of PID 1, TLS, start-up (its copying thread).
 for v in "${asan_versions[@]}"; do
   step "end-to-end tests on the ASan host (Python $v)" env APPBIN_BUILD_DIR="$(host_dir build-asan "$v")" \
     APPBIN_HTTP_TEST_SERVER="$top/build-asan/tests/unit/http-test-server" \
@@ -111,7 +111,7 @@ for v in "${asan_versions[@]}"; do
     tests/e2e/test_host_importer.py tests/e2e/test_server_http11.py tests/e2e/test_server_asgi.py \
     tests/e2e/test_server_tasks.py tests/e2e/test_http_layer.py tests/e2e/test_server_hardening.py \
     tests/e2e/test_server_ops.py tests/e2e/test_archfs.py tests/e2e/test_codecache.py \
-    tests/e2e/test_pid1.py tests/e2e/test_server_tls.py
+    tests/e2e/test_pid1.py tests/e2e/test_server_tls.py tests/e2e/test_startup.py
 done
 # Real packages whose C libraries open data files by path through archfs
 # (libxml2's XSL files for lxml's isoschematron, FreeType's fonts for pillow

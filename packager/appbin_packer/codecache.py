@@ -48,12 +48,14 @@ _ENTRY = struct.Struct("<QiiiiIIIIII")     # hash, start, flags, feature version
 # caught KeyboardInterrupt from exec()'d code.
 _TRAINING = f"""\
 import importlib, os, sys
-spec, factory = sys.argv[1], sys.argv[2] == "1"
+spec, factory, native_out = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
 sys.argv = [sys.executable]
 for name in {RUNTIME_IMPORTS!r}:
     importlib.import_module(name)
-import _appbin_runtime
+import _appbin, _appbin_runtime
 _appbin_runtime.load_app(spec, factory)
+with open(native_out, "w") as f:
+    f.write(" ".join(_appbin.native_copies()))
 sys.stdout.flush()
 sys.stderr.flush()
 os._exit(0)
@@ -63,10 +65,13 @@ os._exit(0)
 class Training:
     """The result of a training run."""
 
-    def __init__(self, member, entries, problems):
+    def __init__(self, member, entries, problems, native=()):
         self.member = member      # the member's bytes, or None when nothing was recorded
         self.entries = entries    # how many entries it holds
         self.problems = problems  # one line each (a failed run, the host's warnings)
+        # The shared objects the run loaded (members, in load order): the
+        # manifest's startup.native (host/nativeprep.h); empty after a failed run.
+        self.native = native
 
 
 def train(app_bin, app, factory):
@@ -74,32 +79,37 @@ def train(app_bin, app, factory):
     app_bin = os.path.realpath(app_bin)  # as the host names itself (/proc/self/exe)
     problems = []
     data = b""
+    native = ()
     try:
         with tempfile.TemporaryDirectory(prefix="appbin-codecache-") as scratch:
             scratch = os.path.realpath(scratch)
             record = os.path.join(scratch, "record")
             with open(record, "wb") as f:
                 f.write(_RECORD_MAGIC)
-            problems += _run(app_bin, app, factory, scratch, record)
+            native_out = os.path.join(scratch, "native")
+            problems += _run(app_bin, app, factory, scratch, record, native_out)
             with open(record, "rb") as f:
                 data = f.read()
+            if os.path.exists(native_out):
+                with open(native_out, encoding="utf-8") as f:
+                    native = tuple(f.read().split())
     except OSError as e:
         problems.append(f"cannot run {app_bin}: {e.strerror or e}")
         scratch = None
     member, entries, skipped = build_member(data, exclude=(app_bin, scratch))
     if skipped:
         problems.append(f"{skipped} damaged records left out")
-    return Training(member, entries, problems)
+    return Training(member, entries, problems, native)
 
 
-def _run(app_bin, app, factory, scratch, record):
+def _run(app_bin, app, factory, scratch, record, native_out):
     """Runs the training import in its own session (whatever it leaves
     running is killed with it); returns the problems, one line each."""
     env = dict(os.environ, **{RECORD_ENV: record})
     out_path = os.path.join(scratch, "stderr")
     with open(out_path, "w+b") as err:
         proc = subprocess.Popen([app_bin, "python", "-I", "-c", _TRAINING, app,
-                                 "1" if factory else "0"],
+                                 "1" if factory else "0", native_out],
                                 cwd=scratch, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         try:

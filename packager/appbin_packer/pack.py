@@ -92,8 +92,14 @@ def pack(options, warn):
         for problem in code_cache.problems:
             warn(f"code cache: {problem}; packed with the {code_cache.entries} compiled "
                  f"strings recorded (--no-code-cache skips this run)")
+        if code_cache.native:
+            manifest = dict(_manifest(options, preloads),
+                            **{"startup.native": " ".join(code_cache.native)})
+            members = [Member(MANIFEST_MEMBER, data=manifest_bytes(manifest))
+                       if m.name == MANIFEST_MEMBER else m for m in members]
         if code_cache.member:
             members.append(Member(CODECACHE_MEMBER, data=code_cache.member))
+        if code_cache.member or code_cache.native:
             written = write_app(options.output, options.host, members, options.compression,
                                 options.level, options.store_code == "none", stored_code,
                                 bodies)

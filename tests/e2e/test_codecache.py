@@ -302,3 +302,17 @@ def test_a_compressed_cache_answers_too(tmp_path, probe_venv, run_appbin_pack, a
     assert result.returncode == 0, describe(result)
     info = json.loads(result.stdout)
     assert info["state"] == "on" and info["hits"] >= 10, info
+
+
+def test_the_training_run_records_the_shared_objects_and_no_run_none(probe_bins):
+    """The training run also records the shared objects start-up loads
+    (manifest startup.native, host/nativeprep.h); --no-code-cache runs
+    nothing, so its app.bin lists none and copies nothing ahead."""
+    code = ("import json, _appbin; print(json.dumps([_appbin.manifest().get('startup.native'), "
+            "_appbin.native_prep_info()]))")
+    cached, plain = (json.loads(run([b, "python", "-c", code], env=clean_env()).stdout)
+                     for b in probe_bins)
+    # The probe loads no extension module of its own; the runtime's imports do.
+    assert "stdlib/lib-dynload/" in cached[0], cached
+    assert cached[1]["listed"] == len(cached[0].split()), cached
+    assert plain[0] is None and plain[1]["listed"] == 0, plain

@@ -194,3 +194,121 @@ def test_supervisor_keeps_no_checked_page_resident(app_bin, tmp_path):
     finally:
         server.stop()
     assert rss <= index_kb + 64, (rss, index_kb, worker_rss)
+
+
+# ---- shared objects copied ahead of the importer (host/nativeprep.h) -----------
+
+def _manifest(app_bin):
+    return json.loads(python_c(app_bin, "import json, _appbin; print(json.dumps(_appbin.manifest()))"))
+
+
+def _startup_native(app_bin):
+    return _manifest(app_bin)["startup.native"].split()
+
+
+def test_the_training_run_lists_the_shared_objects_start_up_loads(app_bin):
+    """appbin-pack's training run records the shared objects a server's
+    start-up loads, in load order, as the manifest's startup.native: what
+    `import APP` loads here is on the list, once each, and every library an
+    extension module needs (its preload entry) is ahead of it."""
+    manifest = _manifest(app_bin)
+    listed = manifest["startup.native"].split()
+    code = "import _appbin, appbin_testpkg.web; print(' '.join(_appbin.native_copies()))"
+    loaded = python_c(app_bin, code).split()
+    core = next(m for m in loaded if "/_pydantic_core." in m)
+    assert core.startswith("site-packages/pydantic_core/"), loaded
+    assert any(m.startswith("stdlib/lib-dynload/") for m in loaded), loaded
+    assert set(loaded) <= set(listed), (loaded, listed)
+    assert len(set(listed)) == len(listed), listed
+    needs = {m: manifest[f"preload.{m}"].split() for m in listed if f"preload.{m}" in manifest}
+    assert needs, manifest  # the test venv's _bz2, _lzma and _uuid bundle their libraries
+    for module, libraries in needs.items():
+        assert all(listed.index(lib) < listed.index(module) for lib in libraries), (module, listed)
+
+
+# `import _json` starts the thread; the sleep lets it copy everything (the
+# list fits in NATIVEPREP_AHEAD) before the app's import asks for anything.
+_AHEAD = """
+import json, os, time, _appbin
+import _json
+time.sleep(SLEEP)
+before = _appbin.native_prep_info()
+IMPORTS
+after = _appbin.native_prep_info()
+time.sleep(WAIT)
+def target(fd):
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except FileNotFoundError:  # listdir's own
+        return ""
+fds = [target(fd) for fd in os.listdir("/proc/self/fd")]
+print(json.dumps({"before": before, "after": after, "end": _appbin.native_prep_info(),
+                  "loaded": _appbin.native_copies(),
+                  "memfds": sorted(f for f in fds if f.startswith("/memfd:"))}))
+"""
+
+
+def test_start_up_shared_objects_are_copied_ahead_and_used(app_bin):
+    """From the first extension module the program loads, a second thread
+    copies the listed shared objects in order; the importer then finds them
+    made and uses them (one copy per member: each is used, none made twice),
+    and pydantic_core still works."""
+    listed = _startup_native(app_bin)
+    imports = ("import appbin_testpkg.web, pydantic_core\n"
+               "assert pydantic_core.SchemaValidator(pydantic_core.core_schema.int_schema())"
+               ".validate_python('7') == 7")
+    code = _AHEAD.replace("SLEEP", "1.0").replace("IMPORTS", imports).replace("WAIT", "0")
+    info = json.loads(python_c(app_bin, code))
+    before, after = info["before"], info["after"]
+    assert before["listed"] == len(listed), info
+    # All but _json: the importer's own, which the thread found made.
+    assert [m for m in listed if "/_json." in m], listed
+    assert before["made"] == len(listed) - 1 and before["used"] == 0, info
+    assert before["running"] and before["discarded"] == 0, info
+    loaded_ahead = [m for m in info["loaded"] if m in listed and "/_json." not in m]
+    assert after["used"] == len(loaded_ahead) > 3, info
+    assert after["made"] == before["made"] and after["discarded"] == 0, info
+    # One in-memory file per shared object the process loaded.
+    names = [f.split(" ")[0] for f in info["memfds"]]
+    assert len([n for n in names if "_pydantic_core" in n]) == 1, info
+
+
+def test_copies_nobody_uses_are_freed(app_bin):
+    """A program that loads an extension module but not the app's: the copies
+    made ahead are freed once none has been used for NATIVEPREP_IDLE_MS (2 s),
+    and the thread ends; the memory files are gone."""
+    code = _AHEAD.replace("SLEEP", "0.5").replace("IMPORTS", "").replace("WAIT", "3.0")
+    info = json.loads(python_c(app_bin, code))
+    end = info["end"]
+    assert info["before"]["made"] > 3, info
+    assert end["discarded"] == end["made"] == info["before"]["made"], info
+    assert end["used"] == 0 and not end["running"], info
+    assert not any("_pydantic_core" in f for f in info["memfds"]), info
+    # What the program did load stays.
+    assert any("_json" in f for f in info["memfds"]), info
+
+
+_FORK = """
+import os, time, _appbin
+import _json
+time.sleep(DELAY)
+pid = os.fork()
+import pydantic_core, _decimal
+assert pydantic_core.SchemaValidator(pydantic_core.core_schema.int_schema()).validate_python('7') == 7
+assert str(_decimal.Decimal('1.1') + 1) == '2.1'
+if pid == 0:
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.parametrize("delay", [0, 0.0005, 0.002, 0.01])
+def test_a_fork_while_copies_are_made_loads_them_in_both(app_bin, delay):
+    """os.fork() while the thread copies: the child, which has no such thread,
+    makes what it needs itself (a copy the thread was making is never waited
+    for; one it made is the parent's memfd, whose pages the first process to
+    load it frees), and the parent goes on."""
+    for _ in range(3):  # before the fix, 1 run in 2 crashed (SIGSEGV) in the child or the parent
+        out = python_c(app_bin, _FORK.replace("DELAY", str(delay)), timeout=60)
+        assert out == "0\n"

@@ -1,0 +1,160 @@
+#include "nativeprep.h"
+
+#include "archfs_libc.h"
+#include "extload.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct {
+  const zipindex_entry **list; /* in load order */
+  atomic_uchar *made;          /* per list item: this thread made its copy */
+  size_t count;
+  atomic_size_t discarded;
+  atomic_int started; /* nativeprep_start() ran (once per process image) */
+  atomic_int stopping;
+  atomic_int running;  /* made and not yet joined */
+  atomic_int finished; /* its work is done */
+  pthread_t thread;
+  pid_t thread_pid; /* a fork's child has no thread to join */
+} g;
+
+int nativeprep_init(zipindex *zi, const manifest *mf) {
+  const char *line = manifest_get(mf, "startup.native");
+  if (!line)
+    return 0;
+  size_t words = 0;
+  for (const char *p = line; *p;) {
+    p += strspn(p, " ");
+    size_t n = strcspn(p, " ");
+    words += n > 0;
+    p += n;
+  }
+  if (words == 0)
+    return 0;
+  g.list = calloc(words, sizeof(*g.list));
+  g.made = calloc(words, sizeof(*g.made));
+  if (!g.list || !g.made) {
+    free(g.list);
+    free(g.made);
+    g.list = NULL;
+    g.made = NULL;
+    return -1;
+  }
+  for (const char *p = line; *p;) {
+    p += strspn(p, " ");
+    size_t n = strcspn(p, " ");
+    const zipindex_entry *e = n ? zipindex_find(zi, p, n) : NULL;
+    if (e && e->size > 0)
+      g.list[g.count++] = e;
+    p += n;
+  }
+  return 0;
+}
+
+/* Bytes of the copies this thread made (of the first `upto` items) that no
+ * one has used yet. */
+static size_t unused_bytes(size_t upto) {
+  size_t bytes = 0;
+  for (size_t k = 0; k < upto; k++)
+    if (atomic_load(&g.made[k]) && archfs_code_state(g.list[k]) == ARCHFS_CODE_UNUSED)
+      bytes += (size_t)g.list[k]->size;
+  return bytes;
+}
+
+/* Waits for a use (or a stop) for up to NATIVEPREP_IDLE_MS; 0 when none came. */
+static int wait_for_use(unsigned *events) {
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += NATIVEPREP_IDLE_MS / 1000;
+  deadline.tv_nsec += (long)(NATIVEPREP_IDLE_MS % 1000) * 1000000L;
+  if (deadline.tv_nsec >= 1000000000L) {
+    deadline.tv_sec++;
+    deadline.tv_nsec -= 1000000000L;
+  }
+  unsigned before = *events;
+  archfs_code_wait(events, &deadline);
+  return *events != before;
+}
+
+static void *prep_main(void *arg) {
+  (void)arg;
+  /* Only a core nothing else wants: the interpreter's thread, and the
+   * verifier ahead of it, come first. */
+  struct sched_param idle_param = {0};
+  pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle_param);
+  unsigned events = 0;
+  int idle = 0;
+  for (size_t k = 0; k < g.count && !idle && !atomic_load(&g.stopping); k++) {
+    const zipindex_entry *e = g.list[k];
+    if (archfs_code_state(e) != ARCHFS_CODE_NONE)
+      continue; /* the importer got there first */
+    for (size_t ahead; (ahead = unused_bytes(k)) > 0 && ahead + (size_t)e->size > NATIVEPREP_AHEAD;)
+      if (!wait_for_use(&events) || atomic_load(&g.stopping)) {
+        idle = 1;
+        break;
+      }
+    char err[512];
+    /* A failure is the importer's to report, when it makes the copy itself. */
+    if (!idle && !atomic_load(&g.stopping) && archfs_code_prepare(e, err, sizeof(err)) == 1)
+      atomic_store(&g.made[k], 1);
+  }
+  while (!idle && !atomic_load(&g.stopping) && unused_bytes(g.count) > 0)
+    idle = !wait_for_use(&events);
+  if (!atomic_load(&g.stopping))
+    for (size_t k = 0; k < g.count; k++)
+      if (atomic_load(&g.made[k]) && archfs_code_discard(g.list[k]))
+        atomic_fetch_add(&g.discarded, 1);
+  if (extload_debug) {
+    nativeprep_info info;
+    nativeprep_get_info(&info);
+    fprintf(stderr,
+            "appbin: debug: %zu of %zu start-up shared objects copied ahead, %zu used, %zu "
+            "freed unused\n",
+            info.made, info.listed, info.used, info.discarded);
+  }
+  atomic_store(&g.finished, 1);
+  return NULL;
+}
+
+void nativeprep_start(void) {
+  if (g.count == 0 || atomic_exchange(&g.started, 1))
+    return;
+  /* Signals stay with the threads that handle them (Python's main thread). */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  if (pthread_create(&g.thread, NULL, prep_main, NULL) == 0) {
+    g.thread_pid = getpid();
+    atomic_store(&g.running, 1);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+void nativeprep_stop(void) {
+  if (!atomic_load(&g.running) || g.thread_pid != getpid())
+    return;
+  atomic_store(&g.stopping, 1);
+  archfs_code_wake();
+  pthread_join(g.thread, NULL);
+  atomic_store(&g.running, 0);
+}
+
+void nativeprep_get_info(nativeprep_info *info) {
+  memset(info, 0, sizeof(*info));
+  info->listed = g.count;
+  for (size_t k = 0; k < g.count; k++)
+    if (atomic_load(&g.made[k])) {
+      info->made++;
+      info->used += archfs_code_state(g.list[k]) == ARCHFS_CODE_USED;
+    }
+  info->discarded = atomic_load(&g.discarded);
+  info->running = atomic_load(&g.running) && !atomic_load(&g.finished) && g.thread_pid == getpid();
+}
