@@ -4,7 +4,6 @@
 #include "extload.h"
 
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -86,10 +85,6 @@ static int wait_for_use(unsigned *events) {
 
 static void *prep_main(void *arg) {
   (void)arg;
-  /* Only a core nothing else wants: the interpreter's thread, and the
-   * verifier ahead of it, come first. */
-  struct sched_param idle_param = {0};
-  pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle_param);
   unsigned events = 0;
   int idle = 0;
   for (size_t k = 0; k < g.count && !idle && !atomic_load(&g.stopping); k++) {
