@@ -1768,17 +1768,25 @@ static pthread_cond_t code_changed; /* CLOCK_MONOTONIC, set up by archfs_mount *
 static char **code_paths;           /* per entry index: its in-memory copy's path */
 static unsigned char *code_state;   /* per entry index: CODE_* bits */
 static unsigned code_events;
+static unsigned code_making; /* entries with CODE_MAKING */
 enum { CODE_MAKING = 1, CODE_USED = 2 };
 
-/* A new in-memory copy of `e`: its path, malloc'ed, or NULL with err set. */
-static char *code_copy_make(const zipindex_entry *e, char *path, size_t pathlen, char *err,
-                            size_t errlen) {
+/* A new in-memory copy of `e`: its path, malloc'ed, or NULL with err set.
+ * `ahead`: for no reader yet (archfs_code_prepare: stored members only,
+ * damage left for the reader to report). */
+static char *code_copy_make(const zipindex_entry *e, int ahead, char *path, size_t pathlen,
+                            char *err, size_t errlen) {
   /* A stored member is copied straight from the mapping (checked on this
    * first use); a compressed one is decompressed first. */
-  const void *stored =
-      e->method == ZIPINDEX_STORED ? zipindex_stored_data(g.zi, e, err, errlen) : NULL;
+  const void *stored = e->method != ZIPINDEX_STORED ? NULL
+                       : ahead ? zipindex_stored_data_ahead(g.zi, e, err, errlen)
+                               : zipindex_stored_data(g.zi, e, err, errlen);
   if (e->method == ZIPINDEX_STORED && !stored)
     return NULL;
+  if (ahead && !stored) {
+    snprintf(err, errlen, "member %s is compressed", e->name);
+    return NULL;
+  }
   void *data = NULL;
   if (!stored && !(data = e->size <= SIZE_MAX ? malloc(e->size ? (size_t)e->size : 1) : NULL)) {
     snprintf(err, errlen, "out of memory reading %s", e->name);
@@ -1817,10 +1825,12 @@ static int code_copy(const zipindex_entry *e, int use, char *path, size_t pathle
     pthread_cond_wait(&code_changed, &code_lock);
   if (!code_paths[i]) {
     code_state[i] |= CODE_MAKING;
+    code_making++;
     pthread_mutex_unlock(&code_lock);
-    char *made = code_copy_make(e, path, pathlen, err, errlen);
+    char *made = code_copy_make(e, !use, path, pathlen, err, errlen);
     pthread_mutex_lock(&code_lock);
     code_state[i] &= (unsigned char)~CODE_MAKING;
+    code_making--;
     code_paths[i] = made;
     pthread_cond_broadcast(&code_changed);
     if (!made)
@@ -1869,6 +1879,7 @@ int archfs_code_discard(const zipindex_entry *e) {
     extload_discard(code_paths[i]);
     free(code_paths[i]);
     code_paths[i] = NULL;
+    zipindex_release(g.zi, e); /* the pages the copy was made from */
     freed = 1;
   }
   pthread_mutex_unlock(&code_lock);
@@ -1927,6 +1938,10 @@ static void unmount_at_exit(void) { g.mounted = 0; }
  * lock, which it could never take: fork waits for the read in progress. */
 static void fork_prepare(void) {
   pthread_mutex_lock(&code_lock);
+  /* A copy being made would be the child's to finish, with no thread to
+   * do it (and its descriptor a leak): fork waits for it. */
+  while (code_making > 0)
+    pthread_cond_wait(&code_changed, &code_lock);
   pthread_mutex_lock(&g.zi->dctx_lock);
   extload_fork_prepare(); /* last: held alone or inside code_lock, never waiting for one */
 }
@@ -1939,17 +1954,23 @@ static void fork_done(void) {
 
 static void fork_child(void) {
   __atomic_store_n(&owner_pid, getpid(), __ATOMIC_RELAXED);
-  /* A copy another thread was making is never finished here, and one made
-   * ahead of use is the parent's: its memfd is the same file in both, and
-   * whichever loads it first frees its pages (extremap.h) under the other.
-   * The child's first use makes its own. */
+  /* A copy made ahead of use is the parent's: a memfd is the same file in
+   * both, whichever loads it first frees its pages (extremap.h) under the
+   * other, and the parent may delete a private directory's file unused.
+   * The child's first use makes its own. The parent's waiters are not
+   * the child's. */
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&code_changed, &attr);
+  pthread_condattr_destroy(&attr);
+  assert(code_making == 0);
   for (size_t i = 0; code_state && i < g.zi->count; i++) {
-    code_state[i] &= (unsigned char)~CODE_MAKING;
     int fd;
     char tail;
-    if (code_paths[i] && !(code_state[i] & CODE_USED) &&
-        sscanf(code_paths[i], "/proc/self/fd/%d%c", &fd, &tail) == 1) {
-      close(fd);
+    if (code_paths[i] && !(code_state[i] & CODE_USED)) {
+      if (sscanf(code_paths[i], "/proc/self/fd/%d%c", &fd, &tail) == 1)
+        close(fd);
       free(code_paths[i]);
       code_paths[i] = NULL;
     }

@@ -230,8 +230,8 @@ int extload_write(const char *name, const void *data, size_t len, char *path, si
         return -1;
       }
       close(fd);
-    } else {
-      __atomic_store_n(&memfd_state, -1, __ATOMIC_RELAXED);
+    } else if (errno != EMFILE && errno != ENFILE && errno != ENOMEM) {
+      __atomic_store_n(&memfd_state, -1, __ATOMIC_RELAXED); /* not for want of resources */
     }
   }
   if (private_file_write(name, data, len, path, pathlen, err, errlen) == 0)

@@ -146,15 +146,18 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  payload p;
+  /* Static: the verifier and nativeprep.h's thread read them up to the
+   * process's end, exit() after main's return and from inside Python
+   * (sys.exit) included. */
+  static payload p;
   int rc = payload_open(&p, exe, err, sizeof(err));
   if (rc < 0) {
     fprintf(stderr, "%s: error: %s\n", prog, err);
     return 1;
   }
   int has_payload = rc == 0;
-  zipindex zi = {0};
-  manifest mf = {0};
+  static zipindex zi;
+  static manifest mf;
   damage_exe = exe;
   if (has_payload) {
     if (zipindex_open_verified(&zi, p.archive, p.archive_size, p.trailer.index_sha256, err,

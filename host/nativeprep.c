@@ -14,8 +14,9 @@
 
 static struct {
   const zipindex_entry **list; /* in load order */
-  atomic_uchar *made;          /* per list item: this thread made its copy */
+  atomic_uchar *made;          /* per list item: this thread made the copy it has */
   size_t count;
+  atomic_size_t made_count; /* copies made, discarded ones included */
   atomic_size_t discarded;
   atomic_int started; /* nativeprep_start() ran (once per process image) */
   atomic_int stopping;
@@ -89,24 +90,33 @@ static void *prep_main(void *arg) {
   int idle = 0;
   for (size_t k = 0; k < g.count && !idle && !atomic_load(&g.stopping); k++) {
     const zipindex_entry *e = g.list[k];
-    if (archfs_code_state(e) != ARCHFS_CODE_NONE)
-      continue; /* the importer got there first */
-    for (size_t ahead; (ahead = unused_bytes(k)) > 0 && ahead + (size_t)e->size > NATIVEPREP_AHEAD;)
+    /* A compressed member would hold the archive's decompression context
+     * for the length of a large frame; one larger than the bound is the
+     * importer's to copy, if it ever needs it. */
+    if (e->method != ZIPINDEX_STORED || e->size > NATIVEPREP_AHEAD ||
+        archfs_code_state(e) != ARCHFS_CODE_NONE)
+      continue;
+    while (unused_bytes(k) + (size_t)e->size > NATIVEPREP_AHEAD)
       if (!wait_for_use(&events) || atomic_load(&g.stopping)) {
         idle = 1;
         break;
       }
     char err[512];
-    /* A failure is the importer's to report, when it makes the copy itself. */
-    if (!idle && !atomic_load(&g.stopping) && archfs_code_prepare(e, err, sizeof(err)) == 1)
+    /* A failure (damage included) is the importer's to report, when it
+     * makes the copy itself. */
+    if (!idle && !atomic_load(&g.stopping) && archfs_code_prepare(e, err, sizeof(err)) == 1) {
       atomic_store(&g.made[k], 1);
+      atomic_fetch_add(&g.made_count, 1);
+    }
   }
   while (!idle && !atomic_load(&g.stopping) && unused_bytes(g.count) > 0)
     idle = !wait_for_use(&events);
   if (!atomic_load(&g.stopping))
     for (size_t k = 0; k < g.count; k++)
-      if (atomic_load(&g.made[k]) && archfs_code_discard(g.list[k]))
+      if (atomic_load(&g.made[k]) && archfs_code_discard(g.list[k])) {
+        atomic_store(&g.made[k], 0);
         atomic_fetch_add(&g.discarded, 1);
+      }
   if (extload_debug) {
     nativeprep_info info;
     nativeprep_get_info(&info);
@@ -126,10 +136,9 @@ void nativeprep_start(void) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  if (pthread_create(&g.thread, NULL, prep_main, NULL) == 0) {
-    g.thread_pid = getpid();
+  g.thread_pid = getpid();
+  if (pthread_create(&g.thread, NULL, prep_main, NULL) == 0)
     atomic_store(&g.running, 1);
-  }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
@@ -145,11 +154,9 @@ void nativeprep_stop(void) {
 void nativeprep_get_info(nativeprep_info *info) {
   memset(info, 0, sizeof(*info));
   info->listed = g.count;
+  info->made = atomic_load(&g.made_count);
   for (size_t k = 0; k < g.count; k++)
-    if (atomic_load(&g.made[k])) {
-      info->made++;
-      info->used += archfs_code_state(g.list[k]) == ARCHFS_CODE_USED;
-    }
+    info->used += atomic_load(&g.made[k]) && archfs_code_state(g.list[k]) == ARCHFS_CODE_USED;
   info->discarded = atomic_load(&g.discarded);
   info->running = atomic_load(&g.running) && !atomic_load(&g.finished) && g.thread_pid == getpid();
 }

@@ -7,11 +7,14 @@
  * FastAPI app's 170 ms import. appbin-pack's training run records which
  * members start-up copies, in order (manifest "startup.native"); from the
  * process's first native load on, a thread makes those copies in that
- * order, so that the importer finds each one made. It keeps at most
- * NATIVEPREP_AHEAD bytes of copies made and not yet used; a copy not used
- * within NATIVEPREP_IDLE_MS of the last use (a program that does not import
- * what a server imports) is freed, and the thread ends. A program that
- * loads no extension module starts no thread.
+ * order, so that the importer finds each one made. Only stored members
+ * are copied (a compressed one would hold the archive's decompression
+ * context), at most NATIVEPREP_AHEAD bytes of copies made and not yet used
+ * at a time; a copy not used within NATIVEPREP_IDLE_MS of the last use (a
+ * program that does not import what a server imports) is freed, and the
+ * thread ends. Damage found ahead is not reported: the member is left to
+ * its reader, who reports it (a program that never reads it runs). A
+ * program that loads no extension module starts no thread.
  */
 #ifndef APPBIN_NATIVEPREP_H
 #define APPBIN_NATIVEPREP_H
@@ -22,7 +25,7 @@
 #include <stddef.h>
 
 #define NATIVEPREP_AHEAD ((size_t)16 << 20)
-#define NATIVEPREP_IDLE_MS 2000
+#define NATIVEPREP_IDLE_MS 1000
 
 /* Reads the list of `mf` (members of `zi` missing from it are left out).
  * Call once, before any thread starts, after archfs_mount. Returns 0, or -1

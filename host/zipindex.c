@@ -535,21 +535,31 @@ int zipindex_read_data(zipindex *zi, const zipindex_entry *e, void *buf, char *e
   return read_with_errno(zi, e, buf, 1, err, errlen);
 }
 
-const void *zipindex_stored_data(zipindex *zi, const zipindex_entry *e, char *err, size_t errlen) {
+static const void *stored_data(zipindex *zi, const zipindex_entry *e, int quiet, char *err,
+                               size_t errlen) {
   if (e->method != ZIPINDEX_STORED) {
     fail(err, errlen, "member %s is compressed", e->name);
     return NULL;
   }
   record r = {0, 0};
-  if (find_record(zi, e, 0, &r, err, errlen) != 0 ||
-      check_record(zi, e, &r, 1, 0, err, errlen) != 0)
+  if (find_record(zi, e, quiet, &r, err, errlen) != 0 ||
+      check_record(zi, e, &r, !quiet, quiet, err, errlen) != 0)
     return NULL;
   if (e->comp_size != e->size) {
-    damaged(zi, err, errlen, "member %s is damaged: its sizes disagree", e->name);
+    DAMAGED(zi, quiet, err, errlen, "member %s is damaged: its sizes disagree", e->name);
     return NULL;
   }
   const uint8_t *src = zi->data + r.data_at;
-  return check_crc(zi, e, src, 0, err, errlen) == 0 ? src : NULL;
+  return check_crc(zi, e, src, quiet, err, errlen) == 0 ? src : NULL;
+}
+
+const void *zipindex_stored_data(zipindex *zi, const zipindex_entry *e, char *err, size_t errlen) {
+  return stored_data(zi, e, 0, err, errlen);
+}
+
+const void *zipindex_stored_data_ahead(zipindex *zi, const zipindex_entry *e, char *err,
+                                       size_t errlen) {
+  return stored_data(zi, e, 1, err, errlen);
 }
 
 typedef struct by_offset {

@@ -130,6 +130,12 @@ int zipindex_read_data(zipindex *zi, const zipindex_entry *e, void *buf, char *e
  * "compressed") or on damage. */
 const void *zipindex_stored_data(zipindex *zi, const zipindex_entry *e, char *err, size_t errlen);
 
+/* zipindex_stored_data for bytes read ahead of any reader (nativeprep.h):
+ * damage is not reported (no handler call), and the member stays unchecked
+ * for its reader to find it; the check does not count as a reader's. */
+const void *zipindex_stored_data_ahead(zipindex *zi, const zipindex_entry *e, char *err,
+                                       size_t errlen);
+
 /* Checks every member not checked yet against its digest, and that the
  * members' records and the index tile the archive. Returns 0 (and marks the
  * index all-checked), or -1 with a message in err. Unverified archives fail. */

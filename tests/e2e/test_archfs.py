@@ -725,7 +725,7 @@ def test_threads_open_concurrently(app_bin, test_venv):
              "fastapi/routing.py", "starlette/requests.py", "appbin_testpkg/data/sub/x.json"]
     want = {n: sha((site(test_venv) / n).read_bytes()) for n in names}
     code = f"""
-    import concurrent.futures, hashlib, json, os, sys
+    import concurrent.futures, hashlib, json, os, re, sys
     names = {names!r}
     def work(i):
         name = names[i % len(names)]
@@ -738,8 +738,15 @@ def test_threads_open_concurrently(app_bin, test_venv):
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         results = list(pool.map(work, range(600)))
     bad = [r for r in results if r[1] != {want!r}[r[0]]]
-    fds = len(os.listdir("/proc/self/fd"))
-    print(json.dumps([len(results), bad, fds < 20]))
+    def target(fd):
+        try:
+            return os.readlink(f"/proc/self/fd/{{fd}}")
+        except OSError:
+            return ""
+    # Shared objects' copies (host/nativeprep.h makes some ahead) are not files opened here.
+    fds = [t for t in map(target, os.listdir("/proc/self/fd"))
+           if not re.match(r"/memfd:.*[.]so([.][0-9]+)* [(]deleted[)]$", t)]
+    print(json.dumps([len(results), bad, len(fds) < 20]))
     """
     assert run_json(app_bin, code) == [600, [], True]
 
