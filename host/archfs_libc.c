@@ -1772,10 +1772,11 @@ static unsigned code_making; /* entries with CODE_MAKING */
 enum { CODE_MAKING = 1, CODE_USED = 2 };
 
 /* A new in-memory copy of `e`: its path, malloc'ed, or NULL with err set.
- * `ahead`: for no reader yet (archfs_code_prepare: stored members only,
- * damage left for the reader to report). */
-static char *code_copy_make(const zipindex_entry *e, int ahead, char *path, size_t pathlen,
+ * `ahead_fd` >= 0: for no reader yet, into that file (archfs_code_prepare:
+ * stored members only, damage left for the reader to report). */
+static char *code_copy_make(const zipindex_entry *e, int ahead_fd, char *path, size_t pathlen,
                             char *err, size_t errlen) {
+  int ahead = ahead_fd >= 0;
   /* A stored member is copied straight from the mapping (checked on this
    * first use); a compressed one is decompressed first. */
   const void *stored = e->method != ZIPINDEX_STORED ? NULL
@@ -1792,24 +1793,28 @@ static char *code_copy_make(const zipindex_entry *e, int ahead, char *path, size
     snprintf(err, errlen, "out of memory reading %s", e->name);
     return NULL;
   }
-  int made = (stored || zipindex_read(g.zi, e, data, err, errlen) == 0) &&
-             extload_write(e->name, stored ? stored : data, (size_t)e->size, path, pathlen, err,
-                           errlen) == 0;
+  int made = ahead ? extload_write_fd(ahead_fd, e->name, stored, (size_t)e->size, path, pathlen,
+                                      err, errlen) == 0
+                   : (stored || zipindex_read(g.zi, e, data, err, errlen) == 0) &&
+                         extload_write(e->name, stored ? stored : data, (size_t)e->size, path,
+                                       pathlen, err, errlen) == 0;
   free(data);
   if (!made)
     return NULL;
   char *copy = strdup(path);
   if (!copy) {
-    extload_discard(path);
+    if (!ahead)
+      extload_discard(path);
     snprintf(err, errlen, "out of memory");
   }
   return copy;
 }
 
-/* archfs_code_path; `use`: 0 for a copy made ahead of use (not marked used).
+/* archfs_code_path (ahead_fd -1), or archfs_code_prepare (not marked used).
  * Returns 1 when this call made the copy, 0 when it was there, -1 on error. */
-static int code_copy(const zipindex_entry *e, int use, char *path, size_t pathlen, char *err,
+static int code_copy(const zipindex_entry *e, int ahead_fd, char *path, size_t pathlen, char *err,
                      size_t errlen) {
+  int use = ahead_fd < 0;
   size_t i = (size_t)(e - g.zi->entries);
   assert(i < g.zi->count);
   int rc = -1, made_here = 0;
@@ -1827,7 +1832,7 @@ static int code_copy(const zipindex_entry *e, int use, char *path, size_t pathle
     code_state[i] |= CODE_MAKING;
     code_making++;
     pthread_mutex_unlock(&code_lock);
-    char *made = code_copy_make(e, !use, path, pathlen, err, errlen);
+    char *made = code_copy_make(e, ahead_fd, path, pathlen, err, errlen);
     pthread_mutex_lock(&code_lock);
     code_state[i] &= (unsigned char)~CODE_MAKING;
     code_making--;
@@ -1851,12 +1856,13 @@ done:
 
 int archfs_code_path(const zipindex_entry *e, char *path, size_t pathlen, char *err,
                      size_t errlen) {
-  return code_copy(e, 1, path, pathlen, err, errlen) < 0 ? -1 : 0;
+  return code_copy(e, -1, path, pathlen, err, errlen) < 0 ? -1 : 0;
 }
 
-int archfs_code_prepare(const zipindex_entry *e, char *err, size_t errlen) {
+int archfs_code_prepare(const zipindex_entry *e, int fd, char *err, size_t errlen) {
+  assert(fd >= 0);
   char path[4096];
-  return code_copy(e, 0, path, sizeof(path), err, errlen);
+  return code_copy(e, fd, path, sizeof(path), err, errlen);
 }
 
 int archfs_code_state(const zipindex_entry *e) {

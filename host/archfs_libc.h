@@ -45,10 +45,12 @@ int archfs_code_path(const zipindex_entry *e, char *path, size_t pathlen, char *
 
 /* For copies made ahead of use (host/nativeprep.h); all thread-safe. */
 
-/* Makes the copy of `e` archfs_code_path would, if there is none yet,
- * without counting as a use. Returns 1 when it made it, 0 when there was
- * one, or -1 with a message in err. */
-int archfs_code_prepare(const zipindex_entry *e, char *err, size_t errlen);
+/* Makes the copy of stored member `e` archfs_code_path would, if there is
+ * none yet, in `fd` (extload_code_fd), without counting as a use; damage is
+ * left for a reader to report. Returns 1 when it made it (the copy owns fd
+ * from then on), 0 when there was one, or -1 with a message in err (fd
+ * stays the caller's in both). */
+int archfs_code_prepare(const zipindex_entry *e, int fd, char *err, size_t errlen);
 
 enum { ARCHFS_CODE_NONE, ARCHFS_CODE_UNUSED, ARCHFS_CODE_USED };
 /* Whether `e` has a copy, and whether archfs_code_path has given it out. */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -240,6 +241,45 @@ int extload_write(const char *name, const void *data, size_t len, char *path, si
   snprintf(why, sizeof(why), "%s", err);
   snprintf(err, errlen, "cannot load the native code of %s: %s", name, why);
   return -1;
+}
+
+int extload_code_fd(const char *name) {
+  int state = __atomic_load_n(&memfd_state, __ATOMIC_RELAXED);
+  int fd = state >= 0 ? memfd_open(basename_of(name), 1) : -1;
+  if (fd < 0)
+    return -1;
+  if (state == 0) {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    state = access(path, F_OK) == 0 ? 1 : -1;
+    __atomic_store_n(&memfd_state, state, __ATOMIC_RELAXED);
+    if (state < 0) {
+      close(fd);
+      return -1;
+    }
+  }
+  /* Out of the low numbers a program may count on getting back (close(0),
+   * then open()), since another thread closes it if it goes unused. */
+  struct rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur >= 256) {
+    rlim_t base = lim.rlim_cur / 2 < 1024 ? lim.rlim_cur / 2 : 1024;
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, (int)base);
+    if (high >= 0) {
+      close(fd);
+      fd = high;
+    }
+  }
+  return fd;
+}
+
+int extload_write_fd(int fd, const char *name, const void *data, size_t len, char *path,
+                     size_t pathlen, char *err, size_t errlen) {
+  if (write_all(fd, data, len) != 0) {
+    snprintf(err, errlen, "cannot write in-memory file for %s: %s", name, strerror(errno));
+    return -1;
+  }
+  snprintf(path, pathlen, "/proc/self/fd/%d", fd);
+  return 0;
 }
 
 void extload_discard(const char *path) {

@@ -22,6 +22,16 @@
 int extload_write(const char *name, const void *data, size_t len, char *path, size_t pathlen,
                   char *err, size_t errlen);
 
+/* For code written by another thread than the one that makes the file
+ * (nativeprep.h): a new in-memory file named after `name` whose descriptor
+ * is moved above the numbers a program counts on, or -1 where memfd cannot
+ * serve code; then extload_write_fd writes `len` bytes into it and gives
+ * its path. Returns 0, or -1 with a message in err (the file stays the
+ * caller's). */
+int extload_code_fd(const char *name);
+int extload_write_fd(int fd, const char *name, const void *data, size_t len, char *path,
+                     size_t pathlen, char *err, size_t errlen);
+
 /* Frees a copy extload_write made that no one has opened or loaded: its
  * path may name other bytes afterwards. */
 void extload_discard(const char *path);

@@ -15,6 +15,7 @@
 static struct {
   const zipindex_entry **list; /* in load order */
   atomic_uchar *made;          /* per list item: this thread made the copy it has */
+  atomic_int *fds;             /* per list item: the file for its copy, until taken */
   size_t count;
   atomic_size_t made_count; /* copies made, discarded ones included */
   atomic_size_t discarded;
@@ -25,6 +26,16 @@ static struct {
   pthread_t thread;
   pid_t thread_pid; /* a fork's child has no thread to join */
 } g;
+
+/* The files made for copies the thread has not taken are the parent's
+ * business: a fork's child closes its descriptors of them. */
+static void fork_child(void) {
+  for (size_t k = 0; k < g.count; k++) {
+    int fd = atomic_exchange(&g.fds[k], -1);
+    if (fd >= 0)
+      close(fd);
+  }
+}
 
 int nativeprep_init(zipindex *zi, const manifest *mf) {
   const char *line = manifest_get(mf, "startup.native");
@@ -41,13 +52,18 @@ int nativeprep_init(zipindex *zi, const manifest *mf) {
     return 0;
   g.list = calloc(words, sizeof(*g.list));
   g.made = calloc(words, sizeof(*g.made));
-  if (!g.list || !g.made) {
+  g.fds = calloc(words, sizeof(*g.fds));
+  if (!g.list || !g.made || !g.fds || pthread_atfork(NULL, NULL, fork_child) != 0) {
     free(g.list);
     free(g.made);
+    free(g.fds);
     g.list = NULL;
     g.made = NULL;
+    g.fds = NULL;
     return -1;
   }
+  for (size_t k = 0; k < words; k++)
+    atomic_init(&g.fds[k], -1);
   for (const char *p = line; *p;) {
     p += strspn(p, " ");
     size_t n = strcspn(p, " ");
@@ -90,12 +106,8 @@ static void *prep_main(void *arg) {
   int idle = 0;
   for (size_t k = 0; k < g.count && !idle && !atomic_load(&g.stopping); k++) {
     const zipindex_entry *e = g.list[k];
-    /* A compressed member would hold the archive's decompression context
-     * for the length of a large frame; one larger than the bound is the
-     * importer's to copy, if it ever needs it. */
-    if (e->method != ZIPINDEX_STORED || e->size > NATIVEPREP_AHEAD ||
-        archfs_code_state(e) != ARCHFS_CODE_NONE)
-      continue;
+    if (atomic_load(&g.fds[k]) < 0 || archfs_code_state(e) != ARCHFS_CODE_NONE)
+      continue; /* not for this thread (nativeprep_start), or the importer got there first */
     while (unused_bytes(k) + (size_t)e->size > NATIVEPREP_AHEAD)
       if (!wait_for_use(&events) || atomic_load(&g.stopping)) {
         idle = 1;
@@ -104,10 +116,18 @@ static void *prep_main(void *arg) {
     char err[512];
     /* A failure (damage included) is the importer's to report, when it
      * makes the copy itself. */
-    if (!idle && !atomic_load(&g.stopping) && archfs_code_prepare(e, err, sizeof(err)) == 1) {
+    int fd = idle || atomic_load(&g.stopping) ? -1 : atomic_exchange(&g.fds[k], -1);
+    if (fd >= 0 && archfs_code_prepare(e, fd, err, sizeof(err)) == 1) {
       atomic_store(&g.made[k], 1);
       atomic_fetch_add(&g.made_count, 1);
+    } else if (fd >= 0) {
+      close(fd);
     }
+  }
+  for (size_t k = 0; k < g.count; k++) {
+    int fd = atomic_exchange(&g.fds[k], -1);
+    if (fd >= 0)
+      close(fd);
   }
   while (!idle && !atomic_load(&g.stopping) && unused_bytes(g.count) > 0)
     idle = !wait_for_use(&events);
@@ -132,13 +152,40 @@ static void *prep_main(void *arg) {
 void nativeprep_start(void) {
   if (g.count == 0 || atomic_exchange(&g.started, 1))
     return;
+  /* The files are made here, in the importing thread, as the importer's
+   * own are: the other thread creates no descriptor a program could have
+   * expected to get (it closes only these, which are high). A compressed
+   * member would hold the archive's decompression context for the length
+   * of a large frame, and one larger than the bound is the importer's to
+   * copy, if it ever needs it. */
+  size_t files = 0;
+  for (size_t k = 0; k < g.count && files < NATIVEPREP_MAX_FILES; k++) {
+    const zipindex_entry *e = g.list[k];
+    if (e->method != ZIPINDEX_STORED || e->size > NATIVEPREP_AHEAD ||
+        archfs_code_state(e) != ARCHFS_CODE_NONE)
+      continue;
+    int fd = extload_code_fd(e->name);
+    if (fd < 0)
+      break; /* no memfd: the importer's own copies say why */
+    atomic_store(&g.fds[k], fd);
+    files++;
+  }
+  if (files == 0)
+    return;
   /* Signals stay with the threads that handle them (Python's main thread). */
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   g.thread_pid = getpid();
-  if (pthread_create(&g.thread, NULL, prep_main, NULL) == 0)
+  if (pthread_create(&g.thread, NULL, prep_main, NULL) == 0) {
     atomic_store(&g.running, 1);
+  } else {
+    for (size_t k = 0; k < g.count; k++) {
+      int fd = atomic_exchange(&g.fds[k], -1);
+      if (fd >= 0)
+        close(fd);
+    }
+  }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 

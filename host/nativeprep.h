@@ -26,6 +26,7 @@
 
 #define NATIVEPREP_AHEAD ((size_t)16 << 20)
 #define NATIVEPREP_IDLE_MS 1000
+#define NATIVEPREP_MAX_FILES 64 /* the list's first so many copies at most */
 
 /* Reads the list of `mf` (members of `zi` missing from it are left out).
  * Call once, before any thread starts, after archfs_mount. Returns 0, or -1

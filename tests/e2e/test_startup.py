@@ -382,3 +382,25 @@ def test_a_fork_while_copies_are_made_loads_them_in_both(app_bin, delay):
     for _ in range(3):  # before the fix, 1 run in 2 crashed (SIGSEGV) in the child or the parent
         out = python_c(app_bin, _FORK.replace("DELAY", str(delay)), timeout=60)
         assert out == "1\n"
+
+
+def test_the_copying_thread_takes_no_descriptor_number_a_program_counts_on(app_bin):
+    """A program gets the lowest free descriptor number back (close(0), then
+    open(), the daemon's way to a new stdin): the thread's files are made
+    by the importing thread and moved high, so that while it copies and
+    frees them, a number the program freed is still the one it gets."""
+    code = """
+import os, _appbin, _json
+wrong = rounds = 0
+while _appbin.native_prep_info()["running"] and rounds < 100000:
+    fd = os.open("/dev/null", os.O_RDONLY)
+    os.close(fd)
+    again = os.open("/dev/null", os.O_RDONLY)
+    wrong += again != fd
+    os.close(again)
+    rounds += 1
+print(wrong, rounds, _appbin.native_prep_info()["made"])
+"""
+    wrong, rounds, made = map(int, python_c(app_bin, code, timeout=120).split())
+    assert made > 3 and rounds > 100, (wrong, rounds, made)
+    assert wrong == 0, (wrong, rounds, made)
