@@ -15,14 +15,17 @@
 #              VENV/bin/python -c CODE (that python over the venv on
 #              disk, __pycache__ warm) against app.bin python -c CODE
 #              for CODE = "pass" and "import fastapi";
+#   in_turns.py  the same `python -c` commands again in turns (run i of
+#              each, then run i + 1 of each: a shared machine's slow
+#              minutes weigh on all alike), their medians' ratios;
 #   first_response.py  exec to the first 200 on GET /: app.bin against
 #              uvicorn[standard] (3.11: the tools venv's; else one installed
 #              with pip in build/bench/uvicorn-X.Y; PYTHONPATH = the venv's
 #              site-packages), in turns.
 # Prints a markdown table of the goals (ratios with their σ where hyperfine
 # gives one) and the details; also written to OUT/coldstart.md, with
-# hyperfine's JSON in OUT/coldstart.json and the servers' times in
-# OUT/first_response.json.
+# hyperfine's JSON in OUT/coldstart.json, the in-turns times in
+# OUT/in_turns.json and the servers' times in OUT/first_response.json.
 #
 # Usage: tests/bench/coldstart.sh [--python-version X.Y] [--venv DIR]
 #        [--host PATH] [--runs N] [--warmup N] [--server-runs N] [--out DIR]
@@ -176,6 +179,21 @@ hyperfine --shell=none --style basic --warmup "$warmup" --runs "$runs" --export-
   -n "app.bin --store-all-code: import fastapi" "$big python -c 'import fastapi'" \
   -n "app.bin --no-code-cache: import fastapi" "$nocache python -c 'import fastapi'" >&2
 
+# The goals' ratios again, the commands in turns (in_turns.py): on a shared
+# machine a slow minute then weighs on the venv and on app.bin alike.
+turns_json="$out/in_turns.json"
+"$PYTHON" -I "$top/tests/bench/in_turns.py" --runs "$runs" --warmup "$warmup" --json "$turns_json" \
+  "venv python: pass=$venv/bin/python -c pass" \
+  "app.bin: pass=$app python -c pass" \
+  "app.bin --compress-code: pass=$small python -c pass" \
+  "app.bin --store-all-code: pass=$big python -c pass" \
+  "app.bin --no-code-cache: pass=$nocache python -c pass" \
+  "venv python: import fastapi=$venv/bin/python -c 'import fastapi'" \
+  "app.bin: import fastapi=$app python -c 'import fastapi'" \
+  "app.bin --compress-code: import fastapi=$small python -c 'import fastapi'" \
+  "app.bin --store-all-code: import fastapi=$big python -c 'import fastapi'" \
+  "app.bin --no-code-cache: import fastapi=$nocache python -c 'import fastapi'" >"$out/in_turns.md"
+
 servers_json="$out/first_response.json"
 "$PYTHON" -I "$top/tests/bench/first_response.py" --runs "$server_runs" --json "$servers_json" \
   "uvicorn=PYTHONPATH=$site $uvicorn my_package.web:app --port {port} --log-level warning --no-access-log" \
@@ -185,13 +203,14 @@ servers_json="$out/first_response.json"
   "app.bin --no-code-cache=$nocache --port {port} --no-access-log" >"$out/first_response.md"
 
 "$PYTHON" -I - "$json" "$servers_json" "$app" "$small" "$big" "$host" "$venv" "$runs" \
-  "$out/first_response.md" <<'EOF' | tee "$out/coldstart.md"
+  "$out/first_response.md" "$turns_json" <<'EOF' | tee "$out/coldstart.md"
 import json, os, platform, statistics, sys
 from pathlib import Path
 
-data, servers, app, small, big, host, venv, runs, servers_md = sys.argv[1:]
+data, servers, app, small, big, host, venv, runs, servers_md, turns_data = sys.argv[1:]
 results = {r["command"]: r for r in json.loads(Path(data).read_text())["results"]}
 first = json.loads(Path(servers).read_text())["times_ms"]
+turns = json.loads(Path(turns_data).read_text())["times_ms"]
 
 
 def ms(x):
@@ -206,8 +225,8 @@ def ratio(name, base):
     return f"{q:.2f} ± {q * rel:.2f}"
 
 
-def median_ratio(name, base):
-    return f"{statistics.median(first[name]) / statistics.median(first[base]):.2f}"
+def median_ratio(name, base, times=first):
+    return f"{statistics.median(times[name]) / statistics.median(times[base]):.2f}"
 
 
 print(f"Cold start, Python {platform.python_version()}, {runs} runs each after warm-up "
@@ -225,6 +244,12 @@ print("| `python -c pass` / venv python | "
 print("| `import fastapi` / venv python | "
       + " | ".join(ratio(f"{p}: import fastapi", "venv python: import fastapi") for p in packs)
       + " | <= 0.9 |")
+print("| `python -c pass` / venv python, in turns (medians) | "
+      + " | ".join(median_ratio(f"{p}: pass", "venv python: pass", turns) for p in packs)
+      + " | <= 1.5 |")
+print("| `import fastapi` / venv python, in turns (medians) | "
+      + " | ".join(median_ratio(f"{p}: import fastapi", "venv python: import fastapi", turns)
+                   for p in packs) + " | <= 0.9 |")
 print("| exec to first 200 / uvicorn (medians) | "
       + " | ".join(median_ratio(p, "uvicorn") for p in packs) + " | <= 0.8 |")
 
@@ -236,6 +261,13 @@ for code in ("--version", "pass", "import fastapi"):
         r = results[f"{runner}: {code}"]
         shown = code if code == "--version" else f'-c "{code}"'
         print(f"| `{shown}` | {runner} | {ms(r['mean'])} ± {ms(r['stddev'])} | {ms(r['min'])} |")
+print("\nIn turns:\n")
+print("| command | runner | median (ms) | min (ms) |")
+print("| --- | --- | ---: | ---: |")
+for code in ("pass", "import fastapi"):
+    for runner in ("venv python",) + packs:
+        t = turns[f"{runner}: {code}"]
+        print(f'| `-c "{code}"` | {runner} | {statistics.median(t):.1f} | {min(t):.1f} |')
 print()
 print(Path(servers_md).read_text().rstrip())
 
