@@ -27,9 +27,9 @@ static struct {
   pid_t thread_pid; /* a fork's child has no thread to join */
 } g;
 
-/* The files made for copies the thread has not taken are the parent's
- * business: a fork's child closes its descriptors of them. */
-static void fork_child(void) {
+/* Closes the files made for copies the thread has not taken: when it is
+ * through, and in a fork's child (they are the parent's business). */
+static void close_untaken_files(void) {
   for (size_t k = 0; k < g.count; k++) {
     int fd = atomic_exchange(&g.fds[k], -1);
     if (fd >= 0)
@@ -53,7 +53,7 @@ int nativeprep_init(zipindex *zi, const manifest *mf) {
   g.list = calloc(words, sizeof(*g.list));
   g.made = calloc(words, sizeof(*g.made));
   g.fds = calloc(words, sizeof(*g.fds));
-  if (!g.list || !g.made || !g.fds || pthread_atfork(NULL, NULL, fork_child) != 0) {
+  if (!g.list || !g.made || !g.fds || pthread_atfork(NULL, NULL, close_untaken_files) != 0) {
     free(g.list);
     free(g.made);
     free(g.fds);
@@ -124,11 +124,7 @@ static void *prep_main(void *arg) {
       close(fd);
     }
   }
-  for (size_t k = 0; k < g.count; k++) {
-    int fd = atomic_exchange(&g.fds[k], -1);
-    if (fd >= 0)
-      close(fd);
-  }
+  close_untaken_files();
   while (!idle && !atomic_load(&g.stopping) && unused_bytes(g.count) > 0)
     idle = !wait_for_use(&events);
   if (!atomic_load(&g.stopping))
@@ -177,15 +173,10 @@ void nativeprep_start(void) {
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   g.thread_pid = getpid();
-  if (pthread_create(&g.thread, NULL, prep_main, NULL) == 0) {
+  if (pthread_create(&g.thread, NULL, prep_main, NULL) == 0)
     atomic_store(&g.running, 1);
-  } else {
-    for (size_t k = 0; k < g.count; k++) {
-      int fd = atomic_exchange(&g.fds[k], -1);
-      if (fd >= 0)
-        close(fd);
-    }
-  }
+  else
+    close_untaken_files();
   pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
