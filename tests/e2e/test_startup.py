@@ -226,11 +226,11 @@ def test_the_training_run_lists_the_shared_objects_start_up_loads(app_bin):
         assert all(listed.index(lib) < listed.index(module) for lib in libraries), (module, listed)
 
 
-# `import _json` starts the thread; the program waits until it has copied
+# `import _contextvars` starts the thread; the program waits until it has copied
 # what it will (the list fits in NATIVEPREP_AHEAD), then imports.
 _AHEAD = """
-import json, os, time, _appbin
-import _json
+import os, time, _appbin
+import _contextvars
 deadline = time.monotonic() + 60
 while _appbin.native_prep_info()["made"] < EXPECT and time.monotonic() < deadline:
     time.sleep(0.005)
@@ -245,7 +245,9 @@ def target(fd):
     except FileNotFoundError:  # listdir's own
         return ""
 fds = [target(fd) for fd in os.listdir("/proc/self/fd")]
-print(json.dumps({"before": before, "after": after, "end": _appbin.native_prep_info(),
+end = _appbin.native_prep_info()
+import json
+print(json.dumps({"before": before, "after": after, "end": end,
                   "loaded": _appbin.native_copies(),
                   "memfds": sorted(f for f in fds if f.startswith("/memfd:"))}))
 """
@@ -263,8 +265,8 @@ def test_start_up_shared_objects_are_copied_ahead_and_used(app_bin):
     made and uses them (one copy per member: each is used, none made twice),
     and pydantic_core still works."""
     listed = _startup_native(app_bin)
-    # All but _json: the importer's own, which the thread finds made.
-    assert [m for m in listed if "/_json." in m], listed
+    # All but _contextvars: the importer's own, which the thread finds made.
+    assert [m for m in listed if "/_contextvars." in m], listed
     imports = ("import pydantic_core, appbin_testpkg.web\n"
                "assert pydantic_core.SchemaValidator(pydantic_core.core_schema.int_schema())"
                ".validate_python('7') == 7")
@@ -273,7 +275,7 @@ def test_start_up_shared_objects_are_copied_ahead_and_used(app_bin):
     assert before["listed"] == len(listed), info
     assert before["made"] == len(listed) - 1 and before["used"] == 0, info
     assert before["running"] and before["discarded"] == 0, info
-    loaded_ahead = [m for m in info["loaded"] if m in listed and "/_json." not in m]
+    loaded_ahead = [m for m in info["loaded"] if m in listed and "/_contextvars." not in m]
     assert after["used"] == len(loaded_ahead) > 3, info
     assert after["made"] == before["made"] and after["discarded"] == 0, info
     # One in-memory file per shared object the process loaded.
@@ -293,7 +295,7 @@ def test_copies_nobody_uses_are_freed(app_bin):
     assert end["used"] == 0 and not end["running"], info
     assert not any("_pydantic_core" in f for f in info["memfds"]), info
     # What the program did load stays.
-    assert any("_json" in f for f in info["memfds"]), info
+    assert any("_contextvars" in f for f in info["memfds"]), info
 
 
 def test_nothing_is_copied_ahead_of_a_compressed_pack(tmp_path, run_appbin_pack, appbin_host,
@@ -338,7 +340,7 @@ def test_a_damaged_shared_object_is_reported_by_its_reader_only(tmp_path, app_bi
         f.write(bytes([byte[0] ^ 0x40]))
     # The thread reaches pydantic_core (and finds it damaged) before this
     # program ends, which never loads it.
-    code = ("import time, _json, _appbin\n"
+    code = ("import time, _contextvars, _appbin\n"
             "deadline = time.monotonic() + 60\n"
             "while _appbin.native_prep_info()['running'] and time.monotonic() < deadline:\n"
             "    time.sleep(0.05)\n"
@@ -346,7 +348,7 @@ def test_a_damaged_shared_object_is_reported_by_its_reader_only(tmp_path, app_bi
     result = python(damaged, "-c", code, timeout=120)
     assert result.returncode == 0 and result.stdout == "ran\n", describe(result)
     assert "damaged" not in result.stderr, describe(result)
-    result = python(damaged, "-c", "import _json, time; time.sleep(0.5); import pydantic_core")
+    result = python(damaged, "-c", "import _contextvars, time; time.sleep(0.5); import pydantic_core")
     assert result.returncode != 0, describe(result)
     assert f"member {core} is damaged" in result.stderr, describe(result)
     damaged.unlink()
@@ -354,7 +356,7 @@ def test_a_damaged_shared_object_is_reported_by_its_reader_only(tmp_path, app_bi
 
 _FORK = """
 import os, time, _appbin
-import _json
+import _contextvars
 time.sleep(DELAY)
 pid = os.fork()
 import pydantic_core, _decimal
@@ -390,7 +392,7 @@ def test_the_copying_thread_takes_no_descriptor_number_a_program_counts_on(app_b
     by the importing thread and moved high, so that while it copies and
     frees them, a number the program freed is still the one it gets."""
     code = """
-import os, _appbin, _json
+import os, _appbin, _contextvars
 wrong = rounds = 0
 while _appbin.native_prep_info()["running"] and rounds < 100000:
     fd = os.open("/dev/null", os.O_RDONLY)
