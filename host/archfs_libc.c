@@ -1944,10 +1944,6 @@ static void unmount_at_exit(void) { g.mounted = 0; }
  * lock, which it could never take: fork waits for the read in progress. */
 static void fork_prepare(void) {
   pthread_mutex_lock(&code_lock);
-  /* A copy being made would be the child's to finish, with no thread to
-   * do it (and its descriptor a leak): fork waits for it. */
-  while (code_making > 0)
-    pthread_cond_wait(&code_changed, &code_lock);
   pthread_mutex_lock(&g.zi->dctx_lock);
   extload_fork_prepare(); /* last: held alone or inside code_lock, never waiting for one */
 }
@@ -1960,20 +1956,23 @@ static void fork_done(void) {
 
 static void fork_child(void) {
   __atomic_store_n(&owner_pid, getpid(), __ATOMIC_RELAXED);
-  /* A copy made ahead of use is the parent's: a memfd is the same file in
-   * both, whichever loads it first frees its pages (extremap.h) under the
-   * other, and the parent may delete a private directory's file unused.
-   * The child's first use makes its own. The parent's waiters are not
-   * the child's. */
+  /* A copy another thread was making is never finished here (fork does
+   * not wait for it: under a sanitizer, fork holds the allocator the
+   * making thread may need), and one made ahead of use is the parent's: a
+   * memfd is the same file in both, whichever loads it first frees its
+   * pages (extremap.h) under the other, and the parent may delete a
+   * private directory's file unused. The child's first use makes its own.
+   * The parent's waiters are not the child's. */
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
   pthread_cond_init(&code_changed, &attr);
   pthread_condattr_destroy(&attr);
-  assert(code_making == 0);
+  code_making = 0;
   for (size_t i = 0; code_state && i < g.zi->count; i++) {
     int fd;
     char tail;
+    code_state[i] &= (unsigned char)~CODE_MAKING;
     if (code_paths[i] && !(code_state[i] & CODE_USED)) {
       if (sscanf(code_paths[i], "/proc/self/fd/%d%c", &fd, &tail) == 1)
         close(fd);

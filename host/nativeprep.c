@@ -16,6 +16,7 @@ static struct {
   const zipindex_entry **list; /* in load order */
   atomic_uchar *made;          /* per list item: this thread made the copy it has */
   atomic_int *fds;             /* per list item: the file for its copy, until taken */
+  atomic_int fd_filling;       /* the file taken and being filled, or -1 */
   size_t count;
   atomic_size_t made_count; /* copies made, discarded ones included */
   atomic_size_t discarded;
@@ -37,6 +38,16 @@ static void close_untaken_files(void) {
   }
 }
 
+/* In a fork's child the file being filled is never finished either (the
+ * copy may even be made: archfs's child handler, which runs first, closed
+ * it then, and a second close fails harmlessly). */
+static void fork_child(void) {
+  close_untaken_files();
+  int fd = atomic_exchange(&g.fd_filling, -1);
+  if (fd >= 0)
+    close(fd);
+}
+
 int nativeprep_init(zipindex *zi, const manifest *mf) {
   const char *line = manifest_get(mf, "startup.native");
   if (!line)
@@ -53,7 +64,7 @@ int nativeprep_init(zipindex *zi, const manifest *mf) {
   g.list = calloc(words, sizeof(*g.list));
   g.made = calloc(words, sizeof(*g.made));
   g.fds = calloc(words, sizeof(*g.fds));
-  if (!g.list || !g.made || !g.fds || pthread_atfork(NULL, NULL, close_untaken_files) != 0) {
+  if (!g.list || !g.made || !g.fds || pthread_atfork(NULL, NULL, fork_child) != 0) {
     free(g.list);
     free(g.made);
     free(g.fds);
@@ -64,6 +75,7 @@ int nativeprep_init(zipindex *zi, const manifest *mf) {
   }
   for (size_t k = 0; k < words; k++)
     atomic_init(&g.fds[k], -1);
+  atomic_init(&g.fd_filling, -1);
   for (const char *p = line; *p;) {
     p += strspn(p, " ");
     size_t n = strcspn(p, " ");
@@ -116,13 +128,18 @@ static void *prep_main(void *arg) {
     char err[512];
     /* A failure (damage included) is the importer's to report, when it
      * makes the copy itself. */
-    int fd = idle || atomic_load(&g.stopping) ? -1 : atomic_exchange(&g.fds[k], -1);
+    int fd = -1;
+    if (!idle && !atomic_load(&g.stopping)) {
+      atomic_store(&g.fd_filling, atomic_load(&g.fds[k]));
+      fd = atomic_exchange(&g.fds[k], -1);
+    }
     if (fd >= 0 && archfs_code_prepare(e, fd, err, sizeof(err)) == 1) {
       atomic_store(&g.made[k], 1);
       atomic_fetch_add(&g.made_count, 1);
     } else if (fd >= 0) {
       close(fd);
     }
+    atomic_store(&g.fd_filling, -1);
   }
   close_untaken_files();
   while (!idle && !atomic_load(&g.stopping) && unused_bytes(g.count) > 0)
