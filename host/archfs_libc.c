@@ -1771,6 +1771,20 @@ static unsigned code_events;
 static unsigned code_making; /* entries with CODE_MAKING */
 enum { CODE_MAKING = 1, CODE_USED = 2 };
 
+/* code_changed on the monotonic clock (archfs_code_wait's deadlines); a
+ * fork's child sets it up again. */
+static int code_changed_init(void) {
+  pthread_condattr_t attr;
+  if (pthread_condattr_init(&attr) != 0)
+    return -1;
+  int rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0 ||
+                   pthread_cond_init(&code_changed, &attr) != 0
+               ? -1
+               : 0;
+  pthread_condattr_destroy(&attr);
+  return rc;
+}
+
 /* A new in-memory copy of `e`: its path, malloc'ed, or NULL with err set.
  * `ahead_fd` >= 0: for no reader yet, into that file (archfs_code_prepare:
  * stored members only, damage left for the reader to report). */
@@ -1963,19 +1977,12 @@ static void fork_child(void) {
    * pages (extremap.h) under the other, and the parent may delete a
    * private directory's file unused. The child's first use makes its own.
    * The parent's waiters are not the child's. */
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&code_changed, &attr);
-  pthread_condattr_destroy(&attr);
+  code_changed_init();
   code_making = 0;
   for (size_t i = 0; code_state && i < g.zi->count; i++) {
-    int fd;
-    char tail;
     code_state[i] &= (unsigned char)~CODE_MAKING;
     if (code_paths[i] && !(code_state[i] & CODE_USED)) {
-      if (sscanf(code_paths[i], "/proc/self/fd/%d%c", &fd, &tail) == 1)
-        close(fd);
+      extload_forget(code_paths[i]);
       free(code_paths[i]);
       code_paths[i] = NULL;
     }
@@ -1996,15 +2003,12 @@ int archfs_mount(const char *exe, zipindex *zi, char *err, size_t errlen) {
   }
   g.zi = zi;
   g.root = strdup(exe);
-  pthread_condattr_t attr;
-  if (pthread_condattr_init(&attr) != 0 || pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0 ||
-      pthread_cond_init(&code_changed, &attr) != 0) {
+  if (code_changed_init() != 0) {
     free(g.root);
     g.root = NULL;
     snprintf(err, errlen, "cannot set up a condition variable");
     return -1;
   }
-  pthread_condattr_destroy(&attr);
   if (!g.root || atexit(unmount_at_exit) != 0 ||
       pthread_atfork(fork_prepare, fork_done, fork_child) != 0) {
     free(g.root);

@@ -211,29 +211,40 @@ static int private_file_write(const char *name, const void *data, size_t len, ch
   return 0;
 }
 
+/* A new memfd for code, its /proc path in `path`; -1 where memfd cannot
+ * serve code (the first call probes /proc: threads racing to it find the
+ * same answer) or for want of descriptors or memory. */
+static int code_memfd(const char *name, char *path, size_t pathlen) {
+  int state = __atomic_load_n(&memfd_state, __ATOMIC_RELAXED);
+  if (state < 0)
+    return -1;
+  int fd = memfd_open(basename_of(name), 1);
+  if (fd < 0) {
+    if (errno != EMFILE && errno != ENFILE && errno != ENOMEM)
+      __atomic_store_n(&memfd_state, -1, __ATOMIC_RELAXED); /* not for want of resources */
+    return -1;
+  }
+  snprintf(path, pathlen, "/proc/self/fd/%d", fd);
+  if (state == 0) {
+    state = access(path, F_OK) == 0 ? 1 : -1;
+    __atomic_store_n(&memfd_state, state, __ATOMIC_RELAXED);
+    if (state < 0) {
+      close(fd);
+      return -1;
+    }
+  }
+  return fd;
+}
+
 int extload_write(const char *name, const void *data, size_t len, char *path, size_t pathlen,
                   char *err, size_t errlen) {
-  /* Threads may race to the first probe: each finds the same answer. */
-  int state = __atomic_load_n(&memfd_state, __ATOMIC_RELAXED);
-  if (state >= 0) {
-    int fd = memfd_open(basename_of(name), 1);
-    if (fd >= 0) {
-      snprintf(path, pathlen, "/proc/self/fd/%d", fd);
-      if (state == 0) {
-        state = access(path, F_OK) == 0 ? 1 : -1;
-        __atomic_store_n(&memfd_state, state, __ATOMIC_RELAXED);
-      }
-      if (state > 0 && write_all(fd, data, len) == 0)
-        return 0;
-      if (state > 0) {
-        snprintf(err, errlen, "cannot write in-memory file for %s: %s", name, strerror(errno));
-        close(fd);
-        return -1;
-      }
-      close(fd);
-    } else if (errno != EMFILE && errno != ENFILE && errno != ENOMEM) {
-      __atomic_store_n(&memfd_state, -1, __ATOMIC_RELAXED); /* not for want of resources */
-    }
+  int fd = code_memfd(name, path, pathlen);
+  if (fd >= 0) {
+    if (write_all(fd, data, len) == 0)
+      return 0;
+    snprintf(err, errlen, "cannot write in-memory file for %s: %s", name, strerror(errno));
+    close(fd);
+    return -1;
   }
   if (private_file_write(name, data, len, path, pathlen, err, errlen) == 0)
     return 0;
@@ -244,20 +255,10 @@ int extload_write(const char *name, const void *data, size_t len, char *path, si
 }
 
 int extload_code_fd(const char *name) {
-  int state = __atomic_load_n(&memfd_state, __ATOMIC_RELAXED);
-  int fd = state >= 0 ? memfd_open(basename_of(name), 1) : -1;
+  char path[64];
+  int fd = code_memfd(name, path, sizeof(path));
   if (fd < 0)
     return -1;
-  if (state == 0) {
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-    state = access(path, F_OK) == 0 ? 1 : -1;
-    __atomic_store_n(&memfd_state, state, __ATOMIC_RELAXED);
-    if (state < 0) {
-      close(fd);
-      return -1;
-    }
-  }
   /* Out of the low numbers a program may count on getting back (close(0),
    * then open()), since another thread closes it if it goes unused. */
   struct rlimit lim;
@@ -282,13 +283,24 @@ int extload_write_fd(int fd, const char *name, const void *data, size_t len, cha
   return 0;
 }
 
-void extload_discard(const char *path) {
+int extload_memfd_of(const char *path) {
   int fd;
   char tail;
-  if (sscanf(path, "/proc/self/fd/%d%c", &fd, &tail) == 1)
+  return sscanf(path, "/proc/self/fd/%d%c", &fd, &tail) == 1 ? fd : -1;
+}
+
+void extload_discard(const char *path) {
+  int fd = extload_memfd_of(path);
+  if (fd >= 0)
     close(fd);
   else
     unlink(path);
+}
+
+void extload_forget(const char *path) {
+  int fd = extload_memfd_of(path);
+  if (fd >= 0)
+    close(fd);
 }
 
 /* ---- read-only data ------------------------------------------------------ */

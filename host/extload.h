@@ -36,6 +36,14 @@ int extload_write_fd(int fd, const char *name, const void *data, size_t len, cha
  * path may name other bytes afterwards. */
 void extload_discard(const char *path);
 
+/* The descriptor behind a path extload_write gave ("/proc/self/fd/N"), or
+ * -1 for a file of the private directory. */
+int extload_memfd_of(const char *path);
+
+/* In a fork's child, drops its descriptor of a copy the parent made: a
+ * private directory's file stays, the parent's to delete. */
+void extload_forget(const char *path);
+
 /* Fills `len` bytes at buf (a writable mapping of the new file); returns 0,
  * or -1 with errno set and a message in err. */
 typedef int (*extload_fill_fn)(void *buf, void *ctx, char *err, size_t errlen);

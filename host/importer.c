@@ -159,8 +159,7 @@ static PyObject *native_path(const zipindex_entry *e) {
  * what stays resident is what was touched, as for a file on disk. */
 static void release_native_copy(const zipindex_entry *e, PyObject *path) {
   const char *cpath = PyUnicode_AsUTF8(path);
-  int memfd;
-  char tail, err[512];
+  char err[512];
   if (!cpath) {
     PyErr_Clear();
     return;
@@ -170,7 +169,8 @@ static void release_native_copy(const zipindex_entry *e, PyObject *path) {
   /* The copy was made: its bytes in our mapping of app.bin are not needed. */
   const char *data = zipindex_stored_data(g.zi, e, err, sizeof(err));
   zipindex_release(g.zi, e);
-  if (g.payload->fd < 0 || sscanf(cpath, "/proc/self/fd/%d%c", &memfd, &tail) != 1)
+  int memfd = extload_memfd_of(cpath);
+  if (g.payload->fd < 0 || memfd < 0)
     return; /* the private directory's file */
   long freed =
       data ? extremap_to_file(cpath, memfd, g.payload->fd,
