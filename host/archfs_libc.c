@@ -1769,7 +1769,9 @@ static char **code_paths;           /* per entry index: its in-memory copy's pat
 static unsigned char *code_state;   /* per entry index: CODE_* bits */
 static unsigned code_events;
 static unsigned code_making; /* entries with CODE_MAKING */
-enum { CODE_MAKING = 1, CODE_USED = 2 };
+/* CODE_SHARED: given out and not yet released when the process forked, so
+ * parent and child may both have it mapped (archfs_code_release). */
+enum { CODE_MAKING = 1, CODE_USED = 2, CODE_RELEASED = 4, CODE_SHARED = 8 };
 
 /* code_changed on the monotonic clock (archfs_code_wait's deadlines); a
  * fork's child sets it up again. */
@@ -1906,6 +1908,17 @@ int archfs_code_discard(const zipindex_entry *e) {
   return freed;
 }
 
+int archfs_code_release(const zipindex_entry *e) {
+  size_t i = (size_t)(e - g.zi->entries);
+  assert(i < g.zi->count);
+  pthread_mutex_lock(&code_lock);
+  assert(code_state && (code_state[i] & CODE_USED));
+  int rc = (code_state[i] & CODE_RELEASED) ? 0 : (code_state[i] & CODE_SHARED) ? -1 : 1;
+  code_state[i] |= CODE_RELEASED;
+  pthread_mutex_unlock(&code_lock);
+  return rc;
+}
+
 void archfs_code_wait(unsigned *events, const struct timespec *deadline) {
   pthread_mutex_lock(&code_lock);
   while (code_events == *events && pthread_cond_timedwait(&code_changed, &code_lock, deadline) == 0)
@@ -1962,7 +1975,16 @@ static void fork_prepare(void) {
   extload_fork_prepare(); /* last: held alone or inside code_lock, never waiting for one */
 }
 
+/* Both sides of a fork, code_lock held: a copy given out and not yet
+ * released may be mapped by both, and neither may free its pages. */
+static void mark_shared_copies(void) {
+  for (size_t i = 0; code_state && i < g.zi->count; i++)
+    if ((code_state[i] & (CODE_USED | CODE_RELEASED)) == CODE_USED)
+      code_state[i] |= CODE_SHARED;
+}
+
 static void fork_done(void) {
+  mark_shared_copies();
   extload_fork_parent();
   pthread_mutex_unlock(&g.zi->dctx_lock);
   pthread_mutex_unlock(&code_lock);
@@ -1979,6 +2001,7 @@ static void fork_child(void) {
    * The parent's waiters are not the child's. */
   code_changed_init();
   code_making = 0;
+  mark_shared_copies();
   for (size_t i = 0; code_state && i < g.zi->count; i++) {
     code_state[i] &= (unsigned char)~CODE_MAKING;
     if (code_paths[i] && !(code_state[i] & CODE_USED)) {

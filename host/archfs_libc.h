@@ -43,6 +43,13 @@ int archfs_mount(const char *exe, zipindex *zi, char *err, size_t errlen);
  * loaded twice. Thread-safe. Returns 0, or -1 with a message in err. */
 int archfs_code_path(const zipindex_entry *e, char *path, size_t pathlen, char *err, size_t errlen);
 
+/* Called once the dynamic loader has loaded `e`'s copy, given out by
+ * archfs_code_path: returns 1 if the caller may free the copy's pages
+ * (host/extremap.h), 0 if it was released already, -1 if it must keep
+ * them: a fork since the copy was given out left it mapped in the other
+ * process too (a memfd is one file in both). */
+int archfs_code_release(const zipindex_entry *e);
+
 /* For copies made ahead of use (host/nativeprep.h); all thread-safe. */
 
 /* Makes the copy of stored member `e` archfs_code_path would, if there is

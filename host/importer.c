@@ -172,6 +172,15 @@ static void release_native_copy(const zipindex_entry *e, PyObject *path) {
   int memfd = extload_memfd_of(cpath);
   if (g.payload->fd < 0 || memfd < 0)
     return; /* the private directory's file */
+  int may_free = archfs_code_release(e);
+  if (may_free <= 0) {
+    if (extload_debug && may_free < 0)
+      fprintf(stderr,
+              "appbin: debug: %s stays on its in-memory copy: a process forked while it loaded "
+              "shares it\n",
+              e->name);
+    return;
+  }
   long freed =
       data ? extremap_to_file(cpath, memfd, g.payload->fd,
                               (uint64_t)(data - (const char *)g.payload->map), err, sizeof(err))

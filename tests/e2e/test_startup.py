@@ -3,10 +3,13 @@ used in place, and extension modules mapped from app.bin once loaded."""
 
 import json
 import os
+import shutil
+import subprocess
 
 import pytest
 
-from hostutil import app_bin_fixture, describe, index_offset, python, python_c, read_trailer
+from hostutil import (EXT_SUFFIX, PY_INCLUDE, PY_TAG, app_bin_fixture, clean_env, describe,
+                      index_offset, python, python_c, read_trailer)
 from server_fixtures import AppBin, children_of
 
 app_bin = pytest.fixture(scope="session")(app_bin_fixture)
@@ -376,8 +379,8 @@ print(os.waitstatus_to_exitcode(status))
 
 @pytest.mark.parametrize("delay", [0, 0.0005, 0.002, 0.01])
 def test_a_fork_while_copies_are_made_loads_them_in_both(app_bin, delay):
-    """os.fork() while the thread copies: fork waits for a copy in progress,
-    the child drops the copies made ahead (a memfd is the same file in both,
+    """os.fork() while the thread copies: the child forgets a copy in
+    progress and drops the copies made ahead (a memfd is the same file in both,
     and the first process to load it frees its pages under the other) and
     makes what it needs itself, with no descriptor of the parent's left
     over; the parent goes on."""
@@ -406,3 +409,100 @@ print(wrong, rounds, _appbin.native_prep_info()["made"])
     wrong, rounds, made = map(int, python_c(app_bin, code, timeout=120).split())
     assert made > 3 and rounds > 100, (wrong, rounds, made)
     assert wrong == 0, (wrong, rounds, made)
+
+
+
+# An extension module whose init imports a module that waits: a fork lands
+# after the dynamic loader has mapped the module's in-memory copy and before
+# the importer frees the copy's pages (extremap.h). forkwin_total() sums a
+# block of read-only data that nothing reads before the fork.
+_FORKWIN_C = r"""
+#include <Python.h>
+#define N (64 * 1024)
+static const unsigned char block[N] = {BLOCK};
+long forkwin_total(void) {
+  long t = 0;
+  for (int i = 0; i < N; i++)
+    t += block[i];
+  return t;
+}
+static PyObject *total(PyObject *self, PyObject *unused) { return PyLong_FromLong(forkwin_total()); }
+static PyMethodDef methods[] = {{"total", total, METH_NOARGS, NULL}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "_win", NULL, -1, methods};
+PyMODINIT_FUNC PyInit__win(void) {
+  PyObject *hook = PyImport_ImportModule("forkwin.hook");
+  if (!hook)
+    return NULL;
+  Py_DECREF(hook);
+  return PyModule_Create(&def);
+}
+"""
+_FORKWIN_BLOCK = [(i * 7 + 3) % 251 + 1 for i in range(64 * 1024)]
+_FORKWIN_FILES = {
+    "forkwin/__init__.py": "",
+    "forkwin/ctl.py": "import threading\nin_init, go = threading.Event(), threading.Event()\n",
+    "forkwin/hook.py": "from forkwin import ctl\nctl.in_init.set()\nctl.go.wait(60)\n",
+    "forkwin/app.py": "app = None\n",
+}
+_FORKWIN_RUN = """
+import ctypes, os, sys, sysconfig, threading
+import forkwin
+from forkwin import ctl
+thread = threading.Thread(target=lambda: __import__("forkwin._win"))
+thread.start()
+assert ctl.in_init.wait(60)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:  # the extension's init never ends here: load it by path
+    os.read(r, 1)  # once the parent has imported it
+    lib = ctypes.CDLL(os.path.join(forkwin.__path__[0], "_win" + sysconfig.get_config_var("EXT_SUFFIX")))
+    lib.forkwin_total.restype = ctypes.c_long
+    os._exit(0 if lib.forkwin_total() == TOTAL else 3)
+ctl.go.set()
+thread.join()
+os.write(w, b"x")
+_, status = os.waitpid(pid, 0)
+print(sys.modules["forkwin._win"].total() == TOTAL, os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_fork_while_an_extension_module_loads_leaves_its_copy_whole(tmp_path, run_appbin_pack,
+                                                                        appbin_host):
+    """os.fork() while another thread's import of an extension module is
+    between the loader's mapping of its in-memory copy and the freeing of
+    the copy's pages (here: its init imports a module that waits): the copy
+    is one file in both processes, so neither frees its pages, and the
+    module's data reads the same in both (before the fix, the child read
+    zeros where the parent had freed them)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / "pyvenv.cfg").write_text(f"home = /usr/bin\nversion = {PY_TAG}.0\n")
+    site = venv / "lib" / f"python{PY_TAG}" / "site-packages"
+    for rel, text in _FORKWIN_FILES.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(text)
+    source = tmp_path / "win.c"
+    source.write_text(_FORKWIN_C.replace("BLOCK", ",".join(map(str, _FORKWIN_BLOCK))))
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", f"-I{PY_INCLUDE}", "-o",
+                    site / "forkwin" / f"_win{EXT_SUFFIX}", source], check=True)
+    out = tmp_path / "app.bin"
+    result = run_appbin_pack("--venv", venv, "--app", "forkwin.app:app", "--host", appbin_host,
+                             "-o", out, "--store-all-code", "--quiet")
+    assert result.returncode == 0, result.stderr
+    code = _FORKWIN_RUN.replace("TOTAL", str(sum(_FORKWIN_BLOCK)))
+    for _ in range(2):
+        result = python(out, "-c", code, env=clean_env(APPBIN_LOG_LEVEL="debug"), timeout=120)
+        assert result.returncode == 0, describe(result)
+        assert result.stdout == "True 0\n", describe(result)
+        assert ("forkwin/_win" in result.stderr and
+                "stays on its in-memory copy: a process forked while it loaded shares it"
+                in result.stderr), describe(result)
+    # Without a fork the copy's pages are freed as usual.
+    result = python(out, "-c", "import forkwin.ctl as c; c.go.set(); import forkwin._win as w; "
+                    "print(w.total())", env=clean_env(APPBIN_LOG_LEVEL="debug"))
+    assert result.stdout == f"{sum(_FORKWIN_BLOCK)}\n", describe(result)
+    assert "forkwin/_win" in result.stderr and "bytes of copy freed" in result.stderr, \
+        describe(result)
