@@ -202,10 +202,13 @@ servers_json="$out/first_response.json"
   "app.bin --store-all-code=$big --port {port} --no-access-log" \
   "app.bin --no-code-cache=$nocache --port {port} --no-access-log" >"$out/first_response.md"
 
-"$PYTHON" -I - "$json" "$servers_json" "$app" "$small" "$big" "$host" "$venv" "$runs" \
+APPBIN_BENCH_DIR="$top/tests/bench" "$PYTHON" -I - "$json" "$servers_json" "$app" "$small" "$big" "$host" "$venv" "$runs" \
   "$out/first_response.md" "$turns_json" <<'EOF' | tee "$out/coldstart.md"
 import json, os, platform, statistics, sys
 from pathlib import Path
+
+sys.path.insert(0, os.environ["APPBIN_BENCH_DIR"])
+from in_turns import format_interval
 
 data, servers, app, small, big, host, venv, runs, servers_md, turns_data = sys.argv[1:]
 results = {r["command"]: r for r in json.loads(Path(data).read_text())["results"]}
@@ -226,7 +229,8 @@ def ratio(name, base):
 
 
 def median_ratio(name, base, times=first):
-    return f"{statistics.median(times[name]) / statistics.median(times[base]):.2f}"
+    """Ratio of the medians of runs made in turns, with its 95% interval."""
+    return format_interval(times[name], times[base])
 
 
 print(f"Cold start, Python {platform.python_version()}, {runs} runs each after warm-up "
@@ -244,13 +248,13 @@ print("| `python -c pass` / venv python | "
 print("| `import fastapi` / venv python | "
       + " | ".join(ratio(f"{p}: import fastapi", "venv python: import fastapi") for p in packs)
       + " | <= 0.9 |")
-print("| `python -c pass` / venv python, in turns (medians) | "
+print("| `python -c pass` / venv python, in turns (medians, 95% interval) | "
       + " | ".join(median_ratio(f"{p}: pass", "venv python: pass", turns) for p in packs)
       + " | <= 1.5 |")
-print("| `import fastapi` / venv python, in turns (medians) | "
+print("| `import fastapi` / venv python, in turns (medians, 95% interval) | "
       + " | ".join(median_ratio(f"{p}: import fastapi", "venv python: import fastapi", turns)
                    for p in packs) + " | <= 0.9 |")
-print("| exec to first 200 / uvicorn (medians) | "
+print("| exec to first 200 / uvicorn (medians, 95% interval) | "
       + " | ".join(median_ratio(p, "uvicorn") for p in packs) + " | <= 0.8 |")
 
 print("\n| command | runner | mean ± σ (ms) | min (ms) |")
