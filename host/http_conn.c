@@ -358,6 +358,19 @@ static void conn_trim(http_conn *c) {
     http_buf_free(&c->wfly);
 }
 
+/* A keep-alive connection going idle keeps no output buffer a response
+ * grew beyond IDLE_BUF_KEEP (a client that read slowly leaves up to 1 MB
+ * in each): a server holds many idle connections. */
+#define IDLE_BUF_KEEP 16384
+static void conn_trim_idle(http_conn *c) {
+  http_buf *bufs[] = {&c->wbuf, &c->wfly, &c->tls_spare};
+  for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+    if (bufs[i]->len == 0 && bufs[i]->cap > IDLE_BUF_KEEP)
+      http_buf_free(bufs[i]);
+  if (c->tls)
+    http_tls_trim(c->tls);
+}
+
 static void on_write(uv_write_t *wr, int status) {
   http_conn *c = wr->handle->data;
   c->writing = false;
@@ -734,8 +747,8 @@ static void conn_update(http_conn *c) {
   } else if (c->in_head)
     conn_timer(c, TIMER_HEAD, cfg->header_timeout_ms);
   else if (!c->req_active && out_idle && !conn_has_input(c)) {
-    if (c->tls && c->timer_mode != TIMER_IDLE)
-      http_tls_trim(c->tls);
+    if (c->timer_mode != TIMER_IDLE)
+      conn_trim_idle(c);
     conn_timer(c, TIMER_IDLE, cfg->keep_alive_timeout_ms);
   } else
     conn_timer(c, TIMER_OFF, 0);
