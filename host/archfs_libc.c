@@ -1787,35 +1787,47 @@ static int code_changed_init(void) {
   return rc;
 }
 
-/* A new in-memory copy of `e`: its path, malloc'ed, or NULL with err set.
- * `ahead_fd` >= 0: for no reader yet, into that file (archfs_code_prepare:
- * stored members only, damage left for the reader to report). */
+/* archfs_code_path's copy, for a reader: a stored member straight from the
+ * mapping (checked on this first use), a compressed one decompressed first. */
+static int code_copy_for_reader(const zipindex_entry *e, char *path, size_t pathlen, char *err,
+                                size_t errlen) {
+  if (e->method == ZIPINDEX_STORED) {
+    const void *stored = zipindex_stored_data(g.zi, e, err, errlen);
+    return stored ? extload_write(e->name, stored, (size_t)e->size, path, pathlen, err, errlen)
+                  : -1;
+  }
+  void *data = e->size <= SIZE_MAX ? malloc(e->size ? (size_t)e->size : 1) : NULL;
+  if (!data) {
+    snprintf(err, errlen, "out of memory reading %s", e->name);
+    return -1;
+  }
+  int rc = zipindex_read(g.zi, e, data, err, errlen) == 0
+               ? extload_write(e->name, data, (size_t)e->size, path, pathlen, err, errlen)
+               : -1;
+  free(data);
+  return rc;
+}
+
+/* archfs_code_prepare's copy, ahead of any reader, into `fd`: stored members
+ * only, damage left for the reader to report. */
+static int code_copy_ahead(const zipindex_entry *e, int fd, char *path, size_t pathlen, char *err,
+                           size_t errlen) {
+  if (e->method != ZIPINDEX_STORED) {
+    snprintf(err, errlen, "member %s is compressed", e->name);
+    return -1;
+  }
+  const void *stored = zipindex_stored_data_ahead(g.zi, e, err, errlen);
+  return stored ? extload_write_fd(fd, e->name, stored, (size_t)e->size, path, pathlen, err, errlen)
+                : -1;
+}
+
+/* A new in-memory copy of `e` (into `ahead_fd` if >= 0): its path,
+ * malloc'ed, or NULL with err set. */
 static char *code_copy_make(const zipindex_entry *e, int ahead_fd, char *path, size_t pathlen,
                             char *err, size_t errlen) {
   int ahead = ahead_fd >= 0;
-  /* A stored member is copied straight from the mapping (checked on this
-   * first use); a compressed one is decompressed first. */
-  const void *stored = e->method != ZIPINDEX_STORED ? NULL
-                       : ahead ? zipindex_stored_data_ahead(g.zi, e, err, errlen)
-                               : zipindex_stored_data(g.zi, e, err, errlen);
-  if (e->method == ZIPINDEX_STORED && !stored)
-    return NULL;
-  if (ahead && !stored) {
-    snprintf(err, errlen, "member %s is compressed", e->name);
-    return NULL;
-  }
-  void *data = NULL;
-  if (!stored && !(data = e->size <= SIZE_MAX ? malloc(e->size ? (size_t)e->size : 1) : NULL)) {
-    snprintf(err, errlen, "out of memory reading %s", e->name);
-    return NULL;
-  }
-  int made = ahead ? extload_write_fd(ahead_fd, e->name, stored, (size_t)e->size, path, pathlen,
-                                      err, errlen) == 0
-                   : (stored || zipindex_read(g.zi, e, data, err, errlen) == 0) &&
-                         extload_write(e->name, stored ? stored : data, (size_t)e->size, path,
-                                       pathlen, err, errlen) == 0;
-  free(data);
-  if (!made)
+  if ((ahead ? code_copy_ahead(e, ahead_fd, path, pathlen, err, errlen)
+             : code_copy_for_reader(e, path, pathlen, err, errlen)) != 0)
     return NULL;
   char *copy = strdup(path);
   if (!copy) {
