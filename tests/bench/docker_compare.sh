@@ -77,7 +77,7 @@ if [ $build = 1 ]; then
   log "built $APPBIN_IMAGE in $((t1 - t0))s, $BASELINE_IMAGE in $(($(date +%s) - t1))s"
 fi
 
-declare -A size files cold rps lat mem
+declare -A size files cold rps lat mem samples
 file_count() { # IMAGE -> regular files, symlinks etc. (not directories)
   local cid n
   cid=$("$DOCKER" create "$1")
@@ -140,7 +140,6 @@ done
 if [ $static_only = 0 ]; then
   # Cold starts in turns (appbin, baseline, appbin, ...), so that a change of
   # load on the machine during the runs hits both images alike.
-  declare -A samples
   for ((r = 0; r < runs; r++)); do
     for which in "${present[@]}"; do
       read -r cid ms < <(start_and_wait "$(image_of $which)" "$(port_of $which)" "$(free_port)")
@@ -192,6 +191,20 @@ mem_ratio=n/a
 [ "${mem[appbin]}" != n/a ] && [ "${mem[baseline]}" != n/a ] &&
   mem_ratio=$(ratio "$(mib "${mem[appbin]}")" "$(mib "${mem[baseline]}")")
 printf '%-26s %30s %30s\n' "cold start ratio" "$cold_ratio" "(target <= 0.25)"
+# The runs were made in turns: the ratio of the medians with its 95% interval.
+cold_interval=n/a
+if [ -n "${samples[appbin]:-}" ] && [ -n "${samples[baseline]:-}" ]; then
+  cold_interval=$(APPBIN_BENCH_DIR="$top/tests/bench" "${PYTHON:-python3.11}" - \
+    "${samples[appbin]}" "${samples[baseline]}" <<'EOF'
+import os, sys
+sys.path.insert(0, os.environ["APPBIN_BENCH_DIR"])
+from in_turns import format_interval
+a, b = ([float(x) for x in arg.split()] for arg in sys.argv[1:])
+print(format_interval(a, b) if min(a + b) > 0 else "n/a")
+EOF
+  )
+fi
+printf '%-26s %30s %30s\n' "cold start, 95% interval" "$cold_interval" "(medians' ratio)"
 printf '%-26s %30s %30s\n' "memory ratio" "$mem_ratio" "(target <= 1.00)"
 
 mkdir -p "$(dirname "$json")"
@@ -208,7 +221,10 @@ data = {
                "cold_start_ms": v("${cold[baseline]}"), "requests_per_s": v("${rps[baseline]}"),
                "p99": "${lat[baseline]}", "memory": "${mem[baseline]}"},
   "wrk": {"threads": $threads, "connections": $conns, "duration": "$duration"},
-  "ratios": {"cold_start": "$cold_ratio", "memory_after_load": "$mem_ratio"},
+  "ratios": {"cold_start": "$cold_ratio", "cold_start_interval": "$cold_interval",
+             "memory_after_load": "$mem_ratio"},
+  "cold_start_runs_ms": {w: [int(x) for x in runs.split()] for w, runs in
+                         (("appbin", "${samples[appbin]:-}"), ("baseline", "${samples[baseline]:-}"))},
 }
 json.dump(data, open(sys.argv[1], "w"), indent=2)
 EOF
