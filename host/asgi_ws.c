@@ -327,6 +327,7 @@ static int on_event(WebSocketObject *ws, ws_event ev) {
         ev == WS_EV_TEXT
             ? PyUnicode_DecodeUTF8((const char *)p->msg.base, (Py_ssize_t)p->msg.len, NULL)
             : PyBytes_FromStringAndSize((const char *)p->msg.base, (Py_ssize_t)p->msg.len);
+    ws_parser_message_taken(p);
     PyObject *msg = message2(W.receive, ev == WS_EV_TEXT ? W.text : W.bytes, data);
     int rc = msg ? deliver(ws, msg) : -1;
     Py_XDECREF(msg);

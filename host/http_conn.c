@@ -358,15 +358,22 @@ static void conn_trim(http_conn *c) {
     http_buf_free(&c->wfly);
 }
 
-/* A keep-alive connection going idle keeps no output buffer a response
- * grew beyond IDLE_BUF_KEEP (a client that read slowly leaves up to 1 MB
- * in each): a server holds many idle connections. */
+/* A keep-alive connection between requests, or a stream (WebSocket)
+ * between messages, keeps no empty output buffer that one response or
+ * message grew beyond IDLE_BUF_KEEP (up to 1 MB in each, three with TLS):
+ * a server holds many such connections. */
 #define IDLE_BUF_KEEP 16384
-static void conn_trim_idle(http_conn *c) {
+static void conn_trim_output(http_conn *c) {
   http_buf *bufs[] = {&c->wbuf, &c->wfly, &c->tls_spare};
   for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
     if (bufs[i]->len == 0 && bufs[i]->cap > IDLE_BUF_KEEP)
       http_buf_free(bufs[i]);
+}
+
+/* Going idle between requests: the output buffers, and TLS's (renewed,
+ * which costs too much to do at every read of a stream). */
+static void conn_trim_idle(http_conn *c) {
+  conn_trim_output(c);
   if (c->tls)
     http_tls_trim(c->tls);
 }
@@ -741,6 +748,8 @@ static void conn_update(http_conn *c) {
   else if (c->closing)
     conn_timer(c, TIMER_OFF, 0);
   else if (c->upgraded) {
+    if (out_idle)
+      conn_trim_output(c);
     if (!c->stream_active) /* output of a closed stream still queued */
       conn_timer(c, TIMER_FLUSH, STREAM_FLUSH_MS);
     /* else: the stream's own timer (http_stream_set_timer) */
@@ -1820,6 +1829,8 @@ int http_stream_write(http_stream *st, const void *head, size_t head_len, const 
     return r;
   if (c->closed)
     return HTTP_ECLOSED;
+  if (!c->writing && http_conn_out_pending(c) == 0)
+    conn_trim_output(c); /* the kernel took it all */
   if (http_conn_out_pending(c) > c->srv->cfg.write_high_water) {
     c->want_drain = true;
     return 1;

@@ -682,6 +682,13 @@ static ws_event payload(ws_parser *p, const uint8_t *data, size_t n) {
   return WS_EV_NONE;
 }
 
+void ws_parser_message_taken(ws_parser *p) {
+  p->msg_ready = false;
+  p->msg.len = 0;
+  if (p->msg.cap > MSG_KEEP_CAP)
+    ws_buf_free(&p->msg);
+}
+
 ws_event ws_parser_feed(ws_parser *p, const uint8_t *data, size_t len, size_t *used) {
   size_t i = 0;
   ws_event ev = WS_EV_NONE;
@@ -689,12 +696,8 @@ ws_event ws_parser_feed(ws_parser *p, const uint8_t *data, size_t len, size_t *u
     *used = 0;
     return WS_EV_ERROR;
   }
-  if (p->msg_ready) { /* the last event's message has been taken */
-    p->msg_ready = false;
-    p->msg.len = 0;
-    if (p->msg.cap > MSG_KEEP_CAP)
-      ws_buf_free(&p->msg);
-  }
+  if (p->msg_ready) /* the last event's message has been taken */
+    ws_parser_message_taken(p);
   while (i < len && ev == WS_EV_NONE) {
     if (!p->in_payload) {
       if (p->hdr_len < 2) {

@@ -165,6 +165,10 @@ void ws_parser_set_deflate(ws_parser *p, const ws_deflate_params *params);
  * many bytes were consumed (the rest must be fed again). After WS_EV_ERROR
  * the parser is dead: feeding it again returns WS_EV_ERROR. */
 ws_event ws_parser_feed(ws_parser *p, const uint8_t *data, size_t len, size_t *used);
+/* The message of the last WS_EV_TEXT / WS_EV_BINARY has been copied out:
+ * a large buffer goes now, not at the next feed (an idle connection keeps
+ * none). Optional: the next feed does the same. */
+void ws_parser_message_taken(ws_parser *p);
 /* Frees buffers and zlib state. The parser may be initialised again. */
 void ws_parser_free(ws_parser *p);
 

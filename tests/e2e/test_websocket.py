@@ -785,3 +785,41 @@ def test_graceful_shutdown_closes_with_1012(wsbin):
     assert ws.closed()
     assert server.wait_exit(10) == 0
     assert "Finished server process" in server.log()
+
+
+def test_idle_wss_connections_keep_no_message_sized_buffer(wsbin, certs, appbin_host):
+    """WebSocket connections over TLS that each echoed a 900 KB message, then
+    stay open and quiet: none keeps the buffers that message grew (before:
+    2.9 MB a connection: the received message until the next one came, and
+    the plaintext and ciphertext of the echo). The endpoint holds no
+    message while it waits (echo's `message` would be the app's 0.9 MB)."""
+    import ssl
+    if b"__asan_init" in appbin_host.read_bytes():
+        pytest.skip("a sanitizer build keeps freed memory in quarantine")
+    server = wsbin("--ssl-certfile", certs / "server.pem", "--ssl-keyfile", certs / "server.key",
+                   app=FAST_APP)
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    big = os.urandom(900 * 1024)
+
+    async def go():
+        base = f"wss://127.0.0.1:{server.port}/echo-bytes"
+        conns = [await connect(base, ssl=ctx, max_size=None, compression=None)]
+        await conns[0].send(big)
+        assert await conns[0].recv() == big
+        await asyncio.sleep(0.3)
+        rss = server.rss_kb()
+        for _ in range(50):
+            ws = await connect(base, ssl=ctx, max_size=None, compression=None)
+            conns.append(ws)
+            await ws.send(big)
+            assert await ws.recv() == big
+        await asyncio.sleep(0.5)
+        grown = server.rss_kb() - rss
+        for ws in conns[-3:]:  # they still echo
+            await ws.send(big)
+            assert await ws.recv() == big
+        for ws in conns:
+            await ws.close()
+        return grown
+    grown = run(go())
+    assert grown < 20 * 1024, f"50 quiet connections hold {grown} KiB more"

@@ -394,6 +394,31 @@ static void test_parse_messages(void) {
   ws_parser_free(&p);
 }
 
+/* A message's buffer, once taken: a large one is freed at once, a small one
+ * kept; the next message parses either way. */
+static void test_message_taken(void) {
+  static uint8_t buf[2 * 70000], big[70000];
+  ws_parser p;
+  size_t used, n;
+  memset(big, 'x', sizeof(big));
+  n = client_frame(buf, FIN | WS_OP_BINARY, big, sizeof(big), false);
+  size_t second = client_frame(buf + n, FIN | WS_OP_TEXT, "hi", 2, false);
+  ws_parser_init(&p, 1 << 20);
+  CHECK_EQ_INT(feed_all(&p, buf, n, &used), WS_EV_BINARY);
+  CHECK_EQ_INT(p.msg.len, sizeof(big));
+  ws_parser_message_taken(&p);
+  CHECK(p.msg.base == NULL && p.msg.cap == 0 && p.msg.len == 0);
+  CHECK_EQ_INT(feed_all(&p, buf + n, second, &used), WS_EV_TEXT);
+  CHECK_EQ_INT(p.msg.len, 2);
+  CHECK_MEM(p.msg.base, "hi", 2);
+  size_t cap = p.msg.cap;
+  ws_parser_message_taken(&p);
+  CHECK(p.msg.base != NULL && p.msg.cap == cap && p.msg.len == 0);
+  CHECK_EQ_INT(feed_all(&p, buf + n, second, &used), WS_EV_TEXT);
+  CHECK_MEM(p.msg.base, "hi", 2);
+  ws_parser_free(&p);
+}
+
 static void test_parse_errors(void) {
   uint8_t buf[300];
   uint8_t payload[200];
@@ -639,6 +664,7 @@ int main(void) {
   test_utf8();
   test_serialize();
   test_parse_messages();
+  test_message_taken();
   test_parse_errors();
   test_negotiate();
   test_deflate();
