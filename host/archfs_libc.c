@@ -1920,13 +1920,18 @@ int archfs_code_discard(const zipindex_entry *e) {
   return freed;
 }
 
-int archfs_code_release(const zipindex_entry *e) {
+int archfs_code_release(const zipindex_entry *e, long (*free_pages)(void *arg), void *arg,
+                        long *freed) {
   size_t i = (size_t)(e - g.zi->entries);
   assert(i < g.zi->count);
   pthread_mutex_lock(&code_lock);
   assert(code_state && (code_state[i] & CODE_USED));
   int rc = (code_state[i] & CODE_RELEASED) ? 0 : (code_state[i] & CODE_SHARED) ? -1 : 1;
   code_state[i] |= CODE_RELEASED;
+  /* Under the lock fork()'s handlers take: no fork between the look at
+   * CODE_SHARED and the pages' going. */
+  if (rc == 1)
+    *freed = free_pages(arg);
   pthread_mutex_unlock(&code_lock);
   return rc;
 }

@@ -44,11 +44,14 @@ int archfs_mount(const char *exe, zipindex *zi, char *err, size_t errlen);
 int archfs_code_path(const zipindex_entry *e, char *path, size_t pathlen, char *err, size_t errlen);
 
 /* Called once the dynamic loader has loaded `e`'s copy, given out by
- * archfs_code_path: returns 1 if the caller may free the copy's pages
- * (host/extremap.h), 0 if it was released already, -1 if it must keep
- * them: a fork since the copy was given out left it mapped in the other
- * process too (a memfd is one file in both). */
-int archfs_code_release(const zipindex_entry *e);
+ * archfs_code_path, to free the copy's pages (host/extremap.h): runs
+ * `free_pages(arg)` (which must neither allocate nor take a lock) under the
+ * lock fork() takes, its result in *freed, and returns 1; or returns 0 if
+ * the copy was released already, -1 if its pages must stay: a fork since
+ * the copy was given out left it mapped in the other process too (a memfd
+ * is one file in both). */
+int archfs_code_release(const zipindex_entry *e, long (*free_pages)(void *arg), void *arg,
+                        long *freed);
 
 /* For copies made ahead of use (host/nativeprep.h); all thread-safe. */
 

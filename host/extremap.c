@@ -76,28 +76,41 @@ static int page_shared(const vma *vmas, size_t n, size_t self, uintptr_t addr) {
   return 0;
 }
 
-long extremap_to_file(const char *path, int memfd, int file_fd, uint64_t file_offset, char *err,
-                      size_t errlen) {
+struct extremap_plan {
+  size_t npages, page;
+  off_t size;          /* the memfd's */
+  unsigned char *keep; /* per memfd page: it must stay */
+};
+
+extremap_plan *extremap_remap(const char *path, int memfd, int file_fd, uint64_t file_offset,
+                              char *err, size_t errlen) {
   long ps = sysconf(_SC_PAGESIZE);
   struct stat st;
-  if (ps <= 0 || file_offset % (uint64_t)ps != 0)
-    return fail(err, errlen, "the stored object is not page-aligned in the file");
-  if (fstat(memfd, &st) != 0)
-    return fail(err, errlen, "fstat: %s", strerror(errno));
+  if (ps <= 0 || file_offset % (uint64_t)ps != 0) {
+    fail(err, errlen, "the stored object is not page-aligned in the file");
+    return NULL;
+  }
+  if (fstat(memfd, &st) != 0) {
+    fail(err, errlen, "fstat: %s", strerror(errno));
+    return NULL;
+  }
   vma vmas[MAX_VMAS];
   segments seg = {path, (uintptr_t)ps, vmas, MAX_VMAS, 0, 0, 0};
   dl_iterate_phdr(find_segments, &seg);
-  if (!seg.found || seg.overflow)
-    return fail(err, errlen, "%s", seg.found ? "unexpected segments" : "not loaded");
+  if (!seg.found || seg.overflow) {
+    fail(err, errlen, "%s", seg.found ? "unexpected segments" : "not loaded");
+    return NULL;
+  }
   size_t nvmas = seg.n;
   size_t npages = ((size_t)st.st_size + (size_t)ps - 1) / (size_t)ps;
   /* File pages that must stay in the memfd: mapped past its end (the bytes
    * beyond it differ in app.bin), or swapped out. */
+  extremap_plan *plan = malloc(sizeof(*plan));
   unsigned char *keep = calloc(npages ? npages : 1, 1);
   int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
   uint64_t *flags = NULL;
   long rc = 0;
-  if (!keep || pagemap < 0) {
+  if (!plan || !keep || pagemap < 0) {
     rc = fail(err, errlen, "cannot read /proc/self/pagemap");
     goto done;
   }
@@ -153,32 +166,51 @@ long extremap_to_file(const char *path, int memfd, int file_fd, uint64_t file_of
       i = j;
     }
   }
-  /* Nothing maps the memfd's other pages any more: free them. */
-  long freed = 0;
-  for (size_t p = 0; p < npages && rc == 0;) {
-    if (keep[p]) {
-      p++;
-      continue;
-    }
-    size_t q = p + 1;
-    while (q < npages && !keep[q])
-      q++;
-    off_t len = (off_t)((q - p) * (size_t)ps);
-    if ((off_t)(p * (size_t)ps) + len > st.st_size)
-      len = st.st_size - (off_t)(p * (size_t)ps);
-    if (fallocate(memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(p * (size_t)ps),
-                  len) != 0)
-      rc = fail(err, errlen, "fallocate: %s", strerror(errno));
-    else
-      freed += (long)len;
-    p = q;
-  }
-  if (rc == 0)
-    rc = freed;
 done:
   if (pagemap >= 0)
     close(pagemap);
   free(flags);
-  free(keep);
-  return rc;
+  if (rc != 0) {
+    free(keep);
+    free(plan);
+    return NULL;
+  }
+  *plan = (extremap_plan){npages, (size_t)ps, st.st_size, keep};
+  return plan;
+}
+
+long extremap_free_pages(const extremap_plan *plan, int memfd, char *err, size_t errlen) {
+  long freed = 0;
+  size_t ps = plan->page;
+  for (size_t p = 0; p < plan->npages;) {
+    if (plan->keep[p]) {
+      p++;
+      continue;
+    }
+    size_t q = p + 1;
+    while (q < plan->npages && !plan->keep[q])
+      q++;
+    off_t len = (off_t)((q - p) * ps);
+    if ((off_t)(p * ps) + len > plan->size)
+      len = plan->size - (off_t)(p * ps);
+    if (fallocate(memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(p * ps), len) != 0)
+      return fail(err, errlen, "fallocate: %s", strerror(errno));
+    freed += (long)len;
+    p = q;
+  }
+  return freed;
+}
+
+void extremap_plan_free(extremap_plan *plan) {
+  if (plan)
+    free(plan->keep);
+  free(plan);
+}
+
+long extremap_to_file(const char *path, int memfd, int file_fd, uint64_t file_offset, char *err,
+                      size_t errlen) {
+  extremap_plan *plan = extremap_remap(path, memfd, file_fd, file_offset, err, errlen);
+  long freed = plan ? extremap_free_pages(plan, memfd, err, errlen) : -1;
+  extremap_plan_free(plan);
+  return freed;
 }

@@ -154,6 +154,18 @@ static PyObject *native_path(const zipindex_entry *e) {
   return path;
 }
 
+typedef struct copy_pages {
+  const extremap_plan *plan;
+  int memfd;
+  char *err;
+  size_t errlen;
+} copy_pages;
+
+static long free_copy_pages(void *arg) {
+  const copy_pages *c = arg;
+  return extremap_free_pages(c->plan, c->memfd, c->err, c->errlen);
+}
+
 /* Once the loader has loaded a stored member from its memfd copy, maps the
  * pages still backed by the copy from app.bin instead and frees the copy:
  * what stays resident is what was touched, as for a file on disk. */
@@ -172,26 +184,31 @@ static void release_native_copy(const zipindex_entry *e, PyObject *path) {
   int memfd = extload_memfd_of(cpath);
   if (g.payload->fd < 0 || memfd < 0)
     return; /* the private directory's file */
-  int may_free = archfs_code_release(e);
-  if (may_free <= 0) {
-    if (extload_debug && may_free < 0)
-      fprintf(stderr,
-              "appbin: debug: %s stays on its in-memory copy: a process forked while it loaded "
-              "shares it\n",
-              e->name);
+  extremap_plan *plan =
+      data ? extremap_remap(cpath, memfd, g.payload->fd,
+                            (uint64_t)(data - (const char *)g.payload->map), err, sizeof(err))
+           : NULL;
+  long freed = -1;
+  int released = 0, remapped = plan != NULL;
+  if (plan) {
+    copy_pages pages = {plan, memfd, err, sizeof(err)};
+    released = archfs_code_release(e, free_copy_pages, &pages, &freed);
+    extremap_plan_free(plan);
+  }
+  if (!extload_debug)
     return;
-  }
-  long freed =
-      data ? extremap_to_file(cpath, memfd, g.payload->fd,
-                              (uint64_t)(data - (const char *)g.payload->map), err, sizeof(err))
-           : -1;
-  if (extload_debug) {
-    if (freed >= 0)
-      fprintf(stderr, "appbin: debug: %s mapped from the archive, %ld bytes of copy freed\n",
-              e->name, freed);
-    else
-      fprintf(stderr, "appbin: debug: %s stays on its in-memory copy: %s\n", e->name, err);
-  }
+  if (!remapped)
+    fprintf(stderr, "appbin: debug: %s stays on its in-memory copy: %s\n", e->name, err);
+  else if (released < 0)
+    fprintf(stderr,
+            "appbin: debug: %s mapped from the archive, its copy kept: a process forked while "
+            "it loaded shares it\n",
+            e->name);
+  else if (released > 0 && freed >= 0)
+    fprintf(stderr, "appbin: debug: %s mapped from the archive, %ld bytes of copy freed\n", e->name,
+            freed);
+  else if (released > 0)
+    fprintf(stderr, "appbin: debug: %s mapped from the archive, its copy kept: %s\n", e->name, err);
 }
 
 /* The member whose in-memory path `path` is, for messages; NULL if none. */

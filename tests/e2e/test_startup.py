@@ -498,7 +498,7 @@ def test_a_fork_while_an_extension_module_loads_leaves_its_copy_whole(tmp_path, 
         assert result.returncode == 0, describe(result)
         assert result.stdout == "True 0\n", describe(result)
         assert ("forkwin/_win" in result.stderr and
-                "stays on its in-memory copy: a process forked while it loaded shares it"
+                "its copy kept: a process forked while it loaded shares it"
                 in result.stderr), describe(result)
     # Without a fork the copy's pages are freed as usual.
     result = python(out, "-c", "import forkwin.ctl as c; c.go.set(); import forkwin._win as w; "
