@@ -408,6 +408,7 @@ static void stream_on_timer(http_stream *st) {
   switch (kind) {
   case WT_PING:
     if (!ws->close_sent) {
+      http_stream_trim(ws->stream);
       ws->ping_payload = next_random();
       ws->ping_pending = 1;
       write_frame(ws, WS_OP_PING, false, &ws->ping_payload, 4);

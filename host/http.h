@@ -319,6 +319,10 @@ void http_stream_resume(http_stream *st);
 /* on_timer() once after ms milliseconds (replacing an earlier timer); 0
  * stops it. */
 void http_stream_set_timer(http_stream *st, uint64_t ms);
+/* A quiet moment of the stream (a keepalive ping's): output buffers that
+ * messages grew are freed if nothing is waiting in them, as for an idle
+ * keep-alive connection. */
+void http_stream_trim(http_stream *st);
 /* Terminal call. graceful: send what is queued, then shut the connection
  * down for writing (the peer's further input is drained and dropped for a
  * moment); otherwise drop the output and close at once. on_close() runs

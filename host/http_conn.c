@@ -10,6 +10,7 @@
 #include "http_internal.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -358,22 +359,20 @@ static void conn_trim(http_conn *c) {
     http_buf_free(&c->wfly);
 }
 
-/* A keep-alive connection between requests, or a stream (WebSocket)
- * between messages, keeps no empty output buffer that one response or
- * message grew beyond IDLE_BUF_KEEP (up to 1 MB in each, three with TLS):
- * a server holds many such connections. */
+/* A keep-alive connection idle for IDLE_TRIM_MS, or a stream (WebSocket)
+ * at its keepalive ping, keeps no empty output buffer that one response or
+ * message grew beyond IDLE_BUF_KEEP (up to 1 MB in each, three with TLS),
+ * nor TLS's large buffers: a server holds many such connections. Not at
+ * once after each response: a connection serving large responses back to
+ * back would regrow them, page faults and all, every time (TLS, 64 KiB
+ * responses: a third of the throughput). */
 #define IDLE_BUF_KEEP 16384
-static void conn_trim_output(http_conn *c) {
+#define IDLE_TRIM_MS 200
+static void conn_trim_idle(http_conn *c) {
   http_buf *bufs[] = {&c->wbuf, &c->wfly, &c->tls_spare};
   for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
     if (bufs[i]->len == 0 && bufs[i]->cap > IDLE_BUF_KEEP)
       http_buf_free(bufs[i]);
-}
-
-/* Going idle between requests: the output buffers, and TLS's (renewed,
- * which costs too much to do at every read of a stream). */
-static void conn_trim_idle(http_conn *c) {
-  conn_trim_output(c);
   if (c->tls)
     http_tls_trim(c->tls);
 }
@@ -508,6 +507,13 @@ static void conn_close_graceful(http_conn *c) {
 
 static void on_timer(uv_timer_t *t) {
   http_conn *c = t->data;
+  if (c->timer_mode == TIMER_IDLE_TRIM) { /* still idle: trim, then the rest of keep-alive */
+    assert(c->srv->cfg.keep_alive_timeout_ms > IDLE_TRIM_MS);
+    conn_trim_idle(c);
+    c->timer_mode = TIMER_IDLE;
+    uv_timer_start(&c->timer, on_timer, c->srv->cfg.keep_alive_timeout_ms - IDLE_TRIM_MS, 0);
+    return;
+  }
   if (c->timer_mode == TIMER_STREAM) {
     c->timer_mode = TIMER_OFF;
     if (c->stream_active && c->stream.cb.on_timer) {
@@ -748,17 +754,18 @@ static void conn_update(http_conn *c) {
   else if (c->closing)
     conn_timer(c, TIMER_OFF, 0);
   else if (c->upgraded) {
-    if (out_idle)
-      conn_trim_output(c);
     if (!c->stream_active) /* output of a closed stream still queued */
       conn_timer(c, TIMER_FLUSH, STREAM_FLUSH_MS);
     /* else: the stream's own timer (http_stream_set_timer) */
   } else if (c->in_head)
     conn_timer(c, TIMER_HEAD, cfg->header_timeout_ms);
   else if (!c->req_active && out_idle && !conn_has_input(c)) {
-    if (c->timer_mode != TIMER_IDLE)
-      conn_trim_idle(c);
-    conn_timer(c, TIMER_IDLE, cfg->keep_alive_timeout_ms);
+    if (c->timer_mode != TIMER_IDLE_TRIM && c->timer_mode != TIMER_IDLE) {
+      if (cfg->keep_alive_timeout_ms > IDLE_TRIM_MS)
+        conn_timer(c, TIMER_IDLE_TRIM, IDLE_TRIM_MS);
+      else /* closed soon enough */
+        conn_timer(c, TIMER_IDLE, cfg->keep_alive_timeout_ms);
+    }
   } else
     conn_timer(c, TIMER_OFF, 0);
 }
@@ -1829,8 +1836,6 @@ int http_stream_write(http_stream *st, const void *head, size_t head_len, const 
     return r;
   if (c->closed)
     return HTTP_ECLOSED;
-  if (!c->writing && http_conn_out_pending(c) == 0)
-    conn_trim_output(c); /* the kernel took it all */
   if (http_conn_out_pending(c) > c->srv->cfg.write_high_water) {
     c->want_drain = true;
     return 1;
@@ -1858,6 +1863,12 @@ void http_stream_resume(http_stream *st) {
     return;
   c->stream_paused = false;
   http_conn_continue(c);
+}
+
+void http_stream_trim(http_stream *st) {
+  http_conn *c = st->conn;
+  if (!c->closed && !c->writing && http_conn_out_pending(c) == 0)
+    conn_trim_idle(c);
 }
 
 void http_stream_set_timer(http_stream *st, uint64_t ms) {

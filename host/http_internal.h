@@ -82,7 +82,15 @@ typedef struct http_hdr_span {
 enum http_span_kind { SPAN_NONE, SPAN_METHOD, SPAN_URL, SPAN_FIELD, SPAN_VALUE };
 /* What llhttp reads next (see "Shapes llhttp refuses" in http_conn.c). */
 enum http_framing { FR_HEAD, FR_DATA, FR_CHUNK_LINE, FR_TRAILERS };
-enum http_timer_mode { TIMER_OFF, TIMER_IDLE, TIMER_HEAD, TIMER_LINGER, TIMER_STREAM, TIMER_FLUSH };
+enum http_timer_mode {
+  TIMER_OFF,
+  TIMER_IDLE_TRIM, /* keep-alive, its first IDLE_TRIM_MS: then conn_trim_idle() */
+  TIMER_IDLE,
+  TIMER_HEAD,
+  TIMER_LINGER,
+  TIMER_STREAM,
+  TIMER_FLUSH
+};
 
 /* An upgraded connection's consumer side (embedded in http_conn). */
 struct http_stream {
