@@ -35,7 +35,12 @@
 #define MAX_ACCEPT_HEADERS 128
 
 enum ws_state { ST_CONNECTING, ST_RESPONSE, ST_OPEN, ST_DONE };
-enum ws_timer { WT_NONE, WT_PING, WT_PONG, WT_CLOSE };
+enum ws_timer { WT_NONE, WT_PING, WT_PONG, WT_CLOSE, WT_TRIM };
+/* A message larger than this may grow buffers worth giving back once the
+ * connection is quiet: at the next keepalive ping, or without pings after
+ * TRIM_DELAY_S (http_stream_trim). */
+#define TRIM_AFTER_LEN 16384
+#define TRIM_DELAY_S 0.2
 
 static struct {
   PyObject *type, *text, *bytes, *code, *reason, *subprotocol, *subprotocols, *headers, *status,
@@ -233,7 +238,10 @@ static int write_frame(WebSocketObject *ws, int opcode, bool rsv1, const void *d
 }
 
 /* A data message, compressed when permessage-deflate was negotiated. */
+static void arm_trim(WebSocketObject *ws, size_t len);
+
 static int write_message(WebSocketObject *ws, int opcode, const void *data, size_t len) {
+  arm_trim(ws, len);
   if (!ws->deflate || len < COMPRESS_MIN)
     return write_frame(ws, opcode, false, data, len);
   ws->scratch.len = 0;
@@ -284,6 +292,12 @@ static void set_timer(WebSocketObject *ws, int kind, double seconds) {
   http_stream_set_timer(ws->stream, ms ? ms : 1);
 }
 
+static void arm_trim(WebSocketObject *ws, size_t len) {
+  if (len > TRIM_AFTER_LEN && ws->server->ws_ping_interval <= 0 && ws->timer == WT_NONE &&
+      ws->stream && !ws->close_sent)
+    set_timer(ws, WT_TRIM, TRIM_DELAY_S);
+}
+
 /* The app sent websocket.close, or returned: the close frame, then wait
  * (a while) for the peer's reply. */
 static void start_close(WebSocketObject *ws, int code, const char *reason, size_t rlen) {
@@ -327,6 +341,7 @@ static int on_event(WebSocketObject *ws, ws_event ev) {
         ev == WS_EV_TEXT
             ? PyUnicode_DecodeUTF8((const char *)p->msg.base, (Py_ssize_t)p->msg.len, NULL)
             : PyBytes_FromStringAndSize((const char *)p->msg.base, (Py_ssize_t)p->msg.len);
+    arm_trim(ws, p->msg.len);
     ws_parser_message_taken(p);
     PyObject *msg = message2(W.receive, ev == WS_EV_TEXT ? W.text : W.bytes, data);
     int rc = msg ? deliver(ws, msg) : -1;
@@ -408,7 +423,7 @@ static void stream_on_timer(http_stream *st) {
   switch (kind) {
   case WT_PING:
     if (!ws->close_sent) {
-      http_stream_trim(ws->stream);
+      http_stream_trim(st);
       ws->ping_payload = next_random();
       ws->ping_pending = 1;
       write_frame(ws, WS_OP_PING, false, &ws->ping_payload, 4);
@@ -421,6 +436,9 @@ static void stream_on_timer(http_stream *st) {
   case WT_PONG:
     asgi_log(s, LOG_INFO, "%s: WebSocket keepalive ping timeout", ws->log_prefix);
     fail_connection(ws, WS_CLOSE_INTERNAL_ERROR, "keepalive ping timeout");
+    break;
+  case WT_TRIM:
+    http_stream_trim(st);
     break;
   case WT_CLOSE: /* no close reply in time */
     ASSERT_CALLER_HOLDS_STREAM(ws);

@@ -179,7 +179,7 @@ done:
   return plan;
 }
 
-long extremap_free_pages(const extremap_plan *plan, int memfd, char *err, size_t errlen) {
+long extremap_free_pages(const extremap_plan *plan, int memfd) {
   long freed = 0;
   size_t ps = plan->page;
   for (size_t p = 0; p < plan->npages;) {
@@ -194,7 +194,7 @@ long extremap_free_pages(const extremap_plan *plan, int memfd, char *err, size_t
     if ((off_t)(p * ps) + len > plan->size)
       len = plan->size - (off_t)(p * ps);
     if (fallocate(memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(p * ps), len) != 0)
-      return fail(err, errlen, "fallocate: %s", strerror(errno));
+      return errno > 0 ? -errno : -EIO;
     freed += (long)len;
     p = q;
   }
@@ -210,7 +210,9 @@ void extremap_plan_free(extremap_plan *plan) {
 long extremap_to_file(const char *path, int memfd, int file_fd, uint64_t file_offset, char *err,
                       size_t errlen) {
   extremap_plan *plan = extremap_remap(path, memfd, file_fd, file_offset, err, errlen);
-  long freed = plan ? extremap_free_pages(plan, memfd, err, errlen) : -1;
+  if (!plan)
+    return -1;
+  long freed = extremap_free_pages(plan, memfd);
   extremap_plan_free(plan);
-  return freed;
+  return freed < 0 ? fail(err, errlen, "fallocate: %s", strerror((int)-freed)) : freed;
 }

@@ -41,11 +41,12 @@ long extremap_to_file(const char *path, int memfd, int file_fd, uint64_t file_of
  * whether the memfd's pages may go (host/archfs_libc.h): the remapping,
  * which gives the pages to free (NULL with a message in err: the object
  * is left on its memfd, intact), then their freeing, which neither
- * allocates nor takes a lock. */
+ * allocates nor takes a lock (nor formats a message): the bytes freed, or
+ * -errno. */
 typedef struct extremap_plan extremap_plan;
 extremap_plan *extremap_remap(const char *path, int memfd, int file_fd, uint64_t file_offset,
                               char *err, size_t errlen);
-long extremap_free_pages(const extremap_plan *plan, int memfd, char *err, size_t errlen);
+long extremap_free_pages(const extremap_plan *plan, int memfd);
 void extremap_plan_free(extremap_plan *plan);
 
 #endif

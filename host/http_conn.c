@@ -508,10 +508,12 @@ static void conn_close_graceful(http_conn *c) {
 static void on_timer(uv_timer_t *t) {
   http_conn *c = t->data;
   if (c->timer_mode == TIMER_IDLE_TRIM) { /* still idle: trim, then the rest of keep-alive */
-    assert(c->srv->cfg.keep_alive_timeout_ms > IDLE_TRIM_MS);
+    uint64_t keep_alive = c->srv->cfg.keep_alive_timeout_ms;
+    assert(keep_alive == 0 || keep_alive > IDLE_TRIM_MS);
     conn_trim_idle(c);
     c->timer_mode = TIMER_IDLE;
-    uv_timer_start(&c->timer, on_timer, c->srv->cfg.keep_alive_timeout_ms - IDLE_TRIM_MS, 0);
+    if (keep_alive) /* else idle for as long as the client likes */
+      uv_timer_start(&c->timer, on_timer, keep_alive - IDLE_TRIM_MS, 0);
     return;
   }
   if (c->timer_mode == TIMER_STREAM) {
@@ -761,7 +763,7 @@ static void conn_update(http_conn *c) {
     conn_timer(c, TIMER_HEAD, cfg->header_timeout_ms);
   else if (!c->req_active && out_idle && !conn_has_input(c)) {
     if (c->timer_mode != TIMER_IDLE_TRIM && c->timer_mode != TIMER_IDLE) {
-      if (cfg->keep_alive_timeout_ms > IDLE_TRIM_MS)
+      if (cfg->keep_alive_timeout_ms == 0 || cfg->keep_alive_timeout_ms > IDLE_TRIM_MS)
         conn_timer(c, TIMER_IDLE_TRIM, IDLE_TRIM_MS);
       else /* closed soon enough */
         conn_timer(c, TIMER_IDLE, cfg->keep_alive_timeout_ms);

@@ -157,13 +157,11 @@ static PyObject *native_path(const zipindex_entry *e) {
 typedef struct copy_pages {
   const extremap_plan *plan;
   int memfd;
-  char *err;
-  size_t errlen;
 } copy_pages;
 
 static long free_copy_pages(void *arg) {
   const copy_pages *c = arg;
-  return extremap_free_pages(c->plan, c->memfd, c->err, c->errlen);
+  return extremap_free_pages(c->plan, c->memfd);
 }
 
 /* Once the loader has loaded a stored member from its memfd copy, maps the
@@ -191,9 +189,11 @@ static void release_native_copy(const zipindex_entry *e, PyObject *path) {
   long freed = -1;
   int released = 0, remapped = plan != NULL;
   if (plan) {
-    copy_pages pages = {plan, memfd, err, sizeof(err)};
+    copy_pages pages = {plan, memfd};
     released = archfs_code_release(e, free_copy_pages, &pages, &freed);
     extremap_plan_free(plan);
+    if (released > 0 && freed < 0)
+      snprintf(err, sizeof(err), "fallocate: %s", strerror((int)-freed));
   }
   if (!extload_debug)
     return;

@@ -370,17 +370,20 @@ def test_tls_on_a_unix_socket(appbin, certs, tmp_path):
     server.wait_log(f"running on unix socket {path}")
 
 
-def test_idle_keep_alive_connections_keep_no_response_sized_buffer(appbin, certs, appbin_host):
+@pytest.mark.parametrize("keep_alive", [[], ["--timeout-keep-alive", "0"]], ids=["5s", "none"])
+def test_idle_keep_alive_connections_keep_no_response_sized_buffer(appbin, certs, appbin_host,
+                                                                   keep_alive):
     """Keep-alive connections that each got a response of 900 KB (under
     the 1 MB a buffer that grew for one response may keep while busy),
     read through a small receive window: once idle, none keeps a buffer of
     that size (before: the plaintext, the ciphertext and the one written
-    last, 1.9 MB an idle connection; 100 of them held 190 MB). Plain HTTP
+    last, 1.9 MB an idle connection; 100 of them held 190 MB), also where
+    idle connections never time out (--timeout-keep-alive 0). Plain HTTP
     keeps output in its buffers only where the kernel's send buffer is
     full, which loopback's autotuning (4 MB) does not let a test arrange."""
     if b"__asan_init" in appbin_host.read_bytes():
         pytest.skip("a sanitizer build keeps freed memory in quarantine")
-    server = appbin(*tls_args(certs), "--no-access-log", app=RAW_APP)
+    server = appbin(*tls_args(certs), "--no-access-log", *keep_alive, app=RAW_APP)
     body = os.urandom(900 * 1024)
     request = (b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body)) + body
     ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
