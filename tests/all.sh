@@ -111,7 +111,8 @@ for v in "${asan_versions[@]}"; do
     tests/e2e/test_host_importer.py tests/e2e/test_server_http11.py tests/e2e/test_server_asgi.py \
     tests/e2e/test_server_tasks.py tests/e2e/test_http_layer.py tests/e2e/test_server_hardening.py \
     tests/e2e/test_server_ops.py tests/e2e/test_archfs.py tests/e2e/test_codecache.py \
-    tests/e2e/test_pid1.py tests/e2e/test_server_tls.py tests/e2e/test_startup.py
+    tests/e2e/test_pid1.py tests/e2e/test_server_tls.py tests/e2e/test_startup.py \
+    tests/e2e/test_websocket.py
 done
 # Real packages whose C libraries open data files by path through archfs
 # (libxml2's XSL files for lxml's isoschematron, FreeType's fonts for pillow
