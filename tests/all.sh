@@ -103,7 +103,7 @@ for v in "${versions[@]}"; do
 done
 # The C-heavy paths again on the sanitizer build: importer, HTTP, ASGI and
 # its eager task steps, the access log, env file and metrics endpoint, the
-# code cache, the init of PID 1, TLS, start-up (its copying thread).
+# code cache, the init of PID 1, TLS, start-up (its copying thread), WebSockets.
 for v in "${asan_versions[@]}"; do
   step "end-to-end tests on the ASan host (Python $v)" env APPBIN_BUILD_DIR="$(host_dir build-asan "$v")" \
     APPBIN_HTTP_TEST_SERVER="$top/build-asan/tests/unit/http-test-server" \
