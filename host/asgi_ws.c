@@ -237,9 +237,9 @@ static int write_frame(WebSocketObject *ws, int opcode, bool rsv1, const void *d
   return http_stream_write(ws->stream, hdr, hl, data, len);
 }
 
-/* A data message, compressed when permessage-deflate was negotiated. */
 static void arm_trim(WebSocketObject *ws, size_t len);
 
+/* A data message, compressed when permessage-deflate was negotiated. */
 static int write_message(WebSocketObject *ws, int opcode, const void *data, size_t len) {
   arm_trim(ws, len);
   if (!ws->deflate || len < COMPRESS_MIN)
