@@ -388,7 +388,7 @@ def test_a_fork_while_copies_are_made_loads_them_in_both(app_bin, appbin_host, d
         # GCC 12's libasan does not hold its allocator's locks across fork():
         # a child forked while the copying thread is inside malloc (its
         # strdup) inherits a size class's lock held and waits on it forever
-        # (seen in CI, and here 2 runs in 450: the child's threads in futex
+        # (seen in CI, and here 2 runs in 281: the child's threads in futex
         # on an address of libasan's allocator). glibc's fork takes its own
         # malloc's locks, so release hosts are not affected.
         pytest.skip("libasan (GCC 12) can deadlock a child forked while another thread allocates")
