@@ -206,13 +206,3 @@ void extremap_plan_free(extremap_plan *plan) {
     free(plan->keep);
   free(plan);
 }
-
-long extremap_to_file(const char *path, int memfd, int file_fd, uint64_t file_offset, char *err,
-                      size_t errlen) {
-  extremap_plan *plan = extremap_remap(path, memfd, file_fd, file_offset, err, errlen);
-  if (!plan)
-    return -1;
-  long freed = extremap_free_pages(plan, memfd);
-  extremap_plan_free(plan);
-  return freed < 0 ? fail(err, errlen, "fallocate: %s", strerror((int)-freed)) : freed;
-}

@@ -28,24 +28,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Remaps the pages of the object loaded from `memfd` (by the name `path`,
- * as given to dlopen) that are still backed by it from `file_fd` at
- * `file_offset` (page-aligned: where the memfd's byte 0 is in that file; the
- * bytes must be the same), then frees the memfd's other pages. Returns the
- * bytes of shared memory freed, or -1 with a message in err (the object is
- * then left on its memfd, intact). */
-long extremap_to_file(const char *path, int memfd, int file_fd, uint64_t file_offset, char *err,
-                      size_t errlen);
-
-/* extremap_to_file in two steps, for a caller that must decide under a lock
- * whether the memfd's pages may go (host/archfs_libc.h): the remapping,
- * which gives the pages to free (NULL with a message in err: the object
- * is left on its memfd, intact), then their freeing, which neither
- * allocates nor takes a lock (nor formats a message): the bytes freed, or
- * -errno. */
+/* In two steps, so that a caller can decide under a lock whether the
+ * memfd's pages may go (host/archfs_libc.h). First the remapping: the
+ * pages of the object loaded from `memfd` (by the name `path`, as given to
+ * dlopen) that are still backed by it are mapped from `file_fd` at
+ * `file_offset` (page-aligned: where the memfd's byte 0 is in that file;
+ * the bytes must be the same). Returns the memfd's pages to free, or NULL
+ * with a message in err (the object is then left on its memfd, intact). */
 typedef struct extremap_plan extremap_plan;
 extremap_plan *extremap_remap(const char *path, int memfd, int file_fd, uint64_t file_offset,
                               char *err, size_t errlen);
+/* Then their freeing, which neither allocates nor takes a lock (nor
+ * formats a message): the bytes of shared memory freed, or -errno. */
 long extremap_free_pages(const extremap_plan *plan, int memfd);
 void extremap_plan_free(extremap_plan *plan);
 

@@ -105,9 +105,13 @@ static void test_remap(void) {
   char err[256] = "";
   struct stat before, after;
   fstat(l.memfd, &before);
-  long freed = extremap_to_file(l.path, l.memfd, fd, 8192, err, sizeof(err));
-  if (!CHECK(freed > 0))
+  extremap_plan *plan = extremap_remap(l.path, l.memfd, fd, 8192, err, sizeof(err));
+  if (!CHECK(plan != NULL))
     fprintf(stderr, "  err: %s\n", err);
+  long freed = plan ? extremap_free_pages(plan, l.memfd) : -1;
+  extremap_plan_free(plan);
+  if (!CHECK(freed > 0))
+    fprintf(stderr, "  freed: %ld\n", freed);
   fstat(l.memfd, &after);
   CHECK_EQ_INT(after.st_size, before.st_size); /* the path still names the object */
   CHECK(after.st_blocks < before.st_blocks);
@@ -144,7 +148,7 @@ static void test_unaligned_offset_is_refused(void) {
   uint32_t sum = l.sum();
   int fd = container("unaligned", 100);
   char err[256] = "";
-  CHECK_EQ_INT(extremap_to_file(l.path, l.memfd, fd, 100, err, sizeof(err)), -1);
+  CHECK(extremap_remap(l.path, l.memfd, fd, 100, err, sizeof(err)) == NULL);
   CHECK_CONTAINS(err, "aligned");
   CHECK(memfd_mappings(l.memfd, 1) > 0);
   CHECK_EQ_INT(l.sum(), sum);
@@ -160,7 +164,7 @@ static void test_not_loaded(void) {
   snprintf(path, sizeof(path), "/proc/self/fd/%d", memfd);
   struct stat before, after;
   fstat(memfd, &before);
-  CHECK_EQ_INT(extremap_to_file(path, memfd, fd, 4096, err, sizeof(err)), -1);
+  CHECK(extremap_remap(path, memfd, fd, 4096, err, sizeof(err)) == NULL);
   CHECK_CONTAINS(err, "not loaded");
   fstat(memfd, &after);
   CHECK_EQ_INT(after.st_blocks, before.st_blocks);
