@@ -84,6 +84,8 @@ int codecache_open(codecache *cc, const void *data, size_t len, char *err, size_
       return -1;
     }
     previous = e.hash;
+    cc->regex_count +=
+        e.start == CODECACHE_START_REGEX_STR || e.start == CODECACHE_START_REGEX_BYTES;
   }
   return 0;
 }

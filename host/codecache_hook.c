@@ -53,6 +53,7 @@ static struct {
   int recording;           /* inside a recording compile: nested calls go to CPython */
   PyObject *anon_filename; /* "<string>", PyRun_StringFlags' filename */
   unsigned long hits, misses, recorded;
+  unsigned long regex_hits, regex_misses;
 } g = {.record_fd = -1};
 
 /* The warnings CPython's parser and compiler issued in this thread: a
@@ -353,8 +354,115 @@ PyObject *__wrap_Py_CompileStringObject(const char *str, PyObject *filename, int
   return __real_Py_CompileStringObject(str, filename, start, flags, optimize);
 }
 
+/* ---- regular expressions ------------------------------------------------------ */
+
+#define SRE_FLAG_DEBUG 128 /* re.DEBUG: compile() prints the code, never cached */
+
+/* _sre.compile(pattern, *args) for the arguments the cache holds for
+ * re._compiler.compile(pattern, flags); NULL without an exception when it
+ * holds none (or the call is not one it answers: a str or bytes subclass, a
+ * flags object that is not an int, re.DEBUG). */
+static PyObject *cached_regex(PyObject *sre_compile, PyObject *pattern, PyObject *flags_obj) {
+  if (g.state != CC_ON || !appbin_in_main_interpreter())
+    return NULL;
+  long flags = 0;
+  if (flags_obj) {
+    int overflow;
+    if (!PyLong_CheckExact(flags_obj))
+      return NULL;
+    flags = PyLong_AsLongAndOverflow(flags_obj, &overflow);
+    if (overflow || flags < INT32_MIN || flags > INT32_MAX) /* cannot fail: an exact int */
+      return NULL;
+  }
+  if (flags & SRE_FLAG_DEBUG)
+    return NULL;
+  codecache_key key = {.filename = "", .flags = (int32_t)flags};
+  if (PyUnicode_CheckExact(pattern)) {
+    Py_ssize_t n;
+    if (!(key.source = PyUnicode_AsUTF8AndSize(pattern, &n))) {
+      PyErr_Clear(); /* lone surrogates: CPython parses it */
+      return NULL;
+    }
+    key.source_len = (size_t)n;
+    key.start = CODECACHE_START_REGEX_STR;
+  } else if (PyBytes_CheckExact(pattern)) {
+    key.source = PyBytes_AS_STRING(pattern);
+    key.source_len = (size_t)PyBytes_GET_SIZE(pattern);
+    key.start = CODECACHE_START_REGEX_BYTES;
+  } else {
+    return NULL;
+  }
+  size_t len;
+  const uint8_t *data =
+      codecache_find(&g.cc, &key, codecache_hash(key.source, key.source_len), &len);
+  if (!data || len > PY_SSIZE_T_MAX) {
+    g.regex_misses++;
+    return NULL;
+  }
+  PyObject *parsed = PyMarshal_ReadObjectFromString((const char *)data, (Py_ssize_t)len);
+  if (!parsed || !PyTuple_CheckExact(parsed) || PyTuple_GET_SIZE(parsed) != 5) {
+    Py_XDECREF(parsed); /* the member's digest matched: a packer's bug */
+    PyErr_Clear();
+    cache_unusable("a regular expression's entry does not unmarshal");
+    return NULL;
+  }
+  PyObject *args[6] = {pattern};
+  for (Py_ssize_t i = 0; i < 5; i++)
+    args[i + 1] = PyTuple_GET_ITEM(parsed, i);
+  PyObject *compiled = PyObject_Vectorcall(sre_compile, args, 6, NULL);
+  Py_DECREF(parsed);
+  if (compiled)
+    g.regex_hits++;
+  return compiled;
+}
+
+/* re._compiler.compile(p, flags=0) in front of CPython's; self is the tuple
+ * (CPython's compile, _sre.compile). */
+static PyObject *regex_compile(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames) {
+  assert(PyTuple_CheckExact(self) && PyTuple_GET_SIZE(self) == 2);
+  if (!kwnames && (nargs == 1 || nargs == 2)) {
+    PyObject *compiled =
+        cached_regex(PyTuple_GET_ITEM(self, 1), args[0], nargs == 2 ? args[1] : NULL);
+    if (compiled || PyErr_Occurred())
+      return compiled;
+  }
+  return PyObject_Vectorcall(PyTuple_GET_ITEM(self, 0), args, (size_t)nargs, kwnames);
+}
+
+static PyMethodDef regex_compile_def = {
+    "compile", (PyCFunction)(void (*)(void))regex_compile, METH_FASTCALL | METH_KEYWORDS,
+    "compile(p, flags=0)\n--\n\n"
+    "re's compile, answered from app.bin's cache for the patterns start-up compiled "
+    "when the packer ran it (CPython's compile is __self__[0])."};
+
+int codecache_hook_wrap_regex_compiler(PyObject *module) {
+  if (g.state == CC_UNLOADED)
+    load();
+  if (g.state != CC_ON || g.cc.regex_count == 0 || !appbin_in_main_interpreter())
+    return 0;
+  PyObject *dict = PyModule_GetDict(module);
+  PyObject *compile = dict ? PyDict_GetItemString(dict, "compile") : NULL; /* borrowed */
+  if (!compile || !PyFunction_Check(compile))
+    return 0; /* not the compile() the cache was made for */
+  PyObject *sre = PyImport_ImportModule("_sre");
+  PyObject *sre_compile = sre ? PyObject_GetAttrString(sre, "compile") : NULL;
+  Py_XDECREF(sre);
+  PyObject *self = sre_compile ? PyTuple_Pack(2, compile, sre_compile) : NULL;
+  Py_XDECREF(sre_compile);
+  PyObject *name = self ? PyModule_GetNameObject(module) : NULL;
+  PyObject *wrapper = name ? PyCFunction_NewEx(&regex_compile_def, self, name) : NULL;
+  Py_XDECREF(name);
+  Py_XDECREF(self);
+  int rc = wrapper ? PyDict_SetItemString(dict, "compile", wrapper) : -1;
+  Py_XDECREF(wrapper);
+  return rc;
+}
+
 PyObject *codecache_hook_info(void) {
   static const char *const states[] = {"unloaded", "off", "on", "record"};
-  return Py_BuildValue("{sssIsksksk}", "state", states[g.state], "entries", g.cc.count, "hits",
-                       g.hits, "misses", g.misses, "recorded", g.recorded);
+  return Py_BuildValue("{sssIsksksksIsksk}", "state", states[g.state], "entries", g.cc.count,
+                       "hits", g.hits, "misses", g.misses, "recorded", g.recorded, "regexes",
+                       g.cc.regex_count, "regex_hits", g.regex_hits, "regex_misses",
+                       g.regex_misses);
 }

@@ -45,8 +45,20 @@ void codecache_hook_setup(zipindex *zi, int python_mode);
 /* Whether this process records (interp.c then fixes the hash seed). */
 int codecache_hook_recording(void);
 
+/* Called by the importer once it ran re._compiler: puts the cache in front
+ * of its compile() (the module's global, which re._compile calls) when the
+ * cache holds regular expressions. A call the cache answers gets
+ * _sre.compile() of the recorded arguments: the same pattern object
+ * (same code, flags, groups) as CPython's parse would give; anything else
+ * goes to CPython's compile(). The packer's training run records the
+ * patterns in Python (packager/appbin_packer/codecache.py), keeping only
+ * those that compiled without a warning and whose recorded arguments give
+ * a pattern equal to CPython's. Returns 0, or -1 with an exception. */
+int codecache_hook_wrap_regex_compiler(PyObject *module);
+
 /* _appbin.code_cache_info(): {"state": "unloaded" | "off" | "on" |
- * "record", "entries", "hits", "misses", "recorded"} (counts of calls). */
+ * "record", "entries", "hits", "misses", "recorded", "regexes" (entries of
+ * regular expressions), "regex_hits", "regex_misses"} (counts of calls). */
 PyObject *codecache_hook_info(void);
 
 #endif

@@ -584,6 +584,9 @@ static int adopt_if_named(const modindex_module *m, PyObject *module) {
   return 0;
 }
 
+/* The module whose compile() the code cache answers for (codecache_hook.h). */
+#define REGEX_COMPILER "re._compiler"
+
 static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   (void)self;
   PyObject *spec = PyObject_GetAttrString(module, "__spec__");
@@ -618,6 +621,9 @@ static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
     return NULL;
   Py_DECREF(r);
   if (adopt_if_named(m, module) != 0)
+    return NULL;
+  if (m->name_len == strlen(REGEX_COMPILER) && memcmp(m->name, REGEX_COMPILER, m->name_len) == 0 &&
+      codecache_hook_wrap_regex_compiler(module) != 0)
     return NULL;
   Py_RETURN_NONE;
 }

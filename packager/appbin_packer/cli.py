@@ -56,7 +56,8 @@ def build_parser():
     parser.add_argument("--no-code-cache", action="store_false", dest="code_cache",
                         help="do not run the packed app.bin once to cache the code its "
                              "start-up compiles from strings (dataclasses, namedtuple, "
-                             "typing); that run imports the app, as a server's start-up does")
+                             "typing) and the regular expressions it compiles; that run "
+                             "imports the app, as a server's start-up does")
     parser.add_argument("--compression-level", type=int, metavar="N", dest="level",
                         help="zstd 1-22 (default 9), deflate 1-9 (default 6)")
     parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",

@@ -8,6 +8,13 @@ recording every exec()/eval()/compile() of a string it compiled without a
 warning (APPBIN_CODECACHE_RECORD, host/codecache_hook.h). The records become
 the member appbin/codecache; the file is then written again with it.
 
+The same run records the regular expressions start-up compiles: what
+re._compiler.compile parsed each pattern into (the arguments it hands
+_sre.compile), kept only when parsing warned about nothing and those
+arguments give a pattern equal to CPython's (same code, flags, groups).
+They become entries of the same member (host/codecache.h,
+CODECACHE_START_REGEX_*), which the host answers re's compile() from.
+
 A run that fails (the app's import needs a database, a variable...) still
 leaves what was recorded before the failure; the packer says so in one
 line and packs that. Entries whose filename or source name the app.bin's
@@ -35,6 +42,7 @@ _RECORD_MAGIC = b"APPBINCR"
 _RECORD = struct.Struct("<QiiiiIIIIII")    # hash, start, flags, feature version, optimize,
                                            # filename, source and code lengths,
                                            # PY_VERSION_HEX, optimisation level, 0
+REGEX_STR, REGEX_BYTES = -1, -2  # an entry's start for a regular expression
 _MAGIC = b"APPBINCC"
 _FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sIIIIQ")        # magic, version, PY_VERSION_HEX, level, count, 0
@@ -46,16 +54,49 @@ _ENTRY = struct.Struct("<QiiiiIIIIII")     # hash, start, flags, feature version
 # sys.argv as a server's. It ends with os._exit(0): neither the app's atexit
 # handlers nor its threads matter here, nor CPython's exit status after a
 # caught KeyboardInterrupt from exec()'d code.
+# Regular expressions are recorded by a compile() in front of re's, which
+# parses each new pattern again the way CPython's compile() does and keeps
+# the arguments for _sre.compile when the pattern they give is CPython's.
 _TRAINING = f"""\
-import importlib, os, sys
-spec, factory, native_out = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
+import importlib, marshal, os, sys
+spec, factory, native_out, regex_out = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4]
 sys.argv = [sys.executable]
+import re._compiler as _re_compiler, _sre, warnings
+_regex_compile, _regexes = _re_compiler.compile, {{}}
+def _recording_compile(p, flags=0):
+    compiled = _regex_compile(p, flags)
+    key = (type(p), p, flags)
+    if type(p) not in (str, bytes) or type(flags) is not int or \\
+            flags & _re_compiler.SRE_FLAG_DEBUG or key in _regexes:
+        return compiled
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            parsed = _re_compiler._parser.parse(p, flags)
+            code = [int(op) for op in _re_compiler._code(parsed, flags)]
+        groupindex = dict(parsed.state.groupdict)
+        indexgroup = [None] * parsed.state.groups
+        for name, i in groupindex.items():
+            indexgroup[i] = name
+        args = (int(flags | parsed.state.flags), code, parsed.state.groups - 1, groupindex,
+                tuple(indexgroup))
+        again = _sre.compile(p, *args)
+        if not caught and again == compiled and again.groups == compiled.groups and \\
+                again.groupindex == compiled.groupindex:
+            _regexes[key] = args
+    except Exception:
+        pass
+    return compiled
+_re_compiler.compile = _recording_compile
 for name in {RUNTIME_IMPORTS!r}:
     importlib.import_module(name)
 import _appbin, _appbin_runtime
 _appbin_runtime.load_app(spec, factory)
 with open(native_out, "w") as f:
     f.write(" ".join(_appbin.native_copies()))
+with open(regex_out, "wb") as f:
+    f.write(marshal.dumps((sys.hexversion, [(t is bytes, p, flags, args)
+                                            for (t, p, flags), args in _regexes.items()])))
 sys.stdout.flush()
 sys.stderr.flush()
 os._exit(0)
@@ -78,7 +119,7 @@ def train(app_bin, app, factory):
     """Runs app.bin's training import; returns a Training."""
     app_bin = os.path.realpath(app_bin)  # as the host names itself (/proc/self/exe)
     problems = []
-    data = b""
+    data = regexes = b""
     native = ()
     try:
         with tempfile.TemporaryDirectory(prefix="appbin-codecache-") as scratch:
@@ -87,29 +128,33 @@ def train(app_bin, app, factory):
             with open(record, "wb") as f:
                 f.write(_RECORD_MAGIC)
             native_out = os.path.join(scratch, "native")
-            problems += _run(app_bin, app, factory, scratch, record, native_out)
+            regex_out = os.path.join(scratch, "regexes")
+            problems += _run(app_bin, app, factory, scratch, record, native_out, regex_out)
             with open(record, "rb") as f:
                 data = f.read()
             if os.path.exists(native_out):
                 with open(native_out, encoding="utf-8") as f:
                     native = tuple(f.read().split())
+            if os.path.exists(regex_out):
+                with open(regex_out, "rb") as f:
+                    regexes = f.read()
     except OSError as e:
         problems.append(f"cannot run {app_bin}: {e.strerror or e}")
         scratch = None
-    member, entries, skipped = build_member(data, exclude=(app_bin, scratch))
+    member, entries, skipped = build_member(data, exclude=(app_bin, scratch), regexes=regexes)
     if skipped:
         problems.append(f"{skipped} damaged records left out")
     return Training(member, entries, problems, native)
 
 
-def _run(app_bin, app, factory, scratch, record, native_out):
+def _run(app_bin, app, factory, scratch, record, native_out, regex_out):
     """Runs the training import in its own session (whatever it leaves
     running is killed with it); returns the problems, one line each."""
     env = dict(os.environ, **{RECORD_ENV: record})
     out_path = os.path.join(scratch, "stderr")
     with open(out_path, "w+b") as err:
         proc = subprocess.Popen([app_bin, "python", "-I", "-c", _TRAINING, app,
-                                 "1" if factory else "0", native_out],
+                                 "1" if factory else "0", native_out, regex_out],
                                 cwd=scratch, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         try:
@@ -159,17 +204,54 @@ def read_records(data):
     return records
 
 
-def build_member(data, exclude=()):
-    """The appbin/codecache member for a record file's bytes: (bytes or
-    None, entry count, records left out as damaged). Only records of the
-    training process's own interpreter (its PY_VERSION_HEX, level 0) are
-    kept; records naming a path in `exclude` are left out; each code object
-    is marshalled again canonically (pyc.py), so that the member does not
-    depend on the training process's state."""
+def source_hash(data):
+    """host/codecache.c's codecache_hash of `data` (bytes)."""
+    mask, mul = (1 << 64) - 1, 0x9E3779B97F4A7C15
+    h = 0x243F6A8885A308D3 ^ len(data)
+    whole = len(data) - len(data) % 8
+    for (word,) in struct.iter_unpack("<Q", data[:whole]):
+        h = ((h ^ word) * mul) & mask
+        h ^= h >> 29
+    h = ((h ^ int.from_bytes(data[whole:], "little")) * mul) & mask
+    return h ^ (h >> 32)
+
+
+def regex_entries(data):
+    """(PY_VERSION_HEX, {key: marshalled arguments}) for the training run's
+    regular expressions (marshal of (sys.hexversion, [(is_bytes, pattern,
+    flags, args)])); key as read_records' with start
+    CODECACHE_START_REGEX_STR or _BYTES."""
+    if not data:
+        return 0, {}
+    version, regexes = marshal.loads(data)
+    entries = {}
+    for is_bytes, pattern, flags, args in regexes:
+        try:
+            source = pattern if is_bytes else pattern.encode("utf-8")
+        except UnicodeEncodeError:
+            continue  # lone surrogates: the host does not look such a pattern up
+        key = (source_hash(source), REGEX_BYTES if is_bytes else REGEX_STR, flags, 0, 0, b"",
+               source)
+        entries[key] = canonical_marshal(marshal.dumps(args))
+    return version, entries
+
+
+def build_member(data, exclude=(), regexes=b""):
+    """The appbin/codecache member for a record file's bytes and the
+    training run's regular expressions: (bytes or None, entry count, records
+    left out as damaged). Only records of the training process's own
+    interpreter (its PY_VERSION_HEX, level 0) are kept; records naming a
+    path in `exclude` are left out; each code object is marshalled again
+    canonically (pyc.py), so that the member does not depend on the
+    training process's state."""
     records = read_records(data)
     unique, skipped = {}, 0
     markers = [os.fsencode(path) for path in exclude if path]
-    version = records[0][2] if records else 0
+    try:
+        regex_version, regex_keys = regex_entries(regexes)
+    except (EOFError, ValueError, TypeError, RuntimeError, IndexError, struct.error):
+        regex_version, regex_keys, skipped = 0, {}, 1
+    version = records[0][2] if records else regex_version
     for key, code, record_version, level in records:
         if record_version != version or level != 0 or key in unique or \
                 any(m in key[5] or m in key[6] for m in markers):
@@ -179,6 +261,9 @@ def build_member(data, exclude=()):
                 marshal.loads(code))))
         except (EOFError, ValueError, TypeError, RuntimeError, IndexError, struct.error):
             skipped += 1
+    if regex_version == version:
+        unique.update((key, args) for key, args in regex_keys.items()
+                      if not any(m in key[6] for m in markers))
     if not unique:
         return None, 0, skipped
     keys = sorted(unique)

@@ -123,7 +123,8 @@ def read_cache(app_bin):
         text = [data[off:off + n] for off, n in zip(spans[::2], spans[1::2])]
         entries.append({"hash": h, "start": start, "flags": flags, "feature": feature,
                         "optimize": optimize, "filename": text[0].decode(),
-                        "source": text[1].decode(), "code": text[2]})
+                        "source": text[1].decode("utf-8", "surrogateescape"),
+                        "code": text[2]})
     return (magic, version, python, level, reserved), entries
 
 
@@ -168,7 +169,88 @@ def test_start_up_is_answered_from_the_cache(probe_bins):
     plain = run([probe_bins[1], "python", "-c", IMPORT_INFO], env=clean_env())
     assert plain.returncode == 0, describe(plain)
     assert json.loads(plain.stdout) == {"state": "off", "entries": 0, "hits": 0, "misses": 0,
-                                        "recorded": 0}
+                                        "recorded": 0, "regexes": 0, "regex_hits": 0,
+                                        "regex_misses": 0}
+
+
+REGEX_START = {str: -1, bytes: -2}  # host/codecache.h: CODECACHE_START_REGEX_*
+
+# The probe's regular expressions as re.compile() gives them after the
+# probe's import (re keeps them), and what they match; in app.bin, also
+# whether each is CPython's own pattern (== compares the engine's code).
+REGEX_OBSERVE = """\
+import json, re
+import codecache_probe.app
+from codecache_probe.sources import REGEXES, REGEX_SUBJECTS
+out = []
+for pattern, flags in REGEXES + [("(?P<only>in the test)+", 0)]:
+    p = re.compile(pattern, flags)
+    subject = REGEX_SUBJECTS[type(pattern)]
+    out.append([repr(p), p.flags, p.groups, dict(p.groupindex), p.findall(subject),
+                [m.groupdict() for m in p.finditer(subject)], p.sub(pattern[:0], subject)])
+try:
+    import _appbin
+    cpython = getattr(re._compiler.compile, "__self__", [re._compiler.compile])[0]
+    out.append([cpython(pattern, flags) == re.compile(pattern, flags)
+                for pattern, flags in REGEXES])
+    out.append(_appbin.code_cache_info())
+except ImportError:
+    pass
+print(json.dumps(out, default=repr))
+"""
+
+
+def test_the_cache_holds_the_regular_expressions_start_up_compiled(probe_bins):
+    _, entries = read_cache(probe_bins[0])
+    regexes = {(e["source"], e["start"], e["flags"]): e for e in entries if e["start"] < 0}
+    src = sources()
+    for pattern, flags in src["REGEXES"]:
+        text = pattern.decode() if isinstance(pattern, bytes) else pattern
+        entry = regexes.pop((text, REGEX_START[type(pattern)], flags))
+        assert (entry["filename"], entry["feature"], entry["optimize"]) == ("", 0, 0)
+    # the runtime's own imports compile the rest; a pattern that warns is left out
+    assert all(not e["source"].startswith(src["REGEX_WARNS"]) for e in regexes.values())
+    assert src["REGEX_WARNS"] not in {e["source"] for e in entries}
+
+
+def test_cached_regular_expressions_are_cpythons(probe_bins, probe_venv):
+    """The venv's python, app.bin with the cache and without it give the
+    same patterns for the probe's regular expressions (and for one only the
+    test compiles); in app.bin each is the pattern CPython's compile()
+    gives, answered from the cache."""
+    outputs = []
+    for argv in ([probe_venv / "bin" / "python"], [probe_bins[0], "python"],
+                 [probe_bins[1], "python"]):
+        result = run([*argv, "-c", REGEX_OBSERVE], env=clean_env())
+        assert result.returncode == 0, describe(result)
+        outputs.append(json.loads(result.stdout))
+    n = len(sources()["REGEXES"])
+    cached_info, cached_same = outputs[1].pop(), outputs[1].pop()
+    plain_info, plain_same = outputs[2].pop(), outputs[2].pop()
+    assert outputs[1] == outputs[0]
+    assert outputs[2] == outputs[0]
+    assert cached_same == plain_same == [True] * n
+    assert cached_info["regex_hits"] >= n and cached_info["regex_misses"] >= 1, cached_info
+    assert cached_info["regexes"] > n, cached_info  # the runtime's imports' too
+    assert (plain_info["regexes"], plain_info["regex_hits"]) == (0, 0), plain_info
+    assert outputs[0][1][3] == {"key": 1, "value": 2}
+    assert outputs[0][0][4] == [["2024", "05", "06"], ["1999", "12", ""]]
+
+
+def test_a_regular_expression_that_warns_warns_every_time(probe_bins, probe_venv):
+    code = ("import re, warnings, codecache_probe.app\n"
+            "from codecache_probe.sources import REGEX_WARNS\n"
+            "warnings.simplefilter('error')\n"
+            "re.purge()\n"
+            "try:\n    re.compile(REGEX_WARNS)\n"
+            "except FutureWarning as e:\n    print(type(e).__name__, e)\n")
+    venv = run([probe_venv / "bin" / "python", "-c", code], env=clean_env())
+    assert venv.returncode == 0, describe(venv)
+    assert venv.stdout.startswith("FutureWarning Possible nested set")
+    for app_bin in probe_bins:
+        result = run([app_bin, "python", "-c", code], env=clean_env())
+        assert result.returncode == 0, describe(result)
+        assert result.stdout == venv.stdout
 
 
 def test_cached_code_objects_have_their_tuples_untracked(probe_bins):
