@@ -110,7 +110,11 @@ extremap_plan *extremap_remap(const char *path, int memfd, int file_fd, uint64_t
   int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
   uint64_t *flags = NULL;
   long rc = 0;
-  if (!plan || !keep || pagemap < 0) {
+  if (!plan || !keep) {
+    rc = fail(err, errlen, "out of memory");
+    goto done;
+  }
+  if (pagemap < 0) {
     rc = fail(err, errlen, "cannot read /proc/self/pagemap");
     goto done;
   }
