@@ -357,6 +357,7 @@ PyObject *__wrap_Py_CompileStringObject(const char *str, PyObject *filename, int
 /* ---- regular expressions ------------------------------------------------------ */
 
 #define SRE_FLAG_DEBUG 128 /* re.DEBUG: compile() prints the code, never cached */
+#define REGEX_MAX_ARGS 8   /* of _sre.compile, the pattern included (3.11-3.14: 6) */
 
 /* _sre.compile(pattern, *args) for the arguments the cache holds for
  * re._compiler.compile(pattern, flags); NULL without an exception when it
@@ -400,16 +401,17 @@ static PyObject *cached_regex(PyObject *sre_compile, PyObject *pattern, PyObject
     return NULL;
   }
   PyObject *parsed = PyMarshal_ReadObjectFromString((const char *)data, (Py_ssize_t)len);
-  if (!parsed || !PyTuple_CheckExact(parsed) || PyTuple_GET_SIZE(parsed) != 5) {
+  PyObject *args[REGEX_MAX_ARGS] = {pattern};
+  Py_ssize_t n = parsed && PyTuple_CheckExact(parsed) ? PyTuple_GET_SIZE(parsed) : 0;
+  if (n < 1 || n >= REGEX_MAX_ARGS) {
     Py_XDECREF(parsed); /* the member's digest matched: a packer's bug */
     PyErr_Clear();
     cache_unusable("a regular expression's entry does not unmarshal");
     return NULL;
   }
-  PyObject *args[6] = {pattern};
-  for (Py_ssize_t i = 0; i < 5; i++)
+  for (Py_ssize_t i = 0; i < n; i++)
     args[i + 1] = PyTuple_GET_ITEM(parsed, i);
-  PyObject *compiled = PyObject_Vectorcall(sre_compile, args, 6, NULL);
+  PyObject *compiled = PyObject_Vectorcall(sre_compile, args, (size_t)n + 1, NULL);
   Py_DECREF(parsed);
   if (compiled)
     g.regex_hits++;
@@ -436,27 +438,31 @@ static PyMethodDef regex_compile_def = {
     "re's compile, answered from app.bin's cache for the patterns start-up compiled "
     "when the packer ran it (CPython's compile is __self__[0])."};
 
-int codecache_hook_wrap_regex_compiler(PyObject *module) {
+void codecache_hook_wrap_regex_compiler(PyObject *module) {
   if (g.state == CC_UNLOADED)
     load();
   if (g.state != CC_ON || g.cc.regex_count == 0 || !appbin_in_main_interpreter())
-    return 0;
-  PyObject *dict = PyModule_GetDict(module);
-  PyObject *compile = dict ? PyDict_GetItemString(dict, "compile") : NULL; /* borrowed */
-  if (!compile || !PyFunction_Check(compile))
-    return 0; /* not the compile() the cache was made for */
-  PyObject *sre = PyImport_ImportModule("_sre");
-  PyObject *sre_compile = sre ? PyObject_GetAttrString(sre, "compile") : NULL;
-  Py_XDECREF(sre);
+    return;
+  /* CPython's compile() and the _sre it calls, as the module has them. */
+  PyObject *dict = PyModule_GetDict(module); /* borrowed, as are the next two */
+  PyObject *compile = PyDict_GetItemString(dict, "compile");
+  PyObject *sre = PyDict_GetItemString(dict, "_sre");
+  if (!compile || !PyFunction_Check(compile) || !sre || !PyModule_Check(sre))
+    return; /* not the compile() the cache was made for */
+  Py_INCREF(compile);
+  PyObject *sre_compile = PyObject_GetAttrString(sre, "compile");
   PyObject *self = sre_compile ? PyTuple_Pack(2, compile, sre_compile) : NULL;
+  Py_DECREF(compile);
   Py_XDECREF(sre_compile);
   PyObject *name = self ? PyModule_GetNameObject(module) : NULL;
   PyObject *wrapper = name ? PyCFunction_NewEx(&regex_compile_def, self, name) : NULL;
   Py_XDECREF(name);
   Py_XDECREF(self);
-  int rc = wrapper ? PyDict_SetItemString(dict, "compile", wrapper) : -1;
+  /* The cache only saves time: without it (out of memory here), CPython
+   * compiles every pattern. */
+  if (!wrapper || PyDict_SetItemString(dict, "compile", wrapper) != 0)
+    PyErr_Clear();
   Py_XDECREF(wrapper);
-  return rc;
 }
 
 PyObject *codecache_hook_info(void) {

@@ -38,7 +38,8 @@
 #define CODECACHE_RECORD_SIZE 48 /* a record's fixed part */
 
 /* Before the interpreter is configured: the archive holding the cache (its
- * member is read at the first compile of a string); `python_mode`: whether
+ * member is read at the first compile of a string, or when the importer
+ * runs re._compiler); `python_mode`: whether
  * this is `app.bin python`, the only mode that records. */
 void codecache_hook_setup(zipindex *zi, int python_mode);
 
@@ -51,10 +52,11 @@ int codecache_hook_recording(void);
  * _sre.compile() of the recorded arguments: the same pattern object
  * (same code, flags, groups) as CPython's parse would give; anything else
  * goes to CPython's compile(). The packer's training run records the
- * patterns in Python (packager/appbin_packer/codecache.py), keeping only
- * those that compiled without a warning and whose recorded arguments give
- * a pattern equal to CPython's. Returns 0, or -1 with an exception. */
-int codecache_hook_wrap_regex_compiler(PyObject *module);
+ * arguments its compile() handed _sre.compile (packager/appbin_packer/
+ * codecache.py), keeping only patterns that compiled without a warning
+ * and whose recorded arguments give a pattern equal to CPython's. Raises
+ * nothing: without the wrapper, CPython compiles every pattern. */
+void codecache_hook_wrap_regex_compiler(PyObject *module);
 
 /* _appbin.code_cache_info(): {"state": "unloaded" | "off" | "on" |
  * "record", "entries", "hits", "misses", "recorded", "regexes" (entries of

@@ -622,9 +622,8 @@ static PyObject *importer_exec_module(PyObject *self, PyObject *module) {
   Py_DECREF(r);
   if (adopt_if_named(m, module) != 0)
     return NULL;
-  if (m->name_len == strlen(REGEX_COMPILER) && memcmp(m->name, REGEX_COMPILER, m->name_len) == 0 &&
-      codecache_hook_wrap_regex_compiler(module) != 0)
-    return NULL;
+  if (m->name_len == strlen(REGEX_COMPILER) && memcmp(m->name, REGEX_COMPILER, m->name_len) == 0)
+    codecache_hook_wrap_regex_compiler(module);
   Py_RETURN_NONE;
 }
 

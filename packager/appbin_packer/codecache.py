@@ -9,7 +9,7 @@ warning (APPBIN_CODECACHE_RECORD, host/codecache_hook.h). The records become
 the member appbin/codecache; the file is then written again with it.
 
 The same run records the regular expressions start-up compiles: what
-re._compiler.compile parsed each pattern into (the arguments it hands
+re._compiler.compile parsed each pattern into (the arguments it handed
 _sre.compile), kept only when parsing warned about nothing and those
 arguments give a pattern equal to CPython's (same code, flags, groups).
 They become entries of the same member (host/codecache.h,
@@ -25,8 +25,10 @@ are marshalled again canonically, so the member is the same bytes at every
 pack of the same input.
 """
 
+import io
 import marshal
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -54,49 +56,74 @@ _ENTRY = struct.Struct("<QiiiiIIIIII")     # hash, start, flags, feature version
 # sys.argv as a server's. It ends with os._exit(0): neither the app's atexit
 # handlers nor its threads matter here, nor CPython's exit status after a
 # caught KeyboardInterrupt from exec()'d code.
-# Regular expressions are recorded by a compile() in front of re's, which
-# parses each new pattern again the way CPython's compile() does and keeps
-# the arguments for _sre.compile when the pattern they give is CPython's.
+# Regular expressions are recorded by a compile() in front of re's: while
+# CPython's compile() runs for a new pattern, re._compiler's _sre global is
+# a proxy that keeps the arguments handed to _sre.compile, and warnings.warn
+# counts the warnings parsing issued in that thread (then warns as before,
+# one frame up: its own). A pattern is kept when nothing warned and those
+# arguments (int subclasses made ints, for marshal) give a pattern equal to
+# CPython's; each goes to the file at once, so that a run which fails or is
+# killed later keeps what it recorded, as the host's records do.
 _TRAINING = f"""\
 import importlib, marshal, os, sys
 spec, factory, native_out, regex_out = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4]
 sys.argv = [sys.executable]
-import re._compiler as _re_compiler, _sre, warnings
-_regex_compile, _regexes = _re_compiler.compile, {{}}
+import re._compiler as _re_compiler, _sre, threading, warnings
+_regex_compile, _warn, _seen = _re_compiler.compile, warnings.warn, set()
+_state = threading.local()
+_regex_file = open(regex_out, "wb", buffering=0)
+_regex_file.write(marshal.dumps(sys.hexversion))
+class _SreCapture:
+    def __getattr__(self, name):
+        return getattr(_sre, name)
+    def compile(self, *args):
+        if getattr(_state, "active", False):
+            _state.args = args
+        return _sre.compile(*args)
+def _counting_warn(message, category=None, stacklevel=1, *args, **kwargs):
+    if getattr(_state, "active", False):
+        _state.warned = True
+    return _warn(message, category, stacklevel + 1, *args, **kwargs)
+def _plain(value):
+    if isinstance(value, int) and type(value) is not bool:
+        return int(value)
+    if type(value) in (list, tuple):
+        return type(value)(map(_plain, value))
+    if type(value) is dict:
+        return {{_plain(k): _plain(v) for k, v in value.items()}}
+    return value
 def _recording_compile(p, flags=0):
-    compiled = _regex_compile(p, flags)
     key = (type(p), p, flags)
     if type(p) not in (str, bytes) or type(flags) is not int or \\
-            flags & _re_compiler.SRE_FLAG_DEBUG or key in _regexes:
-        return compiled
+            flags & _re_compiler.SRE_FLAG_DEBUG or key in _seen or \\
+            getattr(_state, "active", False):
+        return _regex_compile(p, flags)
+    _seen.add(key)
+    _state.active, _state.args, _state.warned = True, None, False
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            parsed = _re_compiler._parser.parse(p, flags)
-            code = [int(op) for op in _re_compiler._code(parsed, flags)]
-        groupindex = dict(parsed.state.groupdict)
-        indexgroup = [None] * parsed.state.groups
-        for name, i in groupindex.items():
-            indexgroup[i] = name
-        args = (int(flags | parsed.state.flags), code, parsed.state.groups - 1, groupindex,
-                tuple(indexgroup))
-        again = _sre.compile(p, *args)
-        if not caught and again == compiled and again.groups == compiled.groups and \\
-                again.groupindex == compiled.groupindex:
-            _regexes[key] = args
+        compiled = _regex_compile(p, flags)
+    finally:
+        _state.active = False
+    args = _state.args
+    try:
+        if not _state.warned and args and args[0] is p:
+            args = _plain(args[1:])
+            again = _sre.compile(p, *args)
+            if again == compiled and again.groups == compiled.groups and \\
+                    again.groupindex == compiled.groupindex:
+                _regex_file.write(marshal.dumps((type(p) is bytes, p, flags, args)))
     except Exception:
         pass
     return compiled
+_re_compiler._sre = _SreCapture()
 _re_compiler.compile = _recording_compile
+warnings.warn = _counting_warn
 for name in {RUNTIME_IMPORTS!r}:
     importlib.import_module(name)
 import _appbin, _appbin_runtime
 _appbin_runtime.load_app(spec, factory)
 with open(native_out, "w") as f:
     f.write(" ".join(_appbin.native_copies()))
-with open(regex_out, "wb") as f:
-    f.write(marshal.dumps((sys.hexversion, [(t is bytes, p, flags, args)
-                                            for (t, p, flags), args in _regexes.items()])))
 sys.stdout.flush()
 sys.stderr.flush()
 os._exit(0)
@@ -218,14 +245,21 @@ def source_hash(data):
 
 def regex_entries(data):
     """(PY_VERSION_HEX, {key: marshalled arguments}) for the training run's
-    regular expressions (marshal of (sys.hexversion, [(is_bytes, pattern,
-    flags, args)])); key as read_records' with start
+    regular expressions file: marshal of sys.hexversion, then one of
+    (is_bytes, pattern, flags, args) per pattern; a record cut short (a
+    killed run) ends it. key as read_records' with start
     CODECACHE_START_REGEX_STR or _BYTES."""
-    if not data:
+    stream = io.BytesIO(data)
+    try:
+        version = marshal.load(stream)
+    except (EOFError, ValueError, TypeError):
         return 0, {}
-    version, regexes = marshal.loads(data)
     entries = {}
-    for is_bytes, pattern, flags, args in regexes:
+    while stream.tell() < len(data):
+        try:
+            is_bytes, pattern, flags, args = marshal.load(stream)
+        except (EOFError, ValueError, TypeError):
+            break
         try:
             source = pattern if is_bytes else pattern.encode("utf-8")
         except UnicodeEncodeError:
@@ -246,10 +280,12 @@ def build_member(data, exclude=(), regexes=b""):
     training process's state."""
     records = read_records(data)
     unique, skipped = {}, 0
-    markers = [os.fsencode(path) for path in exclude if path]
+    # A path in a pattern is usually escaped (re.escape).
+    markers = [os.fsencode(form) for path in exclude if path
+               for form in (path, re.escape(path))]
     try:
         regex_version, regex_keys = regex_entries(regexes)
-    except (EOFError, ValueError, TypeError, RuntimeError, IndexError, struct.error):
+    except (ValueError, TypeError, RuntimeError, IndexError, struct.error):
         regex_version, regex_keys, skipped = 0, {}, 1
     version = records[0][2] if records else regex_version
     for key, code, record_version, level in records:

@@ -90,8 +90,8 @@ def pack(options, warn):
     if options.code_cache:
         code_cache = codecache.train(options.output, options.app, options.factory)
         for problem in code_cache.problems:
-            warn(f"code cache: {problem}; packed with the {code_cache.entries} compiled "
-                 f"strings recorded (--no-code-cache skips this run)")
+            warn(f"code cache: {problem}; packed with the {code_cache.entries} entries "
+                 f"recorded (--no-code-cache skips this run)")
         if code_cache.native:
             manifest = dict(_manifest(options, preloads),
                             **{"startup.native": " ".join(code_cache.native)})

@@ -15,12 +15,16 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import zipfile
 
 import pytest
 
 from conftest import FIXTURES
-from hostutil import PY_TAG, PYTHON, clean_env, describe, run
+from hostutil import PY_TAG, PYTHON, ROOT, clean_env, describe, run
+
+sys.path.insert(0, str(ROOT / "packager"))
+from appbin_packer.codecache import source_hash  # noqa: E402  the host's hash, in Python
 
 APP = "codecache_probe.app:app"
 MEMBER = "appbin/codecache"
@@ -178,30 +182,40 @@ REGEX_START = {str: -1, bytes: -2}  # host/codecache.h: CODECACHE_START_REGEX_*
 # The probe's regular expressions as re.compile() gives them after the
 # probe's import (re keeps them), and what they match; in app.bin, also
 # whether each is CPython's own pattern (== compares the engine's code).
+# re.purge() empties re's own cache first, so that each re.compile() reaches
+# re._compiler.compile: in app.bin, the probe's patterns are answered from
+# the code cache and the test's own one is not.
 REGEX_OBSERVE = """\
 import json, re
 import codecache_probe.app
 from codecache_probe.sources import REGEXES, REGEX_SUBJECTS
-out = []
-for pattern, flags in REGEXES + [("(?P<only>in the test)+", 0)]:
+try:
+    import _appbin
+    info = _appbin.code_cache_info
+except ImportError:
+    info = lambda: {"regex_hits": 0, "regex_misses": 0}
+re.purge()
+before = info()
+out, counts = [], []
+for pattern, flags in REGEXES + [("(?P<only>in the test)+", re.I | re.M)]:
     p = re.compile(pattern, flags)
+    counts.append([info()[k] - before[k] for k in ("regex_hits", "regex_misses")])
     subject = REGEX_SUBJECTS[type(pattern)]
     out.append([repr(p), p.flags, p.groups, dict(p.groupindex), p.findall(subject),
                 [m.groupdict() for m in p.finditer(subject)], p.sub(pattern[:0], subject)])
-try:
-    import _appbin
-    cpython = getattr(re._compiler.compile, "__self__", [re._compiler.compile])[0]
-    out.append([cpython(pattern, flags) == re.compile(pattern, flags)
-                for pattern, flags in REGEXES])
-    out.append(_appbin.code_cache_info())
-except ImportError:
-    pass
+cpython = getattr(re._compiler.compile, "__self__", [re._compiler.compile])[0]
+out.append([cpython(pattern, flags) == re.compile(pattern, flags) for pattern, flags in REGEXES])
+out.append(counts)
 print(json.dumps(out, default=repr))
 """
 
 
 def test_the_cache_holds_the_regular_expressions_start_up_compiled(probe_bins):
+    """Each of the probe's patterns, keyed by its text, type and flags (a
+    re.RegexFlag is given as its int), under the hash the host computes."""
     _, entries = read_cache(probe_bins[0])
+    for e in entries:
+        assert e["hash"] == source_hash(e["source"].encode("utf-8", "surrogateescape")), e
     regexes = {(e["source"], e["start"], e["flags"]): e for e in entries if e["start"] < 0}
     src = sources()
     for pattern, flags in src["REGEXES"]:
@@ -225,14 +239,15 @@ def test_cached_regular_expressions_are_cpythons(probe_bins, probe_venv):
         assert result.returncode == 0, describe(result)
         outputs.append(json.loads(result.stdout))
     n = len(sources()["REGEXES"])
-    cached_info, cached_same = outputs[1].pop(), outputs[1].pop()
-    plain_info, plain_same = outputs[2].pop(), outputs[2].pop()
+    # [hits, misses] after each compile: one hit per probe pattern, then a miss
+    cached_counts, cached_same = outputs[1].pop(), outputs[1].pop()
+    assert cached_counts == [[k, 0] for k in range(1, n + 1)] + [[n, 1]]
+    plain_counts, plain_same = outputs[2].pop(), outputs[2].pop()
+    venv_counts, venv_same = outputs[0].pop(), outputs[0].pop()
+    assert plain_counts == venv_counts == [[0, 0]] * (n + 1)
+    assert cached_same == plain_same == venv_same == [True] * n
     assert outputs[1] == outputs[0]
     assert outputs[2] == outputs[0]
-    assert cached_same == plain_same == [True] * n
-    assert cached_info["regex_hits"] >= n and cached_info["regex_misses"] >= 1, cached_info
-    assert cached_info["regexes"] > n, cached_info  # the runtime's imports' too
-    assert (plain_info["regexes"], plain_info["regex_hits"]) == (0, 0), plain_info
     assert outputs[0][1][3] == {"key": 1, "value": 2}
     assert outputs[0][0][4] == [["2024", "05", "06"], ["1999", "12", ""]]
 
@@ -340,6 +355,8 @@ def test_a_failing_training_import_packs_what_it_recorded(tmp_path, probe_venv, 
     assert lines[0].endswith("(--no-code-cache skips this run)")
     _, entries = read_cache(output)
     assert sources()["INTERRUPT"] in {e["source"] for e in entries}  # recorded before it failed
+    assert any(e["start"] < 0 and e["source"] == pattern  # and the regular expressions
+               for e in entries for pattern, _ in sources()["REGEXES"] if type(pattern) is str)
 
 
 def test_a_process_the_training_starts_records_nothing(tmp_path, probe_venv, run_appbin_pack,
