@@ -1765,8 +1765,14 @@ FILE *freopen64(const char *path, const char *mode, FILE *stream) {
  * for archfs_code_wait. */
 static pthread_mutex_t code_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t code_changed; /* CLOCK_MONOTONIC, set up by archfs_mount */
-static char **code_paths;           /* per entry index: its in-memory copy's path */
-static unsigned char *code_state;   /* per entry index: CODE_* bits */
+/* Per entry index: its in-memory copy, either a path (malloc'ed) or, for a
+ * copy made ahead of use, the memfd its path names: the copying thread
+ * allocates nothing (a fork under an allocator that does not lock itself
+ * across fork(), such as libasan's, then cannot leave the child waiting on
+ * a lock that thread held). */
+static char **code_paths;
+static int *code_fds;             /* -1: none */
+static unsigned char *code_state; /* CODE_* bits */
 static unsigned code_events;
 static unsigned code_making; /* entries with CODE_MAKING */
 /* CODE_SHARED: given out and not yet released when the process forked, so
@@ -1809,7 +1815,7 @@ static int code_copy_for_reader(const zipindex_entry *e, char *path, size_t path
 }
 
 /* archfs_code_prepare's copy, ahead of any reader, into `fd`: stored members
- * only, damage left for the reader to report. */
+ * only, damage left for the reader to report; allocates nothing. */
 static int code_copy_ahead(const zipindex_entry *e, int fd, char *path, size_t pathlen, char *err,
                            size_t errlen) {
   if (e->method != ZIPINDEX_STORED) {
@@ -1821,21 +1827,50 @@ static int code_copy_ahead(const zipindex_entry *e, int fd, char *path, size_t p
                 : -1;
 }
 
-/* A new in-memory copy of `e` (into `ahead_fd` if >= 0): its path,
- * malloc'ed, or NULL with err set. */
-static char *code_copy_make(const zipindex_entry *e, int ahead_fd, char *path, size_t pathlen,
-                            char *err, size_t errlen) {
-  int ahead = ahead_fd >= 0;
-  if ((ahead ? code_copy_ahead(e, ahead_fd, path, pathlen, err, errlen)
-             : code_copy_for_reader(e, path, pathlen, err, errlen)) != 0)
-    return NULL;
-  char *copy = strdup(path);
-  if (!copy) {
-    if (!ahead)
-      extload_discard(path);
-    snprintf(err, errlen, "out of memory");
+/* The per-entry tables, code_lock held; 0, or -1 when out of memory. */
+static int code_tables(void) {
+  if (code_paths)
+    return 0;
+  code_paths = calloc(g.zi->count, sizeof(*code_paths));
+  code_fds = malloc(g.zi->count * sizeof(*code_fds));
+  code_state = calloc(g.zi->count, 1);
+  if (!code_paths || !code_fds || !code_state) {
+    free(code_paths);
+    free(code_fds);
+    free(code_state);
+    code_paths = NULL;
+    code_fds = NULL;
+    code_state = NULL;
+    return -1;
   }
-  return copy;
+  for (size_t i = 0; i < g.zi->count; i++)
+    code_fds[i] = -1;
+  return 0;
+}
+
+static int has_copy(size_t i) { return code_paths[i] || code_fds[i] >= 0; }
+
+/* Drops entry i's copy (code_lock held): `forget` only closes a memfd and
+ * leaves a file of the private directory (a fork's child's view). */
+static void drop_copy(size_t i, int forget) {
+  if (code_fds[i] >= 0) {
+    close(code_fds[i]);
+    code_fds[i] = -1;
+    return;
+  }
+  if (forget)
+    extload_forget(code_paths[i]);
+  else
+    extload_discard(code_paths[i]);
+  free(code_paths[i]);
+  code_paths[i] = NULL;
+}
+
+int archfs_code_init(void) {
+  pthread_mutex_lock(&code_lock);
+  int rc = code_tables();
+  pthread_mutex_unlock(&code_lock);
+  return rc;
 }
 
 /* archfs_code_path (ahead_fd -1), or archfs_code_prepare (not marked used).
@@ -1847,26 +1882,34 @@ static int code_copy(const zipindex_entry *e, int ahead_fd, char *path, size_t p
   assert(i < g.zi->count);
   int rc = -1, made_here = 0;
   pthread_mutex_lock(&code_lock);
-  if (!code_paths && (!(code_paths = calloc(g.zi->count, sizeof(*code_paths))) ||
-                      !(code_state = calloc(g.zi->count, 1)))) {
-    free(code_paths);
-    code_paths = NULL;
+  /* Made already when a copy is made ahead (archfs_code_init). */
+  assert(use || code_paths);
+  if (code_tables() != 0) {
     snprintf(err, errlen, "out of memory");
     goto done;
   }
-  while (!code_paths[i] && (code_state[i] & CODE_MAKING))
+  while (!has_copy(i) && (code_state[i] & CODE_MAKING))
     pthread_cond_wait(&code_changed, &code_lock);
-  if (!code_paths[i]) {
+  if (!has_copy(i)) {
     code_state[i] |= CODE_MAKING;
     code_making++;
     pthread_mutex_unlock(&code_lock);
-    char *made = code_copy_make(e, ahead_fd, path, pathlen, err, errlen);
+    char *made = NULL;
+    int ok = use ? code_copy_for_reader(e, path, pathlen, err, errlen) == 0
+                 : code_copy_ahead(e, ahead_fd, path, pathlen, err, errlen) == 0;
+    if (ok && use && !(made = strdup(path))) {
+      extload_discard(path);
+      snprintf(err, errlen, "out of memory");
+      ok = 0;
+    }
     pthread_mutex_lock(&code_lock);
     code_state[i] &= (unsigned char)~CODE_MAKING;
     code_making--;
     code_paths[i] = made;
+    if (ok && !use)
+      code_fds[i] = ahead_fd;
     pthread_cond_broadcast(&code_changed);
-    if (!made)
+    if (!ok)
       goto done;
     made_here = 1;
   }
@@ -1875,7 +1918,10 @@ static int code_copy(const zipindex_entry *e, int ahead_fd, char *path, size_t p
     code_events++;
     pthread_cond_broadcast(&code_changed);
   }
-  snprintf(path, pathlen, "%s", code_paths[i]);
+  if (code_fds[i] >= 0)
+    extload_fd_path(code_fds[i], path, pathlen);
+  else
+    snprintf(path, pathlen, "%s", code_paths[i]);
   rc = made_here;
 done:
   pthread_mutex_unlock(&code_lock);
@@ -1897,7 +1943,7 @@ int archfs_code_state(const zipindex_entry *e) {
   size_t i = (size_t)(e - g.zi->entries);
   assert(i < g.zi->count);
   pthread_mutex_lock(&code_lock);
-  int state = !code_paths || !code_paths[i] ? ARCHFS_CODE_NONE
+  int state = !code_paths || !has_copy(i)   ? ARCHFS_CODE_NONE
               : (code_state[i] & CODE_USED) ? ARCHFS_CODE_USED
                                             : ARCHFS_CODE_UNUSED;
   pthread_mutex_unlock(&code_lock);
@@ -1909,10 +1955,8 @@ int archfs_code_discard(const zipindex_entry *e) {
   assert(i < g.zi->count);
   int freed = 0;
   pthread_mutex_lock(&code_lock);
-  if (code_paths && code_paths[i] && !(code_state[i] & CODE_USED)) {
-    extload_discard(code_paths[i]);
-    free(code_paths[i]);
-    code_paths[i] = NULL;
+  if (code_paths && has_copy(i) && !(code_state[i] & CODE_USED)) {
+    drop_copy(i, 0);
     zipindex_release(g.zi, e); /* the pages the copy was made from */
     freed = 1;
   }
@@ -2021,11 +2065,8 @@ static void fork_child(void) {
   mark_shared_copies();
   for (size_t i = 0; code_state && i < g.zi->count; i++) {
     code_state[i] &= (unsigned char)~CODE_MAKING;
-    if (code_paths[i] && !(code_state[i] & CODE_USED)) {
-      extload_forget(code_paths[i]);
-      free(code_paths[i]);
-      code_paths[i] = NULL;
-    }
+    if (has_copy(i) && !(code_state[i] & CODE_USED))
+      drop_copy(i, 1);
   }
   extload_fork_child();
   pthread_mutex_unlock(&g.zi->dctx_lock);

@@ -55,11 +55,16 @@ int archfs_code_release(const zipindex_entry *e, long (*free_pages)(void *arg), 
 
 /* For copies made ahead of use (host/nativeprep.h); all thread-safe. */
 
+/* Sets up what archfs_code_prepare needs, so that it allocates nothing
+ * itself; called before the first. Returns 0, or -1 when out of memory. */
+int archfs_code_init(void);
+
 /* Makes the copy of stored member `e` archfs_code_path would, if there is
  * none yet, in `fd` (extload_code_fd), without counting as a use; damage is
- * left for a reader to report. Returns 1 when it made it (the copy owns fd
- * from then on), 0 when there was one, or -1 with a message in err (fd
- * stays the caller's in both). */
+ * left for a reader to report; allocates nothing (nor does
+ * archfs_code_discard of such a copy). Returns 1 when it made it (the copy
+ * owns fd from then on), 0 when there was one, or -1 with a message in err
+ * (fd stays the caller's in both). */
 int archfs_code_prepare(const zipindex_entry *e, int fd, char *err, size_t errlen);
 
 enum { ARCHFS_CODE_NONE, ARCHFS_CODE_UNUSED, ARCHFS_CODE_USED };

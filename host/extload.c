@@ -279,8 +279,12 @@ int extload_write_fd(int fd, const char *name, const void *data, size_t len, cha
     snprintf(err, errlen, "cannot write in-memory file for %s: %s", name, strerror(errno));
     return -1;
   }
-  snprintf(path, pathlen, "/proc/self/fd/%d", fd);
+  extload_fd_path(fd, path, pathlen);
   return 0;
+}
+
+void extload_fd_path(int fd, char *path, size_t pathlen) {
+  snprintf(path, pathlen, "/proc/self/fd/%d", fd);
 }
 
 int extload_memfd_of(const char *path) {

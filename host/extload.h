@@ -31,6 +31,8 @@ int extload_write(const char *name, const void *data, size_t len, char *path, si
 int extload_code_fd(const char *name);
 int extload_write_fd(int fd, const char *name, const void *data, size_t len, char *path,
                      size_t pathlen, char *err, size_t errlen);
+/* That path of a memfd, "/proc/self/fd/N" (no allocation). */
+void extload_fd_path(int fd, char *path, size_t pathlen);
 
 /* Frees a copy extload_write made that no one has opened or loaded: its
  * path may name other bytes afterwards. */

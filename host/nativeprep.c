@@ -163,7 +163,7 @@ static void *prep_main(void *arg) {
 }
 
 void nativeprep_start(void) {
-  if (g.count == 0 || atomic_exchange(&g.started, 1))
+  if (g.count == 0 || atomic_exchange(&g.started, 1) || archfs_code_init() != 0)
     return;
   /* The files are made here, in the importing thread, as the importer's
    * own are: the other thread creates no descriptor a program could have

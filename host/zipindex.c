@@ -359,6 +359,7 @@ void zipindex_on_damage(zipindex *zi, zipindex_damage_fn fn) { zi->on_damage = f
 
 void zipindex_close(zipindex *zi) {
   join_verifier(zi);
+  free(zi->verifier_order); /* a fork's child's copy: the thread is the parent's */
   if (zi->lock_ready)
     pthread_mutex_destroy(&zi->dctx_lock);
   ZSTD_freeDCtx(zi->dctx); /* NULL is fine */
@@ -567,9 +568,29 @@ typedef struct by_offset {
   size_t entry;
 } by_offset;
 
-static int offset_cmp(const void *a, const void *b) {
-  const by_offset *x = a, *y = b;
-  return (x->offset > y->offset) - (x->offset < y->offset);
+/* Heapsort by offset: glibc's qsort may allocate, and the verifier thread
+ * must not (see start_verifier). */
+static void sift_down(by_offset *a, size_t root, size_t n) {
+  for (size_t child; (child = 2 * root + 1) < n; root = child) {
+    if (child + 1 < n && a[child + 1].offset > a[child].offset)
+      child++;
+    if (a[root].offset >= a[child].offset)
+      return;
+    by_offset t = a[root];
+    a[root] = a[child];
+    a[child] = t;
+  }
+}
+
+static void sort_by_offset(by_offset *a, size_t n) {
+  for (size_t i = n / 2; i-- > 0;)
+    sift_down(a, i, n);
+  for (size_t end = n; end > 1; end--) {
+    by_offset t = a[0];
+    a[0] = a[end - 1];
+    a[end - 1] = t;
+    sift_down(a, 0, end - 1);
+  }
 }
 
 /* Drops the whole pages of data[from, to) from the resident set (see
@@ -639,18 +660,16 @@ void zipindex_release(zipindex *zi, const zipindex_entry *e) {
  * on past it, and it stops at the first compressed member no reader has
  * checked: it covers the stored start-up code laid out first (and the
  * manifest among it, read at start), what a program's imports read; the
- * rest a reader hashes if it ever reads it. */
-static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
+ * rest a reader hashes if it ever reads it. `order` has room for every
+ * entry; nothing is allocated (the verifier thread runs this). */
+static int verify_members(zipindex *zi, int quiet, by_offset *order, char *err, size_t errlen) {
   if (!zi->verified)
     return fail(err, errlen, "archive carries no digests to verify");
   if (atomic_load(&zi->all_checked))
     return 0;
-  by_offset *order = malloc((zi->count ? zi->count : 1) * sizeof(*order));
-  if (!order)
-    return fail(err, errlen, "out of memory verifying the archive");
   for (size_t i = 0; i < zi->count; i++)
     order[i] = (by_offset){zi->entries[i].offset, i};
-  qsort(order, zi->count, sizeof(*order), offset_cmp);
+  sort_by_offset(order, zi->count);
   uint64_t at = 0, released = 0;
   int rc = 0, partial = 0;
   for (size_t k = 0; k < zi->count && (rc == 0 || quiet); k++) {
@@ -676,7 +695,6 @@ static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
       rc = -1;
     at = r.end ? r.end : e->offset; /* past a bad header: the next record's start */
   }
-  free(order);
   /* Once through, all of it: a fault past a released range may have mapped
    * pages before it again (the kernel maps a large folio of the page cache
    * whole), and the index's digests are all used. */
@@ -693,19 +711,39 @@ static int verify_members(zipindex *zi, int quiet, char *err, size_t errlen) {
   return rc;
 }
 
+static by_offset *order_new(const zipindex *zi) {
+  return malloc((zi->count ? zi->count : 1) * sizeof(by_offset));
+}
+
+/* verify_members in the calling thread. */
+static int verify_members_here(zipindex *zi, char *err, size_t errlen) {
+  if (atomic_load(&zi->all_checked))
+    return 0;
+  by_offset *order = order_new(zi);
+  if (!order)
+    return fail(err, errlen, "out of memory verifying the archive");
+  int rc = verify_members(zi, 0, order, err, errlen);
+  free(order);
+  return rc;
+}
+
 int zipindex_verify_all(zipindex *zi, char *err, size_t errlen) {
-  return verify_members(zi, 0, err, errlen);
+  return verify_members_here(zi, err, errlen);
 }
 
 static void *verifier_main(void *arg) {
   zipindex *zi = arg;
-  zi->verifier_rc =
-      verify_members(zi, zi->verifier_quiet, zi->verifier_err, sizeof(zi->verifier_err));
+  zi->verifier_rc = verify_members(zi, zi->verifier_quiet, zi->verifier_order, zi->verifier_err,
+                                   sizeof(zi->verifier_err));
   return NULL;
 }
 
+/* The thread allocates nothing: its memory is made and freed here and in
+ * join_verifier, so that a fork() under an allocator that does not lock
+ * itself across fork (libasan's) cannot catch it holding a lock the child
+ * would then wait on forever. */
 static void start_verifier(zipindex *zi, int quiet) {
-  if (atomic_exchange(&zi->verifier_started, 1))
+  if (atomic_exchange(&zi->verifier_started, 1) || !(zi->verifier_order = order_new(zi)))
     return;
   zi->verifier_quiet = quiet;
   /* Signals stay with the threads that handle them (Python's main thread). */
@@ -717,6 +755,9 @@ static void start_verifier(zipindex *zi, int quiet) {
   if (rc == 0) {
     zi->verifier_pid = getpid();
     atomic_store(&zi->verifier_running, 1);
+  } else {
+    free(zi->verifier_order);
+    zi->verifier_order = NULL;
   }
 }
 
@@ -741,6 +782,8 @@ static void join_verifier(zipindex *zi) {
   if (atomic_load(&zi->verifier_running) && zi->verifier_pid == getpid()) {
     pthread_join(zi->verifier, NULL);
     atomic_store(&zi->verifier_running, 0);
+    free(zi->verifier_order);
+    zi->verifier_order = NULL;
   }
 }
 
@@ -749,7 +792,7 @@ int zipindex_verify_wait(zipindex *zi, char *err, size_t errlen) {
   join_verifier(zi);
   if (had_thread && zi->verifier_rc != 0 && !zi->verifier_quiet)
     return fail(err, errlen, "%s", zi->verifier_err);
-  return verify_members(zi, 0, err, errlen); /* nothing left to hash, normally */
+  return verify_members_here(zi, err, errlen); /* nothing left to hash, normally */
 }
 
 size_t zipindex_lower_bound(const zipindex *zi, const char *prefix, size_t len) {

@@ -82,6 +82,7 @@ typedef struct zipindex {
   int verifier_quiet;          /* a prefetch for readers: reports no damage */
   int verifier_rc;
   char verifier_err[512];
+  void *verifier_order;         /* the thread's sorting room, made and freed by others */
   unsigned start_after;         /* zipindex_verify_start_after(); 0: never */
   int release_behind;           /* zipindex_release_behind(): data is a read-only file mapping */
   _Atomic uintptr_t kept_block; /* zipindex_release(): the block the last record read ended in */

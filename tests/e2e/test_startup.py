@@ -378,20 +378,12 @@ print(os.waitstatus_to_exitcode(status))
 
 
 @pytest.mark.parametrize("delay", [0, 0.0005, 0.002, 0.01])
-def test_a_fork_while_copies_are_made_loads_them_in_both(app_bin, appbin_host, delay):
+def test_a_fork_while_copies_are_made_loads_them_in_both(app_bin, delay):
     """os.fork() while the thread copies: the child forgets a copy in
     progress and drops the copies made ahead (a memfd is the same file in both,
     and the first process to load it frees its pages under the other) and
     makes what it needs itself, with no descriptor of the parent's left
     over; the parent goes on."""
-    if b"__asan_init" in appbin_host.read_bytes():
-        # GCC 12's libasan does not hold its allocator's locks across fork():
-        # a child forked while the copying thread is inside malloc (its
-        # strdup) inherits a size class's lock held and waits on it forever
-        # (seen in CI, and here 2 runs in 281: the child's threads in futex
-        # on an address of libasan's allocator). glibc's fork takes its own
-        # malloc's locks, so release hosts are not affected.
-        pytest.skip("libasan (GCC 12) can deadlock a child forked while another thread allocates")
     for _ in range(3):  # before the fix, 1 run in 2 crashed (SIGSEGV) in the child or the parent
         out = python_c(app_bin, _FORK.replace("DELAY", str(delay)), timeout=60)
         assert out == "1\n"
