@@ -1873,17 +1873,22 @@ int archfs_code_init(void) {
   return rc;
 }
 
-/* archfs_code_path (ahead_fd -1), or archfs_code_prepare (not marked used).
- * Returns 1 when this call made the copy, 0 when it was there, -1 on error. */
-static int code_copy(const zipindex_entry *e, int ahead_fd, char *path, size_t pathlen, char *err,
-                     size_t errlen) {
-  int use = ahead_fd < 0;
+/* archfs_code_path (`filling` NULL), or archfs_code_prepare (not marked
+ * used; the file in *filling). Returns 1 when this call made the copy, 0
+ * when it was there, -1 on error. */
+static int code_copy(const zipindex_entry *e, atomic_int *filling, char *path, size_t pathlen,
+                     char *err, size_t errlen) {
+  int use = !filling, ahead_fd = use ? -1 : atomic_load(filling);
   size_t i = (size_t)(e - g.zi->entries);
-  assert(i < g.zi->count);
+  assert(i < g.zi->count && (use || ahead_fd >= 0));
   int rc = -1, made_here = 0;
   pthread_mutex_lock(&code_lock);
-  /* Made already when a copy is made ahead (archfs_code_init). */
-  assert(use || code_paths);
+  /* A copy made ahead finds the tables made (archfs_code_init): it must
+   * not allocate them itself. */
+  if (!use && !code_paths) {
+    snprintf(err, errlen, "archfs_code_init was not called");
+    goto done;
+  }
   if (code_tables() != 0) {
     snprintf(err, errlen, "out of memory");
     goto done;
@@ -1906,8 +1911,12 @@ static int code_copy(const zipindex_entry *e, int ahead_fd, char *path, size_t p
     code_state[i] &= (unsigned char)~CODE_MAKING;
     code_making--;
     code_paths[i] = made;
-    if (ok && !use)
+    if (ok && !use) {
+      /* The copy owns the file from here; under the lock fork() takes, so
+       * that a fork's child sees it either the caller's or the copy's. */
       code_fds[i] = ahead_fd;
+      atomic_store(filling, -1);
+    }
     pthread_cond_broadcast(&code_changed);
     if (!ok)
       goto done;
@@ -1930,13 +1939,12 @@ done:
 
 int archfs_code_path(const zipindex_entry *e, char *path, size_t pathlen, char *err,
                      size_t errlen) {
-  return code_copy(e, -1, path, pathlen, err, errlen) < 0 ? -1 : 0;
+  return code_copy(e, NULL, path, pathlen, err, errlen) < 0 ? -1 : 0;
 }
 
-int archfs_code_prepare(const zipindex_entry *e, int fd, char *err, size_t errlen) {
-  assert(fd >= 0);
+int archfs_code_prepare(const zipindex_entry *e, atomic_int *filling, char *err, size_t errlen) {
   char path[4096];
-  return code_copy(e, fd, path, sizeof(path), err, errlen);
+  return code_copy(e, filling, path, sizeof(path), err, errlen);
 }
 
 int archfs_code_state(const zipindex_entry *e) {

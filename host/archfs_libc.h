@@ -29,6 +29,8 @@
 
 #include "zipindex.h"
 
+#include <stdatomic.h>
+
 #include <stddef.h>
 #include <time.h>
 
@@ -60,12 +62,13 @@ int archfs_code_release(const zipindex_entry *e, long (*free_pages)(void *arg), 
 int archfs_code_init(void);
 
 /* Makes the copy of stored member `e` archfs_code_path would, if there is
- * none yet, in `fd` (extload_code_fd), without counting as a use; damage is
- * left for a reader to report; allocates nothing (nor does
- * archfs_code_discard of such a copy). Returns 1 when it made it (the copy
- * owns fd from then on), 0 when there was one, or -1 with a message in err
- * (fd stays the caller's in both). */
-int archfs_code_prepare(const zipindex_entry *e, int fd, char *err, size_t errlen);
+ * none yet, in the file *filling holds (extload_code_fd), without counting
+ * as a use; damage is left for a reader to report; allocates nothing (nor
+ * does archfs_code_discard of such a copy). Returns 1 when it made it: the
+ * copy owns the file from then on, and *filling was set to -1 under the
+ * lock fork() takes; 0 when there was one, or -1 with a message in err
+ * (the file stays the caller's in both). */
+int archfs_code_prepare(const zipindex_entry *e, atomic_int *filling, char *err, size_t errlen);
 
 enum { ARCHFS_CODE_NONE, ARCHFS_CODE_UNUSED, ARCHFS_CODE_USED };
 /* Whether `e` has a copy, and whether archfs_code_path has given it out. */

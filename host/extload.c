@@ -276,7 +276,10 @@ int extload_code_fd(const char *name) {
 int extload_write_fd(int fd, const char *name, const void *data, size_t len, char *path,
                      size_t pathlen, char *err, size_t errlen) {
   if (write_all(fd, data, len) != 0) {
-    snprintf(err, errlen, "cannot write in-memory file for %s: %s", name, strerror(errno));
+    /* The errno's name, not strerror's text: that may load a translation
+     * (malloc), and the copying thread allocates nothing. */
+    const char *why = strerrorname_np(errno);
+    snprintf(err, errlen, "cannot write in-memory file for %s: %s", name, why ? why : "error");
     return -1;
   }
   extload_fd_path(fd, path, pathlen);

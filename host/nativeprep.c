@@ -16,7 +16,8 @@ static struct {
   const zipindex_entry **list; /* in load order */
   atomic_uchar *made;          /* per list item: this thread made the copy it has */
   atomic_int *fds;             /* per list item: the file for its copy, until taken */
-  atomic_int fd_filling;       /* the file taken and being filled, or -1 */
+  atomic_int fd_filling;       /* the file taken and being filled, or -1 (also once the
+                                  copy owns it: archfs_code_prepare) */
   size_t count;
   atomic_size_t made_count; /* copies made, discarded ones included */
   atomic_size_t discarded;
@@ -133,13 +134,15 @@ static void *prep_main(void *arg) {
       atomic_store(&g.fd_filling, atomic_load(&g.fds[k]));
       fd = atomic_exchange(&g.fds[k], -1);
     }
-    if (fd >= 0 && archfs_code_prepare(e, fd, err, sizeof(err)) == 1) {
+    if (fd >= 0 && archfs_code_prepare(e, &g.fd_filling, err, sizeof(err)) == 1) {
       atomic_store(&g.made[k], 1);
       atomic_fetch_add(&g.made_count, 1);
     } else if (fd >= 0) {
+      /* Out of fd_filling before the number can be reused: a fork's child
+       * closes what it holds. */
+      atomic_store(&g.fd_filling, -1);
       close(fd);
     }
-    atomic_store(&g.fd_filling, -1);
   }
   close_untaken_files();
   while (!idle && !atomic_load(&g.stopping) && unused_bytes(g.count) > 0)

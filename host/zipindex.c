@@ -359,7 +359,9 @@ void zipindex_on_damage(zipindex *zi, zipindex_damage_fn fn) { zi->on_damage = f
 
 void zipindex_close(zipindex *zi) {
   join_verifier(zi);
-  free(zi->verifier_order); /* a fork's child's copy: the thread is the parent's */
+  free(zi->verifier_order);         /* a fork's child's copy: the thread is the parent's */
+  if (zi->verifier_pid == getpid()) /* this process made the thread, and the lock */
+    pthread_mutex_destroy(&zi->verifier_join_lock);
   if (zi->lock_ready)
     pthread_mutex_destroy(&zi->dctx_lock);
   ZSTD_freeDCtx(zi->dctx); /* NULL is fine */
@@ -745,6 +747,11 @@ static void *verifier_main(void *arg) {
 static void start_verifier(zipindex *zi, int quiet) {
   if (atomic_exchange(&zi->verifier_started, 1) || !(zi->verifier_order = order_new(zi)))
     return;
+  if (pthread_mutex_init(&zi->verifier_join_lock, NULL) != 0) {
+    free(zi->verifier_order);
+    zi->verifier_order = NULL;
+    return;
+  }
   zi->verifier_quiet = quiet;
   /* Signals stay with the threads that handle them (Python's main thread). */
   sigset_t all, old;
@@ -756,6 +763,7 @@ static void start_verifier(zipindex *zi, int quiet) {
     zi->verifier_pid = getpid();
     atomic_store(&zi->verifier_running, 1);
   } else {
+    pthread_mutex_destroy(&zi->verifier_join_lock);
     free(zi->verifier_order);
     zi->verifier_order = NULL;
   }
@@ -777,14 +785,20 @@ size_t zipindex_checked_count(const zipindex *zi) {
 
 void zipindex_release_behind(zipindex *zi) { zi->release_behind = 1; }
 
-/* Joins the verifier thread, if this process has one running. */
+/* Joins the verifier thread, if this process has one running; one caller
+ * at a time (two threads may wait for it: a second pthread_join would
+ * return at once, and free the thread's memory under it). */
 static void join_verifier(zipindex *zi) {
-  if (atomic_load(&zi->verifier_running) && zi->verifier_pid == getpid()) {
+  if (!atomic_load(&zi->verifier_running) || zi->verifier_pid != getpid())
+    return; /* a fork's child has no thread, and the lock may be held in the parent */
+  pthread_mutex_lock(&zi->verifier_join_lock);
+  if (atomic_load(&zi->verifier_running)) {
     pthread_join(zi->verifier, NULL);
-    atomic_store(&zi->verifier_running, 0);
     free(zi->verifier_order);
     zi->verifier_order = NULL;
+    atomic_store(&zi->verifier_running, 0);
   }
+  pthread_mutex_unlock(&zi->verifier_join_lock);
 }
 
 int zipindex_verify_wait(zipindex *zi, char *err, size_t errlen) {

@@ -82,8 +82,9 @@ typedef struct zipindex {
   int verifier_quiet;          /* a prefetch for readers: reports no damage */
   int verifier_rc;
   char verifier_err[512];
-  void *verifier_order;         /* the thread's sorting room, made and freed by others */
-  unsigned start_after;         /* zipindex_verify_start_after(); 0: never */
+  void *verifier_order;               /* the thread's sorting room, made and freed by others */
+  pthread_mutex_t verifier_join_lock; /* set up with the thread: one joiner at a time */
+  unsigned start_after;               /* zipindex_verify_start_after(); 0: never */
   int release_behind;           /* zipindex_release_behind(): data is a read-only file mapping */
   _Atomic uintptr_t kept_block; /* zipindex_release(): the block the last record read ended in */
   atomic_int release_held;      /* zipindex_hold_releases(): readers drop nothing for now */

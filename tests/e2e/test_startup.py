@@ -378,12 +378,23 @@ print(os.waitstatus_to_exitcode(status))
 
 
 @pytest.mark.parametrize("delay", [0, 0.0005, 0.002, 0.01])
-def test_a_fork_while_copies_are_made_loads_them_in_both(app_bin, delay):
+def test_a_fork_while_copies_are_made_loads_them_in_both(app_bin, appbin_host, delay):
     """os.fork() while the thread copies: the child forgets a copy in
     progress and drops the copies made ahead (a memfd is the same file in both,
     and the first process to load it frees its pages under the other) and
     makes what it needs itself, with no descriptor of the parent's left
     over; the parent goes on."""
+    if b"__asan_init" in appbin_host.read_bytes():
+        # GCC 12's libasan does not hold its allocator's locks across fork(),
+        # and a thread it starts or ends allocates (its start reads the
+        # stack's bounds with pthread_getattr_np, which callocs): a child
+        # forked then waits on that lock forever (seen with eu-stack: both
+        # of the child's threads in the allocator's GetFromAllocator, the
+        # fork made as the copying thread started). The host's threads
+        # allocate nothing while they run, but their start and end are
+        # libasan's. glibc's fork takes its own malloc's locks, so release
+        # hosts, which run this test, are not affected.
+        pytest.skip("libasan (GCC 12) can deadlock a child forked while a thread starts or ends")
     for _ in range(3):  # before the fix, 1 run in 2 crashed (SIGSEGV) in the child or the parent
         out = python_c(app_bin, _FORK.replace("DELAY", str(delay)), timeout=60)
         assert out == "1\n"
