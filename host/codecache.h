@@ -73,9 +73,10 @@ typedef struct codecache {
 /* An entry's start for a regular expression (codecache_hook.c's hook on
  * re._compiler.compile): source = the pattern (a str's UTF-8, a bytes
  * pattern's bytes), filename empty, flags = the re flags compile() was
- * given, feature version and optimize 0, code = the marshalled tuple
- * (flags, code, groups, groupindex, indexgroup) that compile() handed
- * _sre.compile after parsing. CPython's starts are all positive. */
+ * given, feature version and optimize 0, code = the marshalled tuple of
+ * the arguments compile() handed _sre.compile after the pattern (3.11 to
+ * 3.14: flags, code, groups, groupindex, indexgroup). CPython's starts are
+ * all positive. */
 #define CODECACHE_START_REGEX_STR (-1)
 #define CODECACHE_START_REGEX_BYTES (-2)
 

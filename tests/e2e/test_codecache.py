@@ -138,6 +138,18 @@ def sources():
     return namespace
 
 
+def outputs_of(code, probe_bins, probe_venv):
+    """The JSON that `code` prints under the venv's python, app.bin with the
+    cache and app.bin without it, in that order."""
+    outputs = []
+    for argv in ([probe_venv / "bin" / "python"], [probe_bins[0], "python"],
+                 [probe_bins[1], "python"]):
+        result = run([*argv, "-c", code], env=clean_env())
+        assert result.returncode == 0, describe(result)
+        outputs.append(json.loads(result.stdout))
+    return outputs
+
+
 def test_the_cache_holds_what_start_up_compiled(probe_bins):
     assert zipfile.ZipFile(probe_bins[0]).getinfo(MEMBER).compress_type == zipfile.ZIP_STORED
     header, entries = read_cache(probe_bins[0])
@@ -232,12 +244,7 @@ def test_cached_regular_expressions_are_cpythons(probe_bins, probe_venv):
     same patterns for the probe's regular expressions (and for one only the
     test compiles); in app.bin each is the pattern CPython's compile()
     gives, answered from the cache."""
-    outputs = []
-    for argv in ([probe_venv / "bin" / "python"], [probe_bins[0], "python"],
-                 [probe_bins[1], "python"]):
-        result = run([*argv, "-c", REGEX_OBSERVE], env=clean_env())
-        assert result.returncode == 0, describe(result)
-        outputs.append(json.loads(result.stdout))
+    outputs = outputs_of(REGEX_OBSERVE, probe_bins, probe_venv)
     n = len(sources()["REGEXES"])
     # [hits, misses] after each compile: one hit per probe pattern, then a miss
     cached_counts, cached_same = outputs[1].pop(), outputs[1].pop()
@@ -284,12 +291,7 @@ def test_cached_code_behaves_as_compiled_code(probe_bins, probe_venv):
     namedtuple methods, results, code object fields, a fresh object per
     compile(), traceback lines and the audit events (a hook can refuse a
     cached compile as it refuses a compile)."""
-    outputs = []
-    for argv in ([probe_venv / "bin" / "python"], [probe_bins[0], "python"],
-                 [probe_bins[1], "python"]):
-        result = run([*argv, "-c", OBSERVE], env=clean_env())
-        assert result.returncode == 0, describe(result)
-        outputs.append(json.loads(result.stdout))
+    outputs = outputs_of(OBSERVE, probe_bins, probe_venv)
     cache = outputs[1].pop("cache")
     assert cache["misses"] == 1, cache  # the calls after the import were all hits
     outputs[2].pop("cache")
